@@ -1,0 +1,481 @@
+"""Containers for irregularly sampled series and the collation of mini-batches.
+
+A series is its own observation times and a ``(n_obs, n_features)`` array of values in which
+NaN means "not observed". A data set is an ordered collection of such series that share
+feature names. A :class:`Batch` is a mini-batch laid on the union of its series' time points,
+with an observation mask.
+"""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+import torch
+
+__all__ = [
+    "IrregularSeries",
+    "IrregularDataset",
+    "Batch",
+    "collate",
+    "from_pandas",
+    "from_arrays",
+    "as_dataset",
+]
+
+
+@dataclass(frozen=True, eq=False)
+class IrregularSeries:
+    """One irregularly sampled, possibly partially observed, multivariate series.
+
+    Parameters
+    ----------
+    id : hashable
+        The series' identifier (patient id, sensor id, ...).
+    times : ndarray of shape (n_obs,)
+        Observation times in the user's units, strictly increasing.
+    values : ndarray of shape (n_obs, n_features)
+        Observed values; NaN marks a feature not observed at that time.
+
+    Notes
+    -----
+    Build series through :func:`from_arrays`, :func:`from_pandas` or :func:`as_dataset`, which
+    validate and normalise the input; the constructor itself only stores.
+    """
+
+    id: object
+    times: np.ndarray
+    values: np.ndarray
+
+    @property
+    def n_obs(self) -> int:
+        """Number of observation times."""
+        return int(self.times.shape[0])
+
+    @property
+    def mask(self) -> np.ndarray:
+        """Boolean array of shape (n_obs, n_features), True where a value is observed."""
+        return ~np.isnan(self.values)
+
+
+class IrregularDataset(Sequence):
+    """An ordered collection of irregular series sharing feature names.
+
+    Parameters
+    ----------
+    series : sequence of IrregularSeries
+        The series, each with ``values`` of shape (n_obs_i, n_features).
+    feature_names : sequence of str
+        One name per feature column.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from latentode.datasets import from_arrays
+    >>> data = from_arrays([(np.array([0.0, 0.5]), np.array([[1.0], [2.0]]))])
+    >>> len(data), data.n_features
+    (1, 1)
+    """
+
+    def __init__(self, series: Sequence[IrregularSeries], feature_names: Sequence[str]):
+        self._series = list(series)
+        self.feature_names = [str(f) for f in feature_names]
+
+    # -- sequence protocol -------------------------------------------------------------
+    def __len__(self) -> int:
+        return len(self._series)
+
+    def __getitem__(self, key):
+        if isinstance(key, (int, np.integer)):
+            return self._series[int(key)]
+        if isinstance(key, slice):
+            return IrregularDataset(self._series[key], self.feature_names)
+        idx = np.asarray(key)
+        if idx.dtype == bool:
+            idx = np.flatnonzero(idx)
+        return IrregularDataset([self._series[int(i)] for i in idx], self.feature_names)
+
+    def __repr__(self) -> str:
+        n_obs = [s.n_obs for s in self._series]
+        span = f", {min(n_obs)}-{max(n_obs)} observation times each" if n_obs else ""
+        return (
+            f"IrregularDataset({len(self)} series, {self.n_features} features "
+            f"{self.feature_names}{span})"
+        )
+
+    # -- properties ------------------------------------------------------------------------
+    @property
+    def n_features(self) -> int:
+        """Number of feature columns."""
+        return len(self.feature_names)
+
+    @property
+    def ids(self) -> list:
+        """Series identifiers, in order."""
+        return [s.id for s in self._series]
+
+    @property
+    def t_min(self) -> float:
+        """Earliest observation time over all series."""
+        return float(min(s.times[0] for s in self._series))
+
+    @property
+    def t_max(self) -> float:
+        """Latest observation time over all series."""
+        return float(max(s.times[-1] for s in self._series))
+
+    # -- conversion ------------------------------------------------------------------------
+    def to_pandas(self, *, id_name: str = "series", time_name: str = "time") -> pd.DataFrame:
+        """Return the data as a frame indexed by (series id, time), one column per feature.
+
+        Returns
+        -------
+        DataFrame of shape (total observation times, n_features)
+        """
+        ids = np.concatenate([np.full(s.n_obs, i) for i, s in enumerate(self._series)])
+        id_values = [self._series[i].id for i in ids]
+        times = np.concatenate([s.times for s in self._series])
+        values = np.concatenate([s.values for s in self._series], axis=0)
+        index = pd.MultiIndex.from_arrays([id_values, times], names=[id_name, time_name])
+        return pd.DataFrame(values, index=index, columns=self.feature_names)
+
+
+@dataclass
+class Batch:
+    """A mini-batch of series laid on the union of their observation times.
+
+    Attributes
+    ----------
+    times : Tensor of shape (time,)
+        Sorted union of the series' observation times (in whatever units they were given).
+    values : Tensor of shape (batch, time, features)
+        Observed values, 0 where not observed.
+    mask : BoolTensor of shape (batch, time, features)
+        True where a value is observed.
+    ids : list
+        Series identifiers, length ``batch``.
+    """
+
+    times: torch.Tensor
+    values: torch.Tensor
+    mask: torch.Tensor
+    ids: list
+
+    @property
+    def observed(self) -> torch.Tensor:
+        """BoolTensor of shape (batch, time): True where any feature is observed."""
+        return self.mask.any(-1)
+
+    def to(self, device) -> Batch:
+        """Return the batch on ``device``."""
+        return Batch(self.times.to(device), self.values.to(device), self.mask.to(device), self.ids)
+
+
+def collate(
+    series: Iterable[IrregularSeries],
+    *,
+    dtype: torch.dtype = torch.float32,
+    device=None,
+    times_transform=None,
+    values_transform=None,
+) -> Batch:
+    """Lay a list of series on the union of their time points.
+
+    Parameters
+    ----------
+    series : iterable of IrregularSeries
+        Series with equal numbers of features.
+    dtype : torch.dtype, default torch.float32
+        Floating dtype of the returned tensors.
+    device : torch.device or str, optional
+        Where the tensors live.
+    times_transform, values_transform : callable, optional
+        Applied to the union grid ``(time,)`` and to the values array ``(batch, time, features)``
+        (NumPy, NaN = missing) before conversion; the estimators use them to rescale.
+
+    Returns
+    -------
+    Batch
+        ``times (time,)``, ``values (batch, time, features)``, ``mask (batch, time, features)``.
+    """
+    series = list(series)
+    if not series:
+        raise ValueError("collate() needs at least one series; got an empty list.")
+    grid = np.unique(np.concatenate([s.times for s in series]))
+    n_features = series[0].values.shape[1]
+    dense = np.full((len(series), grid.shape[0], n_features), np.nan)
+    for b, s in enumerate(series):
+        dense[b, np.searchsorted(grid, s.times)] = s.values
+    if times_transform is not None:
+        grid = times_transform(grid)
+    if values_transform is not None:
+        dense = values_transform(dense)
+    mask = ~np.isnan(dense)
+    values = np.where(mask, dense, 0.0)
+    return Batch(
+        times=torch.as_tensor(grid, dtype=dtype, device=device),
+        values=torch.as_tensor(values, dtype=dtype, device=device),
+        mask=torch.as_tensor(mask, device=device),
+        ids=[s.id for s in series],
+    )
+
+
+# -- the validation gate ------------------------------------------------------------------
+def _as_time_array(times, *, name: str, series_id) -> np.ndarray:
+    t = np.asarray(times)
+    if np.issubdtype(t.dtype, np.datetime64) or np.issubdtype(t.dtype, np.timedelta64):
+        raise TypeError(
+            f"{name}: series {series_id!r} has datetime/timedelta times; convert them to numbers "
+            "with an explicit unit first, e.g. (t - t0) / pd.Timedelta('1h')."
+        )
+    try:
+        t = t.astype(np.float64)
+    except (TypeError, ValueError):
+        raise TypeError(
+            f"{name}: series {series_id!r} has non-numeric times (dtype {t.dtype}); "
+            "pass numbers in your time unit."
+        ) from None
+    if t.ndim != 1:
+        raise ValueError(
+            f"{name}: series {series_id!r} has times of shape {t.shape}; expected (n_obs,)."
+        )
+    if not np.all(np.isfinite(t)):
+        bad = t[~np.isfinite(t)][0]
+        raise ValueError(
+            f"{name}: series {series_id!r} has a non-finite time ({bad}); every observation "
+            "needs a finite time — drop or fix those rows."
+        )
+    return t
+
+
+def _normalise_series(series_id, times, values, *, name: str, n_features: int | None):
+    t = _as_time_array(times, name=name, series_id=series_id)
+    v = np.asarray(values)
+    if v.ndim == 1:
+        v = v[:, None]
+    if v.ndim != 2:
+        raise ValueError(
+            f"{name}: series {series_id!r} has values of shape {v.shape}; expected "
+            "(n_obs, n_features)."
+        )
+    try:
+        v = v.astype(np.float64)
+    except (TypeError, ValueError):
+        raise TypeError(
+            f"{name}: series {series_id!r} has non-numeric values (dtype {v.dtype}); "
+            "select numeric feature columns only."
+        ) from None
+    if v.shape[0] != t.shape[0]:
+        raise ValueError(
+            f"{name}: series {series_id!r} has {t.shape[0]} times but {v.shape[0]} rows of "
+            "values; they must match."
+        )
+    if n_features is not None and v.shape[1] != n_features:
+        raise ValueError(
+            f"{name}: series {series_id!r} has {v.shape[1]} features, the others "
+            f"{n_features}; all series must share the same features."
+        )
+    if np.isinf(v).any():
+        raise ValueError(
+            f"{name}: series {series_id!r} contains an infinite value; use NaN for 'not "
+            "observed' and fix or drop infinite readings."
+        )
+    # drop rows with nothing observed, sort, merge duplicate times
+    keep = ~np.isnan(v).all(axis=1)
+    t, v = t[keep], v[keep]
+    if t.shape[0] == 0:
+        raise ValueError(
+            f"{name}: series {series_id!r} has no observed value; remove it or give it at "
+            "least one observation."
+        )
+    unsorted = bool(np.any(np.diff(t) < 0))
+    if unsorted:
+        order = np.argsort(t, kind="stable")
+        t, v = t[order], v[order]
+    if np.any(np.diff(t) == 0):
+        t, v = _merge_duplicate_times(t, v, name=name, series_id=series_id)
+    return t, v, unsorted
+
+
+def _merge_duplicate_times(t, v, *, name, series_id):
+    uniq, inverse = np.unique(t, return_inverse=True)
+    merged = np.full((uniq.shape[0], v.shape[1]), np.nan)
+    for row, slot in enumerate(inverse):
+        for d in np.flatnonzero(~np.isnan(v[row])):
+            old = merged[slot, d]
+            if np.isnan(old):
+                merged[slot, d] = v[row, d]
+            elif old != v[row, d]:
+                raise ValueError(
+                    f"{name}: series {series_id!r} has two different values ({old} and "
+                    f"{v[row, d]}) for feature {d} at time {uniq[slot]}; keep one of them."
+                )
+    return uniq, merged
+
+
+def from_arrays(
+    data: Iterable,
+    *,
+    ids: Sequence | None = None,
+    feature_names: Sequence[str] | None = None,
+) -> IrregularDataset:
+    """Build a data set from ``(times, values)`` pairs.
+
+    Parameters
+    ----------
+    data : iterable of (times, values)
+        ``times`` of shape (n_obs_i,), ``values`` of shape (n_obs_i, n_features) or (n_obs_i,);
+        NumPy arrays, lists or tensors. NaN marks "not observed".
+    ids : sequence, optional
+        Series identifiers; default ``0 .. n_series - 1``.
+    feature_names : sequence of str, optional
+        Default ``x0, x1, ...``.
+
+    Returns
+    -------
+    IrregularDataset
+        Times sorted, duplicate times merged, fully missing rows dropped.
+    """
+    pairs = list(data)
+    if not pairs:
+        raise ValueError("from_arrays: `data` is empty; pass at least one (times, values) pair.")
+    if ids is None:
+        ids = list(range(len(pairs)))
+    elif len(ids) != len(pairs):
+        raise ValueError(f"from_arrays: got {len(ids)} ids for {len(pairs)} series.")
+    series = []
+    n_features = None
+    unsorted = []
+    for sid, pair in zip(ids, pairs, strict=True):
+        if not (isinstance(pair, (tuple, list)) and len(pair) == 2):
+            raise TypeError(
+                f"from_arrays: series {sid!r} is a {type(pair).__name__}; each item must be a "
+                "(times, values) pair."
+            )
+        times, values = (x.detach().cpu().numpy() if torch.is_tensor(x) else x for x in pair)
+        t, v, was_unsorted = _normalise_series(
+            sid, times, values, name="data", n_features=n_features
+        )
+        if was_unsorted:
+            unsorted.append(sid)
+        n_features = v.shape[1]
+        series.append(IrregularSeries(sid, t, v))
+    if unsorted:
+        warnings.warn(
+            f"{len(unsorted)} series had unsorted times and were sorted (first: {unsorted[0]!r}).",
+            stacklevel=3,
+        )
+    if feature_names is None:
+        feature_names = [f"x{i}" for i in range(n_features)]
+    elif len(feature_names) != n_features:
+        raise ValueError(
+            f"from_arrays: {len(feature_names)} feature_names for {n_features} features."
+        )
+    return IrregularDataset(series, feature_names)
+
+
+def from_pandas(
+    df: pd.DataFrame,
+    *,
+    id_col: str,
+    time_col: str,
+    value_cols: Sequence[str] | None = None,
+) -> IrregularDataset:
+    """Build a data set from a long frame: one row per (series, time), one column per feature.
+
+    Parameters
+    ----------
+    df : DataFrame
+        The long frame. Missing values (NaN) mean "not observed".
+    id_col : str
+        Column holding the series identifier.
+    time_col : str
+        Column holding numeric observation times.
+    value_cols : sequence of str, optional
+        Feature columns; default all other columns.
+
+    Returns
+    -------
+    IrregularDataset
+    """
+    if not isinstance(df, pd.DataFrame):
+        raise TypeError(f"from_pandas: `df` must be a pandas DataFrame, got {type(df).__name__}.")
+    for arg, col in (("id_col", id_col), ("time_col", time_col)):
+        if col not in df.columns:
+            raise ValueError(
+                f"from_pandas: {arg}={col!r} is not a column; columns are {list(df.columns)}."
+            )
+    if value_cols is None:
+        value_cols = [c for c in df.columns if c not in (id_col, time_col)]
+    missing = [c for c in value_cols if c not in df.columns]
+    if missing:
+        raise ValueError(
+            f"from_pandas: value_cols {missing} are not columns; columns are {list(df.columns)}."
+        )
+    if not value_cols:
+        raise ValueError("from_pandas: no feature columns; pass value_cols.")
+    non_numeric = [c for c in value_cols if not pd.api.types.is_numeric_dtype(df[c])]
+    if non_numeric:
+        raise TypeError(
+            f"from_pandas: value_cols {non_numeric} are not numeric; convert or drop them."
+        )
+    if df.empty:
+        raise ValueError("from_pandas: `df` has no rows.")
+    ids, series = [], []
+    for sid, group in df.groupby(id_col, sort=False):
+        ids.append(sid)
+        series.append((group[time_col].to_numpy(), group[list(value_cols)].to_numpy()))
+    return from_arrays(series, ids=ids, feature_names=[str(c) for c in value_cols])
+
+
+def _from_panel(df: pd.DataFrame, *, name: str) -> IrregularDataset:
+    if not isinstance(df.index, pd.MultiIndex) or df.index.nlevels != 2:
+        raise ValueError(
+            f"{name}: a DataFrame must be indexed by (series id, time) — a 2-level MultiIndex — "
+            "with one column per feature; use df.set_index([id_col, time_col]) or "
+            "latentode.datasets.from_pandas for a long frame."
+        )
+    id_name, time_name = df.index.names
+    id_name = id_name or "__series__"
+    time_name = time_name or "__time__"
+    flat = df.copy()
+    flat.index = flat.index.set_names([id_name, time_name])
+    flat = flat.reset_index()
+    return from_pandas(flat, id_col=id_name, time_col=time_name, value_cols=list(df.columns))
+
+
+def as_dataset(X, *, name: str = "X") -> IrregularDataset:
+    """The validation gate: turn any supported input into an :class:`IrregularDataset`.
+
+    Parameters
+    ----------
+    X : IrregularDataset, DataFrame, IrregularSeries, or list of (times, values)
+        A DataFrame must be indexed by (series id, time) with one column per feature.
+    name : str
+        The argument's name, used in error messages.
+
+    Returns
+    -------
+    IrregularDataset
+    """
+    if isinstance(X, IrregularDataset):
+        if len(X) == 0:
+            raise ValueError(f"{name} is an empty data set; pass at least one series.")
+        return X
+    if isinstance(X, IrregularSeries):
+        return IrregularDataset([X], [f"x{i}" for i in range(X.values.shape[1])])
+    if isinstance(X, pd.DataFrame):
+        if X.empty:
+            raise ValueError(f"{name} is an empty DataFrame; pass at least one observation.")
+        return _from_panel(X, name=name)
+    if isinstance(X, (list, tuple)):
+        if len(X) == 0:
+            raise ValueError(f"{name} is empty; pass at least one (times, values) pair.")
+        return from_arrays(X)
+    raise TypeError(
+        f"{name} must be an IrregularDataset, a DataFrame indexed by (series id, time), or a list "
+        f"of (times, values) pairs; got {type(X).__name__}."
+    )

@@ -1,0 +1,638 @@
+"""scikit-learn-style estimators over irregular series.
+
+:class:`LatentODE` ties the data containers, the Pyro model, the solver and the SVI loop
+together behind ``fit`` / ``predict`` / ``sample`` / ``score`` / ``save`` / ``load``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import math
+import os
+import re
+
+import numpy as np
+import torch
+import xarray as xr
+from sklearn.base import BaseEstimator
+from sklearn.utils.validation import check_is_fitted
+
+from .datasets import IrregularDataset, as_dataset, collate
+from .inference import TrainingHistory, per_series_elbo, train_svi
+from .models import LatentODEModel
+from .solvers import SOLVER_METHODS
+
+__all__ = ["LatentODE"]
+
+logger = logging.getLogger(__name__)
+
+FORMAT_NAME = "latentode"
+FORMAT_VERSION = 1
+_PREDICT_CHUNK = 512
+
+
+def resolve_device(device) -> torch.device:
+    """Map ``"auto"``, ``"cpu"``, ``"cuda"`` (or a torch.device) to a torch.device."""
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        dev = torch.device(device)
+    except (RuntimeError, TypeError):
+        raise ValueError(
+            f"device={device!r} is not a device; use 'auto', 'cpu' or 'cuda'."
+        ) from None
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(
+            "device='cuda' was asked for but CUDA is not available; use device='auto' or 'cpu'."
+        )
+    return dev
+
+
+def _seed_from(random_state) -> int:
+    if random_state is None:
+        return int(np.random.SeedSequence().generate_state(1)[0])
+    if isinstance(random_state, (int, np.integer)) and not isinstance(random_state, bool):
+        return int(random_state)
+    raise TypeError(
+        f"random_state must be None or an int (for save/load and reproducibility); got "
+        f"{type(random_state).__name__}."
+    )
+
+
+_DEFAULT_NAME = re.compile(r"^x\d+$")
+
+
+class IrregularSeriesEstimator(BaseEstimator):
+    """Shared machinery: validation, scaling of values and time, batching, persistence.
+
+    Subclasses define ``_build_module()`` and their own ``fit``; parameters live in
+    ``__init__`` as in scikit-learn.
+    """
+
+    _module_attr = "model_"
+
+    # -- validation and scaling ------------------------------------------------------------
+    def _fit_scaling(self, data: IrregularDataset) -> None:
+        values = np.concatenate([s.values for s in data], axis=0)
+        mean = np.nanmean(values, axis=0)
+        scale = np.nanstd(values, axis=0)
+        mean = np.where(np.isfinite(mean), mean, 0.0)
+        scale = np.where(np.isfinite(scale) & (scale > 0), scale, 1.0)
+        self.feature_names_in_ = np.asarray(data.feature_names, dtype=object)
+        self.n_features_in_ = data.n_features
+        self.value_mean_ = mean
+        self.value_scale_ = scale
+        self.time_origin_ = data.t_min
+        span = data.t_max - data.t_min
+        self.time_scale_ = float(span) if span > 0 else 1.0
+
+    def _check_data(self, X, *, name: str = "X") -> IrregularDataset:
+        data = as_dataset(X, name=name)
+        if data.n_features != self.n_features_in_:
+            raise ValueError(
+                f"{name} has {data.n_features} features but the model was fitted with "
+                f"{self.n_features_in_} ({list(self.feature_names_in_)}); pass the same features."
+            )
+        names = data.feature_names
+        if not all(_DEFAULT_NAME.match(n) for n in names) and names != list(self.feature_names_in_):
+            raise ValueError(
+                f"{name} has features {names} but the model was fitted with "
+                f"{list(self.feature_names_in_)}; select and order the columns the same way."
+            )
+        early = [s.id for s in data if s.times[0] < self.time_origin_]
+        if early:
+            raise ValueError(
+                f"{name}: series {early[0]!r} (and {len(early) - 1} more) has observations before "
+                f"the time origin {self.time_origin_} of the training data; times must be "
+                "measured from the same origin as in fit."
+            )
+        return data
+
+    def _check_times(self, times, data: IrregularDataset, *, name: str = "times") -> np.ndarray:
+        if times is None:
+            return np.unique(np.concatenate([s.times for s in data]))
+        t = np.asarray(times)
+        if t.ndim == 0:
+            t = t[None]
+        if t.ndim != 1 or t.size == 0:
+            raise ValueError(f"{name} must be a non-empty 1-D array of times; got shape {t.shape}.")
+        try:
+            t = t.astype(np.float64)
+        except (TypeError, ValueError):
+            raise TypeError(f"{name} must be numeric; got dtype {t.dtype}.") from None
+        if not np.all(np.isfinite(t)):
+            raise ValueError(f"{name} contains non-finite values; pass finite times.")
+        if np.any(np.diff(t) <= 0):
+            raise ValueError(f"{name} must be strictly increasing; sort it and drop duplicates.")
+        if t[0] < self.time_origin_:
+            raise ValueError(
+                f"{name} starts at {t[0]}, before the time origin {self.time_origin_} of the "
+                "training data; query times at or after it."
+            )
+        return t
+
+    def _scale_times(self, t):
+        return (t - self.time_origin_) / self.time_scale_
+
+    def _scale_values(self, v):
+        return (v - self.value_mean_) / self.value_scale_
+
+    def _unscale_values(self, v: torch.Tensor) -> np.ndarray:
+        v = v.detach().cpu().double().numpy()
+        return v * self.value_scale_ + self.value_mean_
+
+    def _batch(self, series, device):
+        return collate(
+            series,
+            device=device,
+            times_transform=self._scale_times,
+            values_transform=self._scale_values,
+        )
+
+    def _coords(self, data: IrregularDataset, t: np.ndarray) -> dict:
+        return {
+            "series": np.asarray(data.ids, dtype=object),
+            "time": t,
+            "feature": [str(f) for f in self.feature_names_in_],
+        }
+
+    def _model_times(self, t: np.ndarray, device) -> torch.Tensor:
+        return torch.as_tensor(self._scale_times(t), dtype=torch.float32, device=device)
+
+    @contextlib.contextmanager
+    def _seeded(self, seed: int, device: torch.device):
+        devices = [device] if device.type == "cuda" else []
+        with torch.random.fork_rng(devices=devices):
+            torch.manual_seed(seed)
+            yield
+
+    def _generator(self, device: torch.device, offset: int = 0) -> torch.Generator:
+        gen = torch.Generator(device=device)
+        gen.manual_seed(_seed_from(self.random_state) + offset)
+        return gen
+
+    # -- persistence -----------------------------------------------------------------------
+    def _fitted_state(self) -> dict:
+        history = getattr(self, "history_", None)
+        return {
+            "feature_names_in_": [str(f) for f in self.feature_names_in_],
+            "value_mean_": self.value_mean_.tolist(),
+            "value_scale_": self.value_scale_.tolist(),
+            "time_origin_": self.time_origin_,
+            "time_scale_": self.time_scale_,
+            "history_": history.to_dict() if history is not None else None,
+        }
+
+    def _set_fitted_state(self, state: dict) -> None:
+        self.feature_names_in_ = np.asarray(state["feature_names_in_"], dtype=object)
+        self.n_features_in_ = len(self.feature_names_in_)
+        self.value_mean_ = np.asarray(state["value_mean_"], dtype=np.float64)
+        self.value_scale_ = np.asarray(state["value_scale_"], dtype=np.float64)
+        self.time_origin_ = float(state["time_origin_"])
+        self.time_scale_ = float(state["time_scale_"])
+        if state.get("history_") is not None:
+            self.history_ = TrainingHistory(**state["history_"])
+
+    def save(self, path) -> None:
+        """Write the fitted estimator to ``path`` (weights and JSON configuration).
+
+        The file holds only tensors, numbers and strings, and is read back with
+        ``torch.load(..., weights_only=True)`` by :meth:`load`. It is written to a temporary
+        file first and renamed, so an interrupted save leaves any earlier file intact.
+        """
+        check_is_fitted(self)
+        try:
+            params = json.dumps(self.get_params(deep=False))
+        except TypeError as err:
+            raise TypeError(
+                f"cannot save: a parameter is not JSON-serialisable ({err}); use plain numbers, "
+                "strings, lists and dicts."
+            ) from None
+        module = getattr(self, self._module_attr)
+        payload = {
+            "format": FORMAT_NAME,
+            "format_version": FORMAT_VERSION,
+            "class": type(self).__name__,
+            "params": params,
+            "fitted": json.dumps(self._fitted_state()),
+            "state_dict": {k: v.detach().cpu() for k, v in module.state_dict().items()},
+        }
+        path = os.fspath(path)
+        tmp = f"{path}.tmp-{os.getpid()}"
+        try:
+            torch.save(payload, tmp)
+            os.replace(tmp, path)
+        finally:
+            if os.path.exists(tmp):
+                os.remove(tmp)
+
+    @classmethod
+    def load(cls, path, *, device=None):
+        """Read an estimator written by :meth:`save`.
+
+        Parameters
+        ----------
+        path : str or path-like
+        device : str, optional
+            Overrides the saved ``device`` parameter (e.g. ``"cpu"`` to load a GPU model on a
+            machine without one).
+        """
+        try:
+            payload = torch.load(os.fspath(path), map_location="cpu", weights_only=True)
+        except FileNotFoundError:
+            raise
+        except Exception as err:
+            raise ValueError(
+                f"{path!s} is not a readable latentode model file ({type(err).__name__}: {err})."
+            ) from None
+        if not isinstance(payload, dict) or payload.get("format") != FORMAT_NAME:
+            raise ValueError(f"{path!s} is not a latentode model file.")
+        if payload.get("format_version", math.inf) > FORMAT_VERSION:
+            raise ValueError(
+                f"{path!s} was written by a newer latentode (format "
+                f"{payload.get('format_version')}); upgrade latentode to read it."
+            )
+        if payload.get("class") != cls.__name__:
+            raise ValueError(
+                f"{path!s} holds a {payload.get('class')}, not a {cls.__name__}; load it with "
+                f"{payload.get('class')}.load."
+            )
+        est = cls(**json.loads(payload["params"]))
+        if device is not None:
+            est.set_params(device=device)
+        est._set_fitted_state(json.loads(payload["fitted"]))
+        est.device_ = resolve_device(est.device)
+        module = est._build_module()
+        module.load_state_dict(payload["state_dict"])
+        setattr(est, cls._module_attr, module.to(est.device_).eval())
+        return est
+
+
+class LatentODE(IrregularSeriesEstimator):
+    """Latent ODE for irregularly sampled series, fitted by stochastic variational inference.
+
+    The model of Chen et al. (2018) and Rubanova et al. (2019): a recognition network reads a
+    series backwards in time and gives ``q(z0 | x)``; a latent ODE ``dz/dt = f(z)`` carries
+    ``z0`` to every query time; a decoder maps ``z(t)`` to the observations. Optionally a
+    Poisson process scores *when* observations were taken.
+
+    Parameters
+    ----------
+    latent_dim : int, default 4
+        Size of the latent state.
+    ode_hidden_dim : int, default 20
+        Width of the dynamics MLP.
+    ode_layers : int, default 3
+        Linear layers of the dynamics MLP.
+    encoder : {"gru"}, default "gru"
+        Recognition network: a GRU run backwards over (values, mask, time gaps).
+    encoder_hidden_dim : int, default 25
+    decoder_hidden_dim : int, default 20
+    poisson : bool, default False
+        Add the Poisson-process likelihood of the observation times.
+    obs_std : float or None, default None
+        Fixed observation standard deviation in the data's units (the same for every feature);
+        None learns one per feature.
+    method : str, default "dopri5"
+        ODE solver (see :data:`latentode.solvers.SOLVER_METHODS`).
+    rtol, atol : float, default 1e-3, 1e-4
+        Solver tolerances (on the internally standardised scale).
+    solver_options : dict, optional
+        Passed to torchdiffeq, e.g. ``{"step_size": 0.05}``.
+    adjoint : bool, default False
+        Backpropagate with the adjoint method (memory flat in the number of solver steps).
+    max_epochs : int, default 100
+    batch_size : int, default 50
+    lr : float, default 1e-2
+        Adam learning rate.
+    lr_decay : float, default 0.99
+        Learning-rate factor per epoch.
+    num_particles : int, default 1
+        ``z0`` samples per series in each ELBO estimate.
+    kl_anneal_epochs : int, default 0
+        Epochs over which the weight of the KL term rises linearly to 1.
+    clip_norm : float or None, default 10.0
+        Gradient-norm clipping.
+    patience : int or None, default None
+        Early stopping on validation data given to :meth:`fit`.
+    device : {"auto", "cpu", "cuda"}, default "auto"
+    random_state : int or None, default None
+        Seeds initialisation, shuffling and sampling; the same value gives the same results.
+    verbose : bool or "force", default False
+        Progress bar during fit (on a terminal, or always with "force").
+
+    Attributes
+    ----------
+    model_ : LatentODEModel
+        The fitted Pyro model and guide.
+    history_ : TrainingHistory
+    feature_names_in_ : ndarray of str, shape (features,)
+    n_features_in_ : int
+    value_mean_, value_scale_ : ndarray of shape (features,)
+        Per-feature standardisation fitted on the training data.
+    time_origin_, time_scale_ : float
+        Model time is ``(t - time_origin_) / time_scale_``; ``z0`` is the state at the origin.
+    device_ : torch.device
+
+    Examples
+    --------
+    >>> from latentode import LatentODE
+    >>> from latentode.datasets import make_spirals
+    >>> data = make_spirals(n_series=40, n_obs=20, random_state=0)
+    >>> model = LatentODE(max_epochs=2, random_state=0).fit(data.train)
+    >>> model.predict(data.test, times=data.test_extrapolation_times).dims
+    ('series', 'time', 'feature')
+    """
+
+    def __init__(
+        self,
+        *,
+        latent_dim: int = 4,
+        ode_hidden_dim: int = 20,
+        ode_layers: int = 3,
+        encoder: str = "gru",
+        encoder_hidden_dim: int = 25,
+        decoder_hidden_dim: int = 20,
+        poisson: bool = False,
+        obs_std: float | None = None,
+        method: str = "dopri5",
+        rtol: float = 1e-3,
+        atol: float = 1e-4,
+        solver_options: dict | None = None,
+        adjoint: bool = False,
+        max_epochs: int = 100,
+        batch_size: int = 50,
+        lr: float = 1e-2,
+        lr_decay: float = 0.99,
+        num_particles: int = 1,
+        kl_anneal_epochs: int = 0,
+        clip_norm: float | None = 10.0,
+        patience: int | None = None,
+        device: str = "auto",
+        random_state: int | None = None,
+        verbose: bool | str = False,
+    ):
+        self.latent_dim = latent_dim
+        self.ode_hidden_dim = ode_hidden_dim
+        self.ode_layers = ode_layers
+        self.encoder = encoder
+        self.encoder_hidden_dim = encoder_hidden_dim
+        self.decoder_hidden_dim = decoder_hidden_dim
+        self.poisson = poisson
+        self.obs_std = obs_std
+        self.method = method
+        self.rtol = rtol
+        self.atol = atol
+        self.solver_options = solver_options
+        self.adjoint = adjoint
+        self.max_epochs = max_epochs
+        self.batch_size = batch_size
+        self.lr = lr
+        self.lr_decay = lr_decay
+        self.num_particles = num_particles
+        self.kl_anneal_epochs = kl_anneal_epochs
+        self.clip_norm = clip_norm
+        self.patience = patience
+        self.device = device
+        self.random_state = random_state
+        self.verbose = verbose
+
+    # -- parameters --------------------------------------------------------------------------
+    def _validate_params(self) -> None:
+        for name in (
+            "latent_dim",
+            "ode_hidden_dim",
+            "ode_layers",
+            "encoder_hidden_dim",
+            "decoder_hidden_dim",
+            "max_epochs",
+            "batch_size",
+            "num_particles",
+        ):
+            value = getattr(self, name)
+            if not (isinstance(value, (int, np.integer)) and value >= 1):
+                raise ValueError(f"{name} must be a positive integer; got {value!r}.")
+        if self.encoder != "gru":
+            raise ValueError(f"encoder={self.encoder!r} is not available; use 'gru'.")
+        if self.method not in SOLVER_METHODS:
+            raise ValueError(
+                f"method={self.method!r} is not a known ODE solver; choose one of "
+                f"{list(SOLVER_METHODS)}."
+            )
+        if not (isinstance(self.lr, (int, float)) and self.lr > 0):
+            raise ValueError(f"lr must be a positive number; got {self.lr!r}.")
+        if not 0 < self.lr_decay <= 1:
+            raise ValueError(f"lr_decay must be in (0, 1]; got {self.lr_decay!r}.")
+        if self.obs_std is not None and not self.obs_std > 0:
+            raise ValueError(f"obs_std must be None (learned) or positive; got {self.obs_std!r}.")
+        if self.kl_anneal_epochs < 0:
+            raise ValueError(
+                f"kl_anneal_epochs must be non-negative; got {self.kl_anneal_epochs!r}."
+            )
+
+    def _build_module(self) -> LatentODEModel:
+        obs_std = None
+        if self.obs_std is not None:
+            obs_std = torch.as_tensor(self.obs_std / self.value_scale_, dtype=torch.float32)
+        return LatentODEModel(
+            self.n_features_in_,
+            latent_dim=self.latent_dim,
+            ode_hidden_dim=self.ode_hidden_dim,
+            ode_layers=self.ode_layers,
+            encoder_hidden_dim=self.encoder_hidden_dim,
+            decoder_hidden_dim=self.decoder_hidden_dim,
+            poisson=self.poisson,
+            obs_std=obs_std,
+            solver_kwargs=dict(
+                method=self.method,
+                rtol=self.rtol,
+                atol=self.atol,
+                options=self.solver_options,
+                adjoint=self.adjoint,
+            ),
+        )
+
+    # -- fit ---------------------------------------------------------------------------------
+    def fit(self, X, y=None, *, validation_data=None):
+        """Fit the model to irregular series.
+
+        Parameters
+        ----------
+        X : IrregularDataset, DataFrame indexed by (series id, time), or list of (times, values)
+            Training series; NaN marks unobserved values.
+        y : None
+            Ignored (unsupervised).
+        validation_data : same types as ``X``, optional
+            Held-out series; the parameters of the epoch with the best validation ELBO are
+            kept, and ``patience`` stops training early.
+
+        Returns
+        -------
+        self
+        """
+        self._validate_params()
+        data = as_dataset(X, name="X")
+        seed = _seed_from(self.random_state)
+        self.device_ = resolve_device(self.device)
+        self._fit_scaling(data)
+        validation = None
+        if validation_data is not None:
+            val = self._check_data(validation_data, name="validation_data")
+            validation = [
+                self._batch(val[i : i + _PREDICT_CHUNK], self.device_)
+                for i in range(0, len(val), _PREDICT_CHUNK)
+            ]
+        series = list(data)
+        with self._seeded(seed, self.device_):
+            module = self._build_module().to(self.device_)
+            generator = torch.Generator().manual_seed(seed)
+            self.history_ = train_svi(
+                module,
+                lambda idx: self._batch([series[i] for i in idx.tolist()], self.device_),
+                len(series),
+                max_epochs=self.max_epochs,
+                batch_size=self.batch_size,
+                lr=self.lr,
+                lr_decay=self.lr_decay,
+                num_particles=self.num_particles,
+                kl_anneal_epochs=self.kl_anneal_epochs,
+                clip_norm=self.clip_norm,
+                validation=validation,
+                patience=self.patience,
+                generator=generator,
+                verbose=self.verbose,
+            )
+        self.model_ = module
+        return self
+
+    # -- prediction --------------------------------------------------------------------------
+    def _draw(self, X, times, n_samples: int, *, with_latent: bool):
+        """Decoded trajectories for posterior draws of z0, chunked over series.
+
+        Returns
+        -------
+        data : IrregularDataset
+        t : ndarray of shape (time,)
+        mean : Tensor of shape (n_samples, series, time, features), model units
+        z : Tensor of shape (n_samples, series, time, latent) or None
+        """
+        check_is_fitted(self)
+        if not (isinstance(n_samples, (int, np.integer)) and n_samples >= 1):
+            raise ValueError(f"n_samples must be a positive integer; got {n_samples!r}.")
+        data = self._check_data(X)
+        t = self._check_times(times, data)
+        query = self._model_times(t, self.device_)
+        module = self.model_
+        gen = self._generator(self.device_)
+        means, zs = [], []
+        with torch.no_grad():
+            for i in range(0, len(data), _PREDICT_CHUNK):
+                batch = self._batch(data[i : i + _PREDICT_CHUNK], self.device_)
+                z0 = module.posterior_z0(
+                    batch.times, batch.values, batch.mask, n_samples=n_samples, generator=gen
+                )
+                z, _ = module.solve(z0, query)
+                means.append(module.decoder(z))
+                if with_latent:
+                    zs.append(z)
+        z = torch.cat(zs, dim=1) if with_latent else None
+        return data, t, torch.cat(means, dim=1), z
+
+    def predict(self, X, *, times=None, n_samples: int = 32) -> xr.DataArray:
+        """Posterior mean of the series at query times, given their observed points.
+
+        Times inside a series' observed window interpolate it; later times extrapolate.
+
+        Parameters
+        ----------
+        X : IrregularDataset, DataFrame or list of (times, values)
+            The series to condition on.
+        times : array-like of shape (time,), optional
+            Increasing query times in the data's units; default the union of the series'
+            observation times.
+        n_samples : int, default 32
+            Monte Carlo draws of ``z0`` averaged for the mean.
+
+        Returns
+        -------
+        xarray.DataArray of shape (series, time, feature)
+            In the data's units, with series ids, times and feature names as coordinates.
+        """
+        data, t, mean, _ = self._draw(X, times, n_samples, with_latent=False)
+        values = self._unscale_values(mean.mean(0))
+        return xr.DataArray(
+            values,
+            dims=("series", "time", "feature"),
+            coords=self._coords(data, t),
+            name="mean",
+        )
+
+    def sample(
+        self, X, *, times=None, n_samples: int = 100, include_latent: bool = False
+    ) -> xr.Dataset:
+        """Draws from the posterior predictive distribution at query times.
+
+        Parameters
+        ----------
+        X : IrregularDataset, DataFrame or list of (times, values)
+        times : array-like of shape (time,), optional
+            Default the union of the series' observation times.
+        n_samples : int, default 100
+        include_latent : bool, default False
+            Also return the latent trajectories ``z``.
+
+        Returns
+        -------
+        xarray.Dataset
+            ``obs (sample, series, time, feature)``: draws including observation noise;
+            ``mean (sample, series, time, feature)``: the decoded trajectory of each draw;
+            ``z (sample, series, time, latent)`` when asked for. Values in the data's units.
+        """
+        data, t, mean, z = self._draw(X, times, n_samples, with_latent=include_latent)
+        gen = self._generator(self.device_, offset=1)
+        noise = self.model_.noise().detach()
+        eps = torch.randn(mean.shape, generator=gen, device=mean.device, dtype=mean.dtype)
+        coords = self._coords(data, t)
+        coords["sample"] = np.arange(n_samples)
+        dims = ("sample", "series", "time", "feature")
+        variables = {
+            "obs": (dims, self._unscale_values(mean + noise * eps)),
+            "mean": (dims, self._unscale_values(mean)),
+        }
+        if z is not None:
+            coords["latent"] = np.arange(self.latent_dim)
+            variables["z"] = (("sample", "series", "time", "latent"), z.cpu().numpy())
+        return xr.Dataset(variables, coords=coords)
+
+    # -- evaluation --------------------------------------------------------------------------
+    def score_samples(self, X, *, num_particles: int = 16) -> np.ndarray:
+        """Evidence lower bound of each series, in the data's units (higher is better).
+
+        The ELBO of the standardised data is corrected by the Jacobian of the standardisation
+        (and of the time rescaling for the Poisson term), so it bounds the log-density of the
+        series as given.
+
+        Returns
+        -------
+        ndarray of shape (series,)
+        """
+        check_is_fitted(self)
+        data = self._check_data(X)
+        out = []
+        log_scale = torch.as_tensor(np.log(self.value_scale_), dtype=torch.float32)
+        with self._seeded(_seed_from(self.random_state), self.device_):
+            for i in range(0, len(data), _PREDICT_CHUNK):
+                batch = self._batch(data[i : i + _PREDICT_CHUNK], self.device_)
+                elbo = per_series_elbo(self.model_, batch, num_particles=num_particles).cpu()
+                counts = batch.mask.sum(1).float().cpu()  # (batch, features)
+                elbo = elbo - (counts * log_scale).sum(-1)
+                if self.poisson:
+                    elbo = elbo - counts.sum(-1) * math.log(self.time_scale_)
+                out.append(elbo.double().numpy())
+        return np.concatenate(out)
+
+    def score(self, X, y=None) -> float:
+        """Mean per-series evidence lower bound (see :meth:`score_samples`); higher is better."""
+        return float(np.mean(self.score_samples(X)))

@@ -1,0 +1,194 @@
+"""The Latent ODE as a Pyro model and an amortised guide.
+
+Generative model, for series ``b`` on the batch grid ``t`` (time origin 0)::
+
+    z0_b ~ Normal(0, I)                                   site "z0"
+    z_b(t) = ODESolve(f, z0_b, t)
+    x_b(t_i) ~ Normal(decoder(z_b(t_i)), sigma)  where observed      site "obs"
+    log p(times_b) = Σ_i log λ(z_b(t_i)) − ∫ λ(z_b(t)) dt              site "obs_times" (optional)
+
+Guide: ``q(z0_b | x_b) = Normal(loc_b, scale_b)`` from the recognition network.
+"""
+
+from __future__ import annotations
+
+import pyro
+import pyro.distributions as dist
+import torch
+import torch.nn.functional as F
+from pyro import poutine
+from pyro.nn import PyroModule
+from torch import nn
+
+from .likelihoods import masked_normal, poisson_process_log_likelihood, window_integral
+from .nn import AugmentedDynamics, Decoder, GRUEncoder, IntensityNet, ODEFunc
+from .solvers import ODESolver
+
+__all__ = ["LatentODEModel", "ObservationNoise", "SERIES_PLATE"]
+
+#: Name of the plate over series, at dim -1.
+SERIES_PLATE = "series"
+
+
+class ObservationNoise(nn.Module):
+    """Per-feature observation standard deviation, learned or fixed.
+
+    Parameters
+    ----------
+    n_features : int
+    init : float or Tensor of shape (features,)
+        Initial (or fixed) standard deviation, in the model's scaled units.
+    learn : bool
+        Whether it is a parameter.
+    """
+
+    def __init__(self, n_features: int, init, *, learn: bool):
+        super().__init__()
+        init = torch.as_tensor(init, dtype=torch.float32).expand(n_features).clone()
+        self.learn = learn
+        if learn:
+            self.raw = nn.Parameter(torch.log(torch.expm1(init)))  # inverse softplus
+        else:
+            self.register_buffer("value", init)
+
+    def forward(self) -> torch.Tensor:
+        """Tensor of shape (features,)."""
+        if self.learn:
+            return F.softplus(self.raw) + 1e-4
+        return self.value
+
+
+class LatentODEModel(PyroModule):
+    """Latent ODE with a recognition network, as ``model`` and ``guide`` methods.
+
+    Parameters
+    ----------
+    n_features : int
+        Observed features.
+    latent_dim : int, default 4
+    ode_hidden_dim : int, default 20
+        Width of the dynamics MLP.
+    ode_layers : int, default 3
+    encoder_hidden_dim : int, default 25
+        Width of the recognition GRU.
+    decoder_hidden_dim : int, default 20
+    poisson : bool, default False
+        Add the Poisson-process likelihood of observation times (site ``obs_times``).
+    obs_std : float or None, default None
+        Fixed observation standard deviation (scaled units); None learns it.
+    solver_kwargs : dict, optional
+        Passed to :class:`latentode.solvers.ODESolver`.
+    """
+
+    def __init__(
+        self,
+        n_features: int,
+        *,
+        latent_dim: int = 4,
+        ode_hidden_dim: int = 20,
+        ode_layers: int = 3,
+        encoder_hidden_dim: int = 25,
+        decoder_hidden_dim: int = 20,
+        poisson: bool = False,
+        obs_std: float | None = None,
+        solver_kwargs: dict | None = None,
+    ):
+        super().__init__()
+        self.n_features = n_features
+        self.latent_dim = latent_dim
+        self.poisson = poisson
+        self.encoder = GRUEncoder(n_features, latent_dim, encoder_hidden_dim)
+        self.decoder = Decoder(latent_dim, n_features, decoder_hidden_dim)
+        func = ODEFunc(latent_dim, ode_hidden_dim, n_layers=ode_layers)
+        if poisson:
+            func = AugmentedDynamics(func, IntensityNet(latent_dim, n_features), latent_dim)
+        self.solver = ODESolver(func, **(solver_kwargs or {}))
+        self.noise = ObservationNoise(
+            n_features, 0.1 if obs_std is None else obs_std, learn=obs_std is None
+        )
+
+    # -- deterministic pieces ------------------------------------------------------------
+    def solve(self, z0: torch.Tensor, times: torch.Tensor):
+        """Latent trajectory (and cumulative intensity) on ``times``.
+
+        Parameters
+        ----------
+        z0 : Tensor of shape (..., batch, latent)
+            Latent state at time 0.
+        times : Tensor of shape (time,)
+            Increasing, non-negative, in model units.
+
+        Returns
+        -------
+        z : Tensor of shape (..., batch, time, latent)
+        cumulative : Tensor of shape (..., batch, time, features) or None
+            ``∫_0^t λ(z(s)) ds`` when ``poisson``.
+        """
+        prepend = bool(times[0] > 0)
+        grid = torch.cat([times.new_zeros(1), times]) if prepend else times
+        y0 = z0
+        if self.poisson:
+            y0 = torch.cat([z0, z0.new_zeros(z0.shape[:-1] + (self.n_features,))], dim=-1)
+        ys = self.solver(y0, grid)
+        if prepend:
+            ys = ys[1:]
+        ys = ys.movedim(0, -2)
+        if self.poisson:
+            return ys[..., : self.latent_dim], ys[..., self.latent_dim :]
+        return ys, None
+
+    def intensity(self, z: torch.Tensor) -> torch.Tensor:
+        """Observation intensities λ(z), (..., latent) to (..., features)."""
+        return self.solver.func.intensity(z)
+
+    # -- Pyro programs -------------------------------------------------------------------
+    def model(self, times, values, mask, *, kl_scale: float = 1.0):
+        """The generative model.
+
+        Parameters
+        ----------
+        times : Tensor of shape (time,)
+        values, mask : Tensor of shape (batch, time, features)
+        kl_scale : float
+            Weight of the ``z0`` site (KL annealing).
+
+        Returns
+        -------
+        Tensor of shape (batch, time, features)
+            Decoded means.
+        """
+        n_series = values.shape[0]
+        prior = dist.Normal(
+            values.new_zeros(n_series, self.latent_dim), values.new_ones(n_series, self.latent_dim)
+        ).to_event(1)
+        with pyro.plate(SERIES_PLATE, n_series, dim=-1):
+            with poutine.scale(scale=kl_scale):
+                z0 = pyro.sample("z0", prior)
+            z, cumulative = self.solve(z0, times)
+            loc = self.decoder(z)
+            pyro.sample("obs", masked_normal(loc, self.noise(), mask), obs=values)
+            if self.poisson:
+                integral = window_integral(cumulative, mask.any(-1))
+                ll = poisson_process_log_likelihood(self.intensity(z), mask, integral)
+                pyro.factor("obs_times", ll)
+        return loc
+
+    def guide(self, times, values, mask, *, kl_scale: float = 1.0):
+        """The amortised posterior ``q(z0 | x)``; same arguments as :meth:`model`."""
+        loc, scale = self.encoder(values, mask, times)
+        with pyro.plate(SERIES_PLATE, values.shape[0], dim=-1):
+            with poutine.scale(scale=kl_scale):
+                return pyro.sample("z0", dist.Normal(loc, scale).to_event(1))
+
+    def posterior_z0(self, times, values, mask, *, n_samples: int, generator=None):
+        """Draws from ``q(z0 | x)`` without Pyro's effect handlers.
+
+        Returns
+        -------
+        Tensor of shape (n_samples, batch, latent)
+        """
+        loc, scale = self.encoder(values, mask, times)
+        eps = torch.randn(
+            (n_samples,) + loc.shape, generator=generator, device=loc.device, dtype=loc.dtype
+        )
+        return loc + scale * eps

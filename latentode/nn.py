@@ -1,0 +1,278 @@
+"""Plain ``torch.nn`` parts: ODE dynamics, recognition networks, decoders, intensities.
+
+Nothing here knows about Pyro. All networks take the batch layout of
+:class:`latentode.datasets.Batch`: ``values (batch, time, features)`` with a boolean ``mask`` of
+the same shape on a shared, increasing time grid ``times (time,)``.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
+
+__all__ = [
+    "mlp",
+    "ODEFunc",
+    "AugmentedDynamics",
+    "GRUEncoder",
+    "Decoder",
+    "IntensityNet",
+    "GapRNN",
+    "observed_sequences",
+]
+
+
+def mlp(n_in: int, n_hidden: int, n_out: int, *, n_layers: int = 2, activation=nn.ELU):
+    """A multilayer perceptron with ``n_layers`` linear layers.
+
+    Parameters
+    ----------
+    n_in, n_hidden, n_out : int
+        Input, hidden and output widths.
+    n_layers : int, default 2
+        Number of linear layers (at least 1).
+    activation : type of nn.Module
+        Activation between linear layers.
+
+    Returns
+    -------
+    nn.Sequential
+        Maps (..., n_in) to (..., n_out).
+    """
+    if n_layers < 1:
+        raise ValueError(f"n_layers must be at least 1; got {n_layers}.")
+    widths = [n_in] + [n_hidden] * (n_layers - 1) + [n_out]
+    layers: list[nn.Module] = []
+    for i in range(n_layers):
+        layers.append(nn.Linear(widths[i], widths[i + 1]))
+        if i < n_layers - 1:
+            layers.append(activation())
+    return nn.Sequential(*layers)
+
+
+class ODEFunc(nn.Module):
+    """Autonomous latent dynamics ``dz/dt = f(z)``, an MLP.
+
+    Parameters
+    ----------
+    latent_dim : int
+        Size of the latent state.
+    hidden_dim : int, default 20
+        Width of the hidden layers.
+    n_layers : int, default 3
+        Number of linear layers.
+    """
+
+    def __init__(self, latent_dim: int, hidden_dim: int = 20, *, n_layers: int = 3):
+        super().__init__()
+        self.net = mlp(latent_dim, hidden_dim, latent_dim, n_layers=n_layers)
+
+    def forward(self, t: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
+        """Vector field at state ``z`` of shape (..., latent); ``t`` is ignored."""
+        return self.net(z)
+
+
+class AugmentedDynamics(nn.Module):
+    """Latent dynamics augmented with the integrated intensity ``dΛ/dt = λ(z)``.
+
+    The state is ``[z, Λ]`` of shape (..., latent + features); one solve yields the latent
+    trajectory and the cumulative intensity needed by the Poisson-process likelihood.
+
+    Parameters
+    ----------
+    func : nn.Module
+        The latent vector field, ``func(t, z)``.
+    intensity : nn.Module
+        Maps (..., latent) to non-negative intensities (..., features).
+    latent_dim : int
+        Size of ``z``.
+    """
+
+    def __init__(self, func: nn.Module, intensity: nn.Module, latent_dim: int):
+        super().__init__()
+        self.func = func
+        self.intensity = intensity
+        self.latent_dim = latent_dim
+
+    def forward(self, t: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        z = y[..., : self.latent_dim]
+        return torch.cat([self.func(t, z), self.intensity(z)], dim=-1)
+
+
+def observed_sequences(
+    values: torch.Tensor, mask: torch.Tensor, times: torch.Tensor, *, reverse: bool
+):
+    """Gather each series' observed time steps into a left-aligned padded sequence.
+
+    Parameters
+    ----------
+    values, mask : Tensor of shape (batch, time, features)
+    times : Tensor of shape (time,)
+    reverse : bool
+        If True, each sequence runs from the series' last observation back to its first.
+
+    Returns
+    -------
+    x : Tensor of shape (batch, steps, features)
+        Values at the gathered steps, 0 where a feature is not observed (whatever ``values``
+        holds there).
+    m : Tensor of shape (batch, steps, features)
+        Mask at the gathered steps, as float.
+    t : Tensor of shape (batch, steps)
+        Times of the gathered steps.
+    lengths : LongTensor of shape (batch,)
+        Number of observed steps per series (the rest is padding).
+    """
+    observed = mask.any(-1)
+    n_time = observed.shape[1]
+    steps = torch.arange(n_time, device=values.device)
+    rank = -steps if reverse else steps
+    key = torch.where(observed, rank, rank.new_full((), 2 * n_time) + steps)
+    lengths = observed.sum(1)
+    order = torch.argsort(key, dim=1)[:, : int(lengths.max())]
+    idx = order.unsqueeze(-1).expand(-1, -1, values.shape[-1])
+    m = mask.gather(1, idx)
+    x = torch.where(m, values.gather(1, idx), torch.zeros((), dtype=values.dtype))
+    return x, m.to(values.dtype), times[order], lengths
+
+
+class GRUEncoder(nn.Module):
+    """Recognition network: a GRU run backwards in time over the observed points.
+
+    Each step reads ``(values, mask, time gap)``; the final state, with the gap from the first
+    observation back to the time origin, gives ``q(z0 | x) = Normal(loc, scale)``.
+
+    Parameters
+    ----------
+    n_features : int
+        Number of observed features.
+    latent_dim : int
+        Size of ``z0``.
+    hidden_dim : int, default 25
+        GRU width.
+    """
+
+    def __init__(self, n_features: int, latent_dim: int, hidden_dim: int = 25):
+        super().__init__()
+        self.gru = nn.GRU(2 * n_features + 1, hidden_dim, batch_first=True)
+        self.out = nn.Linear(hidden_dim + 1, 2 * latent_dim)
+
+    def forward(self, values: torch.Tensor, mask: torch.Tensor, times: torch.Tensor):
+        """Encode a batch.
+
+        Parameters
+        ----------
+        values, mask : Tensor of shape (batch, time, features)
+        times : Tensor of shape (time,)
+            Grid in the model's time units; the time origin is 0.
+
+        Returns
+        -------
+        loc, scale : Tensor of shape (batch, latent)
+        """
+        x, m, t, lengths = observed_sequences(values, mask, times, reverse=True)
+        gaps = torch.cat([torch.zeros_like(t[:, :1]), t[:, :-1] - t[:, 1:]], dim=1)
+        inputs = torch.cat([x, m, gaps.unsqueeze(-1)], dim=-1)
+        packed = pack_padded_sequence(inputs, lengths.cpu(), batch_first=True, enforce_sorted=False)
+        _, h = self.gru(packed)
+        t_first = t.gather(1, (lengths - 1).unsqueeze(1))
+        loc, raw = self.out(torch.cat([h[0], t_first], dim=-1)).chunk(2, dim=-1)
+        return loc, F.softplus(raw) + 1e-4
+
+
+class Decoder(nn.Module):
+    """Maps latent states (..., latent) to observation means (..., features)."""
+
+    def __init__(self, latent_dim: int, n_features: int, hidden_dim: int = 20):
+        super().__init__()
+        self.net = mlp(latent_dim, hidden_dim, n_features, n_layers=2, activation=nn.ReLU)
+
+    def forward(self, z: torch.Tensor) -> torch.Tensor:
+        return self.net(z)
+
+
+class IntensityNet(nn.Module):
+    """Per-feature observation intensity ``λ(z) > 0``, maps (..., latent) to (..., features)."""
+
+    def __init__(self, latent_dim: int, n_features: int, hidden_dim: int = 20):
+        super().__init__()
+        self.net = mlp(latent_dim, hidden_dim, n_features, n_layers=2, activation=nn.Tanh)
+
+    def forward(self, z: torch.Tensor) -> torch.Tensor:
+        return F.softplus(self.net(z)) + 1e-6
+
+
+class GapRNN(nn.Module):
+    """The RNN baseline of Chen et al. (2018), Table 2: a GRU fed observations and time gaps.
+
+    Each step reads ``(values, mask, gap since the previous observation)``; a head maps the
+    state and the gap to the next observation time to the next observation's values.
+
+    Parameters
+    ----------
+    n_features : int
+    hidden_dim : int, default 25
+    """
+
+    def __init__(self, n_features: int, hidden_dim: int = 25):
+        super().__init__()
+        self.gru = nn.GRU(2 * n_features + 1, hidden_dim, batch_first=True)
+        self.head = mlp(hidden_dim + 1, hidden_dim, n_features, n_layers=2, activation=nn.Tanh)
+
+    def step_inputs(self, x, m, gaps):
+        """Concatenate values (..., features), mask (..., features), gaps (...)."""
+        return torch.cat([x, m, gaps.unsqueeze(-1)], dim=-1)
+
+    def forward(self, values: torch.Tensor, mask: torch.Tensor, times: torch.Tensor):
+        """One-step-ahead predictions along each series.
+
+        Returns
+        -------
+        pred : Tensor of shape (batch, steps - 1, features)
+            Prediction of observed step ``i + 1`` from steps ``0..i``.
+        target, target_mask : Tensor of shape (batch, steps - 1, features)
+        h_last : Tensor of shape (batch, hidden)
+            State after each series' last observation.
+        t_last : Tensor of shape (batch,)
+            Time of each series' last observation.
+        """
+        x, m, t, lengths = observed_sequences(values, mask, times, reverse=False)
+        gaps = torch.cat([torch.zeros_like(t[:, :1]), t[:, 1:] - t[:, :-1]], dim=1)
+        packed = pack_padded_sequence(
+            self.step_inputs(x, m, gaps), lengths.cpu(), batch_first=True, enforce_sorted=False
+        )
+        out, h = self.gru(packed)
+        out, _ = pad_packed_sequence(out, batch_first=True, total_length=x.shape[1])
+        pred = self.head(torch.cat([out[:, :-1], gaps[:, 1:].unsqueeze(-1)], dim=-1))
+        valid = torch.arange(x.shape[1] - 1, device=x.device) < (lengths - 1).unsqueeze(1)
+        target_mask = m[:, 1:] * valid.unsqueeze(-1)
+        t_last = t.gather(1, (lengths - 1).unsqueeze(1)).squeeze(1)
+        return pred, x[:, 1:], target_mask, h[0], t_last
+
+    def rollout(self, h: torch.Tensor, t_last: torch.Tensor, query: torch.Tensor):
+        """Feed predictions back in to extrapolate.
+
+        Parameters
+        ----------
+        h : Tensor of shape (batch, hidden)
+        t_last : Tensor of shape (batch,)
+        query : Tensor of shape (n_query,)
+            Increasing times after every series' last observation.
+
+        Returns
+        -------
+        Tensor of shape (batch, n_query, features)
+        """
+        preds = []
+        t_prev = t_last
+        state = h.unsqueeze(0)
+        for tq in query:
+            gap = tq - t_prev
+            pred = self.head(torch.cat([state[0], gap.unsqueeze(-1)], dim=-1))
+            preds.append(pred)
+            step = self.step_inputs(pred, torch.ones_like(pred), gap).unsqueeze(1)
+            _, state = self.gru(step, state)
+            t_prev = tq.expand_as(t_last)
+        return torch.stack(preds, dim=1)

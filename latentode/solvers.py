@@ -1,0 +1,153 @@
+"""The one place that calls torchdiffeq.
+
+:class:`ODESolver` wraps a vector field ``f(t, y)`` with the solver settings (method,
+tolerances, options, adjoint), counts function evaluations in the forward and the adjoint
+backward pass, and turns solver failures into :class:`SolverError` with advice.
+"""
+
+from __future__ import annotations
+
+import copy
+
+import torch
+from torch import nn
+from torchdiffeq import odeint, odeint_adjoint
+
+__all__ = ["ODESolver", "SolverError", "SOLVER_METHODS", "FIXED_STEP_METHODS"]
+
+ADAPTIVE_METHODS = ("dopri5", "dopri8", "bosh3", "fehlberg2", "adaptive_heun")
+FIXED_STEP_METHODS = ("euler", "midpoint", "heun3", "rk4", "explicit_adams", "implicit_adams")
+SOLVER_METHODS = ADAPTIVE_METHODS + FIXED_STEP_METHODS
+
+
+class SolverError(RuntimeError):
+    """The ODE solver failed (step size underflow, too many steps, or non-finite state)."""
+
+
+class _Counted(nn.Module):
+    """Wraps a vector field and counts its evaluations by phase."""
+
+    def __init__(self, func: nn.Module):
+        super().__init__()
+        self.func = func
+        self.phase = "backward"
+        self.nfe = {"forward": 0, "backward": 0}
+
+    def forward(self, t, y):
+        self.nfe[self.phase] += 1
+        return self.func(t, y)
+
+
+class ODESolver(nn.Module):
+    """Solve ``dy/dt = func(t, y)`` at given times, with function-evaluation counts.
+
+    Parameters
+    ----------
+    func : nn.Module
+        Vector field called as ``func(t, y)`` with ``t`` a scalar tensor and ``y`` of shape
+        (..., state) returning the same shape.
+    method : str, default "dopri5"
+        A torchdiffeq method; see :data:`SOLVER_METHODS`.
+    rtol, atol : float
+        Relative and absolute tolerances of adaptive methods.
+    options : dict, optional
+        Passed to torchdiffeq (copied first), e.g. ``{"step_size": 0.05}`` for fixed-step
+        methods or ``{"max_num_steps": 1000}`` to cap adaptive steps.
+    adjoint : bool, default False
+        Use ``odeint_adjoint`` (memory constant in the number of steps) with the parameters of
+        ``func`` as ``adjoint_params``.
+
+    Attributes
+    ----------
+    nfe : dict
+        ``{"forward": int, "backward": int}`` evaluations since the last :meth:`reset_nfe`.
+    """
+
+    def __init__(
+        self,
+        func: nn.Module,
+        *,
+        method: str = "dopri5",
+        rtol: float = 1e-3,
+        atol: float = 1e-4,
+        options: dict | None = None,
+        adjoint: bool = False,
+    ):
+        super().__init__()
+        if method not in SOLVER_METHODS:
+            raise ValueError(
+                f"method={method!r} is not a known ODE solver; choose one of "
+                f"{list(SOLVER_METHODS)}."
+            )
+        for name, tol in (("rtol", rtol), ("atol", atol)):
+            if not (isinstance(tol, (int, float)) and tol > 0):
+                raise ValueError(f"{name} must be a positive number; got {tol!r}.")
+        self.counted = _Counted(func)
+        self.method = method
+        self.rtol = float(rtol)
+        self.atol = float(atol)
+        self.options = copy.deepcopy(options) if options is not None else {}
+        if not isinstance(self.options, dict):
+            raise TypeError(f"options must be a dict; got {type(options).__name__}.")
+        self.adjoint = bool(adjoint)
+
+    @property
+    def func(self) -> nn.Module:
+        """The wrapped vector field."""
+        return self.counted.func
+
+    @property
+    def nfe(self) -> dict:
+        return self.counted.nfe
+
+    def reset_nfe(self) -> None:
+        """Set both evaluation counters to zero."""
+        self.counted.nfe = {"forward": 0, "backward": 0}
+
+    def forward(self, y0: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        """Solve from ``t[0]`` and return the state at every time in ``t``.
+
+        Parameters
+        ----------
+        y0 : Tensor of shape (..., state)
+            Initial state at ``t[0]``.
+        t : Tensor of shape (time,)
+            Strictly increasing output times.
+
+        Returns
+        -------
+        Tensor of shape (time, ..., state)
+        """
+        kwargs = dict(
+            rtol=self.rtol, atol=self.atol, method=self.method, options=dict(self.options)
+        )
+        self.counted.phase = "forward"
+        try:
+            if self.adjoint:
+                adjoint_params = tuple(p for p in self.func.parameters() if p.requires_grad)
+                ys = odeint_adjoint(self.counted, y0, t, adjoint_params=adjoint_params, **kwargs)
+            else:
+                ys = odeint(self.counted, y0, t, **kwargs)
+        except AssertionError as err:
+            raise SolverError(self._advice(str(err))) from err
+        finally:
+            self.counted.phase = "backward"
+        if not torch.isfinite(ys).all():
+            raise SolverError(
+                self._advice("the solution contains NaN or inf (the dynamics diverged)")
+            )
+        return ys
+
+    def _advice(self, what: str) -> str:
+        return (
+            f"ODE solver {self.method!r} failed: {what}. The dynamics may be stiff or "
+            "exploding: try looser tolerances (rtol, atol), a cap such as "
+            "options={'max_num_steps': 1000}, a fixed-step method such as method='rk4' with "
+            "options={'step_size': ...}, or a smaller learning rate."
+        )
+
+    def extra_repr(self) -> str:
+        return (
+            f"method={self.method!r}, rtol={self.rtol}, atol={self.atol}, "
+            f"options={self.options}, adjoint={self.adjoint}"
+        )

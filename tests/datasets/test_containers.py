@@ -1,0 +1,133 @@
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from latentode.datasets import (
+    IrregularDataset,
+    as_dataset,
+    collate,
+    from_arrays,
+    from_pandas,
+)
+
+
+def ragged():
+    return from_arrays(
+        [
+            (np.array([0.0, 1.0, 2.5]), np.array([[1.0, np.nan], [2.0, 3.0], [np.nan, 4.0]])),
+            (np.array([0.5]), np.array([[5.0, 6.0]])),
+            (np.array([1.0, 3.0]), np.array([[7.0, np.nan], [8.0, 9.0]])),
+        ],
+        ids=["a", "b", "c"],
+        feature_names=["hr", "temp"],
+    )
+
+
+def test_collate_ragged_shapes_and_mask():
+    data = ragged()
+    batch = collate(data)
+    assert batch.times.tolist() == [0.0, 0.5, 1.0, 2.5, 3.0]
+    assert batch.values.shape == (3, 5, 2)
+    assert batch.mask.shape == (3, 5, 2) and batch.mask.dtype == torch.bool
+    # series "a": observed hr at 0 and 1, temp at 1 and 2.5
+    assert batch.mask[0, :, 0].tolist() == [True, False, True, False, False]
+    assert batch.mask[0, :, 1].tolist() == [False, False, True, True, False]
+    assert batch.values[0, 2].tolist() == [2.0, 3.0]
+    # unobserved entries are zero, not NaN
+    assert torch.isfinite(batch.values).all()
+    assert batch.values[1, 0].tolist() == [0.0, 0.0]
+    assert batch.mask.sum().item() == 9
+    assert batch.ids == ["a", "b", "c"]
+    assert batch.observed.tolist()[1] == [False, True, False, False, False]
+
+
+def test_collate_applies_transforms():
+    batch = collate(ragged(), times_transform=lambda t: t / 2, values_transform=lambda v: v * 10)
+    assert batch.times[-1].item() == pytest.approx(1.5)
+    assert batch.values[2, 4].tolist() == [80.0, 90.0]
+
+
+def test_from_pandas_long_frame_round_trip():
+    df = pd.DataFrame(
+        {
+            "pid": [1, 1, 2, 2, 2],
+            "t": [0.0, 2.0, 1.0, 0.5, 3.0],
+            "hr": [80.0, np.nan, 70.0, 72.0, 75.0],
+            "temp": [37.0, 38.0, np.nan, 36.5, np.nan],
+        }
+    )
+    with pytest.warns(UserWarning, match="unsorted"):
+        data = from_pandas(df, id_col="pid", time_col="t")
+    assert data.ids == [1, 2]
+    assert data.feature_names == ["hr", "temp"]
+    assert data[1].times.tolist() == [0.5, 1.0, 3.0]  # sorted
+    assert np.allclose(data[1].values[0], [72.0, 36.5])
+    back = data.to_pandas()
+    assert back.shape == (5, 2)
+    assert back.loc[(2, 1.0), "hr"] == 70.0
+
+
+def test_panel_dataframe_is_accepted_directly():
+    index = pd.MultiIndex.from_tuples([("x", 0.0), ("x", 1.0), ("y", 0.2)], names=["id", "time"])
+    df = pd.DataFrame({"v": [1.0, 2.0, 3.0]}, index=index)
+    data = as_dataset(df)
+    assert isinstance(data, IrregularDataset)
+    assert data.ids == ["x", "y"] and data.feature_names == ["v"]
+
+
+def test_duplicate_times_merge_or_conflict():
+    data = from_arrays([([0.0, 0.0, 1.0], [[1.0, np.nan], [np.nan, 2.0], [3.0, 4.0]])])
+    assert data[0].times.tolist() == [0.0, 1.0]
+    assert data[0].values[0].tolist() == [1.0, 2.0]
+    with pytest.raises(ValueError, match=r"series 0 has two different values"):
+        from_arrays([([0.0, 0.0], [[1.0], [2.0]])])
+
+
+@pytest.mark.parametrize(
+    "pair, message",
+    [
+        (([0.0, np.inf], [[1.0], [2.0]]), "non-finite time"),
+        (([0.0, 1.0], [[1.0], [np.inf]]), "infinite value"),
+        (([0.0, 1.0], [[np.nan], [np.nan]]), "no observed value"),
+        (([0.0, 1.0], [[1.0]]), "2 times but 1 rows"),
+        ((np.array(["a", "b"]), [[1.0], [2.0]]), "non-numeric times"),
+    ],
+)
+def test_bad_series_name_the_series(pair, message):
+    with pytest.raises((ValueError, TypeError), match=message) as err:
+        from_arrays([([0.0], [[1.0]]), pair], ids=["ok", "bad"])
+    assert "'bad'" in str(err.value)
+
+
+def test_fully_missing_rows_are_dropped_not_imputed():
+    data = from_arrays([([0.0, 1.0, 2.0], [[1.0], [np.nan], [3.0]])])
+    assert data[0].times.tolist() == [0.0, 2.0]
+
+
+def test_gate_rejects_wrong_types_and_empty_input():
+    with pytest.raises(TypeError, match="X must be"):
+        as_dataset(np.zeros((3, 2)))
+    with pytest.raises(ValueError, match="empty"):
+        as_dataset([])
+    with pytest.raises(ValueError, match="MultiIndex"):
+        as_dataset(pd.DataFrame({"a": [1.0]}))
+    with pytest.raises(ValueError, match="is not a column"):
+        from_pandas(pd.DataFrame({"a": [1.0]}), id_col="id", time_col="a")
+    with pytest.raises(TypeError, match="not numeric"):
+        from_pandas(pd.DataFrame({"id": [1], "t": [0.0], "s": ["x"]}), id_col="id", time_col="t")
+
+
+def test_datetime_times_need_an_explicit_unit():
+    times = pd.to_datetime(["2024-01-01", "2024-01-02"]).to_numpy()
+    with pytest.raises(TypeError, match="explicit unit"):
+        from_arrays([(times, [[1.0], [2.0]])])
+
+
+def test_indexing_returns_subsets():
+    data = ragged()
+    assert data[1].id == "b"
+    assert data[1:].ids == ["b", "c"]
+    assert data[[2, 0]].ids == ["c", "a"]
+    assert data[np.array([True, False, True])].ids == ["a", "c"]
+    assert "3 series" in repr(data)

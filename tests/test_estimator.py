@@ -1,0 +1,192 @@
+import pickle
+
+import numpy as np
+import pytest
+import torch
+import xarray as xr
+from sklearn.base import clone
+from sklearn.exceptions import NotFittedError
+
+from latentode import LatentODE
+from latentode.datasets import make_spirals
+
+FAST = dict(max_epochs=2, batch_size=16, latent_dim=3, random_state=0)
+
+
+@pytest.fixture(scope="module")
+def data():
+    return make_spirals(n_series=40, n_obs=15, random_state=0)
+
+
+@pytest.fixture(scope="module")
+def fitted(data):
+    return LatentODE(**FAST).fit(data.train)
+
+
+def test_init_only_stores_and_params_round_trip():
+    est = LatentODE(latent_dim=7, lr=0.5, method="not-a-solver")  # validated in fit, not here
+    params = est.get_params()
+    assert params["latent_dim"] == 7 and params["method"] == "not-a-solver"
+    est.set_params(latent_dim=5)
+    assert est.latent_dim == 5
+    twin = clone(est)
+    assert twin is not est and twin.get_params() == est.get_params()
+    with pytest.raises(TypeError):
+        LatentODE(7)  # options are keyword-only
+
+
+def test_invalid_params_fail_in_fit(data):
+    with pytest.raises(ValueError, match="method='not-a-solver'"):
+        LatentODE(method="not-a-solver").fit(data.train)
+    with pytest.raises(ValueError, match="latent_dim"):
+        LatentODE(latent_dim=0).fit(data.train)
+    with pytest.raises(ValueError, match="encoder"):
+        LatentODE(encoder="transformer").fit(data.train)
+
+
+def test_not_fitted_error(data):
+    est = LatentODE()
+    for call in (
+        lambda: est.predict(data.test, times=[6.0]),
+        lambda: est.sample(data.test),
+        lambda: est.score(data.test),
+        lambda: est.save("never.pt"),
+    ):
+        with pytest.raises(NotFittedError):
+            call()
+
+
+def test_fit_returns_self_with_fitted_attributes(data):
+    est = LatentODE(**FAST)
+    assert est.fit(data.train) is est
+    assert est.n_features_in_ == 2 and list(est.feature_names_in_) == ["x", "y"]
+    assert len(est.history_.loss) == 2
+    assert est.time_origin_ == 0.0
+    assert est.device_ == torch.device("cpu")
+
+
+def test_fitting_twice_equals_fitting_once(data, fitted):
+    est = LatentODE(**FAST)
+    est.fit(data.test)  # a different fit first must leave no trace
+    est.fit(data.train)
+    for a, b in zip(est.model_.parameters(), fitted.model_.parameters(), strict=True):
+        assert torch.equal(a, b)
+    # a second estimator in between does not share parameters through Pyro's param store
+    other = LatentODE(**{**FAST, "random_state": 1}).fit(data.train)
+    assert not torch.equal(next(other.model_.parameters()), next(fitted.model_.parameters()))
+    assert next(fitted.model_.parameters()).data_ptr() != next(other.model_.parameters()).data_ptr()
+
+
+def test_predict_layout_and_determinism(data, fitted):
+    t = data.test_extrapolation_times
+    a = fitted.predict(data.test, times=t)
+    b = fitted.predict(data.test, times=t)
+    assert isinstance(a, xr.DataArray) and a.dims == ("series", "time", "feature")
+    assert a.shape == (len(data.test), 100, 2)
+    assert list(a.series.values) == data.test.ids
+    assert np.allclose(a.time.values, t) and list(a.feature.values) == ["x", "y"]
+    assert np.array_equal(a.values, b.values)
+    # default query: union of the observed times
+    inner = fitted.predict(data.test)
+    union = np.unique(np.concatenate([s.times for s in data.test]))
+    assert np.array_equal(inner.time.values, union)
+
+
+def test_sample_dataset(data, fitted):
+    ds = fitted.sample(data.test[:3], times=[5.0, 6.0, 7.5], n_samples=20, include_latent=True)
+    assert ds["obs"].dims == ("sample", "series", "time", "feature")
+    assert ds["obs"].shape == (20, 3, 3, 2)
+    assert ds["z"].shape == (20, 3, 3, 3)
+    assert list(ds.series.values) == data.test.ids[:3]
+    # observation noise widens the spread around the decoded trajectories
+    assert float(ds["obs"].std("sample").mean()) > float(ds["mean"].std("sample").mean())
+
+
+def test_score_is_mean_of_per_series_elbo(data, fitted):
+    per = fitted.score_samples(data.test)
+    assert per.shape == (len(data.test),) and np.all(np.isfinite(per))
+    assert fitted.score(data.test) == pytest.approx(per.mean())
+
+
+def test_pickle_round_trip(data, fitted):
+    twin = pickle.loads(pickle.dumps(fitted))
+    t = data.test_extrapolation_times[:5]
+    assert np.array_equal(twin.predict(data.test, times=t), fitted.predict(data.test, times=t))
+
+
+def test_save_load_round_trip_gives_identical_predictions(data, fitted, tmp_path):
+    path = tmp_path / "model.pt"
+    fitted.save(path)
+    loaded = LatentODE.load(path)
+    assert loaded.get_params() == fitted.get_params()
+    t = data.test_extrapolation_times
+    assert np.array_equal(loaded.predict(data.test, times=t), fitted.predict(data.test, times=t))
+    assert loaded.history_.loss == fitted.history_.loss
+    # the file is plain tensors and JSON: loadable with weights_only=True
+    payload = torch.load(path, weights_only=True)
+    assert payload["format"] == "latentode" and isinstance(payload["params"], str)
+
+
+def test_load_rejects_foreign_and_newer_files(tmp_path):
+    bad = tmp_path / "bad.pt"
+    torch.save({"hello": 1}, bad)
+    with pytest.raises(ValueError, match="not a latentode model file"):
+        LatentODE.load(bad)
+    newer = tmp_path / "newer.pt"
+    torch.save({"format": "latentode", "format_version": 99}, newer)
+    with pytest.raises(ValueError, match="newer latentode"):
+        LatentODE.load(newer)
+    junk = tmp_path / "junk.pt"
+    junk.write_bytes(b"not a zip file")
+    with pytest.raises(ValueError, match="not a readable"):
+        LatentODE.load(junk)
+
+
+def test_panel_dataframe_input_and_feature_checks(data, fitted):
+    frame = data.test.to_pandas()
+    out = fitted.predict(frame, times=[5.0, 6.0])
+    assert out.shape == (len(data.test), 2, 2)
+    with pytest.raises(ValueError, match=r"fitted with \['x', 'y'\]"):
+        fitted.predict(frame[["y", "x"]], times=[5.0])
+    with pytest.raises(ValueError, match="has 1 features"):
+        fitted.predict(frame[["x"]], times=[5.0])
+    with pytest.raises(ValueError, match="strictly increasing"):
+        fitted.predict(frame, times=[6.0, 5.0])
+    with pytest.raises(ValueError, match="before the time origin"):
+        fitted.predict(frame, times=[-1.0, 5.0])
+
+
+def test_missing_values_and_conditioning(data, fitted):
+    frame = data.test.to_pandas()
+    holed = frame.copy()
+    holed.iloc[::3, 0] = np.nan
+    out = fitted.predict(holed, times=[5.0])
+    assert np.all(np.isfinite(out.values))
+    assert not np.array_equal(out.values, fitted.predict(frame, times=[5.0]).values)
+
+
+def test_fixed_observation_noise_in_user_units(data):
+    est = LatentODE(**{**FAST, "obs_std": 0.25}).fit(data.train)
+    noise_user = est.model_.noise().detach().numpy() * est.value_scale_
+    assert np.allclose(noise_user, 0.25, rtol=1e-3)
+    assert not hasattr(est.model_.noise, "raw")
+
+
+def test_poisson_model_trains_and_scores(data):
+    est = LatentODE(**{**FAST, "poisson": True}).fit(data.train)
+    assert np.all(np.isfinite(est.history_.loss))
+    assert np.isfinite(est.score(data.test))
+
+
+def test_adjoint_fit_counts_backward_evaluations(data):
+    est = LatentODE(**{**FAST, "adjoint": True, "max_epochs": 1}).fit(data.train[:16])
+    assert est.history_.nfe_backward[0] > 0
+
+
+@pytest.mark.gpu
+def test_cuda_path_matches_cpu(data):
+    cpu = LatentODE(**FAST, device="cpu").fit(data.train)
+    gpu = LatentODE(**FAST, device="cuda").fit(data.train)
+    assert gpu.model_.decoder.net[0].weight.is_cuda
+    t = data.test_extrapolation_times[:10]
+    assert np.allclose(cpu.predict(data.test, times=t), gpu.predict(data.test, times=t), atol=1e-2)

@@ -1,0 +1,58 @@
+import torch
+
+from latentode.datasets import collate, from_arrays
+from latentode.nn import GapRNN, GRUEncoder, observed_sequences
+
+
+def batch():
+    nan = float("nan")
+    return collate(
+        from_arrays(
+            [
+                ([0.0, 0.4, 1.0], [[1.0, nan], [2.0, 3.0], [nan, 4.0]]),
+                ([0.2, 0.7], [[5.0, 6.0], [7.0, nan]]),
+                ([0.9], [[8.0, 9.0]]),
+            ]
+        )
+    )
+
+
+def test_observed_sequences_reverse_order():
+    b = batch()
+    x, m, t, lengths = observed_sequences(b.values, b.mask, b.times, reverse=True)
+    assert lengths.tolist() == [3, 2, 1]
+    assert torch.allclose(t[0], torch.tensor([1.0, 0.4, 0.0]))
+    assert torch.allclose(t[1, :2], torch.tensor([0.7, 0.2]))
+    assert x[0, 0].tolist() == [0.0, 4.0] and m[0, 0].tolist() == [0.0, 1.0]
+    _, _, t_fwd, _ = observed_sequences(b.values, b.mask, b.times, reverse=False)
+    assert torch.allclose(t_fwd[0], torch.tensor([0.0, 0.4, 1.0]))
+
+
+def test_encoder_ignores_masked_values_and_other_series():
+    torch.manual_seed(0)
+    enc = GRUEncoder(2, 4, 8)
+    b = batch()
+    loc, scale = enc(b.values, b.mask, b.times)
+    assert loc.shape == (3, 4) and (scale > 0).all()
+    # garbage where nothing is observed changes nothing
+    noisy = torch.where(b.mask, b.values, torch.full_like(b.values, 1e3))
+    loc2, scale2 = enc(noisy, b.mask, b.times)
+    assert torch.allclose(loc, loc2) and torch.allclose(scale, scale2)
+    # a series encodes the same alone as in a batch (on its own, shorter grid)
+    alone = collate(from_arrays([([0.2, 0.7], [[5.0, 6.0], [7.0, float("nan")]])]))
+    loc_alone, _ = enc(alone.values, alone.mask, alone.times)
+    assert torch.allclose(loc_alone[0], loc[1], atol=1e-6)
+
+
+def test_gap_rnn_one_step_targets():
+    torch.manual_seed(0)
+    net = GapRNN(2, 8)
+    b = batch()
+    pred, target, target_mask, h, t_last = net(b.values, b.mask, b.times)
+    assert pred.shape == target.shape == (3, 2, 2)
+    # series 2 has a single observation: no target; series 1 one target
+    assert target_mask[2].sum() == 0 and target_mask[1, 1].sum() == 0
+    assert target[0, 1].tolist() == [0.0, 4.0]
+    assert torch.allclose(t_last, torch.tensor([1.0, 0.7, 0.9]))
+    out = net.rollout(h, t_last, torch.tensor([1.5, 2.0]))
+    assert out.shape == (3, 2, 2)
