@@ -95,8 +95,8 @@ def plot_posterior(
                 obs_series.times[-1], color="0.4", ls="--", lw=1, label="end of observations"
             )
         ax.set_ylabel(str(feature))
+        ax.set_xlabel("time")
         ax.grid(alpha=0.3)
-    axes[-1].set_xlabel("time")
     axes[0].set_title(f"series {series}")
     axes[0].legend(loc="best", fontsize="small", ncol=2)
     fig.tight_layout()

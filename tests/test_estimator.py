@@ -190,3 +190,20 @@ def test_cuda_path_matches_cpu(data):
     assert gpu.model_.decoder.net[0].weight.is_cuda
     t = data.test_extrapolation_times[:10]
     assert np.allclose(cpu.predict(data.test, times=t), gpu.predict(data.test, times=t), atol=1e-2)
+
+
+@pytest.mark.slow
+def test_short_training_lowers_loss_and_beats_mean_predictors():
+    data = make_spirals(n_series=300, n_obs=30, random_state=1)
+    est = LatentODE(max_epochs=60, batch_size=50, random_state=0).fit(data.train)
+    loss = est.history_.loss
+    assert loss[-1] < loss[0] - 50  # nats per series
+    truth = data.test_extrapolation_truth
+    pred = est.predict(data.test, times=data.test_extrapolation_times).values
+    rmse = np.sqrt(np.mean((pred - truth) ** 2))
+    own_mean = np.stack([np.nanmean(s.values, axis=0) for s in data.test])[:, None, :]
+    rmse_own_mean = np.sqrt(np.mean((own_mean - truth) ** 2))
+    rmse_last = np.sqrt(
+        np.mean((np.stack([s.values[-1] for s in data.test])[:, None, :] - truth) ** 2)
+    )
+    assert rmse < 0.6 * min(rmse_own_mean, rmse_last)

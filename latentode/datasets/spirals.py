@@ -80,8 +80,8 @@ def make_spirals(
     n_extrapolation: int = 100,
     t_max: float = 5.0,
     noise_std: float = 0.1,
-    turn_per_window: float = 0.5,
-    phi_range: tuple[float, float] = (0.5 * np.pi, 4.0 * np.pi),
+    turn_per_window: float = 0.3,
+    phi_range: tuple[float, float] = (0.6 * np.pi, 4.8 * np.pi),
     a: float = 0.0,
     b: float = 0.3,
     centre: float = 5.0,
@@ -110,10 +110,13 @@ def make_spirals(
     noise_std : float, default 0.1
         Standard deviation of the additive Gaussian noise on each coordinate. Chen et al. do not
         state theirs; the spirals span about ±10 units.
-    turn_per_window : float, default 0.5
+    turn_per_window : float, default 0.3
         Fraction of a full turn travelled during one observation window.
-    phi_range : (float, float), default (pi/2, 4 pi)
-        Range of the starting polar angle, drawn uniformly per series.
+    phi_range : (float, float), default (0.6 pi, 4.8 pi)
+        Range of the starting polar angle, drawn uniformly per series. With the defaults the
+        geometry is that of the reference implementation accompanying the paper: spirals of
+        three turns (polar angle up to 6 pi, radius ``0.3 * phi``), windows of 0.6 pi, and
+        every series' window and extrapolation lying on that stretch.
     a, b, centre : float
         Spiral shape ``r = a + b * phi``, centred at ``(±centre, 0)``.
     test_size : float, default 0.2

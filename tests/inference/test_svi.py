@@ -1,0 +1,78 @@
+import pytest
+import torch
+
+from latentode.datasets import make_spirals
+from latentode.inference import kl_weight, svi_loss, train_svi
+from latentode.models import LatentODEModel
+
+
+def test_kl_weight_schedule():
+    assert kl_weight(0, 0) == 1.0
+    assert kl_weight(0, 4) == pytest.approx(0.2)
+    assert kl_weight(3, 4) == pytest.approx(0.8)
+    assert kl_weight(10, 4) == 1.0
+
+
+@pytest.fixture(scope="module")
+def batches():
+    from latentode.datasets import collate
+
+    d = make_spirals(n_series=48, n_obs=20, random_state=0)
+    scale = lambda v: v / 5.0  # noqa: E731
+    train = [
+        collate(d.train[i : i + 8], times_transform=lambda t: t / 5, values_transform=scale)
+        for i in range(0, 38, 8)
+    ]
+    val = [collate(d.test, times_transform=lambda t: t / 5, values_transform=scale)]
+    return train, val
+
+
+def test_training_lowers_the_loss_and_keeps_best_validation(batches):
+    train, val = batches
+    torch.manual_seed(0)
+    model = LatentODEModel(2, latent_dim=3)
+    before = sum(svi_loss(model, b).item() for b in train) / len(train)
+    history = train_svi(
+        model,
+        lambda idx: train[int(idx[0]) // 8],
+        40,
+        max_epochs=12,
+        batch_size=8,
+        lr=0.02,
+        validation=val,
+        kl_anneal_epochs=2,
+        generator=torch.Generator().manual_seed(0),
+    )
+    after = sum(svi_loss(model, b).item() for b in train) / len(train)
+    assert len(history.loss) == 12 and len(history.val_loss) == 12
+    assert history.loss[-1] < history.loss[0]
+    assert after < 0.5 * before
+    assert history.kl_weight[:3] == [pytest.approx(1 / 3), pytest.approx(2 / 3), 1.0]
+    assert history.best_epoch is not None and history.best_epoch >= 2
+    assert history.val_loss[history.best_epoch] == min(history.val_loss[2:])
+    assert all(n > 0 for n in history.nfe_forward)
+
+
+def test_early_stopping_stops(batches):
+    train, val = batches
+    torch.manual_seed(0)
+    model = LatentODEModel(2, latent_dim=3)
+    history = train_svi(
+        model,
+        lambda idx: train[0],
+        8,
+        max_epochs=50,
+        batch_size=8,
+        lr=1e-9,
+        validation=val,
+        patience=2,
+    )
+    assert history.stopped_early and len(history.loss) < 50
+
+
+def test_non_finite_loss_is_reported(batches):
+    train, _ = batches
+    model = LatentODEModel(2, latent_dim=3)
+    bad = type(train[0])(train[0].times, train[0].values * float("nan"), train[0].mask, [])
+    with pytest.raises((FloatingPointError, ValueError)):
+        train_svi(model, lambda idx: bad, 8, max_epochs=1, batch_size=8, lr=0.01)

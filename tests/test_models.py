@@ -1,0 +1,62 @@
+import pyro
+import pytest
+import torch
+
+from latentode.datasets import collate, from_arrays
+from latentode.models import SERIES_PLATE, LatentODEModel
+
+
+def batch():
+    nan = float("nan")
+    return collate(
+        from_arrays(
+            [
+                ([0.1, 0.4, 1.0], [[1.0, nan], [0.5, -0.3], [nan, 0.2]]),
+                ([0.2, 0.7], [[0.1, 0.6], [0.7, nan]]),
+            ]
+        )
+    )
+
+
+@pytest.mark.parametrize("poisson", [False, True])
+def test_sites_names_and_shapes(poisson):
+    model = LatentODEModel(2, latent_dim=3, poisson=poisson)
+    b = batch()
+    guide_tr = pyro.poutine.trace(model.guide).get_trace(b.times, b.values, b.mask)
+    model_tr = pyro.poutine.trace(pyro.poutine.replay(model.model, trace=guide_tr)).get_trace(
+        b.times, b.values, b.mask
+    )
+    sites = {k: v for k, v in model_tr.nodes.items() if v["type"] == "sample" and k != SERIES_PLATE}
+    expected = {"z0", "obs"} | ({"obs_times"} if poisson else set())
+    assert set(sites) == expected
+    assert sites["z0"]["value"].shape == (2, 3)
+    assert sites["obs"]["fn"].batch_shape == (2,) and sites["obs"]["fn"].event_shape == (5, 2)
+    assert all(f.name == SERIES_PLATE for s in sites.values() for f in s["cond_indep_stack"])
+    assert torch.equal(guide_tr.nodes["z0"]["value"], sites["z0"]["value"])
+
+
+def test_masked_entries_do_not_contribute():
+    model = LatentODEModel(2, latent_dim=3)
+    b = batch()
+    guide_tr = pyro.poutine.trace(model.guide).get_trace(b.times, b.values, b.mask)
+
+    def obs_log_prob(values):
+        tr = pyro.poutine.trace(pyro.poutine.replay(model.model, trace=guide_tr)).get_trace(
+            b.times, values, b.mask
+        )
+        return tr.nodes["obs"]["fn"].log_prob(values)
+
+    changed = torch.where(b.mask, b.values, torch.full_like(b.values, 50.0))
+    assert torch.allclose(obs_log_prob(b.values), obs_log_prob(changed))
+    observed_changed = b.values.clone()
+    observed_changed[0, 2, 0] += 3.0  # an observed entry
+    assert not torch.allclose(obs_log_prob(b.values), obs_log_prob(observed_changed))
+
+
+def test_solve_prepends_the_origin_and_accepts_sample_dims():
+    model = LatentODEModel(2, latent_dim=3, poisson=True)
+    z0 = torch.randn(5, 2, 3)
+    z, cumulative = model.solve(z0, torch.tensor([0.5, 1.0, 2.0]))
+    assert z.shape == (5, 2, 3, 3) and cumulative.shape == (5, 2, 3, 2)
+    # cumulative intensity starts at the origin, so it is positive and increasing after it
+    assert (cumulative[..., 0, :] > 0).all() and (cumulative.diff(dim=-2) > 0).all()
