@@ -101,7 +101,8 @@ def main(argv=None):
                 res = pool.submit(run_one, kind, n_obs, config).result()
             results.append(res)
             print(
-                f"{kind:>10} n_obs={n_obs:<3} rmse {res['rmse']:.4f} (noisy {res['rmse_noisy']:.4f})"
+                f"{kind:>10} n_obs={n_obs:<3} rmse {res['rmse']:.4f} "
+                f"(noisy {res['rmse_noisy']:.4f})"
                 f"  fit {res['fit_seconds']:.0f} s  peak {res['peak_rss_mib']:.0f} MiB",
                 flush=True,
             )
