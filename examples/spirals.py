@@ -30,7 +30,11 @@ def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--n-series", type=int, default=1000)
     parser.add_argument("--n-obs", type=int, default=30, help="observed points per series")
-    parser.add_argument("--epochs", type=int, default=300)
+    parser.add_argument("--epochs", type=int, default=1200)
+    parser.add_argument("--lr", type=float, default=0.02, help="Adam learning rate")
+    parser.add_argument(
+        "--lr-decay", type=float, default=0.997, help="learning-rate factor per epoch"
+    )
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--output", default="spirals_extrapolation.png", help="PNG to write")
     parser.add_argument("--verbose", action="store_true", help="progress bar and epoch log")
@@ -40,7 +44,14 @@ def main(argv=None):
 
     data = make_spirals(n_series=args.n_series, n_obs=args.n_obs, random_state=args.seed)
     start = time.perf_counter()
-    model = LatentODE(max_epochs=args.epochs, random_state=args.seed, verbose=args.verbose)
+    model = LatentODE(
+        latent_dim=4,
+        max_epochs=args.epochs,
+        lr=args.lr,
+        lr_decay=args.lr_decay,
+        random_state=args.seed,
+        verbose=args.verbose,
+    )
     model.fit(data.train)
     seconds = time.perf_counter() - start
 

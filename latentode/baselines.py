@@ -85,6 +85,11 @@ class RNNBaseline(IrregularSeriesEstimator):
                 f"X: series {short[0]!r} (and {len(short) - 1} more) has fewer than two "
                 "observation times; the RNN baseline learns from consecutive pairs."
             )
+        with self._keep_state_on_failure():
+            self._fit(data)
+        return self
+
+    def _fit(self, data) -> None:
         seed = _seed_from(self.random_state)
         self.device_ = resolve_device(self.device)
         self._fit_scaling(data)
@@ -118,7 +123,6 @@ class RNNBaseline(IrregularSeriesEstimator):
                 history.seconds.append(time.perf_counter() - start)
         self.model_ = net.eval()
         self.history_ = history
-        return self
 
     def predict(self, X, *, times) -> xr.DataArray:
         """Extrapolate each series to ``times`` by feeding predictions back in.

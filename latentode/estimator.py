@@ -168,6 +168,17 @@ class IrregularSeriesEstimator(BaseEstimator):
             torch.manual_seed(seed)
             yield
 
+    @contextlib.contextmanager
+    def _keep_state_on_failure(self):
+        """Restore every attribute if fitting fails, so a fitted model is never half-replaced."""
+        snapshot = dict(self.__dict__)
+        try:
+            yield
+        except BaseException:
+            self.__dict__.clear()
+            self.__dict__.update(snapshot)
+            raise
+
     def _generator(self, device: torch.device, offset: int = 0) -> torch.Generator:
         gen = torch.Generator(device=device)
         gen.manual_seed(_seed_from(self.random_state) + offset)
@@ -282,14 +293,16 @@ class LatentODE(IrregularSeriesEstimator):
     ----------
     latent_dim : int, default 4
         Size of the latent state.
-    ode_hidden_dim : int, default 20
+    ode_hidden_dim : int, default 50
         Width of the dynamics MLP.
     ode_layers : int, default 3
         Linear layers of the dynamics MLP.
     encoder : {"gru"}, default "gru"
         Recognition network: a GRU run backwards over (values, mask, time gaps).
-    encoder_hidden_dim : int, default 25
-    decoder_hidden_dim : int, default 20
+    encoder_hidden_dim : int, default 50
+        Width of the recognition GRU.
+    decoder_hidden_dim : int, default 50
+        Width of the decoder MLP.
     poisson : bool, default False
         Add the Poisson-process likelihood of the observation times.
     obs_std : float or None, default None
@@ -350,11 +363,11 @@ class LatentODE(IrregularSeriesEstimator):
         self,
         *,
         latent_dim: int = 4,
-        ode_hidden_dim: int = 20,
+        ode_hidden_dim: int = 50,
         ode_layers: int = 3,
         encoder: str = "gru",
-        encoder_hidden_dim: int = 25,
-        decoder_hidden_dim: int = 20,
+        encoder_hidden_dim: int = 50,
+        decoder_hidden_dim: int = 50,
         poisson: bool = False,
         obs_std: float | None = None,
         method: str = "dopri5",
@@ -474,6 +487,11 @@ class LatentODE(IrregularSeriesEstimator):
         """
         self._validate_params()
         data = as_dataset(X, name="X")
+        with self._keep_state_on_failure():
+            self._fit(data, validation_data)
+        return self
+
+    def _fit(self, data: IrregularDataset, validation_data) -> None:
         seed = _seed_from(self.random_state)
         self.device_ = resolve_device(self.device)
         self._fit_scaling(data)
@@ -505,7 +523,6 @@ class LatentODE(IrregularSeriesEstimator):
                 verbose=self.verbose,
             )
         self.model_ = module
-        return self
 
     # -- prediction --------------------------------------------------------------------------
     def _draw(self, X, times, n_samples: int, *, with_latent: bool):

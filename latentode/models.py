@@ -66,12 +66,12 @@ class LatentODEModel(PyroModule):
     n_features : int
         Observed features.
     latent_dim : int, default 4
-    ode_hidden_dim : int, default 20
+    ode_hidden_dim : int, default 50
         Width of the dynamics MLP.
     ode_layers : int, default 3
-    encoder_hidden_dim : int, default 25
+    encoder_hidden_dim : int, default 50
         Width of the recognition GRU.
-    decoder_hidden_dim : int, default 20
+    decoder_hidden_dim : int, default 50
     poisson : bool, default False
         Add the Poisson-process likelihood of observation times (site ``obs_times``).
     obs_std : float or None, default None
@@ -85,10 +85,10 @@ class LatentODEModel(PyroModule):
         n_features: int,
         *,
         latent_dim: int = 4,
-        ode_hidden_dim: int = 20,
+        ode_hidden_dim: int = 50,
         ode_layers: int = 3,
-        encoder_hidden_dim: int = 25,
-        decoder_hidden_dim: int = 20,
+        encoder_hidden_dim: int = 50,
+        decoder_hidden_dim: int = 50,
         poisson: bool = False,
         obs_std: float | None = None,
         solver_kwargs: dict | None = None,

@@ -134,7 +134,7 @@ def observed_sequences(
     order = torch.argsort(key, dim=1)[:, : int(lengths.max())]
     idx = order.unsqueeze(-1).expand(-1, -1, values.shape[-1])
     m = mask.gather(1, idx)
-    x = torch.where(m, values.gather(1, idx), torch.zeros((), dtype=values.dtype))
+    x = torch.where(m, values.gather(1, idx), values.new_zeros(()))
     return x, m.to(values.dtype), times[order], lengths
 
 

@@ -1,6 +1,7 @@
 import pickle
 
 import numpy as np
+import pyro
 import pytest
 import torch
 import xarray as xr
@@ -66,6 +67,7 @@ def test_fit_returns_self_with_fitted_attributes(data):
 
 
 def test_fitting_twice_equals_fitting_once(data, fitted):
+    pyro.param("users_own_param", torch.ones(2))  # a user's own Pyro state survives
     est = LatentODE(**FAST)
     est.fit(data.test)  # a different fit first must leave no trace
     est.fit(data.train)
@@ -75,6 +77,18 @@ def test_fitting_twice_equals_fitting_once(data, fitted):
     other = LatentODE(**{**FAST, "random_state": 1}).fit(data.train)
     assert not torch.equal(next(other.model_.parameters()), next(fitted.model_.parameters()))
     assert next(fitted.model_.parameters()).data_ptr() != next(other.model_.parameters()).data_ptr()
+    assert list(pyro.get_param_store().keys()) == ["users_own_param"]
+
+
+def test_failed_refit_keeps_the_fitted_model(data):
+    est = LatentODE(**FAST).fit(data.train)
+    before = est.predict(data.test, times=[6.0]).values
+    mean_before = est.value_mean_.copy()
+    frame = data.test.to_pandas()
+    with pytest.raises(ValueError, match="validation_data has 1 features"):
+        est.fit(frame * 100, validation_data=frame[["x"]])
+    assert np.array_equal(est.value_mean_, mean_before)
+    assert np.array_equal(est.predict(data.test, times=[6.0]).values, before)
 
 
 def test_predict_layout_and_determinism(data, fitted):

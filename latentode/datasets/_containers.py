@@ -224,6 +224,15 @@ def collate(
 
 
 # -- the validation gate ------------------------------------------------------------------
+def _to_float(a: np.ndarray, *, name: str, series_id, what: str, advice: str) -> np.ndarray:
+    try:
+        return a.astype(np.float64)
+    except (TypeError, ValueError):
+        raise TypeError(
+            f"{name}: series {series_id!r} has non-numeric {what} (dtype {a.dtype}); {advice}."
+        ) from None
+
+
 def _as_time_array(times, *, name: str, series_id) -> np.ndarray:
     t = np.asarray(times)
     if np.issubdtype(t.dtype, np.datetime64) or np.issubdtype(t.dtype, np.timedelta64):
@@ -231,13 +240,9 @@ def _as_time_array(times, *, name: str, series_id) -> np.ndarray:
             f"{name}: series {series_id!r} has datetime/timedelta times; convert them to numbers "
             "with an explicit unit first, e.g. (t - t0) / pd.Timedelta('1h')."
         )
-    try:
-        t = t.astype(np.float64)
-    except (TypeError, ValueError):
-        raise TypeError(
-            f"{name}: series {series_id!r} has non-numeric times (dtype {t.dtype}); "
-            "pass numbers in your time unit."
-        ) from None
+    t = _to_float(
+        t, name=name, series_id=series_id, what="times", advice="pass numbers in your time unit"
+    )
     if t.ndim != 1:
         raise ValueError(
             f"{name}: series {series_id!r} has times of shape {t.shape}; expected (n_obs,)."
@@ -261,13 +266,13 @@ def _normalise_series(series_id, times, values, *, name: str, n_features: int | 
             f"{name}: series {series_id!r} has values of shape {v.shape}; expected "
             "(n_obs, n_features)."
         )
-    try:
-        v = v.astype(np.float64)
-    except (TypeError, ValueError):
-        raise TypeError(
-            f"{name}: series {series_id!r} has non-numeric values (dtype {v.dtype}); "
-            "select numeric feature columns only."
-        ) from None
+    v = _to_float(
+        v,
+        name=name,
+        series_id=series_id,
+        what="values",
+        advice="select numeric feature columns only",
+    )
     if v.shape[0] != t.shape[0]:
         raise ValueError(
             f"{name}: series {series_id!r} has {t.shape[0]} times but {v.shape[0]} rows of "
