@@ -41,6 +41,8 @@ class RNNBaseline(IrregularSeriesEstimator):
     model_ : GapRNN
     history_ : TrainingHistory
         ``loss`` is the mean squared one-step error on the standardised scale.
+    gap_scale_ : float
+        Median gap between consecutive observations in model time units.
     """
 
     def __init__(
@@ -65,7 +67,14 @@ class RNNBaseline(IrregularSeriesEstimator):
         self.random_state = random_state
 
     def _build_module(self) -> GapRNN:
-        return GapRNN(self.n_features_in_, self.hidden_dim)
+        return GapRNN(self.n_features_in_, self.hidden_dim, gap_scale=self.gap_scale_)
+
+    def _fitted_state(self) -> dict:
+        return {**super()._fitted_state(), "gap_scale_": self.gap_scale_}
+
+    def _set_fitted_state(self, state: dict) -> None:
+        super()._set_fitted_state(state)
+        self.gap_scale_ = float(state["gap_scale_"])
 
     def fit(self, X, y=None):
         """Fit on irregular series (see :meth:`LatentODE.fit` for the accepted types).
@@ -93,6 +102,8 @@ class RNNBaseline(IrregularSeriesEstimator):
         seed = _seed_from(self.random_state)
         self.device_ = resolve_device(self.device)
         self._fit_scaling(data)
+        gaps = np.concatenate([np.diff(s.times) for s in data]) / self.time_scale_
+        self.gap_scale_ = float(np.median(gaps))
         series = list(data)
         history = TrainingHistory()
         with self._seeded(seed, self.device_):

@@ -214,16 +214,23 @@ class GapRNN(nn.Module):
     ----------
     n_features : int
     hidden_dim : int, default 25
+    gap_scale : float, default 1.0
+        Typical gap between observations; gaps enter the network divided by it, so that the
+        network sees inputs of order one whatever the time unit.
     """
 
-    def __init__(self, n_features: int, hidden_dim: int = 25):
+    def __init__(self, n_features: int, hidden_dim: int = 25, *, gap_scale: float = 1.0):
         super().__init__()
         self.gru = nn.GRU(2 * n_features + 1, hidden_dim, batch_first=True)
         self.head = mlp(hidden_dim + 1, hidden_dim, n_features, n_layers=2, activation=nn.Tanh)
+        self.register_buffer("gap_scale", torch.tensor(float(gap_scale)))
 
     def step_inputs(self, x, m, gaps):
-        """Concatenate values (..., features), mask (..., features), gaps (...)."""
-        return torch.cat([x, m, gaps.unsqueeze(-1)], dim=-1)
+        """Concatenate values (..., features), mask (..., features), scaled gaps (...)."""
+        return torch.cat([x, m, (gaps / self.gap_scale).unsqueeze(-1)], dim=-1)
+
+    def _head(self, h, gaps):
+        return self.head(torch.cat([h, (gaps / self.gap_scale).unsqueeze(-1)], dim=-1))
 
     def forward(self, values: torch.Tensor, mask: torch.Tensor, times: torch.Tensor):
         """One-step-ahead predictions along each series.
@@ -245,7 +252,7 @@ class GapRNN(nn.Module):
         )
         out, h = self.gru(packed)
         out, _ = pad_packed_sequence(out, batch_first=True, total_length=x.shape[1])
-        pred = self.head(torch.cat([out[:, :-1], gaps[:, 1:].unsqueeze(-1)], dim=-1))
+        pred = self._head(out[:, :-1], gaps[:, 1:])
         valid = torch.arange(x.shape[1] - 1, device=x.device) < (lengths - 1).unsqueeze(1)
         target_mask = m[:, 1:] * valid.unsqueeze(-1)
         t_last = t.gather(1, (lengths - 1).unsqueeze(1)).squeeze(1)
@@ -270,7 +277,7 @@ class GapRNN(nn.Module):
         state = h.unsqueeze(0)
         for tq in query:
             gap = tq - t_prev
-            pred = self.head(torch.cat([state[0], gap.unsqueeze(-1)], dim=-1))
+            pred = self._head(state[0], gap)
             preds.append(pred)
             step = self.step_inputs(pred, torch.ones_like(pred), gap).unsqueeze(1)
             _, state = self.gru(step, state)
