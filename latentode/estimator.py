@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import contextlib
 import json
-import logging
 import math
 import os
 import re
@@ -25,8 +24,6 @@ from .models import LatentODEModel
 from .solvers import SOLVER_METHODS
 
 __all__ = ["LatentODE"]
-
-logger = logging.getLogger(__name__)
 
 FORMAT_NAME = "latentode"
 FORMAT_VERSION = 1
@@ -71,11 +68,16 @@ class IrregularSeriesEstimator(BaseEstimator):
     ``__init__`` as in scikit-learn.
     """
 
-    _module_attr = "model_"
-
     # -- validation and scaling ------------------------------------------------------------
     def _fit_scaling(self, data: IrregularDataset) -> None:
         values = np.concatenate([s.values for s in data], axis=0)
+        seen = (~np.isnan(values)).any(axis=0)
+        never = [f for f, ok in zip(data.feature_names, seen, strict=True) if not ok]
+        if never:
+            raise ValueError(
+                f"X: feature(s) {never} are never observed in the training data; drop those "
+                "columns or add observations of them."
+            )
         mean = np.nanmean(values, axis=0)
         scale = np.nanstd(values, axis=0)
         mean = np.where(np.isfinite(mean), mean, 0.0)
@@ -221,7 +223,7 @@ class IrregularSeriesEstimator(BaseEstimator):
                 f"cannot save: a parameter is not JSON-serialisable ({err}); use plain numbers, "
                 "strings, lists and dicts."
             ) from None
-        module = getattr(self, self._module_attr)
+        module = self.model_
         payload = {
             "format": FORMAT_NAME,
             "format_version": FORMAT_VERSION,
@@ -277,7 +279,7 @@ class IrregularSeriesEstimator(BaseEstimator):
         est.device_ = resolve_device(est.device)
         module = est._build_module()
         module.load_state_dict(payload["state_dict"])
-        setattr(est, cls._module_attr, module.to(est.device_).eval())
+        est.model_ = module.to(est.device_).eval()
         return est
 
 

@@ -221,3 +221,9 @@ def test_short_training_lowers_loss_and_beats_mean_predictors():
         np.mean((np.stack([s.values[-1] for s in data.test])[:, None, :] - truth) ** 2)
     )
     assert rmse < 0.6 * min(rmse_own_mean, rmse_last)
+
+
+def test_feature_never_observed_is_a_clear_error():
+    X = [([0.0, 1.0], [[1.0, np.nan], [2.0, np.nan]]), ([0.5], [[3.0, np.nan]])]
+    with pytest.raises(ValueError, match=r"\['x1'\] are never observed"):
+        LatentODE(max_epochs=1).fit(X)
