@@ -10,7 +10,12 @@ import xarray as xr
 from sklearn.utils.validation import check_is_fitted
 
 from .datasets import as_dataset
-from .estimator import IrregularSeriesEstimator, _seed_from, resolve_device
+from .estimator import (
+    IrregularSeriesEstimator,
+    _seed_from,
+    check_positive_int,
+    resolve_device,
+)
 from .inference import TrainingHistory
 from .nn import GapRNN
 
@@ -84,9 +89,7 @@ class RNNBaseline(IrregularSeriesEstimator):
         self
         """
         for name in ("hidden_dim", "max_epochs", "batch_size"):
-            value = getattr(self, name)
-            if not (isinstance(value, (int, np.integer)) and value >= 1):
-                raise ValueError(f"{name} must be a positive integer; got {value!r}.")
+            check_positive_int(name, getattr(self, name))
         data = as_dataset(X, name="X")
         short = [s.id for s in data if s.n_obs < 2]
         if short:

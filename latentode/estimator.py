@@ -61,6 +61,12 @@ def _seed_from(random_state) -> int:
 _DEFAULT_NAME = re.compile(r"^x\d+$")
 
 
+def check_positive_int(name: str, value) -> None:
+    """Raise ValueError naming ``name`` unless ``value`` is an integer of at least 1."""
+    if not (isinstance(value, (int, np.integer)) and not isinstance(value, bool) and value >= 1):
+        raise ValueError(f"{name} must be a positive integer; got {value!r}.")
+
+
 class IrregularSeriesEstimator(BaseEstimator):
     """Shared machinery: validation, scaling of values and time, batching, persistence.
 
@@ -426,9 +432,7 @@ class LatentODE(IrregularSeriesEstimator):
             "batch_size",
             "num_particles",
         ):
-            value = getattr(self, name)
-            if not (isinstance(value, (int, np.integer)) and value >= 1):
-                raise ValueError(f"{name} must be a positive integer; got {value!r}.")
+            check_positive_int(name, getattr(self, name))
         if self.encoder != "gru":
             raise ValueError(f"encoder={self.encoder!r} is not available; use 'gru'.")
         if self.method not in SOLVER_METHODS:
@@ -538,8 +542,7 @@ class LatentODE(IrregularSeriesEstimator):
         z : Tensor of shape (n_samples, series, time, latent) or None
         """
         check_is_fitted(self)
-        if not (isinstance(n_samples, (int, np.integer)) and n_samples >= 1):
-            raise ValueError(f"n_samples must be a positive integer; got {n_samples!r}.")
+        check_positive_int("n_samples", n_samples)
         data = self._check_data(X)
         t = self._check_times(times, data)
         query = self._model_times(t, self.device_)
