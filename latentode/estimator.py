@@ -7,10 +7,13 @@ together behind ``fit`` / ``predict`` / ``sample`` / ``score`` / ``save`` / ``lo
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
+import logging
 import math
 import os
 import re
+import warnings
 
 import numpy as np
 import torch
@@ -18,6 +21,7 @@ import xarray as xr
 from sklearn.base import BaseEstimator
 from sklearn.utils.validation import check_is_fitted
 
+from ._io import data_fingerprint, read_payload, remove_stale_temporaries, write_atomic
 from .datasets import IrregularDataset, as_dataset, collate
 from .inference import TrainingHistory, per_series_elbo, train_svi
 from .models import LatentODEModel
@@ -27,7 +31,24 @@ __all__ = ["LatentODE"]
 
 FORMAT_NAME = "latentode"
 FORMAT_VERSION = 1
+CHECKPOINT_FORMAT = "latentode-checkpoint"
+CHECKPOINT_VERSION = 1
+# parameters that may change between an interrupted fit and its resumption
+_RESUMABLE_CHANGES = frozenset({"max_epochs", "patience", "verbose", "device"})
 _PREDICT_CHUNK = 512
+
+logger = logging.getLogger(__name__)
+
+
+def _to_cpu(obj):
+    """Copy of a nested structure of dicts, lists and tensors with every tensor on the CPU."""
+    if isinstance(obj, torch.Tensor):
+        return obj.detach().cpu()
+    if isinstance(obj, dict):
+        return type(obj)((k, _to_cpu(v)) for k, v in obj.items())
+    if isinstance(obj, (list, tuple)):
+        return type(obj)(_to_cpu(v) for v in obj)
+    return obj
 
 
 def resolve_device(device) -> torch.device:
@@ -229,23 +250,15 @@ class IrregularSeriesEstimator(BaseEstimator):
                 f"cannot save: a parameter is not JSON-serialisable ({err}); use plain numbers, "
                 "strings, lists and dicts."
             ) from None
-        module = self.model_
         payload = {
             "format": FORMAT_NAME,
             "format_version": FORMAT_VERSION,
             "class": type(self).__name__,
             "params": params,
             "fitted": json.dumps(self._fitted_state()),
-            "state_dict": {k: v.detach().cpu() for k, v in module.state_dict().items()},
+            "state_dict": {k: v.detach().cpu() for k, v in self.model_.state_dict().items()},
         }
-        path = os.fspath(path)
-        tmp = f"{path}.tmp-{os.getpid()}"
-        try:
-            torch.save(payload, tmp)
-            os.replace(tmp, path)
-        finally:
-            if os.path.exists(tmp):
-                os.remove(tmp)
+        write_atomic(payload, path)
 
     @classmethod
     def load(cls, path, *, device=None):
@@ -258,21 +271,9 @@ class IrregularSeriesEstimator(BaseEstimator):
             Overrides the saved ``device`` parameter (e.g. ``"cpu"`` to load a GPU model on a
             machine without one).
         """
-        try:
-            payload = torch.load(os.fspath(path), map_location="cpu", weights_only=True)
-        except FileNotFoundError:
-            raise
-        except Exception as err:
-            raise ValueError(
-                f"{path!s} is not a readable latentode model file ({type(err).__name__}: {err})."
-            ) from None
-        if not isinstance(payload, dict) or payload.get("format") != FORMAT_NAME:
-            raise ValueError(f"{path!s} is not a latentode model file.")
-        if payload.get("format_version", math.inf) > FORMAT_VERSION:
-            raise ValueError(
-                f"{path!s} was written by a newer latentode (format "
-                f"{payload.get('format_version')}); upgrade latentode to read it."
-            )
+        payload = read_payload(
+            path, fmt=FORMAT_NAME, version=FORMAT_VERSION, what="latentode model file"
+        )
         if payload.get("class") != cls.__name__:
             raise ValueError(
                 f"{path!s} holds a {payload.get('class')}, not a {cls.__name__}; load it with "
@@ -324,6 +325,9 @@ class LatentODE(IrregularSeriesEstimator):
         Passed to torchdiffeq, e.g. ``{"step_size": 0.05}``.
     adjoint : bool, default False
         Backpropagate with the adjoint method (memory flat in the number of solver steps).
+    max_nfe : int or None, default 10000
+        Cap on function evaluations of one ODE solve; a solve that needs more (stiff or
+        exploding dynamics) fails with :class:`~latentode.SolverError` instead of running on.
     max_epochs : int, default 100
     batch_size : int, default 50
     lr : float, default 1e-2
@@ -336,6 +340,9 @@ class LatentODE(IrregularSeriesEstimator):
         Epochs over which the weight of the KL term rises linearly to 1.
     clip_norm : float or None, default 10.0
         Gradient-norm clipping.
+    subsample : float, default 1.0
+        Fraction of each training series' observed time points kept in each mini-batch, drawn
+        afresh every time (data augmentation as in Rubanova et al. 2019); 1 keeps all.
     patience : int or None, default None
         Early stopping on validation data given to :meth:`fit`.
     device : {"auto", "cpu", "cuda"}, default "auto"
@@ -383,6 +390,7 @@ class LatentODE(IrregularSeriesEstimator):
         atol: float = 1e-4,
         solver_options: dict | None = None,
         adjoint: bool = False,
+        max_nfe: int | None = 10_000,
         max_epochs: int = 100,
         batch_size: int = 50,
         lr: float = 1e-2,
@@ -390,6 +398,7 @@ class LatentODE(IrregularSeriesEstimator):
         num_particles: int = 1,
         kl_anneal_epochs: int = 0,
         clip_norm: float | None = 10.0,
+        subsample: float = 1.0,
         patience: int | None = None,
         device: str = "auto",
         random_state: int | None = None,
@@ -408,6 +417,7 @@ class LatentODE(IrregularSeriesEstimator):
         self.atol = atol
         self.solver_options = solver_options
         self.adjoint = adjoint
+        self.max_nfe = max_nfe
         self.max_epochs = max_epochs
         self.batch_size = batch_size
         self.lr = lr
@@ -415,6 +425,7 @@ class LatentODE(IrregularSeriesEstimator):
         self.num_particles = num_particles
         self.kl_anneal_epochs = kl_anneal_epochs
         self.clip_norm = clip_norm
+        self.subsample = subsample
         self.patience = patience
         self.device = device
         self.random_state = random_state
@@ -446,6 +457,10 @@ class LatentODE(IrregularSeriesEstimator):
             raise ValueError(f"lr_decay must be in (0, 1]; got {self.lr_decay!r}.")
         if self.obs_std is not None and not self.obs_std > 0:
             raise ValueError(f"obs_std must be None (learned) or positive; got {self.obs_std!r}.")
+        if self.max_nfe is not None:
+            check_positive_int("max_nfe", self.max_nfe)
+        if not (isinstance(self.subsample, (int, float)) and 0 < self.subsample <= 1):
+            raise ValueError(f"subsample must be in (0, 1]; got {self.subsample!r}.")
         if self.kl_anneal_epochs < 0:
             raise ValueError(
                 f"kl_anneal_epochs must be non-negative; got {self.kl_anneal_epochs!r}."
@@ -470,11 +485,21 @@ class LatentODE(IrregularSeriesEstimator):
                 atol=self.atol,
                 options=self.solver_options,
                 adjoint=self.adjoint,
+                max_nfe=None if self.max_nfe is None else int(self.max_nfe),
             ),
         )
 
     # -- fit ---------------------------------------------------------------------------------
-    def fit(self, X, y=None, *, validation_data=None):
+    def fit(
+        self,
+        X,
+        y=None,
+        *,
+        validation_data=None,
+        checkpoint=None,
+        checkpoint_every: int = 10,
+        resume: bool = False,
+    ):
         """Fit the model to irregular series.
 
         Parameters
@@ -486,18 +511,53 @@ class LatentODE(IrregularSeriesEstimator):
         validation_data : same types as ``X``, optional
             Held-out series; the parameters of the epoch with the best validation ELBO are
             kept, and ``patience`` stops training early.
+        checkpoint : str or path-like, optional
+            File to which the whole training state (parameters, optimiser, random streams,
+            history) is written every ``checkpoint_every`` epochs, at the end and on
+            ``KeyboardInterrupt``. Each write goes to a temporary file that is then renamed, so
+            a killed process leaves the previous checkpoint intact.
+        checkpoint_every : int, default 10
+        resume : bool, default False
+            Continue from ``checkpoint`` if it exists (else start afresh). The data and the
+            parameters must be those of the interrupted fit, except ``max_epochs``,
+            ``patience``, ``verbose`` and ``device``; a seeded resumed fit on the CPU ends with
+            exactly the parameters of an uninterrupted one.
 
         Returns
         -------
         self
+
+        Notes
+        -----
+        A step whose loss or gradients are not finite, or whose ODE solve fails, is rolled
+        back to the start of its epoch and retried with half the learning rate (three times at
+        most, with a ``RuntimeWarning``); then :class:`FloatingPointError` is raised and the
+        estimator keeps what it held before ``fit``. ``KeyboardInterrupt`` (Ctrl-C) ends
+        training at the last completed epoch with a warning: the estimator is fitted and
+        usable, and ``history_.interrupted`` is True.
         """
         self._validate_params()
+        check_positive_int("checkpoint_every", checkpoint_every)
+        if resume and checkpoint is None:
+            raise ValueError("resume=True needs checkpoint=<path of the checkpoint file>.")
         data = as_dataset(X, name="X")
         with self._keep_state_on_failure():
-            self._fit(data, validation_data)
+            self._fit(data, validation_data, checkpoint, checkpoint_every, resume)
+        if self.history_.interrupted:
+            warnings.warn(
+                f"fit was interrupted after {len(self.history_.loss)} epochs; the estimator "
+                "holds the parameters of the last completed (or best validated) epoch"
+                + (
+                    " and can continue with fit(..., checkpoint=..., resume=True)."
+                    if checkpoint is not None
+                    else "."
+                ),
+                RuntimeWarning,
+                stacklevel=2,
+            )
         return self
 
-    def _fit(self, data: IrregularDataset, validation_data) -> None:
+    def _fit(self, data, validation_data, checkpoint, checkpoint_every, resume) -> None:
         seed = _seed_from(self.random_state)
         self.device_ = resolve_device(self.device)
         self._fit_scaling(data)
@@ -508,13 +568,25 @@ class LatentODE(IrregularSeriesEstimator):
                 self._batch(val[i : i + _PREDICT_CHUNK], self.device_)
                 for i in range(0, len(val), _PREDICT_CHUNK)
             ]
+        fingerprint = data_fingerprint(data)
+        resume_from = self._read_checkpoint(checkpoint, fingerprint) if resume else None
+        write = None
+        if checkpoint is not None:
+            write = functools.partial(
+                self._write_checkpoint, os.fspath(checkpoint), fingerprint=fingerprint
+            )
         series = list(data)
         with self._seeded(seed, self.device_):
             module = self._build_module().to(self.device_)
             generator = torch.Generator().manual_seed(seed)
+
+            def make_batch(idx):
+                batch = self._batch([series[i] for i in idx.tolist()], self.device_)
+                return batch.subsample(self.subsample, generator=generator)
+
             self.history_ = train_svi(
                 module,
-                lambda idx: self._batch([series[i] for i in idx.tolist()], self.device_),
+                make_batch,
                 len(series),
                 max_epochs=self.max_epochs,
                 batch_size=self.batch_size,
@@ -527,8 +599,61 @@ class LatentODE(IrregularSeriesEstimator):
                 patience=self.patience,
                 generator=generator,
                 verbose=self.verbose,
+                checkpoint=write,
+                checkpoint_every=checkpoint_every,
+                resume_from=resume_from,
             )
         self.model_ = module
+
+    # -- checkpoints -------------------------------------------------------------------------
+    def _comparable_params(self) -> dict:
+        params = json.loads(json.dumps(self.get_params(deep=False)))
+        return {k: v for k, v in params.items() if k not in _RESUMABLE_CHANGES}
+
+    def _write_checkpoint(self, path: str, state: dict, *, fingerprint: str) -> None:
+        write_atomic(
+            {
+                "format": CHECKPOINT_FORMAT,
+                "format_version": CHECKPOINT_VERSION,
+                "class": type(self).__name__,
+                "params": json.dumps(self._comparable_params()),
+                "data_fingerprint": fingerprint,
+                "training": _to_cpu(state),
+            },
+            path,
+        )
+
+    def _read_checkpoint(self, path, fingerprint: str) -> dict | None:
+        remove_stale_temporaries(path)
+        if not os.path.exists(os.fspath(path)):
+            logger.info("no checkpoint at %s; starting afresh", path)
+            return None
+        payload = read_payload(
+            path, fmt=CHECKPOINT_FORMAT, version=CHECKPOINT_VERSION, what="latentode checkpoint"
+        )
+        if payload.get("class") != type(self).__name__:
+            raise ValueError(
+                f"checkpoint {os.fspath(path)!r} belongs to a {payload.get('class')}, not a "
+                f"{type(self).__name__}."
+            )
+        saved = json.loads(payload["params"])
+        changed = sorted(
+            k for k in set(saved) | set(self._comparable_params())
+            if saved.get(k) != self._comparable_params().get(k)
+        )  # fmt: skip
+        if changed:
+            raise ValueError(
+                f"checkpoint {os.fspath(path)!r} was written with other values of {changed}; "
+                "resume with the same parameters (only max_epochs, patience, verbose and device "
+                "may change) or pass resume=False to start afresh."
+            )
+        if payload["data_fingerprint"] != fingerprint:
+            raise ValueError(
+                f"checkpoint {os.fspath(path)!r} was written for different training data; "
+                "resume with the same X or pass resume=False to start afresh."
+            )
+        # tensors are moved onto the model's device by load_state_dict
+        return payload["training"]
 
     # -- prediction --------------------------------------------------------------------------
     def _draw(self, X, times, n_samples: int, *, with_latent: bool):

@@ -27,15 +27,30 @@ class SolverError(RuntimeError):
 class _Counted(nn.Module):
     """Wraps a vector field and counts its evaluations by phase."""
 
-    def __init__(self, func: nn.Module):
+    def __init__(self, func: nn.Module, max_nfe: int | None = None):
         super().__init__()
         self.func = func
+        self.max_nfe = max_nfe
+        self.describe = str
         self.phase = "backward"
         self.nfe = {"forward": 0, "backward": 0}
+        self.solve_nfe = {"forward": 0, "backward": 0}
 
     def forward(self, t, y):
         self.nfe[self.phase] += 1
+        self.solve_nfe[self.phase] += 1
+        if self.max_nfe is not None and self.solve_nfe[self.phase] > self.max_nfe:
+            raise _TooManyEvaluations(
+                self.describe(
+                    f"more than max_nfe={self.max_nfe} function evaluations in one "
+                    f"{self.phase} solve"
+                )
+            )
         return self.func(t, y)
+
+
+class _TooManyEvaluations(SolverError):
+    """The evaluation cap was hit (raised from inside the solver, also in the backward pass)."""
 
 
 class ODESolver(nn.Module):
@@ -56,6 +71,11 @@ class ODESolver(nn.Module):
     adjoint : bool, default False
         Use ``odeint_adjoint`` (memory constant in the number of steps) with the parameters of
         ``func`` as ``adjoint_params``.
+    max_nfe : int or None, default None
+        Cap on function evaluations of one solve (the forward solve and its adjoint backward
+        solve counted separately); exceeding it raises :class:`SolverError`. Unlike
+        ``options={"max_num_steps": ...}`` it also bounds fixed-step methods and the backward
+        pass.
 
     Attributes
     ----------
@@ -72,6 +92,7 @@ class ODESolver(nn.Module):
         atol: float = 1e-4,
         options: dict | None = None,
         adjoint: bool = False,
+        max_nfe: int | None = None,
     ):
         super().__init__()
         if method not in SOLVER_METHODS:
@@ -82,7 +103,12 @@ class ODESolver(nn.Module):
         for name, tol in (("rtol", rtol), ("atol", atol)):
             if not (isinstance(tol, (int, float)) and tol > 0):
                 raise ValueError(f"{name} must be a positive number; got {tol!r}.")
-        self.counted = _Counted(func)
+        if max_nfe is not None and not (
+            isinstance(max_nfe, int) and not isinstance(max_nfe, bool) and max_nfe >= 1
+        ):
+            raise ValueError(f"max_nfe must be None or a positive integer; got {max_nfe!r}.")
+        self.counted = _Counted(func, max_nfe)
+        self.counted.describe = self._advice
         self.method = method
         self.rtol = float(rtol)
         self.atol = float(atol)
@@ -122,12 +148,15 @@ class ODESolver(nn.Module):
             rtol=self.rtol, atol=self.atol, method=self.method, options=dict(self.options)
         )
         self.counted.phase = "forward"
+        self.counted.solve_nfe = {"forward": 0, "backward": 0}
         try:
             if self.adjoint:
                 adjoint_params = tuple(p for p in self.func.parameters() if p.requires_grad)
                 ys = odeint_adjoint(self.counted, y0, t, adjoint_params=adjoint_params, **kwargs)
             else:
                 ys = odeint(self.counted, y0, t, **kwargs)
+        except _TooManyEvaluations:
+            raise
         except AssertionError as err:
             raise SolverError(self._advice(str(err))) from err
         finally:
@@ -149,5 +178,5 @@ class ODESolver(nn.Module):
     def extra_repr(self) -> str:
         return (
             f"method={self.method!r}, rtol={self.rtol}, atol={self.atol}, "
-            f"options={self.options}, adjoint={self.adjoint}"
+            f"options={self.options}, adjoint={self.adjoint}, max_nfe={self.counted.max_nfe}"
         )

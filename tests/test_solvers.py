@@ -82,3 +82,26 @@ def test_failures_become_solver_errors_with_advice():
     fixed = ODESolver(Blowup(), method="euler", options={"step_size": 0.25})
     with pytest.raises(SolverError, match="NaN or inf"):
         fixed(torch.full((1, 1), 10.0), torch.tensor([0.0, 50.0]))
+
+
+@pytest.mark.parametrize("adjoint", [False, True])
+def test_evaluation_cap_bounds_forward_and_backward_solves(adjoint):
+    solver = ODESolver(Linear(), max_nfe=40, rtol=1e-9, atol=1e-10, adjoint=adjoint)
+    with pytest.raises(SolverError, match="max_nfe=40 function evaluations in one forward"):
+        solver(torch.ones(3, 1), torch.linspace(0.0, 5.0, 4))
+    assert solver.nfe["forward"] == 41
+    # the adjoint backward solve visits every output time: a cap the forward pass meets
+    # can stop the backward pass, and the error still names the solver and gives advice
+    solver = ODESolver(Linear(), max_nfe=30, adjoint=adjoint)
+    y = solver(torch.ones(3, 1), torch.linspace(0.0, 3.0, 20))
+    if adjoint:
+        with pytest.raises(SolverError, match="one backward solve.*try looser tolerances"):
+            y.sum().backward()
+    else:
+        y.sum().backward()
+        assert solver.nfe["backward"] == 0
+    fixed = ODESolver(Linear(), method="rk4", options={"step_size": 0.01}, max_nfe=100)
+    with pytest.raises(SolverError, match="max_nfe=100"):
+        fixed(torch.ones(1, 1), torch.tensor([0.0, 2.0]))
+    with pytest.raises(ValueError, match="max_nfe must be"):
+        ODESolver(Linear(), max_nfe=0)

@@ -173,6 +173,37 @@ class Batch:
         """Return the batch on ``device``."""
         return Batch(self.times.to(device), self.values.to(device), self.mask.to(device), self.ids)
 
+    def subsample(self, keep: float, *, generator: torch.Generator | None = None) -> Batch:
+        """Randomly hide observed time points, keeping each with probability ``keep``.
+
+        All features of a time point are hidden together; a series that would lose every
+        point keeps its original observations. Used as training-time augmentation
+        (Rubanova et al. 2019 subsample a fraction of the observed points).
+
+        Parameters
+        ----------
+        keep : float in (0, 1]
+            Probability of keeping each observed time point of each series.
+        generator : torch.Generator, optional
+            On the CPU; drives the draw.
+
+        Returns
+        -------
+        Batch
+            Same ``times``; ``values`` and ``mask`` of shape (batch, time, features) with the
+            hidden points unobserved (value 0).
+        """
+        if not 0 < keep <= 1:
+            raise ValueError(f"keep must be in (0, 1]; got {keep!r}.")
+        if keep == 1:
+            return self
+        draw = torch.rand(self.mask.shape[:2], generator=generator).to(self.mask.device)
+        rows = self.observed & (draw < keep)
+        empty = ~rows.any(-1)
+        rows = torch.where(empty[:, None], self.observed, rows)
+        mask = self.mask & rows[..., None]
+        return Batch(self.times, self.values * mask, mask, self.ids)
+
 
 def collate(
     series: Iterable[IrregularSeries],

@@ -17,6 +17,7 @@ from pyro.infer import TraceMeanField_ELBO
 from tqdm.auto import tqdm
 
 from ..datasets import Batch
+from ..solvers import SolverError
 
 __all__ = ["TrainingHistory", "kl_weight", "per_series_elbo", "svi_loss", "train_svi"]
 
@@ -41,6 +42,9 @@ class TrainingHistory:
     best_epoch : int or None
         Epoch whose parameters were kept (lowest validation loss), when validating.
     stopped_early : bool
+        Validation did not improve for ``patience`` epochs.
+    interrupted : bool
+        Training was stopped by ``KeyboardInterrupt``; the last completed epoch was kept.
     """
 
     loss: list = field(default_factory=list)
@@ -51,6 +55,7 @@ class TrainingHistory:
     nfe_backward: list = field(default_factory=list)
     best_epoch: int | None = None
     stopped_early: bool = False
+    interrupted: bool = False
 
     def to_dict(self) -> dict:
         """Plain-Python copy (JSON-serialisable)."""
@@ -124,6 +129,31 @@ def _progress(verbose, total):
     return tqdm(total=total, disable=not show, desc="fit", unit="epoch", leave=False)
 
 
+class _BadStep(Exception):
+    """A training step gave a non-finite loss or gradient, or the solver failed."""
+
+
+def _finite_grads(params) -> bool:
+    return all(p.grad is None or torch.isfinite(p.grad).all() for p in params)
+
+
+def _rng_state(generator: torch.Generator | None, device: torch.device) -> dict:
+    state = {"torch": torch.get_rng_state()}
+    if generator is not None:
+        state["generator"] = generator.get_state()
+    if device.type == "cuda":
+        state["cuda"] = torch.cuda.get_rng_state(device)
+    return state
+
+
+def _set_rng_state(state: dict, generator: torch.Generator | None, device: torch.device) -> None:
+    torch.set_rng_state(state["torch"])
+    if generator is not None and "generator" in state:
+        generator.set_state(state["generator"])
+    if device.type == "cuda" and "cuda" in state:
+        torch.cuda.set_rng_state(state["cuda"], device)
+
+
 def train_svi(
     model,
     make_batch: Callable[[torch.Tensor], Batch],
@@ -140,8 +170,20 @@ def train_svi(
     patience: int | None = None,
     generator: torch.Generator | None = None,
     verbose: bool | str = False,
+    checkpoint: Callable[[dict], None] | None = None,
+    checkpoint_every: int = 1,
+    resume_from: dict | None = None,
+    max_retries: int = 3,
+    lr_backoff: float = 0.5,
 ) -> TrainingHistory:
     """Fit ``model`` by maximising the ELBO with Adam over shuffled mini-batches.
+
+    A step whose loss or gradient is not finite, or whose solve fails (:class:`SolverError`),
+    never reaches the parameters: the epoch is rolled back to its start (parameters,
+    optimiser, random streams), the learning rate is multiplied by ``lr_backoff`` and the epoch
+    is retried, at most ``max_retries`` times in a row before :class:`FloatingPointError`.
+    A ``KeyboardInterrupt`` ends training at the last completed epoch (recorded in
+    ``history.interrupted``) instead of propagating.
 
     Parameters
     ----------
@@ -167,9 +209,20 @@ def train_svi(
     patience : int, optional
         Stop after this many epochs without validation improvement.
     generator : torch.Generator, optional
-        Drives the shuffling.
+        Drives the shuffling (and whatever ``make_batch`` draws with it).
     verbose : bool or "force"
         Progress bar on stderr (when it is a terminal, or always with "force").
+    checkpoint : callable, optional
+        Called with the training state (a dict of tensors, numbers and strings) every
+        ``checkpoint_every`` epochs, at the end and on interruption.
+    checkpoint_every : int
+    resume_from : dict, optional
+        A state given earlier to ``checkpoint``: training continues from it exactly, random
+        streams included.
+    max_retries : int
+        Consecutive rolled-back attempts of an epoch before giving up.
+    lr_backoff : float
+        Factor applied to the learning rate at each roll-back.
 
     Returns
     -------
@@ -178,59 +231,151 @@ def train_svi(
     params = [p for p in model.parameters() if p.requires_grad]
     optim = torch.optim.Adam(params, lr=lr)
     sched = torch.optim.lr_scheduler.ExponentialLR(optim, gamma=lr_decay)
+    device = next(model.parameters()).device
     history = TrainingHistory()
-    best_state, best_val, since_best = None, math.inf, 0
+    best_state, best_val, since_best, first_epoch = None, math.inf, 0, 0
+
+    def capture(next_epoch: int) -> dict:
+        return {
+            "epoch": next_epoch,
+            "model": copy.deepcopy(model.state_dict()),
+            "optimizer": copy.deepcopy(optim.state_dict()),
+            "scheduler": copy.deepcopy(sched.state_dict()),
+            "history": history.to_dict(),
+            "best_state": best_state,
+            "best_val": best_val,
+            "since_best": since_best,
+            "rng": _rng_state(generator, device),
+        }
+
+    def restore(state: dict) -> None:
+        nonlocal history, best_state, best_val, since_best
+        model.load_state_dict(state["model"])
+        optim.load_state_dict(state["optimizer"])
+        sched.load_state_dict(state["scheduler"])
+        _set_rng_state(state["rng"], generator, device)
+        history = TrainingHistory(**copy.deepcopy(state["history"]))
+        best_state, best_val = state["best_state"], state["best_val"]
+        since_best = state["since_best"]
+
+    if resume_from is not None:
+        restore(resume_from)
+        first_epoch = resume_from["epoch"]
+    good = capture(first_epoch)
     bar = _progress(verbose, max_epochs)
+    bar.update(first_epoch)
+    retries, epoch = 0, first_epoch
     model.train()
-    for epoch in range(max_epochs):
-        start = time.perf_counter()
-        beta = kl_weight(epoch, kl_anneal_epochs)
-        model.solver.reset_nfe()
-        perm = torch.randperm(n_series, generator=generator)
-        total, count = 0.0, 0
-        for i in range(0, n_series, batch_size):
-            idx = perm[i : i + batch_size]
-            batch = make_batch(idx)
-            optim.zero_grad(set_to_none=True)
-            loss = svi_loss(model, batch, num_particles=num_particles, kl_scale=beta)
-            if not torch.isfinite(loss):
-                raise FloatingPointError(
-                    f"the training loss became {loss.item()} at epoch {epoch}; lower lr or "
-                    "tighten the solver tolerances."
+    try:
+        while epoch < max_epochs and not history.stopped_early:
+            start = time.perf_counter()
+            try:
+                loss, nfe = _train_epoch(
+                    model, optim, params, make_batch, n_series, batch_size, generator,
+                    num_particles, kl_weight(epoch, kl_anneal_epochs), clip_norm,
+                )  # fmt: skip
+            except _BadStep as bad:
+                retries += 1
+                restore(good)
+                if retries > max_retries:
+                    raise FloatingPointError(
+                        f"training failed at epoch {epoch} after {max_retries} retries with a "
+                        f"smaller learning rate; the last failure: {str(bad).rstrip('.')}. "
+                        "Nothing of the failed epoch was kept; lower lr, keep clip_norm, or "
+                        "change the solver settings."
+                    ) from None
+                for group in optim.param_groups:  # the restored rate, lowered once per retry
+                    group["lr"] *= lr_backoff**retries
+                warnings.warn(
+                    f"epoch {epoch}: {bad}; rolled back to the start of the epoch and retrying "
+                    f"with learning rate {optim.param_groups[0]['lr']:.3g}.",
+                    RuntimeWarning,
+                    stacklevel=2,
                 )
-            loss.backward()
-            if clip_norm is not None:
-                torch.nn.utils.clip_grad_norm_(params, clip_norm)
-            optim.step()
-            total += loss.item() * len(idx)
-            count += len(idx)
-        sched.step()
-        history.loss.append(total / count)
-        history.kl_weight.append(beta)
-        history.nfe_forward.append(model.solver.nfe["forward"])
-        history.nfe_backward.append(model.solver.nfe["backward"])
-        message = f"epoch {epoch + 1}/{max_epochs} loss {history.loss[-1]:.4f}"
-        if validation:
-            val = _validation_loss(model, validation, num_particles)
-            history.val_loss.append(val)
-            message += f" val {val:.4f}"
-            if val < best_val and beta >= 1.0:
-                best_val, since_best, history.best_epoch = val, 0, epoch
-                best_state = copy.deepcopy(model.state_dict())
-            elif beta >= 1.0:
-                since_best += 1
-        history.seconds.append(time.perf_counter() - start)
-        logger.info(message)
-        bar.set_postfix_str(message.split(" ", 2)[-1])
-        bar.update()
-        if patience is not None and validation and since_best >= patience:
-            history.stopped_early = True
-            break
-    bar.close()
+                continue
+            retries = 0
+            sched.step()
+            best_state, best_val, since_best = _record_epoch(
+                history, model, epoch, loss, nfe, kl_weight(epoch, kl_anneal_epochs),
+                validation, num_particles, (best_state, best_val, since_best), patience, bar,
+                start,
+            )  # fmt: skip
+            epoch += 1
+            good = capture(epoch)
+            if checkpoint is not None and (
+                epoch % checkpoint_every == 0 or epoch == max_epochs or history.stopped_early
+            ):
+                checkpoint(good)
+    except KeyboardInterrupt:
+        restore(good)
+        history.interrupted = True
+        if checkpoint is not None:
+            checkpoint(good)
+        logger.warning("training interrupted; keeping the parameters of epoch %d", epoch)
+    finally:
+        bar.close()
     if best_state is not None:
         model.load_state_dict(best_state)
     model.eval()
     return history
+
+
+def _train_epoch(
+    model, optim, params, make_batch, n_series, batch_size, generator, num_particles, beta,
+    clip_norm,
+):  # fmt: skip
+    """One pass over shuffled mini-batches; returns (mean loss, (nfe forward, nfe backward))."""
+    model.solver.reset_nfe()
+    perm = torch.randperm(n_series, generator=generator)
+    total, count = 0.0, 0
+    for i in range(0, n_series, batch_size):
+        idx = perm[i : i + batch_size]
+        batch = make_batch(idx)
+        optim.zero_grad(set_to_none=True)
+        try:
+            loss = svi_loss(model, batch, num_particles=num_particles, kl_scale=beta)
+            if not torch.isfinite(loss):
+                raise _BadStep(f"the loss became {loss.item()}")
+            loss.backward()
+        except SolverError as err:
+            # Pyro appends the trace's shapes to errors raised inside a model; drop them
+            raise _BadStep(str(err).split("\nTrace Shapes:")[0].strip()) from None
+        if not _finite_grads(params):
+            raise _BadStep("a gradient became NaN or inf")
+        if clip_norm is not None:
+            torch.nn.utils.clip_grad_norm_(params, clip_norm)
+        optim.step()
+        total += loss.item() * len(idx)
+        count += len(idx)
+    return total / count, (model.solver.nfe["forward"], model.solver.nfe["backward"])
+
+
+def _record_epoch(
+    history, model, epoch, loss, nfe, beta, validation, num_particles, best, patience, bar, start
+):
+    """Append the epoch to ``history``; track the best validation state."""
+    best_state, best_val, since_best = best
+    history.loss.append(loss)
+    history.kl_weight.append(beta)
+    history.nfe_forward.append(nfe[0])
+    history.nfe_backward.append(nfe[1])
+    message = f"epoch {epoch + 1} loss {loss:.4f}"
+    if validation:
+        val = _validation_loss(model, validation, num_particles)
+        history.val_loss.append(val)
+        message += f" val {val:.4f}"
+        if val < best_val and beta >= 1.0:
+            best_val, since_best, history.best_epoch = val, 0, epoch
+            best_state = copy.deepcopy(model.state_dict())
+        elif beta >= 1.0:
+            since_best += 1
+        if patience is not None and since_best >= patience:
+            history.stopped_early = True
+    history.seconds.append(time.perf_counter() - start)
+    logger.info(message)
+    bar.set_postfix_str(message.split(" ", 2)[-1])
+    bar.update()
+    return best_state, best_val, since_best
 
 
 def _validation_loss(model, batches: list[Batch], num_particles: int) -> float:

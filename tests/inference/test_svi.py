@@ -70,10 +70,14 @@ def test_early_stopping_stops(batches):
     assert history.stopped_early and len(history.loss) < 50
 
 
-def test_non_finite_loss_is_reported(batches):
+def test_non_finite_loss_is_retried_then_reported(batches):
     train, _ = batches
     model = LatentODEModel(2, latent_dim=3)
     with torch.no_grad():
         model.decoder.net[0].weight.fill_(float("nan"))
-    with pytest.raises(FloatingPointError, match="lower lr"):
-        train_svi(model, lambda idx: train[0], 8, max_epochs=1, batch_size=8, lr=0.01)
+    with pytest.warns(RuntimeWarning, match="retrying with learning rate") as record:
+        with pytest.raises(FloatingPointError, match="after 3 retries"):
+            train_svi(model, lambda idx: train[0], 8, max_epochs=1, batch_size=8, lr=0.01)
+    assert len(record) == 3
+    rates = [r.message.args[0].split("rate ")[-1] for r in record]
+    assert rates == ["0.005.", "0.0025.", "0.00125."]

@@ -1,0 +1,198 @@
+"""Checkpoints survive interruption: Ctrl-C, a killed process, a killed write, damaged files."""
+
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+
+import numpy as np
+import pytest
+import torch
+
+from latentode import LatentODE
+from latentode.datasets import make_spirals
+
+SMALL = dict(
+    max_epochs=6,
+    batch_size=20,
+    latent_dim=3,
+    ode_hidden_dim=16,
+    encoder_hidden_dim=16,
+    decoder_hidden_dim=16,
+    subsample=0.7,  # the augmentation's random stream must be restored too
+    random_state=3,
+)
+
+
+@pytest.fixture(scope="module")
+def data():
+    return make_spirals(n_series=60, n_obs=15, random_state=0)
+
+
+@pytest.fixture(scope="module")
+def uninterrupted(data):
+    return LatentODE(**SMALL).fit(data.train)
+
+
+def assert_same_parameters(a, b):
+    sa, sb = a.model_.state_dict(), b.model_.state_dict()
+    assert sa.keys() == sb.keys()
+    for k in sa:
+        assert torch.equal(sa[k], sb[k]), k
+
+
+def test_resumed_fit_reproduces_the_uninterrupted_fit_exactly(data, uninterrupted, tmp_path):
+    path = tmp_path / "fit.ckpt"
+    LatentODE(**{**SMALL, "max_epochs": 2}).fit(data.train, checkpoint=path, checkpoint_every=1)
+    resumed = LatentODE(**SMALL).fit(data.train, checkpoint=path, resume=True)
+    assert_same_parameters(resumed, uninterrupted)
+    assert resumed.history_.loss == uninterrupted.history_.loss
+    # the final checkpoint holds the finished state: resuming it again changes nothing
+    again = LatentODE(**SMALL).fit(data.train, checkpoint=path, resume=True)
+    assert_same_parameters(again, uninterrupted)
+
+
+def test_resume_without_a_checkpoint_file_starts_afresh(data, uninterrupted, tmp_path):
+    fresh = LatentODE(**SMALL).fit(data.train, checkpoint=tmp_path / "none.ckpt", resume=True)
+    assert_same_parameters(fresh, uninterrupted)
+    assert (tmp_path / "none.ckpt").exists()
+
+
+def test_resume_refuses_other_parameters_or_data(data, tmp_path):
+    path = tmp_path / "fit.ckpt"
+    LatentODE(**{**SMALL, "max_epochs": 1}).fit(data.train, checkpoint=path)
+    with pytest.raises(ValueError, match=r"other values of \['lr'\]"):
+        LatentODE(**{**SMALL, "lr": 0.5}).fit(data.train, checkpoint=path, resume=True)
+    with pytest.raises(ValueError, match="different training data"):
+        LatentODE(**SMALL).fit(data.test, checkpoint=path, resume=True)
+    with pytest.raises(ValueError, match="resume=True needs checkpoint"):
+        LatentODE(**SMALL).fit(data.train, resume=True)
+
+
+def test_keyboard_interrupt_keeps_a_usable_model_and_resumes(
+    data, uninterrupted, tmp_path, monkeypatch
+):
+    path = tmp_path / "fit.ckpt"
+    calls = {"n": 0}
+    original = LatentODE._batch
+
+    def interrupt_in_epoch_four(self, series, device):
+        calls["n"] += 1
+        if calls["n"] == 3 * 3 + 1:  # 48 series in batches of 20: first batch of epoch 4
+            raise KeyboardInterrupt
+        return original(self, series, device)
+
+    monkeypatch.setattr(LatentODE, "_batch", interrupt_in_epoch_four)
+    with pytest.warns(RuntimeWarning, match="interrupted after 3 epochs"):
+        est = LatentODE(**SMALL).fit(data.train, checkpoint=path, checkpoint_every=100)
+    monkeypatch.setattr(LatentODE, "_batch", original)
+    assert est.history_.interrupted and len(est.history_.loss) == 3
+    pred = est.predict(data.test, times=data.test_extrapolation_times)
+    assert np.isfinite(pred.values).all()
+    three = LatentODE(**{**SMALL, "max_epochs": 3}).fit(data.train)
+    assert_same_parameters(est, three)
+    resumed = LatentODE(**SMALL).fit(data.train, checkpoint=path, resume=True)
+    assert not resumed.history_.interrupted
+    assert_same_parameters(resumed, uninterrupted)
+
+
+def test_damaged_and_truncated_checkpoints_give_clear_errors(data, tmp_path):
+    path = tmp_path / "fit.ckpt"
+    LatentODE(**{**SMALL, "max_epochs": 1}).fit(data.train, checkpoint=path)
+    raw = path.read_bytes()
+    truncated = tmp_path / "truncated.ckpt"
+    truncated.write_bytes(raw[: len(raw) // 2])
+    # flip one byte inside a weight matrix: torch.load alone would accept the file silently
+    weights = torch.load(path, weights_only=True)["training"]["model"]
+    largest = max(weights.values(), key=lambda t: t.numel()).numpy().tobytes()
+    offset = raw.find(largest)
+    assert offset > 0
+    flipped = bytearray(raw)
+    flipped[offset + 5] ^= 0xFF
+    damaged = tmp_path / "damaged.ckpt"
+    damaged.write_bytes(bytes(flipped))
+    empty = tmp_path / "empty.ckpt"
+    empty.write_bytes(b"")
+    for bad, message in (
+        (truncated, "not a readable latentode checkpoint"),
+        (damaged, "does not match the checksum"),
+        (empty, "not a readable latentode checkpoint"),
+    ):
+        with pytest.raises(ValueError, match=message):
+            LatentODE(**SMALL).fit(data.train, checkpoint=bad, resume=True)
+    model_file = tmp_path / "model.pt"
+    LatentODE(**{**SMALL, "max_epochs": 1}).fit(data.train).save(model_file)
+    with pytest.raises(ValueError, match="not a latentode checkpoint"):
+        LatentODE(**SMALL).fit(data.train, checkpoint=model_file, resume=True)
+    with pytest.raises(ValueError, match="not a latentode model file"):
+        LatentODE.load(path)
+
+
+CHILD = textwrap.dedent(
+    """
+    import os, signal, sys
+    import latentode._io as io
+    from latentode import LatentODE
+    from latentode.datasets import make_spirals
+
+    params, path, mode = eval(sys.argv[1]), sys.argv[2], sys.argv[3]
+    data = make_spirals(n_series=60, n_obs=15, random_state=0)
+    if mode == "kill-during-write":
+        original, writes = io.torch.save, {"n": 0}
+
+        def save_then_die(obj, f):
+            writes["n"] += 1
+            if writes["n"] == 3:  # half of the third checkpoint reaches the disk, then SIGKILL
+                f.write(b"PK partial checkpoint bytes")
+                f.flush()
+                os.kill(os.getpid(), signal.SIGKILL)
+            original(obj, f)
+
+        io.torch.save = save_then_die
+    est = LatentODE(**params).fit(data.train, checkpoint=path, checkpoint_every=1)
+    print("epochs", len(est.history_.loss), "interrupted", est.history_.interrupted, flush=True)
+    """
+)
+
+
+def run_child(path, mode, params):
+    return subprocess.Popen(
+        [sys.executable, "-c", CHILD, repr(params), str(path), mode],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+
+
+@pytest.mark.slow
+def test_process_killed_during_a_checkpoint_write_resumes(data, uninterrupted, tmp_path):
+    path = tmp_path / "fit.ckpt"
+    child = run_child(path, "kill-during-write", SMALL)
+    _, err = child.communicate(timeout=300)
+    assert child.returncode == -signal.SIGKILL, err
+    leftovers = [p for p in os.listdir(tmp_path) if ".tmp-" in p]
+    assert len(leftovers) == 1  # the half-written temporary file; the checkpoint is intact
+    resumed = LatentODE(**SMALL).fit(data.train, checkpoint=path, resume=True)
+    assert_same_parameters(resumed, uninterrupted)
+    assert not [p for p in os.listdir(tmp_path) if ".tmp-" in p]  # stale temporary removed
+
+
+@pytest.mark.slow
+def test_ctrl_c_in_a_separate_process_returns_a_fitted_model(data, tmp_path):
+    path = tmp_path / "fit.ckpt"
+    child = run_child(path, "sigint", {**SMALL, "max_epochs": 10_000})
+    deadline = time.monotonic() + 240
+    while not path.exists() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert path.exists(), "the child wrote no checkpoint"
+    time.sleep(0.3)
+    child.send_signal(signal.SIGINT)
+    out, err = child.communicate(timeout=120)
+    assert child.returncode == 0, err
+    assert "interrupted True" in out and "fit was interrupted" in err
+    epochs_done = int(out.split()[1])
+    budget = {**SMALL, "max_epochs": epochs_done + 1}
+    resumed = LatentODE(**budget).fit(data.train, checkpoint=path, resume=True)
+    assert_same_parameters(resumed, LatentODE(**budget).fit(data.train))
