@@ -98,6 +98,12 @@ def main(argv=None):
         "one per --n-obs",
     )
     parser.add_argument(
+        "--encode-fraction",
+        type=float,
+        default=1.0,
+        help="Latent ODE forecast training: smallest fraction of each series' span encoded",
+    )
+    parser.add_argument(
         "--models", nargs="+", default=["latent_ode", "rnn"], choices=["latent_ode", "rnn"]
     )
     parser.add_argument("--rnn-epochs", type=int, default=300, help="RNN baseline epochs")
@@ -127,7 +133,11 @@ def main(argv=None):
         "noise_std": args.noise_std,
         "threads": args.threads,
         "jobs": args.jobs,
-        "latent_ode": {"lr": args.lr, "lr_decay": args.lr_decay},
+        "latent_ode": {
+            "lr": args.lr,
+            "lr_decay": args.lr_decay,
+            "encode_fraction": args.encode_fraction,
+        },
         "subsample": subsample,
     }
     results = []

@@ -343,6 +343,11 @@ class LatentODE(IrregularSeriesEstimator):
     subsample : float, default 1.0
         Fraction of each training series' observed time points kept in each mini-batch, drawn
         afresh every time (data augmentation as in Rubanova et al. 2019); 1 keeps all.
+    encode_fraction : float, default 1.0
+        Below 1, forecast training: in each mini-batch the encoder reads each series only up to
+        a random fraction ``u ~ Uniform(encode_fraction, 1)`` of its observed span while the
+        likelihood scores all of it, so that ``z0`` inferred from early observations must
+        explain later ones. Helps long extrapolation; 1 encodes everything.
     patience : int or None, default None
         Early stopping on validation data given to :meth:`fit`.
     device : {"auto", "cpu", "cuda"}, default "auto"
@@ -399,6 +404,7 @@ class LatentODE(IrregularSeriesEstimator):
         kl_anneal_epochs: int = 0,
         clip_norm: float | None = 10.0,
         subsample: float = 1.0,
+        encode_fraction: float = 1.0,
         patience: int | None = None,
         device: str = "auto",
         random_state: int | None = None,
@@ -426,6 +432,7 @@ class LatentODE(IrregularSeriesEstimator):
         self.kl_anneal_epochs = kl_anneal_epochs
         self.clip_norm = clip_norm
         self.subsample = subsample
+        self.encode_fraction = encode_fraction
         self.patience = patience
         self.device = device
         self.random_state = random_state
@@ -461,6 +468,10 @@ class LatentODE(IrregularSeriesEstimator):
             check_positive_int("max_nfe", self.max_nfe)
         if not (isinstance(self.subsample, (int, float)) and 0 < self.subsample <= 1):
             raise ValueError(f"subsample must be in (0, 1]; got {self.subsample!r}.")
+        if not (isinstance(self.encode_fraction, (int, float)) and 0 < self.encode_fraction <= 1):
+            raise ValueError(
+                f"encode_fraction must be in (0, 1]; got {self.encode_fraction!r}."
+            )
         if self.kl_anneal_epochs < 0:
             raise ValueError(
                 f"kl_anneal_epochs must be non-negative; got {self.kl_anneal_epochs!r}."
@@ -582,7 +593,8 @@ class LatentODE(IrregularSeriesEstimator):
 
             def make_batch(idx):
                 batch = self._batch([series[i] for i in idx.tolist()], self.device_)
-                return batch.subsample(self.subsample, generator=generator)
+                batch = batch.subsample(self.subsample, generator=generator)
+                return batch.truncate_encoder(self.encode_fraction, generator=generator)
 
             self.history_ = train_svi(
                 module,

@@ -142,7 +142,7 @@ class LatentODEModel(PyroModule):
         return self.solver.func.intensity(z)
 
     # -- Pyro programs -------------------------------------------------------------------
-    def model(self, times, values, mask, *, kl_scale: float = 1.0):
+    def model(self, times, values, mask, *, kl_scale: float = 1.0, encode_mask=None):
         """The generative model.
 
         Parameters
@@ -151,6 +151,8 @@ class LatentODEModel(PyroModule):
         values, mask : Tensor of shape (batch, time, features)
         kl_scale : float
             Weight of the ``z0`` site (KL annealing).
+        encode_mask : BoolTensor of shape (batch, time, features), optional
+            Used by the guide only (see :meth:`guide`).
 
         Returns
         -------
@@ -173,8 +175,14 @@ class LatentODEModel(PyroModule):
                 pyro.factor("obs_times", ll)
         return loc
 
-    def guide(self, times, values, mask, *, kl_scale: float = 1.0):
-        """The amortised posterior ``q(z0 | x)``; same arguments as :meth:`model`."""
+    def guide(self, times, values, mask, *, kl_scale: float = 1.0, encode_mask=None):
+        """The amortised posterior ``q(z0 | x)``; same arguments as :meth:`model`.
+
+        With ``encode_mask`` the encoder reads only those observations while the model scores
+        all of ``mask``: ``q(z0 | x_early)`` is trained to forecast the rest.
+        """
+        if encode_mask is not None:
+            values, mask = values * encode_mask, encode_mask
         loc, scale = self.encoder(values, mask, times)
         with pyro.plate(SERIES_PLATE, values.shape[0], dim=-1):
             with poutine.scale(scale=kl_scale):

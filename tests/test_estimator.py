@@ -227,3 +227,27 @@ def test_feature_never_observed_is_a_clear_error():
     X = [([0.0, 1.0], [[1.0, np.nan], [2.0, np.nan]]), ([0.5], [[3.0, np.nan]])]
     with pytest.raises(ValueError, match=r"\['x1'\] are never observed"):
         LatentODE(max_epochs=1).fit(X)
+
+
+def test_same_random_state_gives_identical_fit_predict_and_sample(data):
+    params = {**FAST, "subsample": 0.8, "encode_fraction": 0.7, "random_state": 5}
+    a = LatentODE(**params).fit(data.train)
+    torch.manual_seed(123)  # the global stream must not matter
+    b = LatentODE(**params).fit(data.train)
+    for pa, pb in zip(a.model_.parameters(), b.model_.parameters(), strict=True):
+        assert torch.equal(pa, pb)
+    t = [5.5, 7.0]
+    assert np.array_equal(a.predict(data.test, times=t), b.predict(data.test, times=t))
+    assert a.sample(data.test, times=t, n_samples=4).equals(
+        b.sample(data.test, times=t, n_samples=4)
+    )
+    other = LatentODE(**{**params, "random_state": 6}).fit(data.train)
+    assert not np.array_equal(a.predict(data.test, times=t), other.predict(data.test, times=t))
+
+
+@pytest.mark.parametrize(
+    "param, value", [("subsample", 0.0), ("encode_fraction", 1.5), ("max_nfe", 0)]
+)
+def test_training_options_are_validated(data, param, value):
+    with pytest.raises(ValueError, match=param):
+        LatentODE(**{**FAST, param: value}).fit(data.train)

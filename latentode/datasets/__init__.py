@@ -9,16 +9,30 @@ from ._containers import (
     from_arrays,
     from_pandas,
 )
+from ._download import (
+    DownloadError,
+    UnsafeArchiveError,
+    data_home,
+    download,
+    safe_extract,
+    sha256_file,
+)
 from .spirals import SpiralData, make_spirals
 
 __all__ = [
     "Batch",
+    "DownloadError",
+    "UnsafeArchiveError",
     "IrregularDataset",
     "IrregularSeries",
     "SpiralData",
     "as_dataset",
     "collate",
+    "data_home",
+    "download",
     "from_arrays",
     "from_pandas",
     "make_spirals",
+    "safe_extract",
+    "sha256_file",
 ]

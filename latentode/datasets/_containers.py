@@ -8,6 +8,7 @@ with an observation mask.
 
 from __future__ import annotations
 
+import datetime as dt
 import warnings
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
@@ -157,12 +158,16 @@ class Batch:
         True where a value is observed.
     ids : list
         Series identifiers, length ``batch``.
+    encode_mask : BoolTensor of shape (batch, time, features) or None
+        When set (see :meth:`truncate_encoder`), the observations the recognition network may
+        read; the likelihood still scores all of ``mask``.
     """
 
     times: torch.Tensor
     values: torch.Tensor
     mask: torch.Tensor
     ids: list
+    encode_mask: torch.Tensor | None = None
 
     @property
     def observed(self) -> torch.Tensor:
@@ -171,7 +176,10 @@ class Batch:
 
     def to(self, device) -> Batch:
         """Return the batch on ``device``."""
-        return Batch(self.times.to(device), self.values.to(device), self.mask.to(device), self.ids)
+        encode = None if self.encode_mask is None else self.encode_mask.to(device)
+        return Batch(
+            self.times.to(device), self.values.to(device), self.mask.to(device), self.ids, encode
+        )
 
     def subsample(self, keep: float, *, generator: torch.Generator | None = None) -> Batch:
         """Randomly hide observed time points, keeping each with probability ``keep``.
@@ -202,7 +210,43 @@ class Batch:
         empty = ~rows.any(-1)
         rows = torch.where(empty[:, None], self.observed, rows)
         mask = self.mask & rows[..., None]
-        return Batch(self.times, self.values * mask, mask, self.ids)
+        encode = None if self.encode_mask is None else self.encode_mask & mask
+        return Batch(self.times, self.values * mask, mask, self.ids, encode)
+
+    def truncate_encoder(
+        self, low: float, *, generator: torch.Generator | None = None
+    ) -> Batch:
+        """Let the encoder read only an early part of each series (forecast training).
+
+        For each series a fraction ``u ~ Uniform(low, 1)`` is drawn and the encoder sees the
+        observations up to ``first + u * (last - first)`` of its observed span (at least the
+        first one); the likelihood still scores every observation, so the model learns to
+        carry ``z0`` inferred from the early part over the rest.
+
+        Parameters
+        ----------
+        low : float in (0, 1]
+            Smallest fraction of the span shown; 1 leaves the batch as it is.
+        generator : torch.Generator, optional
+            On the CPU; drives the draw.
+
+        Returns
+        -------
+        Batch
+            With ``encode_mask`` of shape (batch, time, features).
+        """
+        if not 0 < low <= 1:
+            raise ValueError(f"low must be in (0, 1]; got {low!r}.")
+        if low == 1:
+            return self
+        observed = self.observed
+        t = self.times.expand(observed.shape)
+        first = torch.where(observed, t, torch.inf).amin(-1)
+        last = torch.where(observed, t, -torch.inf).amax(-1)
+        u = low + (1 - low) * torch.rand(observed.shape[0], generator=generator)
+        cut = first + u.to(t.device, t.dtype) * (last - first)
+        rows = observed & (t <= cut[:, None])
+        return Batch(self.times, self.values, self.mask, self.ids, self.mask & rows[..., None])
 
 
 def collate(
@@ -256,6 +300,11 @@ def collate(
 
 # -- the validation gate ------------------------------------------------------------------
 def _to_float(a: np.ndarray, *, name: str, series_id, what: str, advice: str) -> np.ndarray:
+    if np.iscomplexobj(a):
+        raise TypeError(
+            f"{name}: series {series_id!r} has complex {what}; pass real numbers (e.g. the real "
+            "and imaginary parts as two features)."
+        )
     try:
         return a.astype(np.float64)
     except (TypeError, ValueError):
@@ -264,13 +313,26 @@ def _to_float(a: np.ndarray, *, name: str, series_id, what: str, advice: str) ->
         ) from None
 
 
-def _as_time_array(times, *, name: str, series_id) -> np.ndarray:
+def _as_time_array(times, *, name: str, series_id, time_unit: str | None) -> np.ndarray:
     t = np.asarray(times)
-    if np.issubdtype(t.dtype, np.datetime64) or np.issubdtype(t.dtype, np.timedelta64):
+    if t.dtype == object and t.size and isinstance(t.flat[0], (pd.Timedelta, dt.timedelta)):
+        t = pd.to_timedelta(t).to_numpy()
+    if np.issubdtype(t.dtype, np.datetime64) or (
+        t.dtype == object and t.size and isinstance(t.flat[0], (pd.Timestamp, dt.datetime))
+    ):
         raise TypeError(
-            f"{name}: series {series_id!r} has datetime/timedelta times; convert them to numbers "
-            "with an explicit unit first, e.g. (t - t0) / pd.Timedelta('1h')."
+            f"{name}: series {series_id!r} has datetime times; convert them to elapsed time "
+            "from a reference (the series' start, an admission time) first, e.g. "
+            "df.time - df.groupby(id_col).time.transform('min'), then pass time_unit."
         )
+    if np.issubdtype(t.dtype, np.timedelta64):
+        if time_unit is None:
+            raise TypeError(
+                f"{name}: series {series_id!r} has timedelta times; build the data with "
+                "from_pandas(..., time_unit='h') or from_arrays(..., time_unit='h') to say in "
+                "which unit time is counted."
+            )
+        t = t / pd.Timedelta(1, unit=time_unit).to_timedelta64()
     t = _to_float(
         t, name=name, series_id=series_id, what="times", advice="pass numbers in your time unit"
     )
@@ -287,8 +349,10 @@ def _as_time_array(times, *, name: str, series_id) -> np.ndarray:
     return t
 
 
-def _normalise_series(series_id, times, values, *, name: str, n_features: int | None):
-    t = _as_time_array(times, name=name, series_id=series_id)
+def _normalise_series(
+    series_id, times, values, *, name: str, n_features: int | None, time_unit: str | None
+):
+    t = _as_time_array(times, name=name, series_id=series_id, time_unit=time_unit)
     v = np.asarray(values)
     if v.ndim == 1:
         v = v[:, None]
@@ -357,6 +421,7 @@ def from_arrays(
     *,
     ids: Sequence | None = None,
     feature_names: Sequence[str] | None = None,
+    time_unit: str | None = None,
 ) -> IrregularDataset:
     """Build a data set from ``(times, values)`` pairs.
 
@@ -369,31 +434,47 @@ def from_arrays(
         Series identifiers; default ``0 .. n_series - 1``.
     feature_names : sequence of str, optional
         Default ``x0, x1, ...``.
+    time_unit : str, optional
+        Needed when times are timedeltas: the unit in which they are counted, e.g. ``"h"``,
+        ``"min"``, ``"D"`` (anything ``pd.Timedelta(1, unit=...)`` accepts).
 
     Returns
     -------
     IrregularDataset
-        Times sorted, duplicate times merged, fully missing rows dropped.
+        Times sorted (with one warning), duplicate times merged per feature, fully missing
+        rows dropped.
+
+    Raises
+    ------
+    ValueError, TypeError
+        Naming the series and the offending value: infinite values, non-finite or non-numeric
+        times, datetimes, complex or non-numeric values, a series with nothing observed,
+        conflicting values at one time, shapes that do not match.
     """
+    return _from_pairs(data, ids=ids, feature_names=feature_names, time_unit=time_unit,
+                       name="data", stacklevel=3)  # fmt: skip
+
+
+def _from_pairs(data, *, ids, feature_names, time_unit, name, stacklevel) -> IrregularDataset:
     pairs = list(data)
     if not pairs:
-        raise ValueError("from_arrays: `data` is empty; pass at least one (times, values) pair.")
+        raise ValueError(f"{name} is empty; pass at least one (times, values) pair.")
     if ids is None:
         ids = list(range(len(pairs)))
     elif len(ids) != len(pairs):
-        raise ValueError(f"from_arrays: got {len(ids)} ids for {len(pairs)} series.")
+        raise ValueError(f"{name}: got {len(ids)} ids for {len(pairs)} series.")
     series = []
     n_features = None
     unsorted = []
     for sid, pair in zip(ids, pairs, strict=True):
         if not (isinstance(pair, (tuple, list)) and len(pair) == 2):
             raise TypeError(
-                f"from_arrays: series {sid!r} is a {type(pair).__name__}; each item must be a "
+                f"{name}: series {sid!r} is a {type(pair).__name__}; each item must be a "
                 "(times, values) pair."
             )
-        times, values = (x.detach().cpu().numpy() if torch.is_tensor(x) else x for x in pair)
+        times, values = (_tensor_to_numpy(x) for x in pair)
         t, v, was_unsorted = _normalise_series(
-            sid, times, values, name="data", n_features=n_features
+            sid, times, values, name=name, n_features=n_features, time_unit=time_unit
         )
         if was_unsorted:
             unsorted.append(sid)
@@ -401,16 +482,23 @@ def from_arrays(
         series.append(IrregularSeries(sid, t, v))
     if unsorted:
         warnings.warn(
-            f"{len(unsorted)} series had unsorted times and were sorted (first: {unsorted[0]!r}).",
-            stacklevel=3,
+            f"{name}: {len(unsorted)} series had unsorted times and were sorted (first: "
+            f"{unsorted[0]!r}).",
+            stacklevel=stacklevel,
         )
     if feature_names is None:
         feature_names = [f"x{i}" for i in range(n_features)]
     elif len(feature_names) != n_features:
-        raise ValueError(
-            f"from_arrays: {len(feature_names)} feature_names for {n_features} features."
-        )
+        raise ValueError(f"{name}: {len(feature_names)} feature_names for {n_features} features.")
     return IrregularDataset(series, feature_names)
+
+
+def _tensor_to_numpy(x):
+    """Tensors on any device and of any real dtype (bfloat16 included) to float64 NumPy."""
+    if not torch.is_tensor(x):
+        return x
+    x = x.detach().cpu()
+    return x.numpy() if x.is_complex() else x.to(torch.float64).numpy()
 
 
 def from_pandas(
@@ -419,6 +507,7 @@ def from_pandas(
     id_col: str,
     time_col: str,
     value_cols: Sequence[str] | None = None,
+    time_unit: str | None = None,
 ) -> IrregularDataset:
     """Build a data set from a long frame: one row per (series, time), one column per feature.
 
@@ -429,42 +518,72 @@ def from_pandas(
     id_col : str
         Column holding the series identifier.
     time_col : str
-        Column holding numeric observation times.
+        Column holding observation times: numbers, or timedeltas with ``time_unit``.
     value_cols : sequence of str, optional
-        Feature columns; default all other columns.
+        Feature columns; default all other columns. Nullable dtypes (``Float64``, ``Int64``)
+        work, ``pd.NA`` meaning "not observed".
+    time_unit : str, optional
+        Unit in which timedelta times are counted, e.g. ``"h"``.
 
     Returns
     -------
     IrregularDataset
+
+    Raises
+    ------
+    ValueError, TypeError
+        Unknown or non-numeric columns, missing series ids, and every case of
+        :func:`from_arrays`, naming the series.
     """
+    return _from_long(df, id_col=id_col, time_col=time_col, value_cols=value_cols,
+                      time_unit=time_unit, name="from_pandas")  # fmt: skip
+
+
+def _from_long(df, *, id_col, time_col, value_cols, time_unit, name) -> IrregularDataset:
     if not isinstance(df, pd.DataFrame):
-        raise TypeError(f"from_pandas: `df` must be a pandas DataFrame, got {type(df).__name__}.")
+        raise TypeError(f"{name}: `df` must be a pandas DataFrame, got {type(df).__name__}.")
     for arg, col in (("id_col", id_col), ("time_col", time_col)):
         if col not in df.columns:
             raise ValueError(
-                f"from_pandas: {arg}={col!r} is not a column; columns are {list(df.columns)}."
+                f"{name}: {arg}={col!r} is not a column; columns are {list(df.columns)}."
             )
     if value_cols is None:
         value_cols = [c for c in df.columns if c not in (id_col, time_col)]
     missing = [c for c in value_cols if c not in df.columns]
     if missing:
         raise ValueError(
-            f"from_pandas: value_cols {missing} are not columns; columns are {list(df.columns)}."
+            f"{name}: value_cols {missing} are not columns; columns are {list(df.columns)}."
         )
     if not value_cols:
-        raise ValueError("from_pandas: no feature columns; pass value_cols.")
-    non_numeric = [c for c in value_cols if not pd.api.types.is_numeric_dtype(df[c])]
+        raise ValueError(f"{name}: no feature columns; pass value_cols.")
+    non_numeric = [
+        c
+        for c in value_cols
+        if not pd.api.types.is_numeric_dtype(df[c]) or pd.api.types.is_complex_dtype(df[c])
+    ]
     if non_numeric:
         raise TypeError(
-            f"from_pandas: value_cols {non_numeric} are not numeric; convert or drop them."
+            f"{name}: value_cols {non_numeric} are not real numbers (dtypes "
+            f"{[str(df[c].dtype) for c in non_numeric]}); convert or drop them."
         )
     if df.empty:
-        raise ValueError("from_pandas: `df` has no rows.")
+        raise ValueError(f"{name}: `df` has no rows; pass at least one observation.")
+    no_id = df[id_col].isna()
+    if no_id.any():
+        raise ValueError(
+            f"{name}: {int(no_id.sum())} rows have a missing series id in {id_col!r} (first at "
+            f"index {df.index[no_id.to_numpy()][0]!r}); give every row an id or drop those rows."
+        )
     ids, series = [], []
-    for sid, group in df.groupby(id_col, sort=False):
-        ids.append(sid)
-        series.append((group[time_col].to_numpy(), group[list(value_cols)].to_numpy()))
-    return from_arrays(series, ids=ids, feature_names=[str(c) for c in value_cols])
+    times = df[time_col]
+    if pd.api.types.is_numeric_dtype(times) and not pd.api.types.is_bool_dtype(times):
+        times = times.astype("float64")  # nullable Int64/Float64: pd.NA becomes NaN
+    values = df[list(value_cols)].astype("float64")
+    for sid, rows in df.groupby(id_col, sort=False).indices.items():
+        ids.append(sid.item() if isinstance(sid, np.generic) else sid)  # plain Python ids
+        series.append((times.iloc[rows].to_numpy(), values.iloc[rows].to_numpy()))
+    return _from_pairs(series, ids=ids, feature_names=[str(c) for c in value_cols],
+                       time_unit=time_unit, name=name, stacklevel=4)  # fmt: skip
 
 
 def _from_panel(df: pd.DataFrame, *, name: str) -> IrregularDataset:
@@ -480,7 +599,8 @@ def _from_panel(df: pd.DataFrame, *, name: str) -> IrregularDataset:
     flat = df.copy()
     flat.index = flat.index.set_names([id_name, time_name])
     flat = flat.reset_index()
-    return from_pandas(flat, id_col=id_name, time_col=time_name, value_cols=list(df.columns))
+    return _from_long(flat, id_col=id_name, time_col=time_name, value_cols=list(df.columns),
+                      time_unit=None, name=name)  # fmt: skip
 
 
 def as_dataset(X, *, name: str = "X") -> IrregularDataset:
@@ -510,7 +630,8 @@ def as_dataset(X, *, name: str = "X") -> IrregularDataset:
     if isinstance(X, (list, tuple)):
         if len(X) == 0:
             raise ValueError(f"{name} is empty; pass at least one (times, values) pair.")
-        return from_arrays(X)
+        return _from_pairs(X, ids=None, feature_names=None, time_unit=None, name=name,
+                           stacklevel=4)  # fmt: skip
     raise TypeError(
         f"{name} must be an IrregularDataset, a DataFrame indexed by (series id, time), or a list "
         f"of (times, values) pairs; got {type(X).__name__}."

@@ -95,7 +95,13 @@ def svi_loss(model, batch: Batch, *, num_particles: int = 1, kl_scale: float = 1
         # a NaN loss is turned into a clear error by the training loop
         warnings.filterwarnings("ignore", message="Encountered NaN", category=UserWarning)
         loss = elbo.differentiable_loss(
-            model.model, model.guide, batch.times, batch.values, batch.mask, kl_scale=kl_scale
+            model.model,
+            model.guide,
+            batch.times,
+            batch.values,
+            batch.mask,
+            kl_scale=kl_scale,
+            encode_mask=batch.encode_mask,
         )
     return loss / batch.values.shape[0]
 

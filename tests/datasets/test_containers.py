@@ -114,14 +114,54 @@ def test_gate_rejects_wrong_types_and_empty_input():
         as_dataset(pd.DataFrame({"a": [1.0]}))
     with pytest.raises(ValueError, match="is not a column"):
         from_pandas(pd.DataFrame({"a": [1.0]}), id_col="id", time_col="a")
-    with pytest.raises(TypeError, match="not numeric"):
+    with pytest.raises(TypeError, match="not real numbers"):
         from_pandas(pd.DataFrame({"id": [1], "t": [0.0], "s": ["x"]}), id_col="id", time_col="t")
 
 
-def test_datetime_times_need_an_explicit_unit():
+def test_datetime_and_timedelta_times():
     times = pd.to_datetime(["2024-01-01", "2024-01-02"]).to_numpy()
-    with pytest.raises(TypeError, match="explicit unit"):
+    with pytest.raises(TypeError, match="series 0 has datetime times; convert them to elapsed"):
         from_arrays([(times, [[1.0], [2.0]])])
+    gaps = pd.to_timedelta([0, 90], unit="min")
+    with pytest.raises(TypeError, match="series 0 has timedelta times.*time_unit"):
+        from_arrays([(gaps.to_numpy(), [[1.0], [2.0]])])
+    assert from_arrays([(gaps.to_numpy(), [[1.0], [2.0]])], time_unit="h")[0].times.tolist() == [
+        0.0,
+        1.5,
+    ]
+    frame = pd.DataFrame({"id": ["a", "a"], "t": gaps, "v": [1.0, 2.0]})
+    data = from_pandas(frame, id_col="id", time_col="t", time_unit="min")
+    assert data[0].times.tolist() == [0.0, 90.0]
+
+
+def test_nullable_dtypes_missing_ids_and_complex_values():
+    frame = pd.DataFrame(
+        {
+            "id": pd.array([1, 1, 2], dtype="Int64"),
+            "t": pd.array([0, 1, 0], dtype="Int64"),
+            "v": pd.array([1.5, pd.NA, 2.0], dtype="Float64"),
+            "w": pd.array([pd.NA, 3, 4], dtype="Int64"),
+        }
+    )
+    data = from_pandas(frame, id_col="id", time_col="t")
+    assert data.ids == [1, 2]
+    assert np.array_equal(data[0].values, [[1.5, np.nan], [np.nan, 3.0]], equal_nan=True)
+    frame.loc[2, "id"] = pd.NA
+    with pytest.raises(ValueError, match="1 rows have a missing series id in 'id'"):
+        from_pandas(frame, id_col="id", time_col="t")
+    with pytest.raises(TypeError, match="series 0 has complex values"):
+        from_arrays([([0.0], np.array([[1 + 1j]]))])
+
+
+def test_tensors_of_any_float_dtype_are_accepted():
+    t = torch.tensor([0.0, 1.0])
+    v = torch.tensor([[1.0], [2.5]], dtype=torch.bfloat16)
+    assert from_arrays([(t, v)])[0].values.tolist() == [[1.0], [2.5]]
+
+
+def test_errors_name_the_argument_given_to_the_estimator():
+    with pytest.raises(ValueError, match=r"^X: series 1 contains an infinite value"):
+        as_dataset([([0.0], [[1.0]]), ([0.0], [[np.inf]])], name="X")
 
 
 def test_indexing_returns_subsets():
@@ -131,3 +171,36 @@ def test_indexing_returns_subsets():
     assert data[[2, 0]].ids == ["c", "a"]
     assert data[np.array([True, False, True])].ids == ["a", "c"]
     assert "3 series" in repr(data)
+
+
+def test_subsample_hides_whole_time_points_and_keeps_one_per_series():
+    data = from_arrays([(np.arange(40.0), np.ones((40, 2))), ([3.0], [[1.0, np.nan]])])
+    batch = collate(data)
+    gen = torch.Generator().manual_seed(0)
+    sub = batch.subsample(0.5, generator=gen)
+    kept = sub.observed.sum(-1)
+    assert 10 <= kept[0] <= 30  # Binomial(40, 0.5), far inside the tails
+    assert kept[1] == 1  # a series never loses its only observation
+    assert torch.equal(sub.mask, batch.mask & sub.observed[..., None])  # whole rows hidden
+    assert torch.all(sub.values[~sub.mask] == 0)
+    assert batch.subsample(1.0) is batch
+    with pytest.raises(ValueError, match="keep must be"):
+        batch.subsample(0.0)
+
+
+def test_truncate_encoder_shows_an_early_part_and_keeps_the_likelihood_mask():
+    data = from_arrays(
+        [(np.arange(10.0), np.ones((10, 1))), (np.arange(5.0, 9.0), np.ones((4, 1)))]
+    )
+    batch = collate(data)
+    cut = batch.truncate_encoder(0.5, generator=torch.Generator().manual_seed(1))
+    assert torch.equal(cut.mask, batch.mask)
+    assert cut.encode_mask is not None and not torch.any(cut.encode_mask & ~batch.mask)
+    for b, (first, last) in enumerate([(0.0, 9.0), (5.0, 8.0)]):
+        seen = batch.times[cut.encode_mask[b, :, 0]]
+        assert seen[0] == first  # always the first observation
+        assert seen[-1] >= first + 0.5 * (last - first) - 1  # at least half the span (grid 1)
+        # what is shown is a prefix of the observations
+        observed = batch.times[batch.mask[b, :, 0]]
+        assert torch.equal(seen, observed[: len(seen)])
+    assert batch.truncate_encoder(1.0) is batch
