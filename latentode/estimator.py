@@ -142,7 +142,14 @@ class IrregularSeriesEstimator(BaseEstimator):
     def _check_times(self, times, data: IrregularDataset, *, name: str = "times") -> np.ndarray:
         if times is None:
             return np.unique(np.concatenate([s.times for s in data]))
+        if torch.is_tensor(times):
+            times = times.detach().cpu().to(torch.float64).numpy()
         t = np.asarray(times)
+        if np.issubdtype(t.dtype, np.timedelta64) or np.issubdtype(t.dtype, np.datetime64):
+            raise TypeError(
+                f"{name} are {t.dtype} values; pass numbers in the unit the training data was "
+                "converted with (time_unit)."
+            )
         if t.ndim == 0:
             t = t[None]
         if t.ndim != 1 or t.size == 0:

@@ -8,6 +8,7 @@ names, ``..``, links pointing out), and only regular files and folders are writt
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import os
 import shutil
@@ -156,50 +157,45 @@ def safe_extract(archive, dest) -> list[Path]:
 
 def _extract_tar(archive: Path, dest: Path) -> list[Path]:
     with tarfile.open(archive) as tar:
-        members = tar.getmembers()
-        for m in members:
-            _check_name(m.name, archive)
+        entries = []
+        for m in tar.getmembers():
+            name = _check_name(m.name, archive)
             if not (m.isfile() or m.isdir()):
                 kind = "link" if (m.issym() or m.islnk()) else "special file"
                 raise UnsafeArchiveError(
                     f"{archive}: member {m.name!r} is a {kind}; only regular files and folders "
                     "are extracted, so the archive was not extracted."
                 )
-        dest.mkdir(parents=True, exist_ok=True)
-        written = []
-        for m in members:
-            target = dest.joinpath(*_check_name(m.name, archive).parts)
-            if m.isdir():
-                target.mkdir(parents=True, exist_ok=True)
-                continue
-            target.parent.mkdir(parents=True, exist_ok=True)
-            source = tar.extractfile(m)
-            with source, open(target, "wb") as out:
-                shutil.copyfileobj(source, out, _CHUNK)
-            written.append(target)
-    return written
+            entries.append((name, m.isdir(), functools.partial(tar.extractfile, m)))
+        return _write(entries, dest)
 
 
 def _extract_zip(archive: Path, dest: Path) -> list[Path]:
     with zipfile.ZipFile(archive) as zf:
-        infos = zf.infolist()
-        for info in infos:
-            _check_name(info.filename, archive)
+        entries = []
+        for info in zf.infolist():
+            name = _check_name(info.filename, archive)
             mode = info.external_attr >> 16
             if mode and (mode & 0o170000) not in (0, 0o100000, 0o040000):
                 raise UnsafeArchiveError(
                     f"{archive}: member {info.filename!r} is a link or special file; the "
                     "archive was not extracted."
                 )
-        dest.mkdir(parents=True, exist_ok=True)
-        written = []
-        for info in infos:
-            target = dest.joinpath(*_check_name(info.filename, archive).parts)
-            if info.is_dir():
-                target.mkdir(parents=True, exist_ok=True)
-                continue
-            target.parent.mkdir(parents=True, exist_ok=True)
-            with zf.open(info) as source, open(target, "wb") as out:
-                shutil.copyfileobj(source, out, _CHUNK)
-            written.append(target)
+            entries.append((name, info.is_dir(), functools.partial(zf.open, info)))
+        return _write(entries, dest)
+
+
+def _write(entries, dest: Path) -> list[Path]:
+    """Write checked ``(relative path, is folder, opener)`` entries below ``dest``."""
+    dest.mkdir(parents=True, exist_ok=True)
+    written = []
+    for name, is_dir, opener in entries:
+        target = dest.joinpath(*name.parts)
+        if is_dir:
+            target.mkdir(parents=True, exist_ok=True)
+            continue
+        target.parent.mkdir(parents=True, exist_ok=True)
+        with opener() as source, open(target, "wb") as out:
+            shutil.copyfileobj(source, out, _CHUNK)
+        written.append(target)
     return written

@@ -12,28 +12,17 @@ import pytest
 import torch
 
 from latentode import LatentODE
-from latentode.datasets import make_spirals
-
-SMALL = dict(
-    max_epochs=6,
-    batch_size=20,
-    latent_dim=3,
-    ode_hidden_dim=16,
-    encoder_hidden_dim=16,
-    decoder_hidden_dim=16,
-    subsample=0.7,  # the augmentation's random stream must be restored too
-    random_state=3,
-)
 
 
 @pytest.fixture(scope="module")
-def data():
-    return make_spirals(n_series=60, n_obs=15, random_state=0)
+def params(small):
+    # six epochs; the subsampling's random stream must be restored on resume too
+    return {**small, "max_epochs": 6, "subsample": 0.7, "random_state": 3}
 
 
 @pytest.fixture(scope="module")
-def uninterrupted(data):
-    return LatentODE(**SMALL).fit(data.train)
+def uninterrupted(data, params):
+    return LatentODE(**params).fit(data.train)
 
 
 def assert_same_parameters(a, b):
@@ -43,36 +32,38 @@ def assert_same_parameters(a, b):
         assert torch.equal(sa[k], sb[k]), k
 
 
-def test_resumed_fit_reproduces_the_uninterrupted_fit_exactly(data, uninterrupted, tmp_path):
+def test_resumed_fit_reproduces_the_uninterrupted_fit_exactly(
+    params, data, uninterrupted, tmp_path
+):
     path = tmp_path / "fit.ckpt"
-    LatentODE(**{**SMALL, "max_epochs": 2}).fit(data.train, checkpoint=path, checkpoint_every=1)
-    resumed = LatentODE(**SMALL).fit(data.train, checkpoint=path, resume=True)
+    LatentODE(**{**params, "max_epochs": 2}).fit(data.train, checkpoint=path, checkpoint_every=1)
+    resumed = LatentODE(**params).fit(data.train, checkpoint=path, resume=True)
     assert_same_parameters(resumed, uninterrupted)
     assert resumed.history_.loss == uninterrupted.history_.loss
     # the final checkpoint holds the finished state: resuming it again changes nothing
-    again = LatentODE(**SMALL).fit(data.train, checkpoint=path, resume=True)
+    again = LatentODE(**params).fit(data.train, checkpoint=path, resume=True)
     assert_same_parameters(again, uninterrupted)
 
 
-def test_resume_without_a_checkpoint_file_starts_afresh(data, uninterrupted, tmp_path):
-    fresh = LatentODE(**SMALL).fit(data.train, checkpoint=tmp_path / "none.ckpt", resume=True)
+def test_resume_without_a_checkpoint_file_starts_afresh(params, data, uninterrupted, tmp_path):
+    fresh = LatentODE(**params).fit(data.train, checkpoint=tmp_path / "none.ckpt", resume=True)
     assert_same_parameters(fresh, uninterrupted)
     assert (tmp_path / "none.ckpt").exists()
 
 
-def test_resume_refuses_other_parameters_or_data(data, tmp_path):
+def test_resume_refuses_other_parameters_or_data(params, data, tmp_path):
     path = tmp_path / "fit.ckpt"
-    LatentODE(**{**SMALL, "max_epochs": 1}).fit(data.train, checkpoint=path)
+    LatentODE(**{**params, "max_epochs": 1}).fit(data.train, checkpoint=path)
     with pytest.raises(ValueError, match=r"other values of \['lr'\]"):
-        LatentODE(**{**SMALL, "lr": 0.5}).fit(data.train, checkpoint=path, resume=True)
+        LatentODE(**{**params, "lr": 0.5}).fit(data.train, checkpoint=path, resume=True)
     with pytest.raises(ValueError, match="different training data"):
-        LatentODE(**SMALL).fit(data.test, checkpoint=path, resume=True)
+        LatentODE(**params).fit(data.test, checkpoint=path, resume=True)
     with pytest.raises(ValueError, match="resume=True needs checkpoint"):
-        LatentODE(**SMALL).fit(data.train, resume=True)
+        LatentODE(**params).fit(data.train, resume=True)
 
 
 def test_keyboard_interrupt_keeps_a_usable_model_and_resumes(
-    data, uninterrupted, tmp_path, monkeypatch
+    params, data, uninterrupted, tmp_path, monkeypatch
 ):
     path = tmp_path / "fit.ckpt"
     calls = {"n": 0}
@@ -86,21 +77,21 @@ def test_keyboard_interrupt_keeps_a_usable_model_and_resumes(
 
     monkeypatch.setattr(LatentODE, "_batch", interrupt_in_epoch_four)
     with pytest.warns(RuntimeWarning, match="interrupted after 3 epochs"):
-        est = LatentODE(**SMALL).fit(data.train, checkpoint=path, checkpoint_every=100)
+        est = LatentODE(**params).fit(data.train, checkpoint=path, checkpoint_every=100)
     monkeypatch.setattr(LatentODE, "_batch", original)
     assert est.history_.interrupted and len(est.history_.loss) == 3
     pred = est.predict(data.test, times=data.test_extrapolation_times)
     assert np.isfinite(pred.values).all()
-    three = LatentODE(**{**SMALL, "max_epochs": 3}).fit(data.train)
+    three = LatentODE(**{**params, "max_epochs": 3}).fit(data.train)
     assert_same_parameters(est, three)
-    resumed = LatentODE(**SMALL).fit(data.train, checkpoint=path, resume=True)
+    resumed = LatentODE(**params).fit(data.train, checkpoint=path, resume=True)
     assert not resumed.history_.interrupted
     assert_same_parameters(resumed, uninterrupted)
 
 
-def test_damaged_and_truncated_checkpoints_give_clear_errors(data, tmp_path):
+def test_damaged_and_truncated_checkpoints_give_clear_errors(params, data, tmp_path):
     path = tmp_path / "fit.ckpt"
-    LatentODE(**{**SMALL, "max_epochs": 1}).fit(data.train, checkpoint=path)
+    LatentODE(**{**params, "max_epochs": 1}).fit(data.train, checkpoint=path)
     raw = path.read_bytes()
     truncated = tmp_path / "truncated.ckpt"
     truncated.write_bytes(raw[: len(raw) // 2])
@@ -121,11 +112,11 @@ def test_damaged_and_truncated_checkpoints_give_clear_errors(data, tmp_path):
         (empty, "not a readable latentode checkpoint"),
     ):
         with pytest.raises(ValueError, match=message):
-            LatentODE(**SMALL).fit(data.train, checkpoint=bad, resume=True)
+            LatentODE(**params).fit(data.train, checkpoint=bad, resume=True)
     model_file = tmp_path / "model.pt"
-    LatentODE(**{**SMALL, "max_epochs": 1}).fit(data.train).save(model_file)
+    LatentODE(**{**params, "max_epochs": 1}).fit(data.train).save(model_file)
     with pytest.raises(ValueError, match="not a latentode checkpoint"):
-        LatentODE(**SMALL).fit(data.train, checkpoint=model_file, resume=True)
+        LatentODE(**params).fit(data.train, checkpoint=model_file, resume=True)
     with pytest.raises(ValueError, match="not a latentode model file"):
         LatentODE.load(path)
 
@@ -167,22 +158,22 @@ def run_child(path, mode, params):
 
 
 @pytest.mark.slow
-def test_process_killed_during_a_checkpoint_write_resumes(data, uninterrupted, tmp_path):
+def test_process_killed_during_a_checkpoint_write_resumes(params, data, uninterrupted, tmp_path):
     path = tmp_path / "fit.ckpt"
-    child = run_child(path, "kill-during-write", SMALL)
+    child = run_child(path, "kill-during-write", params)
     _, err = child.communicate(timeout=300)
     assert child.returncode == -signal.SIGKILL, err
     leftovers = [p for p in os.listdir(tmp_path) if ".tmp-" in p]
     assert len(leftovers) == 1  # the half-written temporary file; the checkpoint is intact
-    resumed = LatentODE(**SMALL).fit(data.train, checkpoint=path, resume=True)
+    resumed = LatentODE(**params).fit(data.train, checkpoint=path, resume=True)
     assert_same_parameters(resumed, uninterrupted)
     assert not [p for p in os.listdir(tmp_path) if ".tmp-" in p]  # stale temporary removed
 
 
 @pytest.mark.slow
-def test_ctrl_c_in_a_separate_process_returns_a_fitted_model(data, tmp_path):
+def test_ctrl_c_in_a_separate_process_returns_a_fitted_model(params, data, tmp_path):
     path = tmp_path / "fit.ckpt"
-    child = run_child(path, "sigint", {**SMALL, "max_epochs": 10_000})
+    child = run_child(path, "sigint", {**params, "max_epochs": 10_000})
     deadline = time.monotonic() + 240
     while not path.exists() and time.monotonic() < deadline:
         time.sleep(0.05)
@@ -193,6 +184,6 @@ def test_ctrl_c_in_a_separate_process_returns_a_fitted_model(data, tmp_path):
     assert child.returncode == 0, err
     assert "interrupted True" in out and "fit was interrupted" in err
     epochs_done = int(out.split()[1])
-    budget = {**SMALL, "max_epochs": epochs_done + 1}
+    budget = {**params, "max_epochs": epochs_done + 1}
     resumed = LatentODE(**budget).fit(data.train, checkpoint=path, resume=True)
     assert_same_parameters(resumed, LatentODE(**budget).fit(data.train))

@@ -5,24 +5,8 @@ import pytest
 import torch
 
 from latentode import LatentODE
-from latentode.datasets import make_spirals
 from latentode.nn import ODEFunc
 from latentode.solvers import ODESolver
-
-SMALL = dict(
-    max_epochs=3,
-    batch_size=20,
-    latent_dim=3,
-    ode_hidden_dim=16,
-    encoder_hidden_dim=16,
-    decoder_hidden_dim=16,
-    random_state=0,
-)
-
-
-@pytest.fixture(scope="module")
-def data():
-    return make_spirals(n_series=60, n_obs=15, random_state=0)
 
 
 def inject_nan(monkeypatch, calls):
@@ -43,17 +27,17 @@ def all_finite(est):
     return all(torch.isfinite(p).all() for p in est.model_.state_dict().values())
 
 
-def test_transient_nan_in_the_dynamics_is_rolled_back_and_retried(data, monkeypatch):
+def test_transient_nan_in_the_dynamics_is_rolled_back_and_retried(data, small, monkeypatch):
     count = inject_nan(monkeypatch, lambda n: n == 60)
     with pytest.warns(RuntimeWarning, match="underflow in dt.*rolled back.*retrying"):
-        est = LatentODE(**SMALL).fit(data.train)
+        est = LatentODE(**small).fit(data.train)
     assert count["n"] > 60
     assert all_finite(est) and len(est.history_.loss) == 3
     assert np.isfinite(est.predict(data.test, times=data.test_extrapolation_times)).all()
 
 
-def test_persistent_nan_stops_with_a_clear_error_and_keeps_the_old_model(data, monkeypatch):
-    est = LatentODE(**SMALL).fit(data.train)
+def test_persistent_nan_stops_with_a_clear_error_and_keeps_the_old_model(data, small, monkeypatch):
+    est = LatentODE(**small).fit(data.train)
     before = est.predict(data.test, times=[6.0, 7.0]).values
     inject_nan(monkeypatch, lambda n: n > 50)
     with pytest.warns(RuntimeWarning, match="rolled back"):
@@ -64,15 +48,15 @@ def test_persistent_nan_stops_with_a_clear_error_and_keeps_the_old_model(data, m
     assert np.array_equal(est.predict(data.test, times=[6.0, 7.0]).values, before)
 
 
-def test_exploding_dynamics_hit_the_evaluation_cap(data):
-    est = LatentODE(**{**SMALL, "max_nfe": 5})
+def test_exploding_dynamics_hit_the_evaluation_cap(data, small):
+    est = LatentODE(**{**small, "max_nfe": 5})
     with pytest.warns(RuntimeWarning, match="max_nfe=5"):
         with pytest.raises(FloatingPointError, match="max_nfe=5 function evaluations"):
             est.fit(data.train)
     assert not hasattr(est, "model_")
 
 
-def test_nan_gradient_never_reaches_the_parameters(data, monkeypatch):
+def test_nan_gradient_never_reaches_the_parameters(data, small, monkeypatch):
     """A NaN created only in the backward pass (finite loss) is caught before the step."""
     original = ODESolver.forward
     count = {"n": 0}
@@ -87,5 +71,5 @@ def test_nan_gradient_never_reaches_the_parameters(data, monkeypatch):
 
     monkeypatch.setattr(ODESolver, "forward", forward)
     with pytest.warns(RuntimeWarning, match="gradient became NaN"):
-        est = LatentODE(**SMALL).fit(data.train)
+        est = LatentODE(**small).fit(data.train)
     assert all_finite(est) and len(est.history_.loss) == 3
