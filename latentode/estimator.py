@@ -717,7 +717,9 @@ class LatentODE(IrregularSeriesEstimator):
             The series to condition on.
         times : array-like of shape (time,), optional
             Increasing query times in the data's units; default the union of the series'
-            observation times.
+            observation times. Any time at or after the training data's time origin is
+            allowed, also before a series' own first observation (``z0`` is the state at the
+            origin).
         n_samples : int, default 32
             Monte Carlo draws of ``z0`` averaged for the mean.
 

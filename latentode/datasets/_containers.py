@@ -429,7 +429,9 @@ def from_arrays(
     ----------
     data : iterable of (times, values)
         ``times`` of shape (n_obs_i,), ``values`` of shape (n_obs_i, n_features) or (n_obs_i,);
-        NumPy arrays, lists or tensors. NaN marks "not observed".
+        NumPy arrays, lists or tensors (any device, any real dtype). NaN marks "not
+        observed". Times are finite numbers in one unit from a common origin; negative times
+        (before that origin) are fine.
     ids : sequence, optional
         Series identifiers; default ``0 .. n_series - 1``.
     feature_names : sequence of str, optional
