@@ -558,6 +558,14 @@ class LatentODE(IrregularSeriesEstimator):
         check_positive_int("checkpoint_every", checkpoint_every)
         if resume and checkpoint is None:
             raise ValueError("resume=True needs checkpoint=<path of the checkpoint file>.")
+        if checkpoint is not None:
+            folder = os.path.dirname(os.path.abspath(os.fspath(checkpoint)))
+            if not os.path.isdir(folder) or not os.access(folder, os.W_OK):
+                raise ValueError(
+                    f"checkpoint={os.fspath(checkpoint)!r}: the folder {folder!r} does not exist "
+                    "or is not writable; create it first (checked now rather than after the "
+                    "first epochs of training)."
+                )
         data = as_dataset(X, name="X")
         with self._keep_state_on_failure():
             self._fit(data, validation_data, checkpoint, checkpoint_every, resume)

@@ -58,6 +58,8 @@ def test_resume_refuses_other_parameters_or_data(params, data, tmp_path):
         LatentODE(**{**params, "lr": 0.5}).fit(data.train, checkpoint=path, resume=True)
     with pytest.raises(ValueError, match="different training data"):
         LatentODE(**params).fit(data.test, checkpoint=path, resume=True)
+    with pytest.raises(ValueError, match="does not exist or is not writable"):
+        LatentODE(**params).fit(data.train, checkpoint=tmp_path / "missing" / "fit.ckpt")
     with pytest.raises(ValueError, match="resume=True needs checkpoint"):
         LatentODE(**params).fit(data.train, resume=True)
 
