@@ -104,6 +104,12 @@ def main(argv=None):
         help="Latent ODE forecast training: smallest fraction of each series' span encoded",
     )
     parser.add_argument(
+        "--obs-std",
+        type=float,
+        default=None,
+        help="Latent ODE fixed observation noise std (default: learned)",
+    )
+    parser.add_argument(
         "--models", nargs="+", default=["latent_ode", "rnn"], choices=["latent_ode", "rnn"]
     )
     parser.add_argument("--rnn-epochs", type=int, default=300, help="RNN baseline epochs")
@@ -137,6 +143,7 @@ def main(argv=None):
             "lr": args.lr,
             "lr_decay": args.lr_decay,
             "encode_fraction": args.encode_fraction,
+            "obs_std": args.obs_std,
         },
         "subsample": subsample,
     }

@@ -17,6 +17,7 @@ from ._download import (
     safe_extract,
     sha256_file,
 )
+from .physionet import PHYSIONET2012_FEATURES, PhysioNet2012, load_physionet2012
 from .spirals import SpiralData, make_spirals
 
 __all__ = [
@@ -25,6 +26,8 @@ __all__ = [
     "UnsafeArchiveError",
     "IrregularDataset",
     "IrregularSeries",
+    "PHYSIONET2012_FEATURES",
+    "PhysioNet2012",
     "SpiralData",
     "as_dataset",
     "collate",
@@ -32,6 +35,7 @@ __all__ = [
     "download",
     "from_arrays",
     "from_pandas",
+    "load_physionet2012",
     "make_spirals",
     "safe_extract",
     "sha256_file",
