@@ -24,7 +24,7 @@ from sklearn.utils.validation import check_is_fitted
 from ._io import data_fingerprint, read_payload, remove_stale_temporaries, write_atomic
 from .datasets import IrregularDataset, as_dataset, collate
 from .inference import TrainingHistory, per_series_elbo, train_svi
-from .models import LatentODEModel
+from .models import ENCODERS, LatentODEModel
 from .solvers import SOLVER_METHODS
 
 __all__ = ["LatentODE"]
@@ -313,8 +313,10 @@ class LatentODE(IrregularSeriesEstimator):
         Width of the dynamics MLP.
     ode_layers : int, default 3
         Linear layers of the dynamics MLP.
-    encoder : {"gru"}, default "gru"
-        Recognition network: a GRU run backwards over (values, mask, time gaps).
+    encoder : {"gru", "odernn"}, default "gru"
+        Recognition network run backwards in time: a GRU over (values, mask, time gaps), or
+        the ODE-RNN of Rubanova et al. (2019), whose state follows an ODE between observations
+        and takes a mask-aware GRU update at each.
     encoder_hidden_dim : int, default 50
         Width of the recognition GRU.
     decoder_hidden_dim : int, default 50
@@ -458,8 +460,10 @@ class LatentODE(IrregularSeriesEstimator):
             "num_particles",
         ):
             check_positive_int(name, getattr(self, name))
-        if self.encoder != "gru":
-            raise ValueError(f"encoder={self.encoder!r} is not available; use 'gru'.")
+        if self.encoder not in ENCODERS:
+            raise ValueError(
+                f"encoder={self.encoder!r} is not available; use one of {list(ENCODERS)}."
+            )
         if self.method not in SOLVER_METHODS:
             raise ValueError(
                 f"method={self.method!r} is not a known ODE solver; choose one of "
@@ -493,6 +497,7 @@ class LatentODE(IrregularSeriesEstimator):
             latent_dim=self.latent_dim,
             ode_hidden_dim=self.ode_hidden_dim,
             ode_layers=self.ode_layers,
+            encoder=self.encoder,
             encoder_hidden_dim=self.encoder_hidden_dim,
             decoder_hidden_dim=self.decoder_hidden_dim,
             poisson=self.poisson,

@@ -21,13 +21,16 @@ from pyro.nn import PyroModule
 from torch import nn
 
 from .likelihoods import masked_normal, poisson_process_log_likelihood, window_integral
-from .nn import AugmentedDynamics, Decoder, GRUEncoder, IntensityNet, ODEFunc
+from .nn import AugmentedDynamics, Decoder, GRUEncoder, IntensityNet, ODEFunc, ODERNNEncoder
 from .solvers import ODESolver
 
 __all__ = ["LatentODEModel", "ObservationNoise", "SERIES_PLATE"]
 
 #: Name of the plate over series, at dim -1.
 SERIES_PLATE = "series"
+
+#: Recognition networks selectable by name.
+ENCODERS = {"gru": GRUEncoder, "odernn": ODERNNEncoder}
 
 
 class ObservationNoise(nn.Module):
@@ -69,8 +72,11 @@ class LatentODEModel(PyroModule):
     ode_hidden_dim : int, default 50
         Width of the dynamics MLP.
     ode_layers : int, default 3
+    encoder : {"gru", "odernn"}, default "gru"
+        Recognition network: :class:`~latentode.nn.GRUEncoder` or
+        :class:`~latentode.nn.ODERNNEncoder`.
     encoder_hidden_dim : int, default 50
-        Width of the recognition GRU.
+        Width of the recognition network's state.
     decoder_hidden_dim : int, default 50
     poisson : bool, default False
         Add the Poisson-process likelihood of observation times (site ``obs_times``).
@@ -87,6 +93,7 @@ class LatentODEModel(PyroModule):
         latent_dim: int = 4,
         ode_hidden_dim: int = 50,
         ode_layers: int = 3,
+        encoder: str = "gru",
         encoder_hidden_dim: int = 50,
         decoder_hidden_dim: int = 50,
         poisson: bool = False,
@@ -97,7 +104,9 @@ class LatentODEModel(PyroModule):
         self.n_features = n_features
         self.latent_dim = latent_dim
         self.poisson = poisson
-        self.encoder = GRUEncoder(n_features, latent_dim, encoder_hidden_dim)
+        if encoder not in ENCODERS:
+            raise ValueError(f"encoder={encoder!r} is not available; use one of {list(ENCODERS)}.")
+        self.encoder = ENCODERS[encoder](n_features, latent_dim, encoder_hidden_dim)
         self.decoder = Decoder(latent_dim, n_features, decoder_hidden_dim)
         func = ODEFunc(latent_dim, ode_hidden_dim, n_layers=ode_layers)
         if poisson:

@@ -42,7 +42,7 @@ def test_invalid_params_fail_in_fit(data):
     with pytest.raises(ValueError, match="latent_dim"):
         LatentODE(latent_dim=0).fit(data.train)
     with pytest.raises(ValueError, match="encoder"):
-        LatentODE(encoder="transformer").fit(data.train)
+        LatentODE(encoder="transformer").fit(data.train)  # gru and odernn exist
 
 
 def test_not_fitted_error(data):
@@ -251,3 +251,10 @@ def test_same_random_state_gives_identical_fit_predict_and_sample(data):
 def test_training_options_are_validated(data, param, value):
     with pytest.raises(ValueError, match=param):
         LatentODE(**{**FAST, param: value}).fit(data.train)
+
+
+def test_odernn_encoder_trains(data):
+    est = LatentODE(**{**FAST, "encoder": "odernn", "max_epochs": 6}).fit(data.train)
+    assert type(est.model_.encoder).__name__ == "ODERNNEncoder"
+    assert est.history_.loss[-1] < est.history_.loss[0]
+    assert np.isfinite(est.predict(data.test, times=data.test_extrapolation_times)).all()

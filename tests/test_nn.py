@@ -1,7 +1,8 @@
+import pytest
 import torch
 
 from latentode.datasets import collate, from_arrays
-from latentode.nn import GapRNN, GRUEncoder, observed_sequences
+from latentode.nn import GapRNN, GRUEncoder, ODERNNEncoder, observed_sequences
 
 
 def batch():
@@ -28,9 +29,10 @@ def test_observed_sequences_reverse_order():
     assert torch.allclose(t_fwd[0], torch.tensor([0.0, 0.4, 1.0]))
 
 
-def test_encoder_ignores_masked_values_and_other_series():
+@pytest.mark.parametrize("kind", [GRUEncoder, ODERNNEncoder])
+def test_encoder_ignores_masked_values_and_other_series(kind):
     torch.manual_seed(0)
-    enc = GRUEncoder(2, 4, 8)
+    enc = kind(2, 4, 8)
     b = batch()
     loc, scale = enc(b.values, b.mask, b.times)
     assert loc.shape == (3, 4) and (scale > 0).all()
@@ -41,7 +43,37 @@ def test_encoder_ignores_masked_values_and_other_series():
     # a series encodes the same alone as in a batch (on its own, shorter grid)
     alone = collate(from_arrays([([0.2, 0.7], [[5.0, 6.0], [7.0, float("nan")]])]))
     loc_alone, _ = enc(alone.values, alone.mask, alone.times)
-    assert torch.allclose(loc_alone[0], loc[1], atol=1e-6)
+    # (the ODE-RNN's RK4 steps follow the batch's grid: equal to integration accuracy)
+    assert torch.allclose(loc_alone[0], loc[1], atol=1e-6 if kind is GRUEncoder else 1e-4)
+
+
+def test_odernn_state_evolves_between_observations_and_updates_per_feature():
+    torch.manual_seed(0)
+    enc = ODERNNEncoder(2, 3, 8)
+    one = collate(from_arrays([([0.5], [[1.0, 2.0]])]))
+    later = collate(from_arrays([([0.8], [[1.0, 2.0]])]))
+    half = collate(from_arrays([([0.5], [[1.0, float("nan")]])]))
+    loc_one, _ = enc(one.values, one.mask, one.times)
+    # the same reading further from the origin is carried back by the ODE over a longer span
+    assert not torch.allclose(loc_one, enc(later.values, later.mask, later.times)[0])
+    # a partly observed time is read through the mask, not as a zero value
+    assert not torch.allclose(loc_one, enc(half.values, half.mask, half.times)[0])
+    # with zero dynamics the span does not matter
+    with torch.no_grad():
+        for p in enc.dynamics.parameters():
+            p.zero_()
+    assert torch.allclose(
+        enc(one.values, one.mask, one.times)[0], enc(later.values, later.mask, later.times)[0]
+    )
+
+
+def test_odernn_gradients_reach_the_hidden_dynamics():
+    torch.manual_seed(0)
+    enc = ODERNNEncoder(2, 3, 8)
+    b = batch()
+    loc, scale = enc(b.values, b.mask, b.times)
+    (loc.sum() + scale.sum()).backward()
+    assert all(p.grad is not None and p.grad.abs().sum() > 0 for p in enc.dynamics.parameters())
 
 
 def test_gap_rnn_one_step_targets():
