@@ -49,7 +49,7 @@ def run_one(kind: str, n_obs: int, args: dict) -> dict:
     )
     if kind == "latent_ode":
         params = dict(
-            max_epochs=args["epochs"],
+            max_epochs=args["epochs"][n_obs],
             random_state=args["seed"],
             subsample=args["subsample"][n_obs],
             **args["latent_ode"],
@@ -86,7 +86,13 @@ def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--n-obs", type=int, nargs="+", default=[30, 50, 100])
     parser.add_argument("--n-series", type=int, default=1000)
-    parser.add_argument("--epochs", type=int, default=1200, help="Latent ODE epochs")
+    parser.add_argument(
+        "--epochs",
+        type=int,
+        nargs="+",
+        default=[1000],
+        help="Latent ODE epochs: one value, or one per --n-obs",
+    )
     parser.add_argument("--lr", type=float, default=0.02, help="Latent ODE learning rate")
     parser.add_argument("--lr-decay", type=float, default=0.997, help="per epoch")
     parser.add_argument(
@@ -128,12 +134,15 @@ def main(argv=None):
         default=os.path.join(os.path.dirname(__file__), "results", "spirals_table2.json"),
     )
     args = parser.parse_args(argv)
-    if len(args.subsample) not in (1, len(args.n_obs)):
-        parser.error("--subsample takes one value or one per --n-obs")
-    subsample = dict(zip(args.n_obs, args.subsample * len(args.n_obs), strict=False))
+    per_n_obs = {}
+    for name in ("epochs", "subsample"):
+        given = getattr(args, name)
+        if len(given) not in (1, len(args.n_obs)):
+            parser.error(f"--{name} takes one value or one per --n-obs")
+        per_n_obs[name] = dict(zip(args.n_obs, given * len(args.n_obs), strict=False))
     config = {
         "n_series": args.n_series,
-        "epochs": args.epochs,
+        "epochs": per_n_obs["epochs"],
         "rnn_epochs": args.rnn_epochs,
         "seed": args.seed,
         "noise_std": args.noise_std,
@@ -145,7 +154,7 @@ def main(argv=None):
             "encode_fraction": args.encode_fraction,
             "obs_std": args.obs_std,
         },
-        "subsample": subsample,
+        "subsample": per_n_obs["subsample"],
     }
     results = []
     ctx = mp.get_context("spawn")

@@ -3,7 +3,7 @@
 from importlib.metadata import PackageNotFoundError, version
 
 from .baselines import RNNBaseline
-from .estimator import LatentODE
+from .estimator import LatentODE, LatentODEClassifier
 from .solvers import ODESolver, SolverError
 
 try:
@@ -11,4 +11,11 @@ try:
 except PackageNotFoundError:  # pragma: no cover - running from a source tree
     __version__ = "0.0.0"
 
-__all__ = ["LatentODE", "ODESolver", "RNNBaseline", "SolverError", "__version__"]
+__all__ = [
+    "LatentODE",
+    "LatentODEClassifier",
+    "ODESolver",
+    "RNNBaseline",
+    "SolverError",
+    "__version__",
+]

@@ -21,7 +21,15 @@ from pyro.nn import PyroModule
 from torch import nn
 
 from .likelihoods import masked_normal, poisson_process_log_likelihood, window_integral
-from .nn import AugmentedDynamics, Decoder, GRUEncoder, IntensityNet, ODEFunc, ODERNNEncoder
+from .nn import (
+    AugmentedDynamics,
+    Decoder,
+    GRUEncoder,
+    IntensityNet,
+    ODEFunc,
+    ODERNNEncoder,
+    mlp,
+)
 from .solvers import ODESolver
 
 __all__ = ["LatentODEModel", "ObservationNoise", "SERIES_PLATE"]
@@ -84,6 +92,10 @@ class LatentODEModel(PyroModule):
         Fixed observation standard deviation (scaled units); None learns it.
     solver_kwargs : dict, optional
         Passed to :class:`latentode.solvers.ODESolver`.
+    n_classes : int, optional
+        Add a classifier of ``z0`` and a categorical site ``label`` (one label per series).
+    label_weight : float, default 1.0
+        Scale of the ``label`` site's log-likelihood against the observations'.
     """
 
     def __init__(
@@ -99,6 +111,8 @@ class LatentODEModel(PyroModule):
         poisson: bool = False,
         obs_std: float | None = None,
         solver_kwargs: dict | None = None,
+        n_classes: int | None = None,
+        label_weight: float = 1.0,
     ):
         super().__init__()
         self.n_features = n_features
@@ -112,6 +126,12 @@ class LatentODEModel(PyroModule):
         if poisson:
             func = AugmentedDynamics(func, IntensityNet(latent_dim, n_features), latent_dim)
         self.solver = ODESolver(func, **(solver_kwargs or {}))
+        self.label_weight = float(label_weight)
+        self.classifier = None
+        if n_classes is not None:
+            self.classifier = mlp(
+                latent_dim, decoder_hidden_dim, n_classes, n_layers=2, activation=nn.ReLU
+            )
         self.noise = ObservationNoise(
             n_features, 0.1 if obs_std is None else obs_std, learn=obs_std is None
         )
@@ -151,7 +171,9 @@ class LatentODEModel(PyroModule):
         return self.solver.func.intensity(z)
 
     # -- Pyro programs -------------------------------------------------------------------
-    def model(self, times, values, mask, *, kl_scale: float = 1.0, encode_mask=None):
+    def model(
+        self, times, values, mask, *, kl_scale: float = 1.0, encode_mask=None, labels=None
+    ):
         """The generative model.
 
         Parameters
@@ -162,6 +184,8 @@ class LatentODEModel(PyroModule):
             Weight of the ``z0`` site (KL annealing).
         encode_mask : BoolTensor of shape (batch, time, features), optional
             Used by the guide only (see :meth:`guide`).
+        labels : LongTensor of shape (batch,), optional
+            Observed classes for the ``label`` site (models built with ``n_classes``).
 
         Returns
         -------
@@ -182,9 +206,14 @@ class LatentODEModel(PyroModule):
                 integral = window_integral(cumulative, mask.any(-1))
                 ll = poisson_process_log_likelihood(self.intensity(z), mask, integral)
                 pyro.factor("obs_times", ll)
+            if labels is not None and self.classifier is not None:
+                with poutine.scale(scale=self.label_weight):
+                    pyro.sample("label", dist.Categorical(logits=self.classifier(z0)), obs=labels)
         return loc
 
-    def guide(self, times, values, mask, *, kl_scale: float = 1.0, encode_mask=None):
+    def guide(
+        self, times, values, mask, *, kl_scale: float = 1.0, encode_mask=None, labels=None
+    ):
         """The amortised posterior ``q(z0 | x)``; same arguments as :meth:`model`.
 
         With ``encode_mask`` the encoder reads only those observations while the model scores

@@ -8,6 +8,7 @@ with an observation mask.
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import warnings
 from collections.abc import Iterable, Sequence
@@ -161,6 +162,8 @@ class Batch:
     encode_mask : BoolTensor of shape (batch, time, features) or None
         When set (see :meth:`truncate_encoder`), the observations the recognition network may
         read; the likelihood still scores all of ``mask``.
+    labels : LongTensor of shape (batch,) or None
+        Class index of each series, for supervised training.
     """
 
     times: torch.Tensor
@@ -168,6 +171,7 @@ class Batch:
     mask: torch.Tensor
     ids: list
     encode_mask: torch.Tensor | None = None
+    labels: torch.Tensor | None = None
 
     @property
     def observed(self) -> torch.Tensor:
@@ -176,10 +180,12 @@ class Batch:
 
     def to(self, device) -> Batch:
         """Return the batch on ``device``."""
-        encode = None if self.encode_mask is None else self.encode_mask.to(device)
-        return Batch(
-            self.times.to(device), self.values.to(device), self.mask.to(device), self.ids, encode
-        )
+        moved = {
+            f.name: getattr(self, f.name).to(device)
+            for f in dataclasses.fields(self)
+            if torch.is_tensor(getattr(self, f.name))
+        }
+        return dataclasses.replace(self, **moved)
 
     def subsample(self, keep: float, *, generator: torch.Generator | None = None) -> Batch:
         """Randomly hide observed time points, keeping each with probability ``keep``.
@@ -211,7 +217,7 @@ class Batch:
         rows = torch.where(empty[:, None], self.observed, rows)
         mask = self.mask & rows[..., None]
         encode = None if self.encode_mask is None else self.encode_mask & mask
-        return Batch(self.times, self.values * mask, mask, self.ids, encode)
+        return dataclasses.replace(self, values=self.values * mask, mask=mask, encode_mask=encode)
 
     def truncate_encoder(
         self, low: float, *, generator: torch.Generator | None = None
@@ -246,7 +252,7 @@ class Batch:
         u = low + (1 - low) * torch.rand(observed.shape[0], generator=generator)
         cut = first + u.to(t.device, t.dtype) * (last - first)
         rows = observed & (t <= cut[:, None])
-        return Batch(self.times, self.values, self.mask, self.ids, self.mask & rows[..., None])
+        return dataclasses.replace(self, encode_mask=self.mask & rows[..., None])
 
 
 def collate(

@@ -102,6 +102,7 @@ def svi_loss(model, batch: Batch, *, num_particles: int = 1, kl_scale: float = 1
             batch.mask,
             kl_scale=kl_scale,
             encode_mask=batch.encode_mask,
+            labels=batch.labels,
         )
     return loss / batch.values.shape[0]
 
