@@ -158,7 +158,8 @@ def main(argv=None):
     }
     results = []
     ctx = mp.get_context("spawn")
-    jobs = [(kind, n_obs) for n_obs in args.n_obs for kind in args.models]
+    # the longest fits first, so that two workers finish together
+    jobs = [(kind, n_obs) for kind in args.models for n_obs in sorted(args.n_obs, reverse=True)]
     # a fresh process per fit (max_tasks_per_child=1) so that each peak RSS is the fit's own
     with ProcessPoolExecutor(max_workers=args.jobs, mp_context=ctx, max_tasks_per_child=1) as pool:
         futures = [pool.submit(run_one, kind, n_obs, config) for kind, n_obs in jobs]
