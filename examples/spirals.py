@@ -30,10 +30,22 @@ def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--n-series", type=int, default=1000)
     parser.add_argument("--n-obs", type=int, default=30, help="observed points per series")
-    parser.add_argument("--epochs", type=int, default=1200)
+    parser.add_argument("--epochs", type=int, default=1000)
     parser.add_argument("--lr", type=float, default=0.02, help="Adam learning rate")
     parser.add_argument(
         "--lr-decay", type=float, default=0.997, help="learning-rate factor per epoch"
+    )
+    parser.add_argument(
+        "--encode-fraction",
+        type=float,
+        default=0.5,
+        help="forecast training: smallest fraction of each series' span the encoder reads",
+    )
+    parser.add_argument(
+        "--obs-std",
+        type=float,
+        default=0.1,
+        help="fixed observation noise std (the data's); 0 learns it",
     )
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--output", default="spirals_extrapolation.png", help="PNG to write")
@@ -49,6 +61,8 @@ def main(argv=None):
         max_epochs=args.epochs,
         lr=args.lr,
         lr_decay=args.lr_decay,
+        encode_fraction=args.encode_fraction,
+        obs_std=args.obs_std or None,
         random_state=args.seed,
         verbose=args.verbose,
     )
