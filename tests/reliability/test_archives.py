@@ -43,7 +43,7 @@ def test_a_benign_archive_extracts_its_files(tmp_path):
     [
         (file_member("../escaped.txt"), "outside the target folder"),
         (file_member("set-a/../../escaped.txt"), "outside the target folder"),
-        (file_member("/tmp/escaped-absolute.txt"), "outside the target folder"),
+        (file_member("/srv/escaped-absolute.txt"), "outside the target folder"),
         (link_member("set-a/link", "/etc/passwd", tarfile.SYMTYPE), "is a link"),
         (link_member("set-a/hard", "../../outside", tarfile.LNKTYPE), "is a link"),
         (link_member("set-a/fifo", "", tarfile.FIFOTYPE), "special file"),
