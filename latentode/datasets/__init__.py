@@ -17,6 +17,7 @@ from ._download import (
     safe_extract,
     sha256_file,
 )
+from .periodic import PeriodicData, make_periodic
 from .physionet import PHYSIONET2012_FEATURES, PhysioNet2012, load_physionet2012
 from .spirals import SpiralData, make_spirals
 
@@ -27,6 +28,7 @@ __all__ = [
     "IrregularDataset",
     "IrregularSeries",
     "PHYSIONET2012_FEATURES",
+    "PeriodicData",
     "PhysioNet2012",
     "SpiralData",
     "as_dataset",
@@ -36,6 +38,7 @@ __all__ = [
     "from_arrays",
     "from_pandas",
     "load_physionet2012",
+    "make_periodic",
     "make_spirals",
     "safe_extract",
     "sha256_file",
