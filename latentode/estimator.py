@@ -694,11 +694,8 @@ class LatentODE(IrregularSeriesEstimator):
                 f"checkpoint {os.fspath(path)!r} belongs to a {payload.get('class')}, not a "
                 f"{type(self).__name__}."
             )
-        saved = json.loads(payload["params"])
-        changed = sorted(
-            k for k in set(saved) | set(self._comparable_params())
-            if saved.get(k) != self._comparable_params().get(k)
-        )  # fmt: skip
+        saved, current = json.loads(payload["params"]), self._comparable_params()
+        changed = sorted(k for k in set(saved) | set(current) if saved.get(k) != current.get(k))
         if changed:
             raise ValueError(
                 f"checkpoint {os.fspath(path)!r} was written with other values of {changed}; "
