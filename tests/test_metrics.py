@@ -1,0 +1,65 @@
+import math
+
+import numpy as np
+import pytest
+import xarray as xr
+from scipy import stats
+
+from latentode.metrics import crps, interval_coverage, mae, masked_mse, nlpd, rmse
+
+NAN = np.nan
+
+
+def test_point_errors_skip_unobserved_entries():
+    y = np.array([[1.0, NAN], [3.0, 4.0]])
+    pred = np.array([[2.0, 100.0], [3.0, 2.0]])
+    assert masked_mse(y, pred) == pytest.approx((1 + 0 + 4) / 3)
+    assert rmse(y, pred) == pytest.approx(math.sqrt(5 / 3))
+    assert mae(y, pred) == pytest.approx(1.0)
+    assert masked_mse(y, pred, mask=[[True, True], [False, True]]) == pytest.approx(2.5)
+    # xarray in, same answer
+    assert rmse(xr.DataArray(y), xr.DataArray(pred)) == pytest.approx(rmse(y, pred))
+
+
+def test_crps_matches_the_gaussian_closed_form_and_a_point_mass():
+    rng = np.random.default_rng(0)
+    y = np.array([0.0, 1.0, -2.0])
+    draws = rng.normal(size=(40_000, 3))
+    z = y  # standard normal predictive
+    closed = z * (2 * stats.norm.cdf(z) - 1) + 2 * stats.norm.pdf(z) - 1 / math.sqrt(math.pi)
+    assert crps(y, draws) == pytest.approx(closed.mean(), abs=0.01)
+    point = np.full((5, 3), 0.5)
+    assert crps(y, point) == pytest.approx(np.abs(0.5 - y).mean())
+    # the sample axis may be elsewhere
+    assert crps(y, draws.T, sample_axis=-1) == pytest.approx(crps(y, draws))
+
+
+def test_coverage_of_a_calibrated_predictive():
+    rng = np.random.default_rng(1)
+    y = rng.normal(size=4000)
+    draws = rng.normal(size=(2000, 4000))
+    assert interval_coverage(y, draws, coverage=0.9) == pytest.approx(0.9, abs=0.02)
+    assert interval_coverage(y, 0.1 * draws, coverage=0.9) < 0.2  # overconfident
+
+
+def test_nlpd_reduces_to_the_gaussian_and_mixes_draws():
+    y = np.array([0.3, NAN, -1.0])
+    one = np.array([[0.0, 0.0, 0.0]])
+    expected = -stats.norm.logpdf([0.3, -1.0], scale=0.5).mean()
+    assert nlpd(y, one, 0.5) == pytest.approx(expected)
+    two = np.array([[0.0, 0.0, 0.0], [1.0, 1.0, 1.0]])
+    mix = 0.5 * (stats.norm.pdf([0.3, -1.0], 0, 0.5) + stats.norm.pdf([0.3, -1.0], 1, 0.5))
+    assert nlpd(y, two, 0.5) == pytest.approx(-np.log(mix).mean())
+
+
+def test_errors_name_the_argument():
+    with pytest.raises(ValueError, match="y_pred has shape"):
+        rmse(np.zeros(3), np.zeros(4))
+    with pytest.raises(ValueError, match="no observed"):
+        mae(np.full(3, NAN), np.zeros(3))
+    with pytest.raises(ValueError, match="samples have shape"):
+        crps(np.zeros(3), np.zeros((10, 4)))
+    with pytest.raises(ValueError, match="coverage must be"):
+        interval_coverage(np.zeros(3), np.zeros((10, 3)), coverage=1.5)
+    with pytest.raises(ValueError, match="scale must be positive"):
+        nlpd(np.zeros(3), np.zeros((2, 3)), 0.0)
