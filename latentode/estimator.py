@@ -810,6 +810,67 @@ class LatentODE(IrregularSeriesEstimator):
             variables["z"] = (("sample", "series", "time", "latent"), z.cpu().numpy())
         return xr.Dataset(variables, coords=coords)
 
+    def predict_quantiles(
+        self, X, *, times=None, q=(0.05, 0.5, 0.95), n_samples: int = 200
+    ) -> pd.DataFrame:
+        """Quantiles of the posterior predictive (observation noise included).
+
+        Parameters
+        ----------
+        X : IrregularDataset, DataFrame or list of (times, values)
+        times : array-like of shape (time,), optional
+        q : float or sequence of float in (0, 1), default (0.05, 0.5, 0.95)
+        n_samples : int, default 200
+            Draws from which the quantiles are estimated.
+
+        Returns
+        -------
+        DataFrame of shape (series * time, features * len(q))
+            Indexed by (series, time); columns a MultiIndex (feature, quantile), as sktime's
+            ``predict_quantiles`` for panel data. In the data's units.
+        """
+        levels = np.atleast_1d(np.asarray(q, dtype=np.float64))
+        if levels.ndim != 1 or not ((levels > 0) & (levels < 1)).all():
+            raise ValueError(f"q must be quantile levels in (0, 1); got {q!r}.")
+        obs = self.sample(X, times=times, n_samples=n_samples)["obs"]
+        table = obs.quantile(levels, dim="sample").transpose("series", "time", "feature", ...)
+        frame = table.to_series().unstack(["feature", "quantile"])
+        columns = pd.MultiIndex.from_product(
+            [list(obs.feature.values), list(levels)], names=["feature", "quantile"]
+        )
+        return frame.reindex(columns=columns)
+
+    def predict_interval(
+        self, X, *, times=None, coverage=0.9, n_samples: int = 200
+    ) -> pd.DataFrame:
+        """Central predictive intervals (observation noise included).
+
+        Parameters
+        ----------
+        X, times, n_samples
+            As in :meth:`predict_quantiles`.
+        coverage : float or sequence of float in (0, 1), default 0.9
+
+        Returns
+        -------
+        DataFrame
+            Indexed by (series, time); columns a MultiIndex (feature, coverage, "lower" or
+            "upper"), as sktime's ``predict_interval``.
+        """
+        levels = np.atleast_1d(np.asarray(coverage, dtype=np.float64))
+        if levels.ndim != 1 or not ((levels > 0) & (levels < 1)).all():
+            raise ValueError(f"coverage must be in (0, 1); got {coverage!r}.")
+        bounds = np.concatenate([(1 - levels) / 2, (1 + levels) / 2])
+        quantiles = self.predict_quantiles(X, times=times, q=bounds, n_samples=n_samples)
+        out = {}
+        for feature in quantiles.columns.get_level_values(0).unique():
+            for k, c in enumerate(levels):
+                out[(feature, c, "lower")] = quantiles[(feature, bounds[k])]
+                out[(feature, c, "upper")] = quantiles[(feature, bounds[len(levels) + k])]
+        frame = pd.DataFrame(out)
+        frame.columns.names = ["feature", "coverage", "bound"]
+        return frame
+
     # -- evaluation --------------------------------------------------------------------------
     def score_samples(self, X, *, num_particles: int = 16) -> np.ndarray:
         """Evidence lower bound of each series, in the data's units (higher is better).

@@ -258,3 +258,23 @@ def test_odernn_encoder_trains(data):
     assert type(est.model_.encoder).__name__ == "ODERNNEncoder"
     assert est.history_.loss[-1] < est.history_.loss[0]
     assert np.isfinite(est.predict(data.test, times=data.test_extrapolation_times)).all()
+
+
+def test_predict_quantiles_and_intervals(data, fitted):
+    t = [5.5, 6.0, 8.0]
+    qf = fitted.predict_quantiles(data.test, times=t, q=[0.1, 0.5, 0.9], n_samples=100)
+    assert qf.index.names == ["series", "time"] and len(qf) == len(data.test) * 3
+    assert list(qf.columns) == [(f, q) for f in ("x", "y") for q in (0.1, 0.5, 0.9)]
+    for f in ("x", "y"):
+        assert (qf[(f, 0.1)] <= qf[(f, 0.5)]).all() and (qf[(f, 0.5)] <= qf[(f, 0.9)]).all()
+    # the median tracks the posterior mean (noise is symmetric)
+    mean = fitted.predict(data.test, times=t).sel(feature="x").values.ravel()
+    spread = (qf[("x", 0.9)] - qf[("x", 0.1)]).to_numpy()
+    assert np.all(np.abs(qf[("x", 0.5)].to_numpy() - mean) < 0.5 * spread)
+    iv = fitted.predict_interval(data.test, times=t, coverage=[0.5, 0.9], n_samples=100)
+    width = {c: iv[("y", c, "upper")] - iv[("y", c, "lower")] for c in (0.5, 0.9)}
+    assert (width[0.5] > 0).all() and (width[0.9] > width[0.5]).all()
+    with pytest.raises(ValueError, match="q must be"):
+        fitted.predict_quantiles(data.test, times=t, q=[0.5, 1.5])
+    with pytest.raises(ValueError, match="coverage must be"):
+        fitted.predict_interval(data.test, times=t, coverage=0)
