@@ -32,7 +32,7 @@ from ._io import (
     write_atomic,
 )
 from .datasets import IrregularDataset, as_dataset, collate
-from .inference import TrainingHistory, per_series_elbo, train_svi
+from .inference import TrainingHistory, make_inference_data, per_series_elbo, train_svi
 from .models import ENCODERS, LatentODEModel
 from .solvers import SOLVER_METHODS
 
@@ -720,6 +720,7 @@ class LatentODE(IrregularSeriesEstimator):
         t : ndarray of shape (time,)
         mean : Tensor of shape (n_samples, series, time, features), model units
         z : Tensor of shape (n_samples, series, time, latent) or None
+        z0 : Tensor of shape (n_samples, series, latent)
         """
         check_is_fitted(self)
         check_positive_int("n_samples", n_samples)
@@ -728,7 +729,7 @@ class LatentODE(IrregularSeriesEstimator):
         query = self._model_times(t, self.device_)
         module = self.model_
         gen = self._generator(self.device_)
-        means, zs = [], []
+        means, zs, z0s = [], [], []
         with torch.no_grad():
             for i in range(0, len(data), _PREDICT_CHUNK):
                 batch = self._batch(data[i : i + _PREDICT_CHUNK], self.device_)
@@ -736,11 +737,12 @@ class LatentODE(IrregularSeriesEstimator):
                     batch.times, batch.values, batch.mask, n_samples=n_samples, generator=gen
                 )
                 z, _ = module.solve(z0, query)
+                z0s.append(z0)
                 means.append(module.decoder(z))
                 if with_latent:
                     zs.append(z)
         z = torch.cat(zs, dim=1) if with_latent else None
-        return data, t, torch.cat(means, dim=1), z
+        return data, t, torch.cat(means, dim=1), z, torch.cat(z0s, dim=1)
 
     def predict(self, X, *, times=None, n_samples: int = 32) -> xr.DataArray:
         """Posterior mean of the series at query times, given their observed points.
@@ -764,7 +766,7 @@ class LatentODE(IrregularSeriesEstimator):
         xarray.DataArray of shape (series, time, feature)
             In the data's units, with series ids, times and feature names as coordinates.
         """
-        data, t, mean, _ = self._draw(X, times, n_samples, with_latent=False)
+        data, t, mean, _, _ = self._draw(X, times, n_samples, with_latent=False)
         values = self._unscale_values(mean.mean(0))
         return xr.DataArray(
             values,
@@ -794,7 +796,7 @@ class LatentODE(IrregularSeriesEstimator):
             ``mean (sample, series, time, feature)``: the decoded trajectory of each draw;
             ``z (sample, series, time, latent)`` when asked for. Values in the data's units.
         """
-        data, t, mean, z = self._draw(X, times, n_samples, with_latent=include_latent)
+        data, t, mean, z, _ = self._draw(X, times, n_samples, with_latent=include_latent)
         gen = self._generator(self.device_, offset=1)
         noise = self.model_.noise().detach()
         eps = torch.randn(mean.shape, generator=gen, device=mean.device, dtype=mean.dtype)
@@ -870,6 +872,59 @@ class LatentODE(IrregularSeriesEstimator):
         frame = pd.DataFrame(out)
         frame.columns.names = ["feature", "coverage", "bound"]
         return frame
+
+    def to_inference_data(self, X, *, n_samples: int = 100):
+        """Posterior draws of the fitted model on ``X`` in ArviZ's container.
+
+        Draws of ``z0`` come from the variational posterior ``q(z0 | x)`` (one chain).
+
+        Parameters
+        ----------
+        X : IrregularDataset, DataFrame or list of (times, values)
+        n_samples : int, default 100
+
+        Returns
+        -------
+        arviz.InferenceData (arviz < 1) or xarray.DataTree (arviz >= 1)
+            Groups: ``posterior`` with ``z0 (chain, draw, series, latent)``;
+            ``posterior_predictive`` with ``obs (chain, draw, series, time, feature)``;
+            ``observed_data`` with ``obs (series, time, feature)``, NaN where not observed;
+            ``log_likelihood`` with ``obs (chain, draw, series)``, each series' Gaussian
+            log-likelihood of its observed values in the data's units, so that ``az.loo``
+            and ``az.waic`` leave out one series at a time. Times are the union of the
+            series' observation times.
+        """
+        data, t, mean, _, z0 = self._draw(X, None, n_samples, with_latent=False)
+        gen = self._generator(self.device_, offset=1)
+        noise = self.model_.noise().detach()
+        eps = torch.randn(mean.shape, generator=gen, device=mean.device, dtype=mean.dtype)
+        predictive = self._unscale_values(mean + noise * eps)[None]
+        loc = self._unscale_values(mean)[None]
+        sigma = noise.cpu().double().numpy() * self.value_scale_
+        batch = collate(data, times_transform=None)
+        observed = np.where(batch.mask.numpy(), batch.values.double().numpy(), np.nan)
+        log_density = (
+            -0.5 * ((observed - loc) / sigma) ** 2 - np.log(sigma) - 0.5 * math.log(2 * math.pi)
+        )
+        log_lik = np.nansum(log_density, axis=(-2, -1))
+        coords = self._coords(data, t)
+        coords.update(chain=[0], draw=np.arange(n_samples), latent=np.arange(self.latent_dim))
+        draws = ("chain", "draw", "series")
+        groups = {
+            "posterior": xr.Dataset(
+                {"z0": (draws + ("latent",), z0.cpu().double().numpy()[None])}, coords=coords
+            ),
+            "posterior_predictive": xr.Dataset(
+                {"obs": (draws + ("time", "feature"), predictive)}, coords=coords
+            ),
+            "observed_data": xr.Dataset(
+                {"obs": (("series", "time", "feature"), observed)}, coords=coords
+            ),
+            "log_likelihood": xr.Dataset({"obs": (draws, log_lik)}, coords=coords),
+        }
+        for name, group in groups.items():
+            groups[name] = group.drop_vars([c for c in group.coords if c not in group.dims])
+        return make_inference_data(groups)
 
     # -- evaluation --------------------------------------------------------------------------
     def score_samples(self, X, *, num_particles: int = 16) -> np.ndarray:

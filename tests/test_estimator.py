@@ -278,3 +278,24 @@ def test_predict_quantiles_and_intervals(data, fitted):
         fitted.predict_quantiles(data.test, times=t, q=[0.5, 1.5])
     with pytest.raises(ValueError, match="coverage must be"):
         fitted.predict_interval(data.test, times=t, coverage=0)
+
+
+def test_to_inference_data_groups_and_log_likelihood(data, fitted):
+    from scipy import stats
+
+    idata = fitted.to_inference_data(data.test, n_samples=20)
+    assert idata.posterior["z0"].dims == ("chain", "draw", "series", "latent")
+    n_times = idata.observed_data["obs"].shape[1]
+    assert idata.posterior_predictive["obs"].shape == (1, 20, len(data.test), n_times, 2)
+    assert list(idata.posterior["series"].values) == data.test.ids
+    observed = idata.observed_data["obs"]
+    first = data.test[0]
+    row = observed.sel(series=first.id).dropna("time", how="all")
+    assert np.allclose(row["time"].values, first.times)
+    assert np.allclose(row.values, first.values)
+    # the log-likelihood is each series' Gaussian density of its observed values
+    means = fitted.sample(data.test, n_samples=20)["mean"].sel(series=first.id)
+    sigma = fitted.model_.noise().detach().numpy() * fitted.value_scale_
+    obs = observed.sel(series=first.id).values
+    manual = np.nansum(stats.norm.logpdf(obs, means.values, sigma), axis=(-2, -1))
+    assert np.allclose(idata.log_likelihood["obs"].sel(series=first.id).values[0], manual)
