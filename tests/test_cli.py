@@ -1,0 +1,86 @@
+import subprocess
+import sys
+
+import pandas as pd
+import pytest
+
+from latentode.cli import main
+from latentode.datasets import make_spirals
+
+
+@pytest.fixture(scope="module")
+def table(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("cli")
+    data = make_spirals(n_series=30, n_obs=12, random_state=0)
+    frame = data.train.to_pandas(id_name="spiral", time_name="t").reset_index()
+    path = folder / "spirals.csv"
+    frame.to_csv(path, index=False)
+    return folder, path, frame
+
+
+@pytest.fixture(scope="module")
+def model(table):
+    folder, path, _ = table
+    out = folder / "model.pt"
+    args = ["fit", str(path), "--id-col", "spiral", "--time-col", "t", "--model", str(out)]
+    assert main([*args, "--epochs", "2", "--latent-dim", "3"]) == 0
+    return out
+
+
+def test_fit_writes_a_loadable_model(model, capsys):
+    from latentode import LatentODE
+
+    assert LatentODE.load(model).n_features_in_ == 2
+
+
+def test_predict_writes_quantiles_per_series_and_time(table, model):
+    folder, path, frame = table
+    out = folder / "forecast.csv"
+    common = [str(model), str(path), "--id-col", "spiral", "--time-col", "t"]
+    assert main(["predict", *common, "--times", "5,6,7", "--output", str(out)]) == 0
+    result = pd.read_csv(out)
+    assert list(result.columns) == [
+        "series", "time", "x_q0.05", "x_q0.5", "x_q0.95", "y_q0.05", "y_q0.5", "y_q0.95"
+    ]  # fmt: skip
+    assert len(result) == frame["spiral"].nunique() * 3
+    assert (result["x_q0.05"] <= result["x_q0.95"]).all()
+    grid = folder / "grid.csv"
+    assert main(["predict", *common, "--horizon", "2", "--step", "0.5", "--output", str(grid)]) == 0
+    assert pd.read_csv(grid)["time"].max() == pytest.approx(frame["t"].max() + 2, abs=0.5)
+
+
+def test_plot_writes_a_png(table, model):
+    folder, path, frame = table
+    out = folder / "plot.png"
+    ids = [str(i) for i in frame["spiral"].unique()[:2]]
+    args = [str(model), str(path), "--id-col", "spiral", "--time-col", "t", "--output", str(out)]
+    assert main(["plot", *args, "--series", *ids, "--horizon", "2", "--samples", "20"]) == 0
+    assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_user_errors_are_one_line_with_exit_status_2(table, model, capsys):
+    folder, path, _ = table
+    assert main(["fit", str(path), "--id-col", "patient", "--time-col", "t",
+                 "--model", str(folder / "m.pt")]) == 2  # fmt: skip
+    assert "--id-col 'patient' is not a column" in capsys.readouterr().err
+    assert main(["fit", str(folder / "nope.csv"), "--id-col", "a", "--time-col", "b",
+                 "--model", "m.pt"]) == 2  # fmt: skip
+    assert "no such file" in capsys.readouterr().err
+    bad = folder / "bad.csv"
+    pd.DataFrame({"id": [1, 1], "t": [0.0, 1.0], "v": [1.0, float("inf")]}).to_csv(bad)
+    assert main(["fit", str(bad), "--id-col", "id", "--time-col", "t", "--model", "m.pt"]) == 2
+    assert "series 1 contains an infinite value" in capsys.readouterr().err
+    common = [str(model), str(path), "--id-col", "spiral", "--time-col", "t"]
+    assert main(["predict", *common, "--output", str(folder / "out.txt")]) == 2
+    assert "write .csv or .nc" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("command", [[], ["fit"], ["predict"], ["plot"], ["demo"]])
+def test_every_command_has_help(command):
+    result = subprocess.run(
+        [sys.executable, "-m", "latentode.cli", *command, "--help"],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert result.returncode == 0 and "usage: latentode" in result.stdout
