@@ -122,9 +122,8 @@ def _plot(args) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
 
-    from .plotting import plot_posterior
+    from .plotting import plot_posterior_grid
 
     model, data = _load_model(args.model), _load_data(args)
     chosen = args.series or data.ids[: args.max_series]
@@ -137,13 +136,7 @@ def _plot(args) -> None:
     if times is None:
         times = np.linspace(subset.t_min, subset.t_max, 100)
     draws = model.sample(subset, times=times, n_samples=args.samples)
-    n_features = subset.n_features
-    fig, axes = plt.subplots(
-        len(subset), n_features, figsize=(4.5 * n_features, 3 * len(subset)), squeeze=False
-    )
-    for row, sid in enumerate(subset.ids):
-        plot_posterior(draws, subset, series=sid, axes=axes[row])
-    fig.tight_layout()
+    fig = plot_posterior_grid(draws, subset)
     fig.savefig(args.output, dpi=120)
     print(f"wrote {args.output}")
 

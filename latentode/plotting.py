@@ -1,4 +1,5 @@
-"""Matplotlib figures: posterior extrapolation with credible bands, training curves."""
+"""Matplotlib figures: posterior extrapolation with credible bands, latent trajectories,
+training curves."""
 
 from __future__ import annotations
 
@@ -7,7 +8,7 @@ import xarray as xr
 
 from .datasets import as_dataset
 
-__all__ = ["plot_posterior", "plot_training_curve"]
+__all__ = ["plot_latent", "plot_posterior", "plot_posterior_grid", "plot_training_curve"]
 
 
 def _pyplot():
@@ -101,6 +102,79 @@ def plot_posterior(
     axes[0].legend(loc="best", fontsize="small", ncol=2)
     fig.tight_layout()
     return fig
+
+
+def plot_posterior_grid(samples: xr.Dataset, observed=None, *, series=None, max_series=4):
+    """:func:`plot_posterior` for several series: one row per series, one column per feature.
+
+    Parameters
+    ----------
+    samples : xarray.Dataset
+        Output of :meth:`latentode.LatentODE.sample`.
+    observed : IrregularDataset, DataFrame or list of (times, values), optional
+    series : sequence, optional
+        Series ids; default the first ``max_series`` of ``samples``.
+    max_series : int, default 4
+
+    Returns
+    -------
+    matplotlib.figure.Figure
+    """
+    plt = _pyplot()
+    series = list(samples.series.values[:max_series]) if series is None else list(series)
+    n_features = samples.sizes["feature"]
+    fig, axes = plt.subplots(
+        len(series), n_features, figsize=(4.5 * n_features, 2.6 * len(series)), squeeze=False
+    )
+    for row, sid in enumerate(series):
+        plot_posterior(samples, observed, series=sid, axes=axes[row])
+    fig.tight_layout()
+    return fig
+
+
+def plot_latent(samples: xr.Dataset, *, series=None, dims=(0, 1), n_draws=20, ax=None):
+    """Latent trajectories ``z(t)`` in a plane of two latent dimensions.
+
+    Parameters
+    ----------
+    samples : xarray.Dataset
+        Output of :meth:`latentode.LatentODE.sample` with ``include_latent=True``:
+        ``z (sample, series, time, latent)``.
+    series : sequence, optional
+        Series ids; default all (up to 10).
+    dims : (int, int), default (0, 1)
+        The latent dimensions on the axes.
+    n_draws : int, default 20
+        Posterior draws drawn per series (thin lines); the mean is a thick line, with a dot
+        at the first query time.
+    ax : matplotlib Axes, optional
+
+    Returns
+    -------
+    matplotlib Axes
+    """
+    if "z" not in samples:
+        raise ValueError(
+            "samples hold no latent trajectories; call sample(..., include_latent=True)."
+        )
+    plt = _pyplot()
+    if ax is None:
+        _, ax = plt.subplots(figsize=(5, 5))
+    series = list(samples.series.values[:10]) if series is None else list(series)
+    i, j = dims
+    for k, sid in enumerate(series):
+        z = samples["z"].sel(series=sid)
+        colour = f"C{k % 10}"
+        for d in range(min(n_draws, z.sizes["sample"])):
+            ax.plot(z[d, :, i], z[d, :, j], color=colour, alpha=0.15, lw=0.8)
+        mean = z.mean("sample")
+        ax.plot(mean[:, i], mean[:, j], color=colour, lw=2, label=f"series {sid}")
+        ax.scatter([mean[0, i]], [mean[0, j]], color=colour, s=25, zorder=3)
+    ax.set_xlabel(f"z[{i}]")
+    ax.set_ylabel(f"z[{j}]")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize="small")
+    return ax
 
 
 def plot_training_curve(history, *, ax=None):

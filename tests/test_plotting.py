@@ -8,7 +8,12 @@ from matplotlib.collections import PolyCollection  # noqa: E402
 
 from latentode import LatentODE  # noqa: E402
 from latentode.datasets import make_spirals  # noqa: E402
-from latentode.plotting import plot_posterior, plot_training_curve  # noqa: E402
+from latentode.plotting import (  # noqa: E402
+    plot_latent,
+    plot_posterior,
+    plot_posterior_grid,
+    plot_training_curve,
+)
 
 
 @pytest.fixture(scope="module")
@@ -46,3 +51,26 @@ def test_training_curve(fitted):
     ax = plot_training_curve(model.history_)
     assert len(ax.lines) == 1 and len(ax.lines[0].get_xdata()) == 2
     assert "ELBO" in ax.get_ylabel()
+
+
+def test_posterior_grid_has_a_row_per_series(fitted):
+    data, model = fitted
+    draws = model.sample(data.test[:3], times=data.test_extrapolation_times, n_samples=20)
+    fig = plot_posterior_grid(draws, data.test)
+    assert len(fig.axes) == 3 * 2
+    titles = [ax.get_title() for ax in fig.axes if ax.get_title()]
+    assert titles == [f"series {sid}" for sid in data.test.ids[:3]]
+    assert [ax.get_ylabel() for ax in fig.axes] == ["x", "y"] * 3
+
+
+def test_latent_plot_draws_mean_and_draw_lines(fitted):
+    data, model = fitted
+    t = data.test_extrapolation_times[:10]
+    draws = model.sample(data.test[:2], times=t, n_samples=8, include_latent=True)
+    ax = plot_latent(draws, dims=(0, 2), n_draws=5)
+    assert ax.get_xlabel() == "z[0]" and ax.get_ylabel() == "z[2]"
+    assert len(ax.lines) == 2 * (5 + 1)  # per series: five draws and the mean
+    mean0 = draws["z"].isel(series=0).mean("sample")
+    assert np.allclose(ax.lines[5].get_xdata(), mean0[:, 0]) and len(ax.lines[5].get_xdata()) == 10
+    with pytest.raises(ValueError, match="include_latent=True"):
+        plot_latent(model.sample(data.test[:1], times=t, n_samples=2))
