@@ -6,7 +6,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ._containers import IrregularDataset, IrregularSeries
+from ._containers import IrregularDataset
+from ._synthetic import split_and_observe
 
 __all__ = ["PeriodicData", "make_periodic"]
 
@@ -101,20 +102,12 @@ def make_periodic(
     phase = rng.uniform(0.0, 2 * np.pi, size=n_series)
     truth = amplitude * np.sin(2 * np.pi * frequency[:, None] * times + phase[:, None])[..., None]
     noisy = truth + rng.normal(scale=noise_std, size=truth.shape)
-    n_test = max(1, int(round(test_size * n_series)))
-    perm = rng.permutation(n_series)
-    test_idx, train_idx = np.sort(perm[:n_test]), np.sort(perm[n_test:])
-
-    def observed(indices):
-        out = []
-        for i in indices:
-            keep = np.sort(rng.choice(n_times, size=n_obs, replace=False))
-            out.append(IrregularSeries(int(i), times[keep], noisy[i, keep]))
-        return IrregularDataset(out, ["value"])
-
+    train, test, train_idx, test_idx = split_and_observe(
+        rng, times, noisy, n_obs=n_obs, test_size=test_size, feature_names=["value"]
+    )
     return PeriodicData(
-        train=observed(train_idx),
-        test=observed(test_idx),
+        train=train,
+        test=test,
         times=times,
         train_values=noisy[train_idx],
         test_values=noisy[test_idx],

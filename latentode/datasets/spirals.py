@@ -6,7 +6,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ._containers import IrregularDataset, IrregularSeries
+from ._containers import IrregularDataset
+from ._synthetic import split_and_observe
 
 __all__ = ["SpiralData", "make_spirals", "spiral_trajectory"]
 
@@ -153,18 +154,9 @@ def make_spirals(
     )
     noisy = truth + rng.normal(scale=noise_std, size=truth.shape)
 
-    n_test = max(1, int(round(test_size * n_series)))
-    perm = rng.permutation(n_series)
-    test_idx, train_idx = np.sort(perm[:n_test]), np.sort(perm[n_test:])
-
-    def observed(indices):
-        out = []
-        for i in indices:
-            keep = np.sort(rng.choice(n_steps, size=n_obs, replace=False))
-            out.append(IrregularSeries(int(i), all_times[keep], noisy[i, keep]))
-        return IrregularDataset(out, ["x", "y"])
-
-    train, test = observed(train_idx), observed(test_idx)
+    train, test, train_idx, test_idx = split_and_observe(
+        rng, all_times[:n_steps], noisy, n_obs=n_obs, test_size=test_size, feature_names=["x", "y"]
+    )
     return SpiralData(
         train=train,
         test=test,
