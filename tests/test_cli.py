@@ -84,3 +84,17 @@ def test_every_command_has_help(command):
         check=False,
     )
     assert result.returncode == 0 and "usage: latentode" in result.stdout
+
+
+def test_netcdf_in_and_out(table, model):
+    import xarray as xr
+
+    folder, _, frame = table
+    source = folder / "spirals.nc"
+    xr.Dataset.from_dataframe(frame.set_index(["spiral", "t"])).to_netcdf(source)
+    out = folder / "forecast.nc"
+    args = [str(model), str(source), "--id-col", "spiral", "--time-col", "t", "--times", "5,6"]
+    assert main(["predict", *args, "--output", str(out)]) == 0
+    with xr.open_dataset(out) as result:
+        assert result["x_q0.5"].dims == ("series", "time")
+        assert result.sizes["series"] == frame["spiral"].nunique()
