@@ -2,7 +2,7 @@
 
 from importlib.metadata import PackageNotFoundError, version
 
-from .baselines import RNNBaseline
+from .baselines import ODERNNBaseline, RNNBaseline
 from .estimator import LatentODE, LatentODEClassifier
 from .solvers import ODESolver, SolverError
 
@@ -14,6 +14,7 @@ except PackageNotFoundError:  # pragma: no cover - running from a source tree
 __all__ = [
     "LatentODE",
     "LatentODEClassifier",
+    "ODERNNBaseline",
     "ODESolver",
     "RNNBaseline",
     "SolverError",

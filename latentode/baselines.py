@@ -17,9 +17,9 @@ from .estimator import (
     resolve_device,
 )
 from .inference import TrainingHistory
-from .nn import GapRNN
+from .nn import ODERNN, GapRNN
 
-__all__ = ["RNNBaseline"]
+__all__ = ["ODERNNBaseline", "RNNBaseline"]
 
 
 class RNNBaseline(IrregularSeriesEstimator):
@@ -171,3 +171,16 @@ class RNNBaseline(IrregularSeriesEstimator):
             coords=self._coords(data, t),
             name="mean",
         )
+
+
+class ODERNNBaseline(RNNBaseline):
+    """ODE-RNN forecaster (Rubanova et al. 2019): the hidden state follows an ODE between
+    observations and takes a GRU update at each; trained on one-step-ahead prediction.
+
+    Unlike :class:`RNNBaseline`, extrapolation needs no feedback of its own predictions: past
+    the last observation the hidden state keeps following its ODE. Same parameters and
+    interface as :class:`RNNBaseline`; it predicts only after every series' last observation.
+    """
+
+    def _build_module(self) -> ODERNN:
+        return ODERNN(self.n_features_in_, self.hidden_dim)

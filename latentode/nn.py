@@ -13,6 +13,8 @@ from torch import nn
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
 __all__ = [
+    "ODERNN",
+    "rk4",
     "ODERNNEncoder",
     "mlp",
     "ODEFunc",
@@ -183,6 +185,37 @@ class GRUEncoder(nn.Module):
         return loc, F.softplus(raw) + 1e-4
 
 
+def rk4(f, h: torch.Tensor, span: float, n_steps: int) -> torch.Tensor:
+    """Integrate the autonomous ``dh/dt = f(h)`` over ``span`` (either sign) with RK4.
+
+    Parameters
+    ----------
+    f : callable
+        Maps (..., state) to (..., state).
+    h : Tensor of shape (..., state)
+    span : float
+        Signed length of the interval.
+    n_steps : int
+        Equal steps.
+
+    Returns
+    -------
+    Tensor of shape (..., state)
+    """
+    dt = span / n_steps
+    for _ in range(n_steps):
+        k1 = f(h)
+        k2 = f(h + 0.5 * dt * k1)
+        k3 = f(h + 0.5 * dt * k2)
+        k4 = f(h + dt * k3)
+        h = h + dt / 6.0 * (k1 + 2.0 * k2 + 2.0 * k3 + k4)
+    return h
+
+
+def _n_steps(span: float, max_step: float) -> int:
+    return max(1, int(-(-span // max_step)))
+
+
 class ODERNNEncoder(nn.Module):
     """Recognition network of Rubanova et al. (2019): an ODE-RNN run backwards in time.
 
@@ -227,14 +260,7 @@ class ODERNNEncoder(nn.Module):
 
     def _evolve(self, h: torch.Tensor, span: float, n_steps: int) -> torch.Tensor:
         """RK4 backwards over ``span`` (> 0) in ``n_steps`` steps."""
-        dt = -span / n_steps
-        for _ in range(n_steps):
-            k1 = self.dynamics(h)
-            k2 = self.dynamics(h + 0.5 * dt * k1)
-            k3 = self.dynamics(h + 0.5 * dt * k2)
-            k4 = self.dynamics(h + dt * k3)
-            h = h + dt / 6.0 * (k1 + 2.0 * k2 + 2.0 * k3 + k4)
-        return h
+        return rk4(self.dynamics, h, -span, n_steps)
 
     def forward(self, values: torch.Tensor, mask: torch.Tensor, times: torch.Tensor):
         """Encode a batch.
@@ -253,7 +279,7 @@ class ODERNNEncoder(nn.Module):
         # the spans between grid times, back to the origin, and their step counts: one sync
         edges = torch.cat([times.new_zeros(1), times])
         spans = (edges[1:] - edges[:-1]).tolist()
-        steps = [max(1, int(-(-span // self.max_step))) for span in spans]
+        steps = [_n_steps(span, self.max_step) for span in spans]
         inputs = torch.cat([values * mask, mask.to(values.dtype)], dim=-1)
         h = values.new_zeros(values.shape[0], self.hidden_dim)
         started = torch.zeros_like(observed[:, 0])
@@ -369,4 +395,84 @@ class GapRNN(nn.Module):
             step = self.step_inputs(pred, torch.ones_like(pred), gap).unsqueeze(1)
             _, state = self.gru(step, state)
             t_prev = tq.expand_as(t_last)
+        return torch.stack(preds, dim=1)
+
+
+class ODERNN(nn.Module):
+    """ODE-RNN forecaster (Rubanova et al. 2019) run forwards in time, non-latent.
+
+    From each series' first observation on, the hidden state follows ``dh/dt = g(h)``
+    between the batch's grid times (RK4, steps no longer than ``max_step``) and takes a GRU
+    update at the series' observations; a head reads the state just before each time as the
+    prediction there. Past the last observation the state keeps following the ODE, so
+    forecasts at any later time need no feedback of predictions. Same interface as
+    :class:`GapRNN`.
+
+    Parameters
+    ----------
+    n_features : int
+    hidden_dim : int, default 25
+    max_step : float, default 0.05
+        Longest RK4 step, in model time units.
+    """
+
+    def __init__(self, n_features: int, hidden_dim: int = 25, *, max_step: float = 0.05):
+        super().__init__()
+        self.dynamics = mlp(hidden_dim, hidden_dim, hidden_dim, n_layers=2, activation=nn.Tanh)
+        self.cell = nn.GRUCell(2 * n_features, hidden_dim)
+        self.head = mlp(hidden_dim, hidden_dim, n_features, n_layers=2)
+        self.hidden_dim = hidden_dim
+        self.max_step = float(max_step)
+
+    def forward(self, values: torch.Tensor, mask: torch.Tensor, times: torch.Tensor):
+        """Predictions just before every grid time, from the observations before it.
+
+        Returns
+        -------
+        pred, target, target_mask : Tensor of shape (batch, time, features)
+            ``target_mask`` excludes each series' first observation (nothing precedes it).
+        h_last : Tensor of shape (batch, hidden)
+            State at the last grid time.
+        t_last : Tensor of shape (batch,)
+            The last grid time (the same for every series).
+        """
+        observed = mask.any(-1)
+        spans = (times[1:] - times[:-1]).tolist()
+        inputs = torch.cat([values * mask, mask.to(values.dtype)], dim=-1)
+        h = values.new_zeros(values.shape[0], self.hidden_dim)
+        started = torch.zeros_like(observed[:, 0])
+        preds, scored = [], []
+        for i in range(times.shape[0]):
+            if i > 0:
+                evolved = rk4(self.dynamics, h, spans[i - 1], _n_steps(spans[i - 1], self.max_step))
+                h = torch.where(started[:, None], evolved, h)
+            preds.append(self.head(h))
+            scored.append(started)
+            h = torch.where(observed[:, i, None], self.cell(inputs[:, i], h), h)
+            started = started | observed[:, i]
+        pred = torch.stack(preds, dim=1)
+        target_mask = mask & torch.stack(scored, dim=1)[..., None]
+        t_last = times[-1].expand(values.shape[0])
+        return pred, values, target_mask.to(values.dtype), h, t_last
+
+    def rollout(self, h: torch.Tensor, t_last: torch.Tensor, query: torch.Tensor):
+        """Follow the hidden ODE from ``t_last`` to each query time.
+
+        Parameters
+        ----------
+        h : Tensor of shape (batch, hidden)
+        t_last : Tensor of shape (batch,)
+            All equal (the end of the batch's grid).
+        query : Tensor of shape (n_query,)
+            Increasing times after ``t_last``.
+
+        Returns
+        -------
+        Tensor of shape (batch, n_query, features)
+        """
+        edges = torch.cat([t_last[:1], query]).tolist()
+        preds = []
+        for a, b in zip(edges[:-1], edges[1:], strict=True):
+            h = rk4(self.dynamics, h, b - a, _n_steps(b - a, self.max_step))
+            preds.append(self.head(h))
         return torch.stack(preds, dim=1)

@@ -50,3 +50,38 @@ def test_needs_two_observations_per_series():
     one = from_arrays([([0.0], [[1.0]]), ([0.0, 1.0], [[1.0], [2.0]])])
     with pytest.raises(ValueError, match="fewer than two"):
         RNNBaseline(max_epochs=1).fit(one)
+
+
+def test_odernn_predictions_are_causal_and_skip_first_observations():
+    import torch
+
+    from latentode.datasets import collate, from_arrays
+    from latentode.nn import ODERNN
+
+    torch.manual_seed(0)
+    net = ODERNN(1, 8)
+    data = from_arrays([([0.0, 0.3, 0.7], [[1.0], [2.0], [3.0]]), ([0.3, 1.0], [[5.0], [6.0]])])
+    batch = collate(data)
+    pred, target, target_mask, _, t_last = net(batch.values, batch.mask, batch.times)
+    # each series' first observation has nothing before it to predict from
+    assert target_mask[:, :, 0].tolist() == [[0, 1, 1, 0], [0, 0, 0, 1]]
+    assert torch.all(t_last == 1.0)
+    # changing a later value leaves every earlier prediction unchanged
+    later = batch.values.clone()
+    later[0, 2, 0] = 100.0
+    pred2, *_ = net(later, batch.mask, batch.times)
+    assert torch.equal(pred2[:, :3], pred[:, :3]) and not torch.equal(pred2[0, 3], pred[0, 3])
+
+
+def test_odernn_baseline_extrapolates_better_than_the_mean():
+    from latentode.baselines import ODERNNBaseline
+    from latentode.datasets import make_spirals
+
+    data = make_spirals(n_series=100, n_obs=20, random_state=0)
+    model = ODERNNBaseline(max_epochs=10, random_state=0).fit(data.train)
+    pred = model.predict(data.test, times=data.test_extrapolation_times[:30]).values
+    truth = data.test_extrapolation_truth[:, :30]
+    rmse = np.sqrt(np.mean((pred - truth) ** 2))
+    mean_rmse = np.sqrt(np.mean((truth - data.train_truth.mean((0, 1))) ** 2))
+    assert model.history_.loss[-1] < 0.5 * model.history_.loss[0]
+    assert rmse < mean_rmse
