@@ -17,6 +17,7 @@ from ._download import (
     safe_extract,
     sha256_file,
 )
+from .activity import PersonActivity, load_person_activity
 from .periodic import PeriodicData, make_periodic
 from .physionet import PHYSIONET2012_FEATURES, PhysioNet2012, load_physionet2012
 from .spirals import SpiralData, make_spirals
@@ -29,6 +30,7 @@ __all__ = [
     "IrregularSeries",
     "PHYSIONET2012_FEATURES",
     "PeriodicData",
+    "PersonActivity",
     "PhysioNet2012",
     "SpiralData",
     "as_dataset",
@@ -37,6 +39,7 @@ __all__ = [
     "download",
     "from_arrays",
     "from_pandas",
+    "load_person_activity",
     "load_physionet2012",
     "make_periodic",
     "make_spirals",
