@@ -27,6 +27,8 @@ import time
 from concurrent.futures import ProcessPoolExecutor
 from importlib.metadata import version
 
+from latentode.datasets import TUNED_LATENT_ODE
+
 PAPER = {  # Chen et al. (2018), Table 2
     "rnn": {30: 0.3937, 50: 0.3202, 100: 0.1813},
     "latent_ode": {30: 0.1642, 50: 0.1502, 100: 0.1346},
@@ -93,8 +95,9 @@ def main(argv=None):
         default=[1000, 1000, 1500],
         help="Latent ODE epochs: one value, or one per --n-obs",
     )
-    parser.add_argument("--lr", type=float, default=0.02, help="Latent ODE learning rate")
-    parser.add_argument("--lr-decay", type=float, default=0.997, help="per epoch")
+    tuned = TUNED_LATENT_ODE
+    parser.add_argument("--lr", type=float, default=tuned["lr"], help="Latent ODE learning rate")
+    parser.add_argument("--lr-decay", type=float, default=tuned["lr_decay"], help="per epoch")
     parser.add_argument(
         "--subsample",
         type=float,
@@ -106,13 +109,13 @@ def main(argv=None):
     parser.add_argument(
         "--encode-fraction",
         type=float,
-        default=0.5,
+        default=tuned["encode_fraction"],
         help="Latent ODE forecast training: smallest fraction of each series' span encoded",
     )
     parser.add_argument(
         "--obs-std",
         type=float,
-        default=0.1,
+        default=tuned["obs_std"],
         help="Latent ODE fixed observation noise std; 0 learns it",
     )
     parser.add_argument(

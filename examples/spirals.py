@@ -22,7 +22,7 @@ import numpy as np  # noqa: E402
 import xarray as xr  # noqa: E402
 
 from latentode import LatentODE  # noqa: E402
-from latentode.datasets import make_spirals  # noqa: E402
+from latentode.datasets import TUNED_LATENT_ODE, make_spirals  # noqa: E402
 from latentode.plotting import plot_posterior  # noqa: E402
 
 
@@ -30,21 +30,22 @@ def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--n-series", type=int, default=1000)
     parser.add_argument("--n-obs", type=int, default=30, help="observed points per series")
-    parser.add_argument("--epochs", type=int, default=1000)
-    parser.add_argument("--lr", type=float, default=0.02, help="Adam learning rate")
+    tuned = TUNED_LATENT_ODE
+    parser.add_argument("--epochs", type=int, default=tuned["max_epochs"])
+    parser.add_argument("--lr", type=float, default=tuned["lr"], help="Adam learning rate")
     parser.add_argument(
-        "--lr-decay", type=float, default=0.997, help="learning-rate factor per epoch"
+        "--lr-decay", type=float, default=tuned["lr_decay"], help="learning-rate factor per epoch"
     )
     parser.add_argument(
         "--encode-fraction",
         type=float,
-        default=0.5,
+        default=tuned["encode_fraction"],
         help="forecast training: smallest fraction of each series' span the encoder reads",
     )
     parser.add_argument(
         "--obs-std",
         type=float,
-        default=0.1,
+        default=tuned["obs_std"],
         help="fixed observation noise std (the data's); 0 learns it",
     )
     parser.add_argument("--seed", type=int, default=0)

@@ -143,15 +143,11 @@ def _plot(args) -> None:
 
 def _demo(args) -> None:
     from . import LatentODE
-    from .datasets import make_spirals
+    from .datasets import TUNED_LATENT_ODE, make_spirals
 
     data = make_spirals(n_series=args.n_series, n_obs=30, random_state=args.seed)
     model = LatentODE(
-        max_epochs=args.epochs,
-        lr=0.02,
-        lr_decay=0.997,
-        encode_fraction=0.5,
-        obs_std=0.1,
+        **{**TUNED_LATENT_ODE, "max_epochs": args.epochs},
         random_state=args.seed,
         verbose="force" if args.progress else False,
     ).fit(data.train)
@@ -212,7 +208,7 @@ def build_parser() -> argparse.ArgumentParser:
     plot.set_defaults(run=_plot)
 
     demo = sub.add_parser("demo", help="fit the spiral model and print its RMSE")
-    demo.add_argument("--epochs", type=int, default=1000)
+    demo.add_argument("--epochs", type=int, default=1000, help="training epochs")
     demo.add_argument("--n-series", type=int, default=1000)
     demo.add_argument("--seed", type=int, default=0)
     demo.add_argument("--progress", action="store_true")

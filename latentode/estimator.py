@@ -621,12 +621,12 @@ class LatentODE(IrregularSeriesEstimator):
                 self._batch(val[i : i + _PREDICT_CHUNK], self.device_)
                 for i in range(0, len(val), _PREDICT_CHUNK)
             ]
-        fingerprint = data_fingerprint(data)
-        if labels is not None:
-            fingerprint += ":" + content_digest(labels)
-        resume_from = self._read_checkpoint(checkpoint, fingerprint) if resume else None
-        write = None
-        if checkpoint is not None:
+        resume_from, write = None, None
+        if checkpoint is not None:  # the data's fingerprint is needed only to checkpoint
+            fingerprint = data_fingerprint(data)
+            if labels is not None:
+                fingerprint += ":" + content_digest(labels)
+            resume_from = self._read_checkpoint(checkpoint, fingerprint) if resume else None
             write = functools.partial(
                 self._write_checkpoint, os.fspath(checkpoint), fingerprint=fingerprint
             )

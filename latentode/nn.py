@@ -258,10 +258,6 @@ class ODERNNEncoder(nn.Module):
         self.hidden_dim = hidden_dim
         self.max_step = float(max_step)
 
-    def _evolve(self, h: torch.Tensor, span: float, n_steps: int) -> torch.Tensor:
-        """RK4 backwards over ``span`` (> 0) in ``n_steps`` steps."""
-        return rk4(self.dynamics, h, -span, n_steps)
-
     def forward(self, values: torch.Tensor, mask: torch.Tensor, times: torch.Tensor):
         """Encode a batch.
 
@@ -285,12 +281,14 @@ class ODERNNEncoder(nn.Module):
         started = torch.zeros_like(observed[:, 0])
         for i in range(times.shape[0] - 1, -1, -1):
             if i < times.shape[0] - 1 and spans[i + 1] > 0:
-                h = torch.where(started[:, None], self._evolve(h, spans[i + 1], steps[i + 1]), h)
+                h = torch.where(
+                    started[:, None], rk4(self.dynamics, h, -spans[i + 1], steps[i + 1]), h
+                )
             updated = self.cell(inputs[:, i], h)
             h = torch.where(observed[:, i, None], updated, h)
             started = started | observed[:, i]
         if spans[0] > 0:
-            h = self._evolve(h, spans[0], steps[0])
+            h = rk4(self.dynamics, h, -spans[0], steps[0])
         loc, raw = self.out(h).chunk(2, dim=-1)
         return loc, F.softplus(raw) + 1e-4
 

@@ -20,7 +20,7 @@ from ._download import (
 from .activity import PersonActivity, load_person_activity
 from .periodic import PeriodicData, make_periodic
 from .physionet import PHYSIONET2012_FEATURES, PhysioNet2012, load_physionet2012
-from .spirals import SpiralData, make_spirals
+from .spirals import TUNED_LATENT_ODE, SpiralData, make_spirals
 
 __all__ = [
     "Batch",
@@ -29,6 +29,7 @@ __all__ = [
     "IrregularDataset",
     "IrregularSeries",
     "PHYSIONET2012_FEATURES",
+    "TUNED_LATENT_ODE",
     "PeriodicData",
     "PersonActivity",
     "PhysioNet2012",
