@@ -32,7 +32,13 @@ from ._io import (
     write_atomic,
 )
 from .datasets import IrregularDataset, as_dataset, collate
-from .inference import TrainingHistory, make_inference_data, per_series_elbo, train_svi
+from .inference import (
+    TrainingHistory,
+    make_inference_data,
+    per_series_elbo,
+    posterior_predictive,
+    train_svi,
+)
 from .models import ENCODERS, LatentODEModel
 from .solvers import SOLVER_METHODS
 
@@ -711,38 +717,38 @@ class LatentODE(IrregularSeriesEstimator):
         return payload["training"]
 
     # -- prediction --------------------------------------------------------------------------
-    def _draw(self, X, times, n_samples: int, *, with_latent: bool):
-        """Decoded trajectories for posterior draws of z0, chunked over series.
+    def _draw(self, X, times, n_samples: int, *, sites):
+        """Posterior predictive draws at query times, chunked over series.
 
         Returns
         -------
         data : IrregularDataset
         t : ndarray of shape (time,)
-        mean : Tensor of shape (n_samples, series, time, features), model units
-        z : Tensor of shape (n_samples, series, time, latent) or None
-        z0 : Tensor of shape (n_samples, series, latent)
+        draws : dict of str to Tensor
+            As :func:`latentode.inference.posterior_predictive` returns them (model units),
+            concatenated over series.
         """
         check_is_fitted(self)
         check_positive_int("n_samples", n_samples)
         data = self._check_data(X)
         t = self._check_times(times, data)
         query = self._model_times(t, self.device_)
-        module = self.model_
-        gen = self._generator(self.device_)
-        means, zs, z0s = [], [], []
-        with torch.no_grad():
+        chunks = []
+        with self._seeded(_seed_from(self.random_state), self.device_):
             for i in range(0, len(data), _PREDICT_CHUNK):
                 batch = self._batch(data[i : i + _PREDICT_CHUNK], self.device_)
-                z0 = module.posterior_z0(
-                    batch.times, batch.values, batch.mask, n_samples=n_samples, generator=gen
+                chunks.append(
+                    posterior_predictive(
+                        self.model_,
+                        batch.times,
+                        batch.values,
+                        batch.mask,
+                        query,
+                        n_samples=n_samples,
+                        sites=sites,
+                    )
                 )
-                z, _ = module.solve(z0, query)
-                z0s.append(z0)
-                means.append(module.decoder(z))
-                if with_latent:
-                    zs.append(z)
-        z = torch.cat(zs, dim=1) if with_latent else None
-        return data, t, torch.cat(means, dim=1), z, torch.cat(z0s, dim=1)
+        return data, t, {s: torch.cat([c[s] for c in chunks], dim=1) for s in sites}
 
     def predict(self, X, *, times=None, n_samples: int = 32) -> xr.DataArray:
         """Posterior mean of the series at query times, given their observed points.
@@ -766,8 +772,8 @@ class LatentODE(IrregularSeriesEstimator):
         xarray.DataArray of shape (series, time, feature)
             In the data's units, with series ids, times and feature names as coordinates.
         """
-        data, t, mean, _, _ = self._draw(X, times, n_samples, with_latent=False)
-        values = self._unscale_values(mean.mean(0))
+        data, t, draws = self._draw(X, times, n_samples, sites=("mean",))
+        values = self._unscale_values(draws["mean"].mean(0))
         return xr.DataArray(
             values,
             dims=("series", "time", "feature"),
@@ -779,6 +785,11 @@ class LatentODE(IrregularSeriesEstimator):
         self, X, *, times=None, n_samples: int = 100, include_latent: bool = False
     ) -> xr.Dataset:
         """Draws from the posterior predictive distribution at query times.
+
+        Runs the model's guide and its generative mode through
+        :class:`pyro.infer.Predictive` (see :func:`latentode.inference.posterior_predictive`):
+        ``z0 ~ q(z0 | x)``, solved to ``times``, decoded, and observation noise drawn. Draws are
+        reproducible for a given ``random_state``.
 
         Parameters
         ----------
@@ -794,22 +805,32 @@ class LatentODE(IrregularSeriesEstimator):
         xarray.Dataset
             ``obs (sample, series, time, feature)``: draws including observation noise;
             ``mean (sample, series, time, feature)``: the decoded trajectory of each draw;
-            ``z (sample, series, time, latent)`` when asked for. Values in the data's units.
+            ``intensity (sample, series, time, feature)``: the expected number of observations
+            per unit of time of each feature, for models fitted with ``poisson=True``;
+            ``z0 (sample, series, latent)`` and ``z (sample, series, time, latent)`` when
+            ``include_latent``. Values in the data's units, times in the data's time units.
         """
-        data, t, mean, z, _ = self._draw(X, times, n_samples, with_latent=include_latent)
-        gen = self._generator(self.device_, offset=1)
-        noise = self.model_.noise().detach()
-        eps = torch.randn(mean.shape, generator=gen, device=mean.device, dtype=mean.dtype)
+        sites = ["mean", "obs"]
+        if self.poisson:
+            sites.append("intensity")
+        if include_latent:
+            sites += ["z0", "z"]
+        data, t, draws = self._draw(X, times, n_samples, sites=tuple(sites))
         coords = self._coords(data, t)
         coords["sample"] = np.arange(n_samples)
         dims = ("sample", "series", "time", "feature")
         variables = {
-            "obs": (dims, self._unscale_values(mean + noise * eps)),
-            "mean": (dims, self._unscale_values(mean)),
+            "obs": (dims, self._unscale_values(draws["obs"])),
+            "mean": (dims, self._unscale_values(draws["mean"])),
         }
-        if z is not None:
+        if self.poisson:
+            # model intensities are per unit of rescaled time
+            rate = draws["intensity"].cpu().double().numpy() / self.time_scale_
+            variables["intensity"] = (dims, rate)
+        if include_latent:
             coords["latent"] = np.arange(self.latent_dim)
-            variables["z"] = (("sample", "series", "time", "latent"), z.cpu().numpy())
+            variables["z0"] = (("sample", "series", "latent"), draws["z0"].cpu().numpy())
+            variables["z"] = (("sample", "series", "time", "latent"), draws["z"].cpu().numpy())
         return xr.Dataset(variables, coords=coords)
 
     def predict_quantiles(
@@ -894,12 +915,10 @@ class LatentODE(IrregularSeriesEstimator):
             and ``az.waic`` leave out one series at a time. Times are the union of the
             series' observation times.
         """
-        data, t, mean, _, z0 = self._draw(X, None, n_samples, with_latent=False)
-        gen = self._generator(self.device_, offset=1)
-        noise = self.model_.noise().detach()
-        eps = torch.randn(mean.shape, generator=gen, device=mean.device, dtype=mean.dtype)
-        predictive = self._unscale_values(mean + noise * eps)[None]
-        loc = self._unscale_values(mean)[None]
+        data, t, draws = self._draw(X, None, n_samples, sites=("z0", "mean", "obs"))
+        z0, noise = draws["z0"], self.model_.noise().detach()
+        predictive = self._unscale_values(draws["obs"])[None]
+        loc = self._unscale_values(draws["mean"])[None]
         sigma = noise.cpu().double().numpy() * self.value_scale_
         batch = collate(data, times_transform=None)
         observed = np.where(batch.mask.numpy(), batch.values.double().numpy(), np.nan)
@@ -922,8 +941,9 @@ class LatentODE(IrregularSeriesEstimator):
             ),
             "log_likelihood": xr.Dataset({"obs": (draws, log_lik)}, coords=coords),
         }
-        for name, group in groups.items():
-            groups[name] = group.drop_vars([c for c in group.coords if c not in group.dims])
+        for name, group in groups.items():  # keep only the coordinates a variable uses
+            used = {dim for var in group.data_vars.values() for dim in var.dims}
+            groups[name] = group.drop_vars([c for c in group.coords if c not in used])
         return make_inference_data(groups)
 
     # -- evaluation --------------------------------------------------------------------------

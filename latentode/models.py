@@ -172,9 +172,23 @@ class LatentODEModel(PyroModule):
 
     # -- Pyro programs -------------------------------------------------------------------
     def model(
-        self, times, values, mask, *, kl_scale: float = 1.0, encode_mask=None, labels=None
+        self,
+        times,
+        values,
+        mask,
+        *,
+        kl_scale: float = 1.0,
+        encode_mask=None,
+        labels=None,
+        query_times=None,
     ):
         """The generative model.
+
+        Two modes. Given observations (the default), it scores them: sites ``z0``, ``obs``
+        (observed), ``obs_times`` and ``label`` where enabled. Given ``query_times``, it
+        generates instead: ``obs`` is drawn at the query times, beside the deterministic sites
+        ``z``, ``mean`` and (with ``poisson``) ``intensity``; run with the guide through
+        :class:`pyro.infer.Predictive`, this is the posterior predictive distribution.
 
         Parameters
         ----------
@@ -186,11 +200,14 @@ class LatentODEModel(PyroModule):
             Used by the guide only (see :meth:`guide`).
         labels : LongTensor of shape (batch,), optional
             Observed classes for the ``label`` site (models built with ``n_classes``).
+        query_times : Tensor of shape (query,), optional
+            Increasing, non-negative times (model units) at which to generate ``obs``; the
+            observations are then not scored.
 
         Returns
         -------
-        Tensor of shape (batch, time, features)
-            Decoded means.
+        Tensor of shape (batch, time, features) or (..., batch, query, features)
+            Decoded means on ``times``, or on ``query_times`` when given.
         """
         n_series = values.shape[0]
         prior = dist.Normal(
@@ -199,6 +216,8 @@ class LatentODEModel(PyroModule):
         with pyro.plate(SERIES_PLATE, n_series, dim=-1):
             with poutine.scale(scale=kl_scale):
                 z0 = pyro.sample("z0", prior)
+            if query_times is not None:
+                return self._generate(z0, query_times)
             z, cumulative = self.solve(z0, times)
             loc = self.decoder(z)
             pyro.sample("obs", masked_normal(loc, self.noise(), mask), obs=values)
@@ -211,13 +230,35 @@ class LatentODEModel(PyroModule):
                     pyro.sample("label", dist.Categorical(logits=self.classifier(z0)), obs=labels)
         return loc
 
+    def _generate(self, z0: torch.Tensor, query_times: torch.Tensor) -> torch.Tensor:
+        """Sites of the generative mode of :meth:`model`, inside the series plate."""
+        z, _ = self.solve(z0, query_times)
+        pyro.deterministic("z", z, event_dim=2)
+        loc = pyro.deterministic("mean", self.decoder(z), event_dim=2)
+        if self.poisson:
+            pyro.deterministic("intensity", self.intensity(z), event_dim=2)
+        noise = self.noise().expand(loc.shape)
+        pyro.sample("obs", dist.Normal(loc, noise).to_event(2))
+        if self.classifier is not None:
+            pyro.sample("label", dist.Categorical(logits=self.classifier(z0)))
+        return loc
+
     def guide(
-        self, times, values, mask, *, kl_scale: float = 1.0, encode_mask=None, labels=None
+        self,
+        times,
+        values,
+        mask,
+        *,
+        kl_scale: float = 1.0,
+        encode_mask=None,
+        labels=None,
+        query_times=None,
     ):
         """The amortised posterior ``q(z0 | x)``; same arguments as :meth:`model`.
 
         With ``encode_mask`` the encoder reads only those observations while the model scores
-        all of ``mask``: ``q(z0 | x_early)`` is trained to forecast the rest.
+        all of ``mask``: ``q(z0 | x_early)`` is trained to forecast the rest. ``labels`` and
+        ``query_times`` do not enter the guide.
         """
         if encode_mask is not None:
             values, mask = values * encode_mask, encode_mask

@@ -299,3 +299,21 @@ def test_to_inference_data_groups_and_log_likelihood(data, fitted):
     obs = observed.sel(series=first.id).values
     manual = np.nansum(stats.norm.logpdf(obs, means.values, sigma), axis=(-2, -1))
     assert np.allclose(idata.log_likelihood["obs"].sel(series=first.id).values[0], manual)
+
+
+def test_poisson_intensity_is_per_unit_of_the_users_time(data):
+    from latentode.datasets import from_arrays
+
+    def rescaled(ds, factor):
+        return from_arrays([(s.times * factor, s.values) for s in ds], ids=ds.ids)
+
+    params = {**FAST, "poisson": True}
+    hours = LatentODE(**params).fit(rescaled(data.train, 1.0))
+    minutes = LatentODE(**params).fit(rescaled(data.train, 60.0))
+    test = data.test[:4]
+    per_hour = hours.sample(rescaled(test, 1.0), times=[1.0, 2.0, 4.0], n_samples=8)
+    per_minute = minutes.sample(rescaled(test, 60.0), times=[60.0, 120.0, 240.0], n_samples=8)
+    # the same model in model time, so rates per minute are rates per hour / 60
+    assert np.allclose(per_minute["intensity"], per_hour["intensity"].values / 60, rtol=1e-3)
+    assert np.allclose(per_minute["mean"], per_hour["mean"].values, atol=1e-4)
+    assert "intensity" not in LatentODE(**FAST).fit(data.train[:8]).sample(test, n_samples=2)

@@ -1,13 +1,16 @@
-"""Training and evaluation: the SVI loop, ELBO evaluation, export to ArviZ."""
+"""Training and evaluation: the SVI loop, ELBO evaluation, posterior predictive, ArviZ export."""
 
 from .arviz import make_inference_data
+from .predictive import PREDICTIVE_SITES, posterior_predictive
 from .svi import TrainingHistory, kl_weight, per_series_elbo, svi_loss, train_svi
 
 __all__ = [
+    "PREDICTIVE_SITES",
     "TrainingHistory",
     "make_inference_data",
     "kl_weight",
     "per_series_elbo",
+    "posterior_predictive",
     "svi_loss",
     "train_svi",
 ]

@@ -1,0 +1,65 @@
+"""Posterior predictive draws through :class:`pyro.infer.Predictive`."""
+
+from __future__ import annotations
+
+import torch
+from pyro.infer import Predictive
+
+__all__ = ["PREDICTIVE_SITES", "posterior_predictive"]
+
+#: Sites the generative mode of :meth:`latentode.models.LatentODEModel.model` can return.
+PREDICTIVE_SITES = ("z0", "z", "mean", "intensity", "obs", "label")
+
+
+def posterior_predictive(
+    module, times, values, mask, query_times, *, n_samples: int, sites=("z0", "mean", "obs")
+) -> dict[str, torch.Tensor]:
+    """Draws of ``z0 ~ q(z0 | x)`` carried through the model to the query times.
+
+    The guide reads the observed series; the model, in its generative mode, solves each draw
+    of ``z0`` to ``query_times`` and draws the observations there. Draws are vectorised (one
+    solve for all of them) and use Pyro's (torch's) global random stream.
+
+    Parameters
+    ----------
+    module : latentode.models.LatentODEModel
+    times : Tensor of shape (time,)
+        The batch's union grid, model units.
+    values, mask : Tensor of shape (batch, time, features)
+    query_times : Tensor of shape (query,)
+        Increasing, non-negative, model units.
+    n_samples : int
+    sites : sequence of str, default ("z0", "mean", "obs")
+        Any of :data:`PREDICTIVE_SITES`; ``intensity`` needs a Poisson model and ``label``
+        a classifier.
+
+    Returns
+    -------
+    dict of str to Tensor
+        ``z0 (n_samples, batch, latent)``, ``z (n_samples, batch, query, latent)``,
+        ``mean``, ``obs`` and ``intensity`` ``(n_samples, batch, query, features)``,
+        ``label (n_samples, batch)``; in model units.
+    """
+    unknown = [s for s in sites if s not in PREDICTIVE_SITES]
+    if unknown:
+        raise ValueError(f"sites {unknown} are not predictive sites; use {PREDICTIVE_SITES}.")
+    predictive = Predictive(
+        module.model,
+        guide=module.guide,
+        num_samples=n_samples,
+        parallel=True,
+        return_sites=list(sites),
+    )
+    with torch.no_grad():
+        draws = predictive(times, values, mask, query_times=query_times)
+    missing = [s for s in sites if s not in draws]
+    if missing:
+        raise ValueError(f"the model has no sites {missing} (intensity needs poisson=True, "
+                         "label a classifier).")
+    return {s: draws[s].reshape((n_samples,) + draws[s].shape[-_event_rank(s) - 1 :])
+            for s in sites}
+
+
+def _event_rank(site: str) -> int:
+    """Dims after the series dim in the returned draws of ``site``."""
+    return {"z0": 1, "label": 0}.get(site, 2)
