@@ -8,6 +8,7 @@ from ._containers import (
     collate,
     from_arrays,
     from_pandas,
+    from_xarray,
 )
 from ._download import (
     DownloadError,
@@ -40,6 +41,7 @@ __all__ = [
     "download",
     "from_arrays",
     "from_pandas",
+    "from_xarray",
     "load_person_activity",
     "load_physionet2012",
     "make_periodic",

@@ -17,6 +17,7 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 import torch
+import xarray as xr
 
 __all__ = [
     "IrregularSeries",
@@ -143,6 +144,36 @@ class IrregularDataset(Sequence):
         values = np.concatenate([s.values for s in self._series], axis=0)
         index = pd.MultiIndex.from_arrays([id_values, times], names=[id_name, time_name])
         return pd.DataFrame(values, index=index, columns=self.feature_names)
+
+    def to_xarray(self, *, name: str = "values") -> xr.DataArray:
+        """Return the data on the union of the series' times, NaN where not observed.
+
+        The inverse of :func:`from_xarray`: ``from_xarray(data.to_xarray())`` gives the same
+        series (rows with nothing observed are where another series was observed).
+
+        Parameters
+        ----------
+        name : str, default "values"
+
+        Returns
+        -------
+        xarray.DataArray of shape (series, time, feature)
+            Coordinates: series ids, the union of observation times, feature names.
+        """
+        grid = np.unique(np.concatenate([s.times for s in self._series]))
+        out = np.full((len(self), grid.size, self.n_features), np.nan)
+        for i, s in enumerate(self._series):
+            out[i, np.searchsorted(grid, s.times)] = s.values
+        return xr.DataArray(
+            out,
+            dims=("series", "time", "feature"),
+            coords={
+                "series": np.asarray(self.ids, dtype=object),
+                "time": grid,
+                "feature": list(self.feature_names),
+            },
+            name=name,
+        )
 
 
 @dataclass
@@ -611,13 +642,90 @@ def _from_panel(df: pd.DataFrame, *, name: str) -> IrregularDataset:
                       time_unit=None, name=name)  # fmt: skip
 
 
+def from_xarray(
+    data,
+    *,
+    series_dim: str = "series",
+    time_dim: str = "time",
+    feature_dim: str = "feature",
+    time_unit: str | None = None,
+) -> IrregularDataset:
+    """Build a data set from an xarray grid, NaN meaning "not observed".
+
+    Parameters
+    ----------
+    data : xarray.DataArray or xarray.Dataset
+        A DataArray of dims (series, time, feature) or (series, time) (one feature, named
+        after the array); or a Dataset whose data variables, each of dims (series, time), are
+        the features. Other dims are an error; the order of dims does not matter.
+    series_dim, time_dim, feature_dim : str
+        Names of the dims. Their coordinates give series ids, times and feature names.
+    time_unit : str, optional
+        Unit in which timedelta times are counted, e.g. ``"h"``.
+
+    Returns
+    -------
+    IrregularDataset
+        One series per entry of ``series_dim``, holding the times at which it has at least one
+        observed value.
+
+    Raises
+    ------
+    ValueError, TypeError
+        Wrong dims, a series with no observation, and every case of :func:`from_arrays`.
+    """
+    name = "from_xarray"
+    if isinstance(data, xr.Dataset):
+        if not data.data_vars:
+            raise ValueError(f"{name}: the Dataset has no data variables to use as features.")
+        for var, arr in data.data_vars.items():
+            if set(arr.dims) != {series_dim, time_dim}:
+                raise ValueError(
+                    f"{name}: data variable {var!r} has dims {arr.dims}; every feature of a "
+                    f"Dataset needs dims ({series_dim!r}, {time_dim!r}) — or pass a DataArray "
+                    f"with a {feature_dim!r} dim."
+                )
+        data = data.to_dataarray(dim=feature_dim)
+    elif not isinstance(data, xr.DataArray):
+        raise TypeError(
+            f"{name}: `data` must be an xarray DataArray or Dataset, got {type(data).__name__}."
+        )
+    elif feature_dim not in data.dims:
+        data = data.expand_dims({feature_dim: [str(data.name) if data.name else "x0"]}, -1)
+    if set(data.dims) != {series_dim, time_dim, feature_dim}:
+        raise ValueError(
+            f"{name}: `data` has dims {data.dims}; expected ({series_dim!r}, {time_dim!r}, "
+            f"{feature_dim!r}) — name them with series_dim=, time_dim=, feature_dim=."
+        )
+    data = data.transpose(series_dim, time_dim, feature_dim)
+    times = data[time_dim].values
+    features = [str(f) for f in data[feature_dim].values]
+    ids, pairs = [], []
+    values = np.asarray(data.values)
+    for i, sid in enumerate(data[series_dim].values):
+        sid = sid.item() if isinstance(sid, np.generic) else sid  # plain Python ids
+        v = _to_float(values[i], name=name, series_id=sid, what="values",
+                      advice="pass real numbers")  # fmt: skip
+        rows = ~np.isnan(v).all(axis=1)
+        if not rows.any():
+            raise ValueError(
+                f"{name}: series {sid!r} has no observed value; drop it "
+                f"(data.dropna({series_dim!r}, how='all')) or fill it in."
+            )
+        ids.append(sid)
+        pairs.append((times[rows], v[rows]))
+    return _from_pairs(pairs, ids=ids, feature_names=features, time_unit=time_unit, name=name,
+                       stacklevel=3)  # fmt: skip
+
+
 def as_dataset(X, *, name: str = "X") -> IrregularDataset:
     """The validation gate: turn any supported input into an :class:`IrregularDataset`.
 
     Parameters
     ----------
-    X : IrregularDataset, DataFrame, IrregularSeries, or list of (times, values)
-        A DataFrame must be indexed by (series id, time) with one column per feature.
+    X : IrregularDataset, DataFrame, xarray object, IrregularSeries, or list of (times, values)
+        A DataFrame must be indexed by (series id, time) with one column per feature; an
+        xarray DataArray or Dataset as :func:`from_xarray` takes it (default dim names).
     name : str
         The argument's name, used in error messages.
 
@@ -635,12 +743,15 @@ def as_dataset(X, *, name: str = "X") -> IrregularDataset:
         if X.empty:
             raise ValueError(f"{name} is an empty DataFrame; pass at least one observation.")
         return _from_panel(X, name=name)
+    if isinstance(X, (xr.DataArray, xr.Dataset)):
+        return from_xarray(X)
     if isinstance(X, (list, tuple)):
         if len(X) == 0:
             raise ValueError(f"{name} is empty; pass at least one (times, values) pair.")
         return _from_pairs(X, ids=None, feature_names=None, time_unit=None, name=name,
                            stacklevel=4)  # fmt: skip
     raise TypeError(
-        f"{name} must be an IrregularDataset, a DataFrame indexed by (series id, time), or a list "
-        f"of (times, values) pairs; got {type(X).__name__}."
+        f"{name} must be an IrregularDataset, a DataFrame indexed by (series id, time), an "
+        f"xarray DataArray (series, time, feature), or a list of (times, values) pairs; got "
+        f"{type(X).__name__}."
     )

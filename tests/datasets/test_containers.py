@@ -2,6 +2,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
+import xarray as xr
 
 from latentode.datasets import (
     IrregularDataset,
@@ -9,6 +10,7 @@ from latentode.datasets import (
     collate,
     from_arrays,
     from_pandas,
+    from_xarray,
 )
 
 
@@ -204,3 +206,46 @@ def test_truncate_encoder_shows_an_early_part_and_keeps_the_likelihood_mask():
         observed = batch.times[batch.mask[b, :, 0]]
         assert torch.equal(seen, observed[: len(seen)])
     assert batch.truncate_encoder(1.0) is batch
+
+
+def _same(a, b):
+    assert a.ids == b.ids and a.feature_names == b.feature_names
+    for x, y in zip(a, b, strict=True):
+        assert np.array_equal(x.times, y.times)
+        assert np.array_equal(x.values, y.values, equal_nan=True)
+
+
+def test_xarray_round_trip_keeps_ids_times_and_missingness():
+    data = ragged()
+    grid = data.to_xarray()
+    assert grid.dims == ("series", "time", "feature")
+    assert grid.time.values.tolist() == [0.0, 0.5, 1.0, 2.5, 3.0]
+    assert np.isnan(grid.sel(series="b", time=0.0)).all()  # b was not observed then
+    _same(from_xarray(grid), data)
+    _same(as_dataset(grid), data)  # the estimators' gate takes it too
+    # a Dataset of one variable per feature, dims in another order and other names
+    ds = grid.rename(series="patient", time="hours").to_dataset("feature").transpose()
+    _same(from_xarray(ds, series_dim="patient", time_dim="hours"), data)
+
+
+def test_from_xarray_single_feature_timedelta_and_errors():
+    da = xr.DataArray(
+        [[1.0, np.nan, 2.0], [np.nan, 3.0, np.nan]],
+        dims=("series", "time"),
+        coords={"series": [10, 11], "time": pd.to_timedelta([0, 30, 90], unit="min")},
+        name="glucose",
+    )
+    data = from_xarray(da, time_unit="h")
+    assert data.feature_names == ["glucose"] and data.ids == [10, 11]
+    assert data[0].times.tolist() == [0.0, 1.5] and data[1].times.tolist() == [0.5]
+    with pytest.raises(TypeError, match="timedelta"):
+        from_xarray(da)
+    with pytest.raises(ValueError, match=r"series 11 has no observed value.*dropna"):
+        from_xarray(da.where(da.series == 10))
+    with pytest.raises(ValueError, match="expected .'series', 'time', 'feature'.*series_dim="):
+        from_xarray(da.rename(series="id"))
+    bad = xr.Dataset({"a": da, "b": da.isel(time=0)})
+    with pytest.raises(ValueError, match="data variable 'b' has dims"):
+        from_xarray(bad, time_unit="h")
+    with pytest.raises(TypeError, match="DataArray or Dataset"):
+        from_xarray(np.zeros((2, 3)))
