@@ -132,9 +132,10 @@ def _plot(args) -> None:
         raise CommandError(f"--series {missing} not in {args.data}; ids are e.g. {data.ids[:5]}.")
     index = {str(i): k for k, i in enumerate(data.ids)}
     subset = data[[index[str(s)] for s in chosen]]
-    times = _query_times(args, subset)
-    if times is None:
-        times = np.linspace(subset.t_min, subset.t_max, 100)
+    # a fine grid over the observed window, then the requested times (or horizon)
+    window = np.linspace(subset.t_min, subset.t_max, 100)
+    extra = _query_times(args, subset)
+    times = window if extra is None else np.unique(np.concatenate([window, extra]))
     draws = model.sample(subset, times=times, n_samples=args.samples)
     fig = plot_posterior_grid(draws, subset)
     fig.savefig(args.output, dpi=120)

@@ -39,7 +39,7 @@ from .inference import (
     posterior_predictive,
     train_svi,
 )
-from .models import ENCODERS, LatentODEModel
+from .models import ENCODERS, POSTERIORS, LatentODEModel
 from .solvers import SOLVER_METHODS
 
 __all__ = ["LatentODE", "LatentODEClassifier"]
@@ -332,6 +332,11 @@ class LatentODE(IrregularSeriesEstimator):
         Recognition network run backwards in time: a GRU over (values, mask, time gaps), or
         the ODE-RNN of Rubanova et al. (2019), whose state follows an ODE between observations
         and takes a mask-aware GRU update at each.
+    guide : {"normal", "cnf"}, default "normal"
+        Family of the variational posterior ``q(z0 | x)``: the encoder's diagonal Gaussian, or
+        that Gaussian pushed through a continuous normalizing flow shared by all series
+        (:class:`latentode.flows.CNF`), for posteriors that are skewed, curved or multimodal.
+        The flow's solves make training several times slower.
     encoder_hidden_dim : int, default 50
         Width of the recognition GRU.
     decoder_hidden_dim : int, default 50
@@ -410,6 +415,7 @@ class LatentODE(IrregularSeriesEstimator):
         ode_hidden_dim: int = 50,
         ode_layers: int = 3,
         encoder: str = "gru",
+        guide: str = "normal",
         encoder_hidden_dim: int = 50,
         decoder_hidden_dim: int = 50,
         poisson: bool = False,
@@ -438,6 +444,7 @@ class LatentODE(IrregularSeriesEstimator):
         self.ode_hidden_dim = ode_hidden_dim
         self.ode_layers = ode_layers
         self.encoder = encoder
+        self.guide = guide
         self.encoder_hidden_dim = encoder_hidden_dim
         self.decoder_hidden_dim = decoder_hidden_dim
         self.poisson = poisson
@@ -484,6 +491,8 @@ class LatentODE(IrregularSeriesEstimator):
                 f"method={self.method!r} is not a known ODE solver; choose one of "
                 f"{list(SOLVER_METHODS)}."
             )
+        if self.guide not in POSTERIORS:
+            raise ValueError(f"guide={self.guide!r} is not available; use one of {POSTERIORS}.")
         if not (isinstance(self.lr, (int, float)) and self.lr > 0):
             raise ValueError(f"lr must be a positive number; got {self.lr!r}.")
         if not 0 < self.lr_decay <= 1:
@@ -517,6 +526,7 @@ class LatentODE(IrregularSeriesEstimator):
             decoder_hidden_dim=self.decoder_hidden_dim,
             poisson=self.poisson,
             obs_std=obs_std,
+            posterior=self.guide,
             solver_kwargs=dict(
                 method=self.method,
                 rtol=self.rtol,
@@ -1103,6 +1113,23 @@ class LatentODEClassifier(ClassifierMixin, LatentODE):
         ndarray of shape (series,)
         """
         return self.classes_[self.predict_proba(X, n_samples=n_samples).argmax(1)]
+
+    def score(self, X, y, sample_weight=None) -> float:
+        """Accuracy of :meth:`predict` on ``X`` against the labels ``y`` (higher is better).
+
+        The evidence lower bound of the series is :meth:`score_samples`.
+
+        Parameters
+        ----------
+        X : IrregularDataset, DataFrame or list of (times, values)
+        y : array-like of shape (series,)
+        sample_weight : array-like of shape (series,), optional
+
+        Returns
+        -------
+        float
+        """
+        return ClassifierMixin.score(self, X, y, sample_weight=sample_weight)
 
     def predict_series(self, X, *, times=None, n_samples: int = 32) -> xr.DataArray:
         """Posterior mean of the series (what :meth:`LatentODE.predict` returns)."""

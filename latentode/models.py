@@ -20,6 +20,7 @@ from pyro import poutine
 from pyro.nn import PyroModule
 from torch import nn
 
+from .flows import CNF, CNFDynamics
 from .likelihoods import masked_normal, poisson_process_log_likelihood, window_integral
 from .nn import (
     AugmentedDynamics,
@@ -32,13 +33,16 @@ from .nn import (
 )
 from .solvers import ODESolver
 
-__all__ = ["LatentODEModel", "ObservationNoise", "SERIES_PLATE"]
+__all__ = ["ENCODERS", "POSTERIORS", "LatentODEModel", "ObservationNoise", "SERIES_PLATE"]
 
 #: Name of the plate over series, at dim -1.
 SERIES_PLATE = "series"
 
 #: Recognition networks selectable by name.
 ENCODERS = {"gru": GRUEncoder, "odernn": ODERNNEncoder}
+
+#: Families of the variational posterior q(z0 | x).
+POSTERIORS = ("normal", "cnf")
 
 
 class ObservationNoise(nn.Module):
@@ -96,6 +100,12 @@ class LatentODEModel(PyroModule):
         Add a classifier of ``z0`` and a categorical site ``label`` (one label per series).
     label_weight : float, default 1.0
         Scale of the ``label`` site's log-likelihood against the observations'.
+    posterior : {"normal", "cnf"}, default "normal"
+        Family of ``q(z0 | x)``: the encoder's diagonal Gaussian, or that Gaussian pushed
+        through a continuous normalizing flow (:class:`latentode.flows.CNF`, shared by all
+        series and starting as the identity), which can be skewed, curved or multimodal.
+    flow_hidden_dim : int, default 32
+        Width of the flow's dynamics MLP (``posterior="cnf"``).
     """
 
     def __init__(
@@ -113,6 +123,8 @@ class LatentODEModel(PyroModule):
         solver_kwargs: dict | None = None,
         n_classes: int | None = None,
         label_weight: float = 1.0,
+        posterior: str = "normal",
+        flow_hidden_dim: int = 32,
     ):
         super().__init__()
         self.n_features = n_features
@@ -135,6 +147,19 @@ class LatentODEModel(PyroModule):
         self.noise = ObservationNoise(
             n_features, 0.1 if obs_std is None else obs_std, learn=obs_std is None
         )
+        if posterior not in POSTERIORS:
+            raise ValueError(f"posterior={posterior!r} is not available; use one of {POSTERIORS}.")
+        self.flow = None
+        if posterior == "cnf":
+            solver = dict(solver_kwargs or {})
+            self.flow = CNF(
+                latent_dim,
+                CNFDynamics(latent_dim, flow_hidden_dim),
+                rtol=solver.get("rtol", 1e-3),
+                atol=solver.get("atol", 1e-4),
+                adjoint=solver.get("adjoint", False),
+                max_nfe=solver.get("max_nfe", 10_000),
+            )
 
     # -- deterministic pieces ------------------------------------------------------------
     def solve(self, z0: torch.Tensor, times: torch.Tensor):
@@ -263,9 +288,12 @@ class LatentODEModel(PyroModule):
         if encode_mask is not None:
             values, mask = values * encode_mask, encode_mask
         loc, scale = self.encoder(values, mask, times)
+        q = dist.Normal(loc, scale).to_event(1)
+        if self.flow is not None:
+            q = dist.TransformedDistribution(q, [self.flow])
         with pyro.plate(SERIES_PLATE, values.shape[0], dim=-1):
             with poutine.scale(scale=kl_scale):
-                return pyro.sample("z0", dist.Normal(loc, scale).to_event(1))
+                return pyro.sample("z0", q)
 
     def posterior_z0(self, times, values, mask, *, n_samples: int, generator=None):
         """Draws from ``q(z0 | x)`` without Pyro's effect handlers.
@@ -278,4 +306,5 @@ class LatentODEModel(PyroModule):
         eps = torch.randn(
             (n_samples,) + loc.shape, generator=generator, device=loc.device, dtype=loc.dtype
         )
-        return loc + scale * eps
+        z0 = loc + scale * eps
+        return z0 if self.flow is None else self.flow(z0)

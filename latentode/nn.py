@@ -12,7 +12,10 @@ import torch.nn.functional as F
 from torch import nn
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
+from .solvers import ODESolver
+
 __all__ = [
+    "ODEBlock",
     "ODERNN",
     "rk4",
     "ODERNNEncoder",
@@ -474,3 +477,106 @@ class ODERNN(nn.Module):
             h = rk4(self.dynamics, h, b - a, _n_steps(b - a, self.max_step))
             preds.append(self.head(h))
         return torch.stack(preds, dim=1)
+
+
+class ODEBlock(nn.Module):
+    """A continuous-depth layer: the state of ``dh/dt = func(t, h)`` at the end of ``t``.
+
+    The ODE-Net block of Chen et al. (2018), section 3: where a residual network applies
+    ``h + f(h)`` a fixed number of times, this layer solves the ODE from ``t[0]`` to ``t[1]``
+    with an adaptive (or fixed-step) solver, and can backpropagate with the adjoint method so
+    that training memory does not grow with the number of solver steps.
+
+    Parameters
+    ----------
+    func : nn.Module
+        Vector field called as ``func(t, h)`` with ``t`` a scalar tensor and ``h`` of the
+        input's shape; returns the same shape.
+    t : (float, float), default (0, 1)
+        Integration interval.
+    method : str, default "dopri5"
+        Any method of :class:`latentode.solvers.ODESolver`; with a fixed-step method give
+        ``options={"step_size": ...}``.
+    rtol, atol : float, default 1e-3, 1e-4
+    adjoint : bool, default False
+        Gradients by the adjoint method (memory flat in the number of steps).
+    options : dict, optional
+        Passed to torchdiffeq.
+    max_nfe : int or None, default None
+        Cap on function evaluations of one solve (:class:`~latentode.solvers.SolverError`).
+
+    Attributes
+    ----------
+    nfe : dict
+        ``{"forward": int, "backward": int}``: evaluations of ``func`` since the last
+        :meth:`reset_nfe` — in forward solves, and in the adjoint's backward solves.
+
+    Examples
+    --------
+    >>> import torch
+    >>> from torch import nn
+    >>> from latentode.nn import ODEBlock
+    >>> class F(nn.Module):
+    ...     def __init__(self):
+    ...         super().__init__()
+    ...         self.net = nn.Linear(3, 3)
+    ...     def forward(self, t, h):
+    ...         return torch.tanh(self.net(h))
+    >>> block = ODEBlock(F())
+    >>> block(torch.randn(5, 3)).shape
+    torch.Size([5, 3])
+    """
+
+    def __init__(
+        self,
+        func: nn.Module,
+        t=(0.0, 1.0),
+        *,
+        method: str = "dopri5",
+        rtol: float = 1e-3,
+        atol: float = 1e-4,
+        adjoint: bool = False,
+        options: dict | None = None,
+        max_nfe: int | None = None,
+    ):
+        super().__init__()
+        t = torch.as_tensor(t, dtype=torch.float32)
+        if t.shape != (2,) or not bool(t[1] > t[0]):
+            raise ValueError(f"t must be an increasing pair (t0, t1); got {t.tolist()}.")
+        self.register_buffer("t", t)
+        self.solver = ODESolver(
+            func,
+            method=method,
+            rtol=rtol,
+            atol=atol,
+            options=options,
+            adjoint=adjoint,
+            max_nfe=max_nfe,
+        )
+
+    @property
+    def func(self) -> nn.Module:
+        """The vector field."""
+        return self.solver.func
+
+    @property
+    def nfe(self) -> dict:
+        return self.solver.nfe
+
+    def reset_nfe(self) -> None:
+        """Set both evaluation counters to zero."""
+        self.solver.reset_nfe()
+
+    def forward(self, h: torch.Tensor) -> torch.Tensor:
+        """Solve from ``h`` at ``t[0]``.
+
+        Parameters
+        ----------
+        h : Tensor of any shape (batch, ...)
+
+        Returns
+        -------
+        Tensor of the same shape
+            The state at ``t[1]``.
+        """
+        return self.solver(h, self.t.to(h.dtype))[-1]

@@ -49,13 +49,30 @@ def test_predict_writes_quantiles_per_series_and_time(table, model):
     assert pd.read_csv(grid)["time"].max() == pytest.approx(frame["t"].max() + 2, abs=0.5)
 
 
-def test_plot_writes_a_png(table, model):
+def test_plot_writes_a_png(table, model, monkeypatch):
+    import latentode.plotting
+
+    drawn = {}
+    original = latentode.plotting.plot_posterior_grid
+
+    def spy(samples, observed=None, **kwargs):
+        drawn["samples"], drawn["observed"] = samples, observed
+        return original(samples, observed, **kwargs)
+
+    monkeypatch.setattr(latentode.plotting, "plot_posterior_grid", spy)
     folder, path, frame = table
     out = folder / "plot.png"
     ids = [str(i) for i in frame["spiral"].unique()[:2]]
     args = [str(model), str(path), "--id-col", "spiral", "--time-col", "t", "--output", str(out)]
     assert main(["plot", *args, "--series", *ids, "--horizon", "2", "--samples", "20"]) == 0
     assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    # the bands cover the observed window densely and reach the horizon
+    times, observed = drawn["samples"].time.values, drawn["observed"]
+    assert [str(i) for i in drawn["samples"].series.values] == ids
+    inside = times[times <= observed.t_max]
+    assert inside.size >= 100 and inside[0] == observed.t_min
+    assert times[-1] == pytest.approx(observed.t_max + 2)
+    assert drawn["samples"].sizes["sample"] == 20
 
 
 def test_user_errors_are_one_line_with_exit_status_2(table, model, capsys):
@@ -75,10 +92,11 @@ def test_user_errors_are_one_line_with_exit_status_2(table, model, capsys):
     assert "write .csv or .nc" in capsys.readouterr().err
 
 
+@pytest.mark.parametrize("module", ["latentode", "latentode.cli"])
 @pytest.mark.parametrize("command", [[], ["fit"], ["predict"], ["plot"], ["demo"]])
-def test_every_command_has_help(command):
+def test_every_command_has_help(command, module):
     result = subprocess.run(
-        [sys.executable, "-m", "latentode.cli", *command, "--help"],
+        [sys.executable, "-m", module, *command, "--help"],
         capture_output=True,
         text=True,
         check=False,

@@ -317,3 +317,20 @@ def test_poisson_intensity_is_per_unit_of_the_users_time(data):
     assert np.allclose(per_minute["intensity"], per_hour["intensity"].values / 60, rtol=1e-3)
     assert np.allclose(per_minute["mean"], per_hour["mean"].values, atol=1e-4)
     assert "intensity" not in LatentODE(**FAST).fit(data.train[:8]).sample(test, n_samples=2)
+
+
+def test_cnf_guide_trains_predicts_and_round_trips(data, tmp_path):
+    est = LatentODE(**{**FAST, "max_epochs": 6, "guide": "cnf"}).fit(data.train)
+    assert est.history_.loss[-1] < est.history_.loss[0]
+    last = est.model_.flow.dynamics.layers[-1].weight
+    assert float(last.detach().abs().max()) > 0  # the flow left the identity it started from
+    assert np.isfinite(est.score(data.test))
+    t = [5.0, 6.0]
+    draws = est.sample(data.test[:3], times=t, n_samples=16, include_latent=True)
+    assert draws["z0"].shape == (16, 3, 3)
+    est.save(tmp_path / "cnf.pt")
+    back = LatentODE.load(tmp_path / "cnf.pt")
+    assert back.guide == "cnf"
+    xr.testing.assert_allclose(back.predict(data.test, times=t), est.predict(data.test, times=t))
+    with pytest.raises(ValueError, match="guide='flow' is not available"):
+        LatentODE(**{**FAST, "guide": "flow"}).fit(data.train)

@@ -88,3 +88,48 @@ def test_gap_rnn_one_step_targets():
     assert torch.allclose(t_last, torch.tensor([1.0, 0.7, 0.9]))
     out = net.rollout(h, t_last, torch.tensor([1.5, 2.0]))
     assert out.shape == (3, 2, 2)
+
+
+class _ConvField(torch.nn.Module):
+    def __init__(self, channels=4):
+        super().__init__()
+        self.conv = torch.nn.Conv2d(channels, channels, 3, padding=1)
+
+    def forward(self, t, h):
+        return torch.tanh(self.conv(h)) - 0.1 * h
+
+
+def test_odeblock_adjoint_gradients_match_direct_backprop():
+    from latentode.nn import ODEBlock
+
+    torch.manual_seed(0)
+    func = _ConvField().double()
+    x = torch.randn(3, 4, 5, 5, dtype=torch.float64)
+    grads = {}
+    for adjoint in (False, True):
+        block = ODEBlock(func, t=(0.0, 1.0), rtol=1e-9, atol=1e-9, adjoint=adjoint)
+        func.zero_grad()
+        xi = x.clone().requires_grad_(True)
+        out = block(xi)
+        assert out.shape == x.shape
+        (out**2).sum().backward()
+        grads[adjoint] = [xi.grad] + [p.grad.clone() for p in func.parameters()]
+        if adjoint:
+            assert block.nfe["backward"] > 0
+        else:
+            assert block.nfe["backward"] == 0 and block.nfe["forward"] > 0
+    for direct, adj in zip(grads[False], grads[True], strict=True):
+        assert torch.allclose(direct, adj, rtol=1e-5, atol=1e-7)
+
+
+def test_odeblock_fixed_steps_and_bad_interval():
+    from latentode.nn import ODEBlock
+
+    func = _ConvField()
+    block = ODEBlock(func, method="rk4", options={"step_size": 0.1})
+    block(torch.randn(2, 4, 5, 5))
+    assert block.nfe["forward"] == 40  # 10 steps of 4 evaluations
+    block.reset_nfe()
+    assert block.nfe == {"forward": 0, "backward": 0}
+    with pytest.raises(ValueError, match="increasing pair"):
+        ODEBlock(func, t=(1.0, 0.0))
