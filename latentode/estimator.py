@@ -626,7 +626,11 @@ class LatentODE(IrregularSeriesEstimator):
     def _fit(
         self, data, validation_data, checkpoint, checkpoint_every, resume, *, labels=None
     ) -> None:
-        """Fit on validated ``data``; ``labels`` is None or a LongTensor of shape (series,)."""
+        """Fit on validated ``data``.
+
+        ``labels`` is None, a LongTensor of shape (series,), or for per-time labels a list of
+        LongTensors of shape (n_obs_i,) (``-1`` = no label).
+        """
         seed = _seed_from(self.random_state)
         self.device_ = resolve_device(self.device)
         self._fit_scaling(data)
@@ -641,7 +645,9 @@ class LatentODE(IrregularSeriesEstimator):
         if checkpoint is not None:  # the data's fingerprint is needed only to checkpoint
             fingerprint = data_fingerprint(data)
             if labels is not None:
-                fingerprint += ":" + content_digest(labels)
+                fingerprint += ":" + content_digest(
+                    torch.cat(labels) if isinstance(labels, list) else labels
+                )
             resume_from = self._read_checkpoint(checkpoint, fingerprint) if resume else None
             write = functools.partial(
                 self._write_checkpoint, os.fspath(checkpoint), fingerprint=fingerprint
@@ -655,7 +661,8 @@ class LatentODE(IrregularSeriesEstimator):
                 batch = self._batch([series[i] for i in idx.tolist()], self.device_)
                 batch = batch.subsample(self.subsample, generator=generator)
                 if labels is not None:
-                    batch = dataclasses.replace(batch, labels=labels[idx].to(self.device_))
+                    chosen = _batch_labels(labels, idx.tolist(), [series[i] for i in idx.tolist()])
+                    batch = dataclasses.replace(batch, labels=chosen.to(self.device_))
                 return batch.truncate_encoder(self.encode_fraction, generator=generator)
 
             self.history_ = train_svi(
@@ -995,14 +1002,28 @@ def _with_parameter(init, name: str, default):
     return sig.replace(parameters=[*sig.parameters.values(), extra])
 
 
-class LatentODEClassifier(ClassifierMixin, LatentODE):
-    """Latent ODE with a classifier of ``z0``: one label per series, trained with the ELBO.
+def _batch_labels(labels, idx: list, series: list) -> torch.Tensor:
+    """Labels of the chosen series: (batch,), or on the batch's union grid (batch, time)."""
+    if not isinstance(labels, list):
+        return labels[idx]
+    grid = np.unique(np.concatenate([s.times for s in series]))  # the grid collate builds
+    out = torch.full((len(idx), grid.size), -1, dtype=torch.long)
+    for row, (i, s) in enumerate(zip(idx, series, strict=True)):
+        out[row, np.searchsorted(grid, s.times)] = labels[i]
+    return out
 
-    The generative model gains a site ``label ~ Categorical(logits=head(z0))`` whose
-    log-likelihood, multiplied by ``label_weight``, joins the ELBO; the recognition network
-    therefore learns a ``z0`` that both explains the series and predicts its label (Rubanova
-    et al. 2019, in-hospital mortality on PhysioNet). Takes every parameter of
-    :class:`LatentODE`, plus:
+
+class LatentODEClassifier(ClassifierMixin, LatentODE):
+    """Latent ODE with a classifier, trained jointly with the ELBO.
+
+    With one label per series the generative model gains a site
+    ``label ~ Categorical(logits=head(z0))`` (Rubanova et al. 2019: in-hospital mortality on
+    PhysioNet); with one label per observation time (``fit(X, y)`` with an array of labels per
+    series) the head reads the latent state at each time, ``label_t ~ Categorical(logits=
+    head(z(t)))`` (human activity). The labels' log-likelihood, multiplied by
+    ``label_weight``, joins the ELBO, so the recognition network learns a ``z0`` that both
+    explains the series and predicts its labels. Takes every parameter of :class:`LatentODE`,
+    plus:
 
     Parameters
     ----------
@@ -1014,6 +1035,8 @@ class LatentODEClassifier(ClassifierMixin, LatentODE):
     ----------
     classes_ : ndarray of shape (classes,)
         The labels seen in ``fit``, sorted.
+    label_per_time_ : bool
+        Whether ``fit`` was given one label per observation time.
 
     Examples
     --------
@@ -1038,11 +1061,67 @@ class LatentODEClassifier(ClassifierMixin, LatentODE):
             raise ValueError(f"label_weight must be a positive number; got {self.label_weight!r}.")
 
     def _head_kwargs(self) -> dict:
-        return {"n_classes": len(self.classes_), "label_weight": float(self.label_weight)}
+        return {
+            "n_classes": len(self.classes_),
+            "label_weight": float(self.label_weight),
+            "label_per_time": bool(self.label_per_time_),
+        }
 
-    def _check_labels(self, y, data: IrregularDataset) -> torch.Tensor:
+    @staticmethod
+    def _is_per_time(y, data: IrregularDataset) -> bool:
+        if isinstance(y, pd.Series):
+            return isinstance(y.index, pd.MultiIndex) and y.index.nlevels == 2
+        if isinstance(y, (list, tuple)) and len(y) == len(data) and len(y) > 0:
+            return all(np.ndim(v) == 1 for v in y)
+        return False
+
+    def _per_time_labels(self, y, data: IrregularDataset) -> list:
+        """Per-time labels as one object array per series, aligned with its times."""
+        if isinstance(y, pd.Series):
+            out = []
+            for s in data:
+                try:
+                    out.append(y.loc[s.id].reindex(s.times).to_numpy(dtype=object))
+                except KeyError:
+                    raise ValueError(
+                        f"y: series {s.id!r} has no labels; y is indexed by (series id, time)."
+                    ) from None
+            return out
+        out = []
+        for s, v in zip(data, y, strict=True):
+            v = np.asarray(v, dtype=object)
+            if v.shape != (s.n_obs,):
+                raise ValueError(
+                    f"y: series {s.id!r} has {s.n_obs} observation times but {v.shape[0]} "
+                    "labels; give one label per observation time (None or NaN where unknown), "
+                    "in the order of the series' sorted times."
+                )
+            out.append(v)
+        return out
+
+    def _check_labels(self, y, data: IrregularDataset):
         if y is None:
-            raise ValueError("LatentODEClassifier.fit needs y, one label per series.")
+            raise ValueError(
+                "LatentODEClassifier.fit needs y: one label per series, or one array of labels "
+                "per series (one per observation time)."
+            )
+        self.label_per_time_ = self._is_per_time(y, data)
+        if self.label_per_time_:
+            per_series = self._per_time_labels(y, data)
+            flat = np.concatenate(per_series)
+            known = ~pd.isna(flat)
+            if not known.any():
+                raise ValueError("y holds no label at all; give at least one per class.")
+            classes = self._set_classes(np.asarray(flat[known].tolist()))
+            out = []
+            for v in per_series:
+                codes = np.full(v.shape, -1, dtype=np.int64)
+                ok = ~pd.isna(v)
+                if ok.any():
+                    values = np.asarray(v[ok].tolist(), dtype=classes.dtype)
+                    codes[ok] = np.searchsorted(classes, values)
+                out.append(torch.as_tensor(codes))
+            return out
         if isinstance(y, pd.Series) and set(y.index) == set(data.ids):
             y = y.loc[data.ids]  # aligned by series id
         y = np.asarray(y)
@@ -1050,31 +1129,46 @@ class LatentODEClassifier(ClassifierMixin, LatentODE):
             raise ValueError(
                 f"y must hold one label per series: {len(data)} series but y has shape "
                 f"{y.shape}; pass a 1-D array in the order of the series, or a pandas Series "
-                "indexed by series id."
+                "indexed by series id (per-time labels: one array per series)."
             )
         if pd.isna(y).any():
             first = data.ids[int(np.flatnonzero(pd.isna(y))[0])]
             raise ValueError(f"y: the label of series {first!r} is missing; drop the series.")
-        classes = np.unique(y)
+        classes = self._set_classes(y)
+        return torch.as_tensor(np.searchsorted(classes, y), dtype=torch.long)
+
+    def _set_classes(self, labels: np.ndarray) -> np.ndarray:
+        classes = np.unique(labels)
         if len(classes) < 2:
             raise ValueError(f"y has a single class {classes.tolist()}; a classifier needs two.")
         self.classes_ = classes
-        return torch.as_tensor(np.searchsorted(classes, y), dtype=torch.long)
+        return classes
 
     def _fitted_state(self) -> dict:
-        return {**super()._fitted_state(), "classes_": self.classes_.tolist()}
+        return {
+            **super()._fitted_state(),
+            "classes_": self.classes_.tolist(),
+            "label_per_time_": bool(self.label_per_time_),
+        }
 
     def _set_fitted_state(self, state: dict) -> None:
         super()._set_fitted_state(state)
         self.classes_ = np.asarray(state["classes_"])
+        self.label_per_time_ = bool(state.get("label_per_time_", False))
 
     def fit(self, X, y, **kwargs):
-        """Fit on series ``X`` with labels ``y`` (one per series); see :meth:`LatentODE.fit`.
+        """Fit on series ``X`` with labels ``y``; see :meth:`LatentODE.fit`.
 
         Parameters
         ----------
         X : IrregularDataset, DataFrame or list of (times, values)
-        y : array-like of shape (series,) or pandas Series indexed by series id
+        y : labels, one of
+            - one label per series: array-like of shape (series,), or a pandas Series indexed
+              by series id;
+            - one label per observation time (``label_per_time_`` becomes True): a list with,
+              for each series, an array of shape (n_obs_i,) in the order of its sorted times
+              (None or NaN where a time has no label), or a pandas Series indexed by
+              (series id, time).
         **kwargs
             ``validation_data``, ``checkpoint``, ``checkpoint_every``, ``resume``.
 
@@ -1084,52 +1178,100 @@ class LatentODEClassifier(ClassifierMixin, LatentODE):
         """
         return super().fit(X, y, **kwargs)
 
-    def predict_proba(self, X, *, n_samples: int = 32) -> np.ndarray:
-        """Class probabilities, averaged over posterior draws of ``z0``.
-
-        Returns
-        -------
-        ndarray of shape (series, classes)
-            Columns in the order of ``classes_``.
-        """
-        check_is_fitted(self)
-        check_positive_int("n_samples", n_samples)
-        data = self._check_data(X)
+    def _probabilities(self, data, t, n_samples: int) -> torch.Tensor:
+        """Class probabilities averaged over draws of z0: (series, classes) or (series, t, c)."""
         module, gen, out = self.model_, self._generator(self.device_), []
+        query = None if t is None else self._model_times(t, self.device_)
         with torch.no_grad():
             for i in range(0, len(data), _PREDICT_CHUNK):
                 batch = self._batch(data[i : i + _PREDICT_CHUNK], self.device_)
                 z0 = module.posterior_z0(
                     batch.times, batch.values, batch.mask, n_samples=n_samples, generator=gen
                 )
-                out.append(torch.softmax(module.classifier(z0), dim=-1).mean(0).cpu())
-        return torch.cat(out).double().numpy()
+                h = z0 if query is None else module.solve(z0, query)[0]
+                out.append(torch.softmax(module.classifier(h), dim=-1).mean(0).cpu())
+        return torch.cat(out).double()
 
-    def predict(self, X, *, n_samples: int = 32) -> np.ndarray:
-        """Most probable class of each series.
+    def predict_proba(self, X, *, times=None, n_samples: int = 32):
+        """Class probabilities, averaged over posterior draws of ``z0``.
+
+        Parameters
+        ----------
+        X : IrregularDataset, DataFrame or list of (times, values)
+        times : array-like of shape (time,), optional
+            Per-time classifiers only: where to classify (default the union of the series'
+            observation times; later times classify the extrapolated state).
+        n_samples : int, default 32
+
+        Returns
+        -------
+        ndarray of shape (series, classes)
+            For one label per series; columns in the order of ``classes_``.
+        xarray.DataArray of shape (series, time, class)
+            For per-time labels, with series ids, times and ``classes_`` as coordinates.
+        """
+        check_is_fitted(self)
+        check_positive_int("n_samples", n_samples)
+        data = self._check_data(X)
+        if not self.label_per_time_:
+            if times is not None:
+                raise ValueError(
+                    "times= is for per-time classifiers; this one was fitted with one label per "
+                    "series."
+                )
+            return self._probabilities(data, None, n_samples).numpy()
+        t = self._check_times(times, data)
+        coords = self._coords(data, t)
+        del coords["feature"]
+        coords["class"] = self.classes_
+        return xr.DataArray(
+            self._probabilities(data, t, n_samples).numpy(),
+            dims=("series", "time", "class"),
+            coords=coords,
+            name="probability",
+        )
+
+    def predict(self, X, *, n_samples: int = 32):
+        """Most probable class of each series, or of each observation time.
 
         Returns
         -------
         ndarray of shape (series,)
+            For one label per series.
+        list of ndarray of shape (n_obs_i,)
+            For per-time labels: for each series, the class at each of its observation times.
         """
-        return self.classes_[self.predict_proba(X, n_samples=n_samples).argmax(1)]
+        proba = self.predict_proba(X, n_samples=n_samples)
+        if not self.label_per_time_:
+            return self.classes_[proba.argmax(1)]
+        data = self._check_data(X)
+        best = proba.argmax("class")
+        return [self.classes_[best.sel(series=s.id, time=s.times).values] for s in data]
 
     def score(self, X, y, sample_weight=None) -> float:
         """Accuracy of :meth:`predict` on ``X`` against the labels ``y`` (higher is better).
 
+        For per-time labels, the share of labelled observation times classified correctly.
         The evidence lower bound of the series is :meth:`score_samples`.
 
         Parameters
         ----------
         X : IrregularDataset, DataFrame or list of (times, values)
-        y : array-like of shape (series,)
+        y : labels in either form :meth:`fit` takes
         sample_weight : array-like of shape (series,), optional
+            One label per series only.
 
         Returns
         -------
         float
         """
-        return ClassifierMixin.score(self, X, y, sample_weight=sample_weight)
+        if not self.label_per_time_:
+            return ClassifierMixin.score(self, X, y, sample_weight=sample_weight)
+        data = self._check_data(X)
+        truth = np.concatenate(self._per_time_labels(y, data))
+        pred = np.concatenate(self.predict(data))
+        known = ~pd.isna(truth)
+        return float(np.mean(pred[known].astype(str) == truth[known].astype(str)))
 
     def predict_series(self, X, *, times=None, n_samples: int = 32) -> xr.DataArray:
         """Posterior mean of the series (what :meth:`LatentODE.predict` returns)."""

@@ -97,9 +97,12 @@ class LatentODEModel(PyroModule):
     solver_kwargs : dict, optional
         Passed to :class:`latentode.solvers.ODESolver`.
     n_classes : int, optional
-        Add a classifier of ``z0`` and a categorical site ``label`` (one label per series).
+        Add a classifier and a categorical site ``label``: of ``z0`` (one label per series),
+        or of ``z(t)`` at every time point with ``label_per_time``.
     label_weight : float, default 1.0
         Scale of the ``label`` site's log-likelihood against the observations'.
+    label_per_time : bool, default False
+        Labels are per time point: ``label_t ~ Categorical(logits=head(z(t)))``.
     posterior : {"normal", "cnf"}, default "normal"
         Family of ``q(z0 | x)``: the encoder's diagonal Gaussian, or that Gaussian pushed
         through a continuous normalizing flow (:class:`latentode.flows.CNF`, shared by all
@@ -123,6 +126,7 @@ class LatentODEModel(PyroModule):
         solver_kwargs: dict | None = None,
         n_classes: int | None = None,
         label_weight: float = 1.0,
+        label_per_time: bool = False,
         posterior: str = "normal",
         flow_hidden_dim: int = 32,
     ):
@@ -139,6 +143,7 @@ class LatentODEModel(PyroModule):
             func = AugmentedDynamics(func, IntensityNet(latent_dim, n_features), latent_dim)
         self.solver = ODESolver(func, **(solver_kwargs or {}))
         self.label_weight = float(label_weight)
+        self.label_per_time = bool(label_per_time)
         self.classifier = None
         if n_classes is not None:
             self.classifier = mlp(
@@ -223,8 +228,9 @@ class LatentODEModel(PyroModule):
             Weight of the ``z0`` site (KL annealing).
         encode_mask : BoolTensor of shape (batch, time, features), optional
             Used by the guide only (see :meth:`guide`).
-        labels : LongTensor of shape (batch,), optional
-            Observed classes for the ``label`` site (models built with ``n_classes``).
+        labels : LongTensor of shape (batch,) or (batch, time), optional
+            Observed classes for the ``label`` site (models built with ``n_classes``); per
+            time point with ``label_per_time``, ``-1`` where a time has no label.
         query_times : Tensor of shape (query,), optional
             Increasing, non-negative times (model units) at which to generate ``obs``; the
             observations are then not scored.
@@ -252,7 +258,7 @@ class LatentODEModel(PyroModule):
                 pyro.factor("obs_times", ll)
             if labels is not None and self.classifier is not None:
                 with poutine.scale(scale=self.label_weight):
-                    pyro.sample("label", dist.Categorical(logits=self.classifier(z0)), obs=labels)
+                    pyro.sample("label", self._label_dist(z0, z, labels), obs=labels.clamp(min=0))
         return loc
 
     def _generate(self, z0: torch.Tensor, query_times: torch.Tensor) -> torch.Tensor:
@@ -265,8 +271,17 @@ class LatentODEModel(PyroModule):
         noise = self.noise().expand(loc.shape)
         pyro.sample("obs", dist.Normal(loc, noise).to_event(2))
         if self.classifier is not None:
-            pyro.sample("label", dist.Categorical(logits=self.classifier(z0)))
+            pyro.sample("label", self._label_dist(z0, z))
         return loc
+
+    def _label_dist(self, z0, z, labels=None):
+        """The ``label`` site's distribution, per series or per time (masked where ``-1``)."""
+        if not self.label_per_time:
+            return dist.Categorical(logits=self.classifier(z0))
+        d = dist.Categorical(logits=self.classifier(z))
+        if labels is not None:
+            d = d.mask(labels >= 0)
+        return d.to_event(1)
 
     def guide(
         self,

@@ -75,3 +75,59 @@ def test_learns_the_direction_of_rotation():
     clf = LatentODEClassifier(max_epochs=15, latent_dim=4, random_state=0)
     clf.fit(data.train, data.clockwise_train)
     assert clf.score(data.test, data.clockwise_test) >= 0.85  # 1.0 when written; chance 0.5
+
+
+def _per_time_labels(ds):
+    """Label of each observation: which side of x = 0 the spiral is on."""
+    return [np.where(s.values[:, 0] > 0, "right", "left") for s in ds]
+
+
+def test_per_time_labels_are_learned_from_the_latent_trajectory(tmp_path):
+    data = make_spirals(n_series=200, n_obs=20, random_state=1)
+    y = _per_time_labels(data.train)
+    y[0] = y[0].astype(object)
+    y[0][:3] = None  # times without a label are allowed
+    clf = LatentODEClassifier(max_epochs=40, batch_size=40, latent_dim=4, label_weight=5.0,
+                              random_state=0).fit(data.train, y)  # fmt: skip
+    assert clf.label_per_time_ and list(clf.classes_) == ["left", "right"]
+    pred = clf.predict(data.test)
+    assert [p.shape for p in pred] == [(s.n_obs,) for s in data.test]
+    truth = _per_time_labels(data.test)
+    accuracy = clf.score(data.test, truth)
+    majority = max(np.mean(np.concatenate(truth) == c) for c in ("left", "right"))
+    assert accuracy > 0.85 and accuracy > majority + 0.2
+    proba = clf.predict_proba(data.test[:2], times=[0.0, 2.5, 6.0])  # also past the window
+    assert proba.dims == ("series", "time", "class") and proba.shape == (2, 3, 2)
+    assert np.allclose(proba.sum("class"), 1.0)
+    clf.save(tmp_path / "per_time.pt")
+    back = LatentODEClassifier.load(tmp_path / "per_time.pt")
+    assert back.label_per_time_
+    assert all(np.array_equal(a, b) for a, b in zip(back.predict(data.test), pred, strict=True))
+
+
+def test_per_time_label_errors_name_the_series(spirals):
+    y = _per_time_labels(spirals.train)
+    y[2] = y[2][:-1]
+    with pytest.raises(ValueError, match=r"series \d+ has 15 observation times but 14 labels"):
+        LatentODEClassifier(**FAST).fit(spirals.train, y)
+    with pytest.raises(ValueError, match="no label at all"):
+        LatentODEClassifier(**FAST).fit(spirals.train, [[None] * s.n_obs for s in spirals.train])
+
+
+def test_person_activity_rows_train_a_per_time_classifier(tmp_path):
+    from latentode.datasets import load_person_activity
+
+    rows = """A01,010-000-024-033,633790226051280329,27.05.2009 14:03:25:127,4.06,1.89,0.50,walking
+A01,020-000-033-111,633790226051820913,27.05.2009 14:03:25:183,4.29,1.78,1.34,walking
+A01,020-000-032-221,633790226052091205,27.05.2009 14:03:25:210,4.36,1.77,1.04,walking
+A01,010-000-030-096,633790226052361498,27.05.2009 14:03:25:237,4.18,1.91,0.35,walking
+A01,010-000-024-033,633790226062361498,27.05.2009 14:03:26:237,4.10,1.70,0.52,sitting
+B02,010-000-024-033,633793123456780000,30.05.2009 10:29:05:678,1.00,2.00,0.10,lying
+B02,020-000-033-111,633793123466780000,30.05.2009 10:29:06:678,1.10,2.10,0.90,lying
+"""
+    (tmp_path / "ConfLongDemo_JSI.txt").write_text(rows)
+    ds = load_person_activity(tmp_path)
+    clf = LatentODEClassifier(**FAST).fit(ds.data, ds.labels)
+    pred = clf.predict(ds.data)
+    assert [p.shape for p in pred] == [lab.shape for lab in ds.labels]
+    assert set(np.concatenate(pred)) <= set(ds.activities)

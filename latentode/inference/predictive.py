@@ -38,7 +38,8 @@ def posterior_predictive(
     dict of str to Tensor
         ``z0 (n_samples, batch, latent)``, ``z (n_samples, batch, query, latent)``,
         ``mean``, ``obs`` and ``intensity`` ``(n_samples, batch, query, features)``,
-        ``label (n_samples, batch)``; in model units.
+        ``label (n_samples, batch)``, or ``(n_samples, batch, query)`` for per-time labels; in
+        model units.
     """
     unknown = [s for s in sites if s not in PREDICTIVE_SITES]
     if unknown:
@@ -56,10 +57,14 @@ def posterior_predictive(
     if missing:
         raise ValueError(f"the model has no sites {missing} (intensity needs poisson=True, "
                          "label a classifier).")
-    return {s: draws[s].reshape((n_samples,) + draws[s].shape[-_event_rank(s) - 1 :])
-            for s in sites}
+    return {
+        s: draws[s].reshape((n_samples,) + draws[s].shape[-_event_rank(s, module) - 1 :])
+        for s in sites
+    }
 
 
-def _event_rank(site: str) -> int:
+def _event_rank(site: str, module) -> int:
     """Dims after the series dim in the returned draws of ``site``."""
-    return {"z0": 1, "label": 0}.get(site, 2)
+    if site == "label":
+        return 1 if getattr(module, "label_per_time", False) else 0
+    return 1 if site == "z0" else 2
