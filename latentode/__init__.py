@@ -2,7 +2,7 @@
 
 from importlib.metadata import PackageNotFoundError, version
 
-from .baselines import ODERNNBaseline, RNNBaseline
+from .baselines import ODERNNBaseline, ODERNNClassifier, RNNBaseline
 from .estimator import LatentODE, LatentODEClassifier
 from .solvers import ODESolver, SolverError
 
@@ -15,6 +15,7 @@ __all__ = [
     "LatentODE",
     "LatentODEClassifier",
     "ODERNNBaseline",
+    "ODERNNClassifier",
     "ODESolver",
     "RNNBaseline",
     "SolverError",

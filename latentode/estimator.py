@@ -1013,7 +1013,154 @@ def _batch_labels(labels, idx: list, series: list) -> torch.Tensor:
     return out
 
 
-class LatentODEClassifier(ClassifierMixin, LatentODE):
+class LabelledSeriesMixin:
+    """Labels for classifiers of irregular series: one per series, or one per observation time.
+
+    Parses and validates ``y`` in either form, keeps ``classes_`` and ``label_per_time_``, and
+    turns ``predict_proba`` into ``predict`` and an accuracy ``score``. Subclasses implement
+    ``predict_proba``: an array (series, classes), or for per-time labels an
+    :class:`xarray.DataArray` (series, time, class) covering each series' observation times.
+    """
+
+    @staticmethod
+    def _is_per_time(y, data: IrregularDataset) -> bool:
+        if isinstance(y, pd.Series):
+            return isinstance(y.index, pd.MultiIndex) and y.index.nlevels == 2
+        if isinstance(y, (list, tuple)) and len(y) == len(data) and len(y) > 0:
+            return all(np.ndim(v) == 1 for v in y)
+        return False
+
+    def _per_time_labels(self, y, data: IrregularDataset) -> list:
+        """Per-time labels as one object array per series, aligned with its times."""
+        if isinstance(y, pd.Series):
+            out = []
+            for s in data:
+                try:
+                    out.append(y.loc[s.id].reindex(s.times).to_numpy(dtype=object))
+                except KeyError:
+                    raise ValueError(
+                        f"y: series {s.id!r} has no labels; y is indexed by (series id, time)."
+                    ) from None
+            return out
+        out = []
+        for s, v in zip(data, y, strict=True):
+            v = np.asarray(v, dtype=object)
+            if v.shape != (s.n_obs,):
+                raise ValueError(
+                    f"y: series {s.id!r} has {s.n_obs} observation times but {v.shape[0]} "
+                    "labels; give one label per observation time (None or NaN where unknown), "
+                    "in the order of the series' sorted times."
+                )
+            out.append(v)
+        return out
+
+    def _check_labels(self, y, data: IrregularDataset):
+        if y is None:
+            raise ValueError(
+                f"{type(self).__name__}.fit needs y: one label per series, or one array of "
+                "labels per series (one per observation time)."
+            )
+        self.label_per_time_ = self._is_per_time(y, data)
+        if self.label_per_time_:
+            per_series = self._per_time_labels(y, data)
+            flat = np.concatenate(per_series)
+            known = ~pd.isna(flat)
+            if not known.any():
+                raise ValueError("y holds no label at all; give at least one per class.")
+            classes = self._set_classes(np.asarray(flat[known].tolist()))
+            out = []
+            for v in per_series:
+                codes = np.full(v.shape, -1, dtype=np.int64)
+                ok = ~pd.isna(v)
+                if ok.any():
+                    values = np.asarray(v[ok].tolist(), dtype=classes.dtype)
+                    codes[ok] = np.searchsorted(classes, values)
+                out.append(torch.as_tensor(codes))
+            return out
+        if isinstance(y, pd.Series) and set(y.index) == set(data.ids):
+            y = y.loc[data.ids]  # aligned by series id
+        y = np.asarray(y)
+        if y.ndim != 1 or y.shape[0] != len(data):
+            raise ValueError(
+                f"y must hold one label per series: {len(data)} series but y has shape "
+                f"{y.shape}; pass a 1-D array in the order of the series, or a pandas Series "
+                "indexed by series id (per-time labels: one array per series)."
+            )
+        if pd.isna(y).any():
+            first = data.ids[int(np.flatnonzero(pd.isna(y))[0])]
+            raise ValueError(f"y: the label of series {first!r} is missing; drop the series.")
+        classes = self._set_classes(y)
+        return torch.as_tensor(np.searchsorted(classes, y), dtype=torch.long)
+
+    def _set_classes(self, labels: np.ndarray) -> np.ndarray:
+        classes = np.unique(labels)
+        if len(classes) < 2:
+            raise ValueError(f"y has a single class {classes.tolist()}; a classifier needs two.")
+        self.classes_ = classes
+        return classes
+
+    def _fitted_state(self) -> dict:
+        return {
+            **super()._fitted_state(),
+            "classes_": self.classes_.tolist(),
+            "label_per_time_": bool(self.label_per_time_),
+        }
+
+    def _set_fitted_state(self, state: dict) -> None:
+        super()._set_fitted_state(state)
+        self.classes_ = np.asarray(state["classes_"])
+        self.label_per_time_ = bool(state.get("label_per_time_", False))
+
+    def predict(self, X, **kwargs):
+        """Most probable class of each series, or of each observation time.
+
+        Parameters
+        ----------
+        X : IrregularDataset, DataFrame or list of (times, values)
+        **kwargs
+            Passed to ``predict_proba`` (e.g. ``n_samples``).
+
+        Returns
+        -------
+        ndarray of shape (series,)
+            For one label per series.
+        list of ndarray of shape (n_obs_i,)
+            For per-time labels: for each series, the class at each of its observation times.
+        """
+        proba = self.predict_proba(X, **kwargs)
+        if not self.label_per_time_:
+            return self.classes_[proba.argmax(1)]
+        data = self._check_data(X)
+        best = proba.argmax("class")
+        return [self.classes_[best.sel(series=s.id, time=s.times).values] for s in data]
+
+    def score(self, X, y, sample_weight=None) -> float:
+        """Accuracy of :meth:`predict` on ``X`` against the labels ``y`` (higher is better).
+
+        For per-time labels, the share of labelled observation times classified correctly.
+        The evidence lower bound of the series is :meth:`score_samples`.
+
+        Parameters
+        ----------
+        X : IrregularDataset, DataFrame or list of (times, values)
+        y : labels in either form :meth:`fit` takes
+        sample_weight : array-like of shape (series,), optional
+            One label per series only.
+
+        Returns
+        -------
+        float
+        """
+        if not self.label_per_time_:
+            return ClassifierMixin.score(self, X, y, sample_weight=sample_weight)
+        data = self._check_data(X)
+        truth = np.concatenate(self._per_time_labels(y, data))
+        pred = np.concatenate(self.predict(data))
+        known = ~pd.isna(truth)
+        return float(np.mean(pred[known].astype(str) == truth[known].astype(str)))
+
+
+class LatentODEClassifier(LabelledSeriesMixin, ClassifierMixin, LatentODE):
     """Latent ODE with a classifier, trained jointly with the ELBO.
 
     With one label per series the generative model gains a site
@@ -1066,95 +1213,6 @@ class LatentODEClassifier(ClassifierMixin, LatentODE):
             "label_weight": float(self.label_weight),
             "label_per_time": bool(self.label_per_time_),
         }
-
-    @staticmethod
-    def _is_per_time(y, data: IrregularDataset) -> bool:
-        if isinstance(y, pd.Series):
-            return isinstance(y.index, pd.MultiIndex) and y.index.nlevels == 2
-        if isinstance(y, (list, tuple)) and len(y) == len(data) and len(y) > 0:
-            return all(np.ndim(v) == 1 for v in y)
-        return False
-
-    def _per_time_labels(self, y, data: IrregularDataset) -> list:
-        """Per-time labels as one object array per series, aligned with its times."""
-        if isinstance(y, pd.Series):
-            out = []
-            for s in data:
-                try:
-                    out.append(y.loc[s.id].reindex(s.times).to_numpy(dtype=object))
-                except KeyError:
-                    raise ValueError(
-                        f"y: series {s.id!r} has no labels; y is indexed by (series id, time)."
-                    ) from None
-            return out
-        out = []
-        for s, v in zip(data, y, strict=True):
-            v = np.asarray(v, dtype=object)
-            if v.shape != (s.n_obs,):
-                raise ValueError(
-                    f"y: series {s.id!r} has {s.n_obs} observation times but {v.shape[0]} "
-                    "labels; give one label per observation time (None or NaN where unknown), "
-                    "in the order of the series' sorted times."
-                )
-            out.append(v)
-        return out
-
-    def _check_labels(self, y, data: IrregularDataset):
-        if y is None:
-            raise ValueError(
-                "LatentODEClassifier.fit needs y: one label per series, or one array of labels "
-                "per series (one per observation time)."
-            )
-        self.label_per_time_ = self._is_per_time(y, data)
-        if self.label_per_time_:
-            per_series = self._per_time_labels(y, data)
-            flat = np.concatenate(per_series)
-            known = ~pd.isna(flat)
-            if not known.any():
-                raise ValueError("y holds no label at all; give at least one per class.")
-            classes = self._set_classes(np.asarray(flat[known].tolist()))
-            out = []
-            for v in per_series:
-                codes = np.full(v.shape, -1, dtype=np.int64)
-                ok = ~pd.isna(v)
-                if ok.any():
-                    values = np.asarray(v[ok].tolist(), dtype=classes.dtype)
-                    codes[ok] = np.searchsorted(classes, values)
-                out.append(torch.as_tensor(codes))
-            return out
-        if isinstance(y, pd.Series) and set(y.index) == set(data.ids):
-            y = y.loc[data.ids]  # aligned by series id
-        y = np.asarray(y)
-        if y.ndim != 1 or y.shape[0] != len(data):
-            raise ValueError(
-                f"y must hold one label per series: {len(data)} series but y has shape "
-                f"{y.shape}; pass a 1-D array in the order of the series, or a pandas Series "
-                "indexed by series id (per-time labels: one array per series)."
-            )
-        if pd.isna(y).any():
-            first = data.ids[int(np.flatnonzero(pd.isna(y))[0])]
-            raise ValueError(f"y: the label of series {first!r} is missing; drop the series.")
-        classes = self._set_classes(y)
-        return torch.as_tensor(np.searchsorted(classes, y), dtype=torch.long)
-
-    def _set_classes(self, labels: np.ndarray) -> np.ndarray:
-        classes = np.unique(labels)
-        if len(classes) < 2:
-            raise ValueError(f"y has a single class {classes.tolist()}; a classifier needs two.")
-        self.classes_ = classes
-        return classes
-
-    def _fitted_state(self) -> dict:
-        return {
-            **super()._fitted_state(),
-            "classes_": self.classes_.tolist(),
-            "label_per_time_": bool(self.label_per_time_),
-        }
-
-    def _set_fitted_state(self, state: dict) -> None:
-        super()._set_fitted_state(state)
-        self.classes_ = np.asarray(state["classes_"])
-        self.label_per_time_ = bool(state.get("label_per_time_", False))
 
     def fit(self, X, y, **kwargs):
         """Fit on series ``X`` with labels ``y``; see :meth:`LatentODE.fit`.
@@ -1230,48 +1288,6 @@ class LatentODEClassifier(ClassifierMixin, LatentODE):
             coords=coords,
             name="probability",
         )
-
-    def predict(self, X, *, n_samples: int = 32):
-        """Most probable class of each series, or of each observation time.
-
-        Returns
-        -------
-        ndarray of shape (series,)
-            For one label per series.
-        list of ndarray of shape (n_obs_i,)
-            For per-time labels: for each series, the class at each of its observation times.
-        """
-        proba = self.predict_proba(X, n_samples=n_samples)
-        if not self.label_per_time_:
-            return self.classes_[proba.argmax(1)]
-        data = self._check_data(X)
-        best = proba.argmax("class")
-        return [self.classes_[best.sel(series=s.id, time=s.times).values] for s in data]
-
-    def score(self, X, y, sample_weight=None) -> float:
-        """Accuracy of :meth:`predict` on ``X`` against the labels ``y`` (higher is better).
-
-        For per-time labels, the share of labelled observation times classified correctly.
-        The evidence lower bound of the series is :meth:`score_samples`.
-
-        Parameters
-        ----------
-        X : IrregularDataset, DataFrame or list of (times, values)
-        y : labels in either form :meth:`fit` takes
-        sample_weight : array-like of shape (series,), optional
-            One label per series only.
-
-        Returns
-        -------
-        float
-        """
-        if not self.label_per_time_:
-            return ClassifierMixin.score(self, X, y, sample_weight=sample_weight)
-        data = self._check_data(X)
-        truth = np.concatenate(self._per_time_labels(y, data))
-        pred = np.concatenate(self.predict(data))
-        known = ~pd.isna(truth)
-        return float(np.mean(pred[known].astype(str) == truth[known].astype(str)))
 
     def predict_series(self, X, *, times=None, n_samples: int = 32) -> xr.DataArray:
         """Posterior mean of the series (what :meth:`LatentODE.predict` returns)."""

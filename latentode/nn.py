@@ -437,24 +437,43 @@ class ODERNN(nn.Module):
         t_last : Tensor of shape (batch,)
             The last grid time (the same for every series).
         """
+        before, after, scored = self.states(values, mask, times)
+        pred = self.head(before)
+        target_mask = mask & scored[..., None]
+        t_last = times[-1].expand(values.shape[0])
+        return pred, values, target_mask.to(values.dtype), after[:, -1], t_last
+
+    def states(self, values: torch.Tensor, mask: torch.Tensor, times: torch.Tensor):
+        """Hidden states just before and just after the update at every grid time.
+
+        Parameters
+        ----------
+        values, mask : Tensor of shape (batch, time, features)
+        times : Tensor of shape (time,)
+
+        Returns
+        -------
+        before, after : Tensor of shape (batch, time, hidden)
+            ``after`` has read the observations at that time, ``before`` only earlier ones.
+        started : BoolTensor of shape (batch, time)
+            Whether the series had an observation before that time.
+        """
         observed = mask.any(-1)
         spans = (times[1:] - times[:-1]).tolist()
         inputs = torch.cat([values * mask, mask.to(values.dtype)], dim=-1)
         h = values.new_zeros(values.shape[0], self.hidden_dim)
         started = torch.zeros_like(observed[:, 0])
-        preds, scored = [], []
+        before, after, scored = [], [], []
         for i in range(times.shape[0]):
             if i > 0:
                 evolved = rk4(self.dynamics, h, spans[i - 1], _n_steps(spans[i - 1], self.max_step))
                 h = torch.where(started[:, None], evolved, h)
-            preds.append(self.head(h))
+            before.append(h)
             scored.append(started)
             h = torch.where(observed[:, i, None], self.cell(inputs[:, i], h), h)
+            after.append(h)
             started = started | observed[:, i]
-        pred = torch.stack(preds, dim=1)
-        target_mask = mask & torch.stack(scored, dim=1)[..., None]
-        t_last = times[-1].expand(values.shape[0])
-        return pred, values, target_mask.to(values.dtype), h, t_last
+        return torch.stack(before, 1), torch.stack(after, 1), torch.stack(scored, 1)
 
     def rollout(self, h: torch.Tensor, t_last: torch.Tensor, query: torch.Tensor):
         """Follow the hidden ODE from ``t_last`` to each query time.

@@ -85,3 +85,26 @@ def test_odernn_baseline_extrapolates_better_than_the_mean():
     mean_rmse = np.sqrt(np.mean((truth - data.train_truth.mean((0, 1))) ** 2))
     assert model.history_.loss[-1] < 0.5 * model.history_.loss[0]
     assert rmse < mean_rmse
+
+
+def test_odernn_classifier_per_series_and_per_time():
+    from latentode import ODERNNClassifier
+
+    data = make_spirals(n_series=120, n_obs=20, random_state=0)
+    clf = ODERNNClassifier(max_epochs=15, random_state=0).fit(data.train, data.clockwise_train)
+    assert not clf.label_per_time_ and list(clf.classes_) == [False, True]
+    assert clf.score(data.test, data.clockwise_test) >= 0.9
+    proba = clf.predict_proba(data.test)
+    # a series' class comes from its own observations, not from the batch it is in
+    alone = clf.predict_proba(data.test[:1])
+    assert np.allclose(alone, proba[:1], atol=1e-3)
+
+    sides = [np.where(s.values[:, 0] > 0, "right", "left") for s in data.train]
+    per_time = ODERNNClassifier(max_epochs=15, forecast_weight=0.5, random_state=0)
+    per_time.fit(data.train, sides)
+    truth = [np.where(s.values[:, 0] > 0, "right", "left") for s in data.test]
+    assert per_time.label_per_time_
+    assert [p.shape for p in per_time.predict(data.test)] == [t.shape for t in truth]
+    assert per_time.score(data.test, truth) > 0.85
+    with pytest.raises(ValueError, match="ODERNNClassifier.fit needs y"):
+        ODERNNClassifier().fit(data.train, None)
