@@ -57,3 +57,31 @@ def test_cnf_density_learns_beyond_the_base_distribution(tmp_path):
     # a standard normal scores standardised data at about log(2 pi) + 1 = 2.84 nats
     assert by["cnf"]["held_out_nll"] < 2.7
     assert by["planar"]["parameters"] == 16 * 5
+
+
+def test_periodic_example_scores_both_tasks(tmp_path):
+    periodic = _load("examples/periodic.py")
+    png = tmp_path / "periodic.png"
+    results = periodic.main(["--n-series", "60", "--epochs", "3", "--baseline-epochs", "3",
+                             "--output", str(png)])  # fmt: skip
+    assert png.read_bytes()[:4] == b"\x89PNG"
+    for key in ("interpolation_mse", "extrapolation_mse", "odernn_extrapolation_mse"):
+        assert 0 < results[key] < 5  # the signal's variance is 0.5
+
+
+PHYSIONET = ROOT.parent / "shared" / "data" / "physionet2012"
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not PHYSIONET.exists(), reason="the PhysioNet 2012 set A files are not present")
+def test_physionet_example_on_a_few_stays(tmp_path):
+    physionet = _load("examples/physionet.py")
+    png = tmp_path / "icu.png"
+    with pytest.warns(UserWarning, match="descriptors only"):
+        results = physionet.main(["--path", str(PHYSIONET), "--n-stays", "60", "--epochs", "1",
+                                  "--encoder", "gru", "--latent-dim", "4", "--quantization", "1",
+                                  "--output", str(png)])  # fmt: skip
+    assert png.read_bytes()[:4] == b"\x89PNG"
+    assert results["n_train"] == 48 and results["n_test"] == 12
+    assert 0 <= results["mortality_auc"] <= 1
+    assert 0 < results["interpolation_mse"] < 1 and 0 < results["extrapolation_mse"] < 1
