@@ -84,6 +84,10 @@ def main(argv=None):
     parser.add_argument("--lr", type=float, default=0.01)
     parser.add_argument("--label-weight", type=float, default=100.0)
     parser.add_argument("--poisson", action="store_true", help="model observation times too")
+    parser.add_argument("--validation", type=float, default=0.0,
+                        help="share of the training stays held out to pick the best epoch")
+    parser.add_argument("--patience", type=int, help="stop after this many epochs without "
+                        "validation improvement")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--output", default="physionet.png", help="figure to write")
     parser.add_argument("--json", help="write the results as JSON here")
@@ -100,15 +104,20 @@ def main(argv=None):
         idx = np.sort(rng.choice(idx, size=min(args.n_stays, idx.size), replace=False))
     train_idx, test_idx = train_test_split(idx, test_size=0.2, random_state=args.seed,
                                            stratify=icu.y[idx])  # fmt: skip
+    fit_kwargs = {}
+    if args.validation > 0:
+        train_idx, val_idx = train_test_split(train_idx, test_size=args.validation,
+                                              random_state=args.seed, stratify=icu.y[train_idx])
+        fit_kwargs["validation_data"] = (icu.data[val_idx], icu.y[val_idx])
     train, test = icu.data[train_idx], icu.data[test_idx]
 
     model = LatentODEClassifier(
         encoder=args.encoder, latent_dim=args.latent_dim, poisson=args.poisson,
         label_weight=args.label_weight, max_epochs=args.epochs, batch_size=args.batch_size,
-        lr=args.lr, random_state=args.seed, verbose=args.verbose,
+        lr=args.lr, patience=args.patience, random_state=args.seed, verbose=args.verbose,
     )  # fmt: skip
     start = time.perf_counter()
-    model.fit(train, icu.y[train_idx])
+    model.fit(train, icu.y[train_idx], **fit_kwargs)
     fit_seconds = time.perf_counter() - start
 
     # the metric's scale, as Rubanova et al.: each channel's range over the whole data set
@@ -123,6 +132,7 @@ def main(argv=None):
         "extrapolation_mse": float(scaled_mse(model, early, late, span)),
         "fit_seconds": fit_seconds,
         "n_train": len(train),
+        "best_epoch": model.history_.best_epoch,
         "n_test": len(test),
     }
     print(f"fitted {len(train)} stays in {fit_seconds:.0f} s; on {len(test)} held-out stays:")

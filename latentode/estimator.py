@@ -636,11 +636,25 @@ class LatentODE(IrregularSeriesEstimator):
         self._fit_scaling(data)
         validation = None
         if validation_data is not None:
-            val = self._check_data(validation_data, name="validation_data")
-            validation = [
-                self._batch(val[i : i + _PREDICT_CHUNK], self.device_)
-                for i in range(0, len(val), _PREDICT_CHUNK)
-            ]
+            val_x, val_y = validation_data, None
+            if labels is not None and isinstance(validation_data, tuple):
+                if len(validation_data) != 2:
+                    raise ValueError(
+                        "validation_data must be X_val or a pair (X_val, y_val); got a tuple of "
+                        f"{len(validation_data)}."
+                    )
+                val_x, val_y = validation_data
+            val = self._check_data(val_x, name="validation_data")
+            val_labels = None if val_y is None else self._check_labels(val_y, val, fit=False)
+            validation = []
+            for i in range(0, len(val), _PREDICT_CHUNK):
+                chunk = val[i : i + _PREDICT_CHUNK]
+                batch = self._batch(chunk, self.device_)
+                if val_labels is not None:
+                    rows = list(range(i, i + len(chunk)))
+                    chosen = _batch_labels(val_labels, rows, list(chunk))
+                    batch = dataclasses.replace(batch, labels=chosen.to(self.device_))
+                validation.append(batch)
         resume_from, write = None, None
         if checkpoint is not None:  # the data's fingerprint is needed only to checkpoint
             fingerprint = data_fingerprint(data)
@@ -1054,20 +1068,25 @@ class LabelledSeriesMixin:
             out.append(v)
         return out
 
-    def _check_labels(self, y, data: IrregularDataset):
+    def _check_labels(self, y, data: IrregularDataset, *, fit: bool = True):
+        """Class indices of ``y``; ``fit`` sets ``classes_``, otherwise they are checked."""
         if y is None:
             raise ValueError(
                 f"{type(self).__name__}.fit needs y: one label per series, or one array of "
                 "labels per series (one per observation time)."
             )
-        self.label_per_time_ = self._is_per_time(y, data)
+        per_time = self._is_per_time(y, data)
+        if not fit and per_time != self.label_per_time_:
+            kind = "one per observation time" if self.label_per_time_ else "one per series"
+            raise ValueError(f"y_val: labels must have the form of y ({kind}).")
+        self.label_per_time_ = per_time
         if self.label_per_time_:
             per_series = self._per_time_labels(y, data)
             flat = np.concatenate(per_series)
             known = ~pd.isna(flat)
             if not known.any():
                 raise ValueError("y holds no label at all; give at least one per class.")
-            classes = self._set_classes(np.asarray(flat[known].tolist()))
+            classes = self._classes_for(np.asarray(flat[known].tolist()), fit=fit)
             out = []
             for v in per_series:
                 codes = np.full(v.shape, -1, dtype=np.int64)
@@ -1089,11 +1108,19 @@ class LabelledSeriesMixin:
         if pd.isna(y).any():
             first = data.ids[int(np.flatnonzero(pd.isna(y))[0])]
             raise ValueError(f"y: the label of series {first!r} is missing; drop the series.")
-        classes = self._set_classes(y)
+        classes = self._classes_for(y, fit=fit)
         return torch.as_tensor(np.searchsorted(classes, y), dtype=torch.long)
 
-    def _set_classes(self, labels: np.ndarray) -> np.ndarray:
+    def _classes_for(self, labels: np.ndarray, *, fit: bool) -> np.ndarray:
         classes = np.unique(labels)
+        if not fit:
+            unknown = [c for c in classes.tolist() if c not in self.classes_.tolist()]
+            if unknown:
+                raise ValueError(
+                    f"y_val has classes {unknown} that y does not; validation labels must be "
+                    f"among {self.classes_.tolist()}."
+                )
+            return self.classes_
         if len(classes) < 2:
             raise ValueError(f"y has a single class {classes.tolist()}; a classifier needs two.")
         self.classes_ = classes
@@ -1228,7 +1255,9 @@ class LatentODEClassifier(LabelledSeriesMixin, ClassifierMixin, LatentODE):
               (None or NaN where a time has no label), or a pandas Series indexed by
               (series id, time).
         **kwargs
-            ``validation_data``, ``checkpoint``, ``checkpoint_every``, ``resume``.
+            ``validation_data`` (``X_val``, or ``(X_val, y_val)`` so that the validation loss
+            includes the labels with their training weight), ``checkpoint``,
+            ``checkpoint_every``, ``resume``.
 
         Returns
         -------

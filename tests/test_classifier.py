@@ -131,3 +131,19 @@ B02,020-000-033-111,633793123466780000,30.05.2009 10:29:06:678,1.10,2.10,0.90,ly
     pred = clf.predict(ds.data)
     assert [p.shape for p in pred] == [lab.shape for lab in ds.labels]
     assert set(np.concatenate(pred)) <= set(ds.activities)
+
+
+def test_validation_pairs_score_the_labels_too(spirals):
+    y, y_val = direction(spirals.clockwise_train), direction(spirals.clockwise_test)
+    with_labels = LatentODEClassifier(**FAST).fit(
+        spirals.train, y, validation_data=(spirals.test, y_val)
+    )
+    without = LatentODEClassifier(**FAST).fit(spirals.train, y, validation_data=spirals.test)
+    # same training (same seed), so the difference is the labels' weighted log-likelihood
+    assert np.allclose(with_labels.history_.loss, without.history_.loss)
+    gap = np.asarray(with_labels.history_.val_loss) - np.asarray(without.history_.val_loss)
+    assert np.all(gap > 0)  # -log p(label) > 0, times label_weight
+    with pytest.raises(ValueError, match=r"y_val has classes \['sideways'\]"):
+        LatentODEClassifier(**FAST).fit(
+            spirals.train, y, validation_data=(spirals.test, np.full(len(spirals.test), "sideways"))
+        )

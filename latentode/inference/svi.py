@@ -110,6 +110,9 @@ def svi_loss(model, batch: Batch, *, num_particles: int = 1, kl_scale: float = 1
 def per_series_elbo(model, batch: Batch, *, num_particles: int = 1) -> torch.Tensor:
     """ELBO of each series in a batch (higher is better), averaged over particles.
 
+    With ``batch.labels`` (classifiers), the labels' log-likelihood is included with the
+    weight it has in training (``label_weight``).
+
     Returns
     -------
     Tensor of shape (batch,)
@@ -122,12 +125,12 @@ def per_series_elbo(model, batch: Batch, *, num_particles: int = 1) -> torch.Ten
             )
             model_tr = pyro.poutine.trace(
                 pyro.poutine.replay(model.model, trace=guide_tr)
-            ).get_trace(batch.times, batch.values, batch.mask)
+            ).get_trace(batch.times, batch.values, batch.mask, labels=batch.labels)
             for tr, sign in ((model_tr, 1.0), (guide_tr, -1.0)):
                 tr.compute_log_prob()
                 for site in tr.nodes.values():
-                    if site["type"] == "sample":
-                        total += sign * site["log_prob"]
+                    if site["type"] == "sample":  # labels count with their training weight
+                        total += sign * site["log_prob"] * site["scale"]
     return total / num_particles
 
 
