@@ -110,6 +110,11 @@ def density_grid(flow, lim=2.6, n=120):
     return logp.exp().reshape(n, n).numpy(), lim
 
 
+def _config(args) -> dict:
+    """The run's settings, without the file paths of the machine it ran on."""
+    return {k: v for k, v in vars(args).items() if k not in ("output", "json", "path")}
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--datasets", nargs="+", default=list(DATASETS), choices=list(DATASETS))
@@ -163,7 +168,8 @@ def main(argv=None):
     fig.savefig(args.output, dpi=110)
     print(f"wrote {args.output}")
     if args.json:
-        Path(args.json).write_text(json.dumps({"config": vars(args), "results": results}, indent=2))
+        record = {"config": _config(args), "results": results}
+        Path(args.json).write_text(json.dumps(record, indent=2))
     return results
 
 

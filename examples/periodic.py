@@ -43,6 +43,11 @@ def first_half(data, t_split: float):
                        feature_names=data.feature_names), keep  # fmt: skip
 
 
+def _config(args) -> dict:
+    """The run's settings, without the file paths of the machine it ran on."""
+    return {k: v for k, v in vars(args).items() if k not in ("output", "json", "path")}
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--n-series", type=int, default=1000)
@@ -103,7 +108,8 @@ def main(argv=None):
     fig.savefig(args.output, dpi=110)
     print(f"wrote {args.output}")
     if args.json:
-        Path(args.json).write_text(json.dumps({"config": vars(args), "results": results}, indent=2))
+        record = {"config": _config(args), "results": results}
+        Path(args.json).write_text(json.dumps(record, indent=2))
     return results
 
 

@@ -70,6 +70,11 @@ def scaled_mse(model, condition, target, span) -> float:
     return total / count
 
 
+def _config(args) -> dict:
+    """The run's settings, without the file paths of the machine it ran on."""
+    return {k: v for k, v in vars(args).items() if k not in ("output", "json", "path")}
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--path", help="folder with set-a.tar.gz and Outcomes-a.txt")
@@ -158,8 +163,8 @@ def main(argv=None):
     fig.savefig(args.output, dpi=110)
     print(f"wrote {args.output}")
     if args.json:
-        config = {k: v for k, v in vars(args).items() if k not in ("json",)}
-        Path(args.json).write_text(json.dumps({"config": config, "results": results}, indent=2))
+        record = {"config": _config(args), "results": results}
+        Path(args.json).write_text(json.dumps(record, indent=2))
     return results
 
 
