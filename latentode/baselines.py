@@ -26,6 +26,51 @@ from .nn import ODERNN, GapRNN, mlp
 
 __all__ = ["ODERNNBaseline", "ODERNNClassifier", "RNNBaseline"]
 
+def _train_minibatches(est, n_series: int, batch_loss, seed: int):
+    """Adam over shuffled mini-batches of series, the loop the non-latent baselines share.
+
+    Parameters
+    ----------
+    est : estimator
+        Gives ``_build_module``, ``lr``, ``lr_decay``, ``clip_norm``, ``max_epochs``,
+        ``batch_size``, ``device_`` and ``_seeded``.
+    n_series : int
+    batch_loss : callable
+        ``batch_loss(net, idx) -> (loss, weight)`` for the series indices ``idx``; the epoch's
+        recorded loss is the weighted mean.
+    seed : int
+
+    Returns
+    -------
+    net : nn.Module
+        In eval mode.
+    history : TrainingHistory
+    """
+    history = TrainingHistory()
+    with est._seeded(seed, est.device_):
+        net = est._build_module().to(est.device_)
+        optim = torch.optim.Adam(net.parameters(), lr=est.lr)
+        sched = torch.optim.lr_scheduler.ExponentialLR(optim, gamma=est.lr_decay)
+        gen = torch.Generator().manual_seed(seed)
+        for _ in range(est.max_epochs):
+            start = time.perf_counter()
+            perm = torch.randperm(n_series, generator=gen).tolist()
+            total, count = 0.0, 0.0
+            for i in range(0, n_series, est.batch_size):
+                loss, weight = batch_loss(net, perm[i : i + est.batch_size])
+                optim.zero_grad(set_to_none=True)
+                loss.backward()
+                if est.clip_norm is not None:
+                    torch.nn.utils.clip_grad_norm_(net.parameters(), est.clip_norm)
+                optim.step()
+                total += loss.item() * weight
+                count += weight
+            sched.step()
+            history.loss.append(total / count)
+            history.seconds.append(time.perf_counter() - start)
+    return net.eval(), history
+
+
 
 class RNNBaseline(IrregularSeriesEstimator):
     """Recurrent network with time gaps as input, trained to predict the next observation.
@@ -113,35 +158,14 @@ class RNNBaseline(IrregularSeriesEstimator):
         gaps = np.concatenate([np.diff(s.times) for s in data]) / self.time_scale_
         self.gap_scale_ = float(np.median(gaps))
         series = list(data)
-        history = TrainingHistory()
-        with self._seeded(seed, self.device_):
-            net = self._build_module().to(self.device_)
-            optim = torch.optim.Adam(net.parameters(), lr=self.lr)
-            sched = torch.optim.lr_scheduler.ExponentialLR(optim, gamma=self.lr_decay)
-            gen = torch.Generator().manual_seed(seed)
-            for _ in range(self.max_epochs):
-                start = time.perf_counter()
-                perm = torch.randperm(len(series), generator=gen).tolist()
-                total, count = 0.0, 0.0
-                for i in range(0, len(series), self.batch_size):
-                    batch = self._batch(
-                        [series[j] for j in perm[i : i + self.batch_size]], self.device_
-                    )
-                    pred, target, m, _, _ = net(batch.values, batch.mask, batch.times)
-                    n = m.sum()
-                    loss = (((pred - target) ** 2) * m).sum() / n
-                    optim.zero_grad(set_to_none=True)
-                    loss.backward()
-                    if self.clip_norm is not None:
-                        torch.nn.utils.clip_grad_norm_(net.parameters(), self.clip_norm)
-                    optim.step()
-                    total += loss.item() * n.item()
-                    count += n.item()
-                sched.step()
-                history.loss.append(total / count)
-                history.seconds.append(time.perf_counter() - start)
-        self.model_ = net.eval()
-        self.history_ = history
+
+        def batch_loss(net, idx):
+            batch = self._batch([series[j] for j in idx], self.device_)
+            pred, target, m, _, _ = net(batch.values, batch.mask, batch.times)
+            n = m.sum()
+            return (((pred - target) ** 2) * m).sum() / n, n.item()
+
+        self.model_, self.history_ = _train_minibatches(self, len(series), batch_loss, seed)
 
     def predict(self, X, *, times) -> xr.DataArray:
         """Extrapolate each series to ``times`` by feeding predictions back in.
@@ -304,40 +328,22 @@ class ODERNNClassifier(LabelledSeriesMixin, ClassifierMixin, IrregularSeriesEsti
         self.device_ = resolve_device(self.device)
         self._fit_scaling(data)
         series = list(data)
-        history = TrainingHistory()
         per_time = self.label_per_time_
-        with self._seeded(seed, self.device_):
-            net = self._build_module().to(self.device_)
-            optim = torch.optim.Adam(net.parameters(), lr=self.lr)
-            sched = torch.optim.lr_scheduler.ExponentialLR(optim, gamma=self.lr_decay)
-            gen = torch.Generator().manual_seed(seed)
-            for _ in range(self.max_epochs):
-                start = time.perf_counter()
-                perm = torch.randperm(len(series), generator=gen).tolist()
-                total = 0.0
-                for i in range(0, len(series), self.batch_size):
-                    idx = perm[i : i + self.batch_size]
-                    chosen = [series[j] for j in idx]
-                    batch = self._batch(chosen, self.device_)
-                    target = _batch_labels(labels, idx, chosen).to(self.device_)
-                    logits, pred, m = net(batch.values, batch.mask, batch.times, per_time=per_time)
-                    loss = nn.functional.cross_entropy(
-                        logits.reshape(-1, logits.shape[-1]), target.reshape(-1), ignore_index=-1
-                    )
-                    if self.forecast_weight > 0 and m.sum() > 0:
-                        mse = (((pred - batch.values) ** 2) * m).sum() / m.sum()
-                        loss = loss + self.forecast_weight * mse
-                    optim.zero_grad(set_to_none=True)
-                    loss.backward()
-                    if self.clip_norm is not None:
-                        torch.nn.utils.clip_grad_norm_(net.parameters(), self.clip_norm)
-                    optim.step()
-                    total += loss.item() * len(idx)
-                sched.step()
-                history.loss.append(total / len(series))
-                history.seconds.append(time.perf_counter() - start)
-        self.model_ = net.eval()
-        self.history_ = history
+
+        def batch_loss(net, idx):
+            chosen = [series[j] for j in idx]
+            batch = self._batch(chosen, self.device_)
+            target = _batch_labels(labels, idx, chosen).to(self.device_)
+            logits, pred, m = net(batch.values, batch.mask, batch.times, per_time=per_time)
+            loss = nn.functional.cross_entropy(
+                logits.reshape(-1, logits.shape[-1]), target.reshape(-1), ignore_index=-1
+            )
+            if self.forecast_weight > 0 and m.sum() > 0:
+                mse = (((pred - batch.values) ** 2) * m).sum() / m.sum()
+                loss = loss + self.forecast_weight * mse
+            return loss, len(idx)
+
+        self.model_, self.history_ = _train_minibatches(self, len(series), batch_loss, seed)
 
     def predict_proba(self, X):
         """Class probabilities.
