@@ -29,18 +29,10 @@ import numpy as np  # noqa: E402
 import xarray as xr  # noqa: E402
 
 from latentode import LatentODE, ODERNNBaseline  # noqa: E402
-from latentode.datasets import from_arrays, make_periodic  # noqa: E402
+from latentode.datasets import make_periodic  # noqa: E402
 from latentode.metrics import masked_mse  # noqa: E402
 from latentode.plotting import plot_posterior  # noqa: E402
-
-
-def first_half(data, t_split: float):
-    """The observations of each series before ``t_split``, and the indices of the series kept
-    (those with at least one such observation)."""
-    pairs = [(s.times[s.times < t_split], s.values[s.times < t_split]) for s in data]
-    keep = [i for i, (t, _) in enumerate(pairs) if t.size > 0]
-    return from_arrays([pairs[i] for i in keep], ids=[data.ids[i] for i in keep],
-                       feature_names=data.feature_names), keep  # fmt: skip
+from latentode.profiling import peak_rss_mib  # noqa: E402
 
 
 def _config(args) -> dict:
@@ -55,12 +47,13 @@ def main(argv=None):
     parser.add_argument("--epochs", type=int, default=100)
     parser.add_argument("--baseline-epochs", type=int, default=100)
     parser.add_argument("--latent-dim", type=int, default=6)
+    parser.add_argument("--noise-std", type=float, default=0.05)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--output", default="periodic.png", help="figure to write")
     parser.add_argument("--json", help="write the results as JSON here")
     args = parser.parse_args(argv)
 
-    data = make_periodic(n_series=args.n_series, n_obs=args.n_obs, noise_std=0.05,
+    data = make_periodic(n_series=args.n_series, n_obs=args.n_obs, noise_std=args.noise_std,
                          random_state=args.seed)  # fmt: skip
     t_split = float(np.median(data.times))
     start = time.perf_counter()
@@ -70,7 +63,8 @@ def main(argv=None):
     fit_seconds = time.perf_counter() - start
 
     interp = model.predict(data.test, times=data.times).values
-    early, keep = first_half(data.test, t_split)
+    early, _ = data.test.split_at(t_split)
+    keep = [data.test.ids.index(sid) for sid in early.ids]
     later = data.times[data.times >= t_split]
     future = data.test_values[keep][:, data.times >= t_split]
     extrap = model.predict(early, times=later).values
@@ -87,6 +81,7 @@ def main(argv=None):
         "odernn_extrapolation_mse": masked_mse(future, base_extrap),
         "mean_predictor_mse": masked_mse(future, np.full_like(future, mean)),
         "fit_seconds": fit_seconds,
+        "peak_rss_mib": peak_rss_mib(),
     }
     print(f"fitted {len(data.train)} series ({args.n_obs} of 100 points each) in "
           f"{fit_seconds:.0f} s")  # fmt: skip

@@ -85,3 +85,31 @@ def test_physionet_example_on_a_few_stays(tmp_path):
     assert results["n_train"] == 48 and results["n_test"] == 12
     assert 0 <= results["mortality_auc"] <= 1
     assert 0 < results["interpolation_mse"] < 1 and 0 < results["extrapolation_mse"] < 1
+
+
+@pytest.mark.slow
+def test_hopper_example_beats_the_mean_after_a_few_epochs(tmp_path):
+    pytest.importorskip("dm_control", reason="the Hopper needs the 'hopper' extra (dm-control)")
+    hopper = _load("examples/hopper.py")
+    png = tmp_path / "hopper.png"
+    results = hopper.main(["--n-series", "300", "--epochs", "8", "--fraction", "0.2",
+                           "--output", str(png)])  # fmt: skip
+    assert png.read_bytes()[:4] == b"\x89PNG"
+    assert results["n_train"] == 240 and results["n_extrapolated"] > 50
+    assert results["interpolation_mse"] < 0.7 * results["mean_predictor_mse"]
+    assert results["extrapolation_mse"] < results["mean_predictor_mse"]
+
+
+@pytest.mark.slow
+def test_rubanova2019_benchmark_records_budgets_versions_and_published_figures(tmp_path):
+    pytest.importorskip("dm_control", reason="the Hopper needs the 'hopper' extra (dm-control)")
+    bench = _load("benchmarks/rubanova2019.py")
+    out = tmp_path / "r.json"
+    record = bench.main(["--tasks", "hopper", "--hopper-series", "40", "--hopper-fractions",
+                         "0.1", "--hopper-epochs", "1", "--output", str(out)])  # fmt: skip
+    assert json.loads(out.read_text()) == record
+    assert record["config"]["hopper_epochs"] == 1 and record["versions"]["torch"]
+    run = record["results"]["hopper"]["0.1"]
+    assert run["config"]["n_series"] == 40 and run["wall_seconds"] > 0
+    assert run["results"]["peak_rss_mib"] > 0 and run["results"]["interpolation_mse"] > 0
+    assert "3.600e-03" in bench.table(record["results"])  # the paper's 10% figure, beside ours

@@ -19,6 +19,7 @@ from ._download import (
     sha256_file,
 )
 from .activity import PersonActivity, load_person_activity
+from .hopper import HOPPER_FEATURES, HopperData, make_hopper
 from .periodic import PeriodicData, make_periodic
 from .physionet import PHYSIONET2012_FEATURES, PhysioNet2012, load_physionet2012
 from .spirals import TUNED_LATENT_ODE, SpiralData, make_spirals
@@ -26,6 +27,8 @@ from .spirals import TUNED_LATENT_ODE, SpiralData, make_spirals
 __all__ = [
     "Batch",
     "DownloadError",
+    "HOPPER_FEATURES",
+    "HopperData",
     "UnsafeArchiveError",
     "IrregularDataset",
     "IrregularSeries",
@@ -43,6 +46,7 @@ __all__ = [
     "from_pandas",
     "from_xarray",
     "load_person_activity",
+    "make_hopper",
     "load_physionet2012",
     "make_periodic",
     "make_spirals",

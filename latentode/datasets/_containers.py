@@ -130,6 +130,42 @@ class IrregularDataset(Sequence):
         """Latest observation time over all series."""
         return float(max(s.times[-1] for s in self._series))
 
+    def split_at(self, time: float) -> tuple[IrregularDataset, IrregularDataset]:
+        """Split every series into its observations before ``time`` and from ``time`` on.
+
+        The extrapolation protocol: condition on the first part, score the second. Only the
+        series observed on both sides are kept, in order and with their ids.
+
+        Parameters
+        ----------
+        time : float
+            In the series' time unit.
+
+        Returns
+        -------
+        before, after : IrregularDataset
+            Observations at times ``< time`` and ``>= time``; the same series in each.
+
+        Raises
+        ------
+        ValueError
+            If no series is observed on both sides of ``time``.
+        """
+        time = float(time)
+        before, after = [], []
+        for s in self._series:
+            early = s.times < time
+            if early.any() and not early.all():
+                before.append(IrregularSeries(s.id, s.times[early], s.values[early]))
+                after.append(IrregularSeries(s.id, s.times[~early], s.values[~early]))
+        if not before:
+            raise ValueError(
+                f"split_at: no series has observations both before and from time={time} "
+                f"(observed times span {self.t_min} to {self.t_max}); pick a time inside them."
+            )
+        return (IrregularDataset(before, self.feature_names),
+                IrregularDataset(after, self.feature_names))  # fmt: skip
+
     # -- conversion ------------------------------------------------------------------------
     def to_pandas(self, *, id_name: str = "series", time_name: str = "time") -> pd.DataFrame:
         """Return the data as a frame indexed by (series id, time), one column per feature.

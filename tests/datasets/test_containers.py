@@ -249,3 +249,23 @@ def test_from_xarray_single_feature_timedelta_and_errors():
         from_xarray(bad, time_unit="h")
     with pytest.raises(TypeError, match="DataArray or Dataset"):
         from_xarray(np.zeros((2, 3)))
+
+
+def test_split_at_keeps_series_observed_on_both_sides_with_their_ids():
+    data = from_arrays(
+        [
+            ([0.0, 1.0, 2.0, 3.0], [[1.0], [2.0], [3.0], [4.0]]),
+            ([0.5, 0.7], [[5.0], [6.0]]),  # all before: dropped
+            ([1.5, 2.0, 2.5], [[7.0], [8.0], [9.0]]),
+        ],
+        ids=["a", "b", "c"],
+        feature_names=["x"],
+    )
+    before, after = data.split_at(2.0)
+    assert before.ids == after.ids == ["a", "c"]
+    assert np.array_equal(before[0].times, [0.0, 1.0])
+    assert np.array_equal(after[0].times, [2.0, 3.0])
+    assert np.array_equal(after[1].values[:, 0], [8.0, 9.0]) and before[1].n_obs == 1
+    assert before.feature_names == ["x"]
+    with pytest.raises(ValueError, match="time=10.0"):
+        data.split_at(10.0)

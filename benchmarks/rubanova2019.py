@@ -1,0 +1,175 @@
+"""The protocols of Rubanova et al. (2019) on what runs here, next to their published figures.
+
+Runs, each in its own process (so that its peak memory is its own):
+
+- ``periodic``: the toy set of irregular sine waves (``examples/periodic.py``): interpolation
+  and extrapolation MSE;
+- ``hopper``: MuJoCo Hopper runs with 10% … 50% of the points observed
+  (``examples/hopper.py``): interpolation and extrapolation MSE on the paper's scale;
+- ``physionet``: PhysioNet 2012 set A, 80/20 split (``examples/physionet.py``): interpolation
+  and extrapolation MSE on the paper's scale, mortality AUC.
+
+Budgets (series, epochs, encoder) are flags and are recorded in the JSON with wall time, peak
+memory and library versions. Published figures are those of Rubanova et al., Latent ODE with
+the ODE-RNN encoder (tables 2–4), with their full budgets; reduced budgets here say only what
+this run reached.
+
+    python benchmarks/rubanova2019.py --physionet-path DIR --output results.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib.metadata
+import json
+import platform
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
+
+#: Rubanova et al. (2019), Latent ODE (ODE-RNN encoder); MSEs on their (x - min) / max scale.
+PUBLISHED = {
+    "physionet": {
+        "interpolation_mse": 2.118e-3,
+        "extrapolation_mse": 2.231e-3,
+        "extrapolation_mse_poisson": 2.208e-3,
+        "mortality_auc": 0.833,  # best of the paper's models (ODE-RNN)
+    },
+    "hopper": {0.1: {"interpolation_mse": 0.360e-2, "extrapolation_mse": 1.441e-2}},
+}
+
+_PACKAGES = ["latentode", "torch", "pyro-ppl", "torchdiffeq", "numpy", "dm-control", "mujoco"]
+
+
+def versions() -> dict:
+    """Python and the versions of the packages the results depend on (None if absent)."""
+    out = {"python": platform.python_version()}
+    for name in _PACKAGES:
+        try:
+            out[name] = importlib.metadata.version(name)
+        except importlib.metadata.PackageNotFoundError:
+            out[name] = None
+    return out
+
+
+def run_example(script: str, flags: list[str], workdir: Path, name: str) -> dict:
+    """Run ``examples/<script>`` in a fresh process; return its results and wall time."""
+    json_path = workdir / f"{name}.json"
+    cmd = [sys.executable, str(EXAMPLES / script), *flags, "--json", str(json_path),
+           "--output", str(workdir / f"{name}.png")]  # fmt: skip
+    print(f"-- {name}: {script} {' '.join(flags)}", flush=True)
+    start = time.perf_counter()
+    proc = subprocess.run(cmd, capture_output=True, text=True)
+    wall = time.perf_counter() - start
+    if proc.returncode != 0:
+        tail = (proc.stdout + proc.stderr)[-3000:]
+        raise RuntimeError(f"{name} failed (exit {proc.returncode}):\n{tail}")
+    print(proc.stdout.rstrip(), flush=True)
+    record = json.loads(json_path.read_text())
+    record["wall_seconds"] = wall
+    return record
+
+
+def _fmt(x, spec=".3e"):
+    return "—" if x is None else format(x, spec)
+
+
+def table(results: dict) -> str:
+    """Rows of (task, metric, this run, published)."""
+    rows = [("task", "metric", "here", "published")]
+    if "periodic" in results:
+        r = results["periodic"]["results"]
+        rows += [("periodic", "interpolation MSE", _fmt(r["interpolation_mse"]), "—"),
+                 ("periodic", "extrapolation MSE", _fmt(r["extrapolation_mse"]), "—")]  # fmt: skip
+    for key, rec in results.get("hopper", {}).items():
+        frac = float(key)
+        pub = PUBLISHED["hopper"].get(frac, {})
+        r = rec["results"]
+        for metric in ("interpolation_mse", "extrapolation_mse"):
+            rows.append((f"hopper {frac:.0%}", metric.replace("_mse", " MSE"),
+                         _fmt(r[metric]), _fmt(pub.get(metric))))  # fmt: skip
+    if "physionet" in results:
+        r, pub = results["physionet"]["results"], PUBLISHED["physionet"]
+        for metric in ("interpolation_mse", "extrapolation_mse"):
+            rows.append(("physionet", metric.replace("_mse", " MSE"), _fmt(r[metric]),
+                         _fmt(pub[metric])))  # fmt: skip
+        rows.append(("physionet", "mortality AUC", _fmt(r["mortality_auc"], ".3f"),
+                     _fmt(pub["mortality_auc"], ".3f")))  # fmt: skip
+    widths = [max(len(row[i]) for row in rows) for i in range(4)]
+    return "\n".join("  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True))
+                     for row in rows)  # fmt: skip
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--tasks", nargs="+", default=["periodic", "hopper", "physionet"],
+                        choices=["periodic", "hopper", "physionet"])  # fmt: skip
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--periodic-series", type=int, default=1000)
+    parser.add_argument("--periodic-obs", type=int, default=50, help="points per series of 100")
+    parser.add_argument("--periodic-epochs", type=int, default=100)
+    parser.add_argument("--hopper-series", type=int, default=1000, help="paper: 10 000")
+    parser.add_argument("--hopper-fractions", type=float, nargs="+",
+                        default=[0.1, 0.2, 0.3, 0.5])  # fmt: skip
+    parser.add_argument("--hopper-epochs", type=int, default=50)
+    parser.add_argument("--hopper-encoder", choices=["odernn", "gru"], default="gru")
+    parser.add_argument("--physionet-path", help="folder with set-a.tar.gz and Outcomes-a.txt")
+    parser.add_argument("--physionet-epochs", type=int, default=60)
+    parser.add_argument("--physionet-encoder", choices=["odernn", "gru"], default="gru")
+    parser.add_argument("--physionet-validation", type=float, default=0.1)
+    parser.add_argument("--physionet-patience", type=int, default=10)
+    parser.add_argument("--physionet-poisson", action="store_true")
+    parser.add_argument("--figures", help="keep the examples' figures in this folder")
+    parser.add_argument("--output", help="write the results as JSON here")
+    args = parser.parse_args(argv)
+    if "physionet" in args.tasks and not args.physionet_path:
+        parser.error("the physionet task needs --physionet-path (or leave it out of --tasks)")
+
+    record = {
+        "config": {k: v for k, v in vars(args).items()
+                   if k not in ("physionet_path", "figures", "output")},  # fmt: skip
+        "versions": versions(),
+        "published": {"physionet": PUBLISHED["physionet"],
+                      "hopper": {str(k): v for k, v in PUBLISHED["hopper"].items()}},  # fmt: skip
+        "results": {},
+    }
+    seed = ["--seed", str(args.seed)]
+    with tempfile.TemporaryDirectory() as tmp:
+        work = Path(args.figures) if args.figures else Path(tmp)
+        work.mkdir(parents=True, exist_ok=True)
+        results = record["results"]
+        if "periodic" in args.tasks:
+            results["periodic"] = run_example("periodic.py", [
+                "--n-series", str(args.periodic_series), "--n-obs", str(args.periodic_obs),
+                "--epochs", str(args.periodic_epochs), "--latent-dim", "10",
+                "--noise-std", "0.01", *seed], work, "periodic")  # fmt: skip
+        if "hopper" in args.tasks:
+            results["hopper"] = {}
+            for frac in args.hopper_fractions:
+                results["hopper"][str(frac)] = run_example("hopper.py", [
+                    "--n-series", str(args.hopper_series), "--fraction", str(frac),
+                    "--epochs", str(args.hopper_epochs), "--encoder", args.hopper_encoder,
+                    *seed], work, f"hopper_{int(round(frac * 100))}")  # fmt: skip
+        if "physionet" in args.tasks:
+            flags = ["--path", args.physionet_path, "--epochs", str(args.physionet_epochs),
+                     "--encoder", args.physionet_encoder,
+                     "--validation", str(args.physionet_validation), *seed]  # fmt: skip
+            if args.physionet_patience:
+                flags += ["--patience", str(args.physionet_patience)]
+            if args.physionet_poisson:
+                flags.append("--poisson")
+            results["physionet"] = run_example("physionet.py", flags, work, "physionet")
+    print()
+    print(table(record["results"]))
+    if args.output:
+        Path(args.output).write_text(json.dumps(record, indent=2))
+        print(f"wrote {args.output}")
+    return record
+
+
+if __name__ == "__main__":
+    main()
