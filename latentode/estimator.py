@@ -33,6 +33,7 @@ from ._io import (
 )
 from .datasets import IrregularDataset, as_dataset, collate
 from .inference import (
+    DataParallel,
     TrainingHistory,
     make_inference_data,
     per_series_elbo,
@@ -633,6 +634,14 @@ class LatentODE(IrregularSeriesEstimator):
         """
         seed = _seed_from(self.random_state)
         self.device_ = resolve_device(self.device)
+        dev = self.device_
+        if dev.type == "cuda" and dev.index is None and "LOCAL_RANK" in os.environ:
+            # one GPU per process under torchrun
+            self.device_ = torch.device("cuda", int(os.environ["LOCAL_RANK"]))
+            torch.cuda.set_device(self.device_)
+        parallel = DataParallel.from_environment(self.device_)
+        if parallel is not None:  # every process starts from rank 0's seed
+            seed = parallel.broadcast_int(seed)
         self._fit_scaling(data)
         validation = None
         if validation_data is not None:
@@ -666,18 +675,24 @@ class LatentODE(IrregularSeriesEstimator):
             write = functools.partial(
                 self._write_checkpoint, os.fspath(checkpoint), fingerprint=fingerprint
             )
+        if parallel is not None and not parallel.is_main:
+            write = None  # only rank 0 writes checkpoints
         series = list(data)
         with self._seeded(seed, self.device_):
             module = self._build_module().to(self.device_)
-            generator = torch.Generator().manual_seed(seed)
+            generator = torch.Generator().manual_seed(seed)  # shuffles: the same everywhere
+            draws = generator
+            if parallel is not None:  # each process draws its own noise for its own series
+                draws = torch.Generator().manual_seed(seed + 1 + parallel.rank)
+                torch.manual_seed(seed + 1 + parallel.rank)
 
             def make_batch(idx):
                 batch = self._batch([series[i] for i in idx.tolist()], self.device_)
-                batch = batch.subsample(self.subsample, generator=generator)
+                batch = batch.subsample(self.subsample, generator=draws)
                 if labels is not None:
                     chosen = _batch_labels(labels, idx.tolist(), [series[i] for i in idx.tolist()])
                     batch = dataclasses.replace(batch, labels=chosen.to(self.device_))
-                return batch.truncate_encoder(self.encode_fraction, generator=generator)
+                return batch.truncate_encoder(self.encode_fraction, generator=draws)
 
             self.history_ = train_svi(
                 module,
@@ -693,10 +708,11 @@ class LatentODE(IrregularSeriesEstimator):
                 validation=validation,
                 patience=self.patience,
                 generator=generator,
-                verbose=self.verbose,
+                verbose=self.verbose if parallel is None or parallel.is_main else False,
                 checkpoint=write,
                 checkpoint_every=checkpoint_every,
                 resume_from=resume_from,
+                parallel=parallel,
             )
         self.model_ = module
 

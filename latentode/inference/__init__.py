@@ -1,10 +1,13 @@
-"""Training and evaluation: the SVI loop, ELBO evaluation, posterior predictive, ArviZ export."""
+"""Training and evaluation: the SVI loop, data-parallel training, ELBO evaluation, posterior
+predictive, ArviZ export."""
 
 from .arviz import make_inference_data
+from .distributed import DataParallel
 from .predictive import PREDICTIVE_SITES, posterior_predictive
 from .svi import TrainingHistory, kl_weight, per_series_elbo, svi_loss, train_svi
 
 __all__ = [
+    "DataParallel",
     "PREDICTIVE_SITES",
     "TrainingHistory",
     "make_inference_data",

@@ -18,6 +18,7 @@ from tqdm.auto import tqdm
 
 from ..datasets import Batch
 from ..solvers import SolverError
+from .distributed import DataParallel
 
 __all__ = ["TrainingHistory", "kl_weight", "per_series_elbo", "svi_loss", "train_svi"]
 
@@ -185,6 +186,7 @@ def train_svi(
     resume_from: dict | None = None,
     max_retries: int = 3,
     lr_backoff: float = 0.5,
+    parallel: DataParallel | None = None,
 ) -> TrainingHistory:
     """Fit ``model`` by maximising the ELBO with Adam over shuffled mini-batches.
 
@@ -233,6 +235,12 @@ def train_svi(
         Consecutive rolled-back attempts of an epoch before giving up.
     lr_backoff : float
         Factor applied to the learning rate at each roll-back.
+    parallel : DataParallel, optional
+        Data-parallel training over a ``torch.distributed`` group: rank 0's parameters are
+        broadcast first, each global mini-batch of ``batch_size`` is split between the
+        processes, gradients are summed before each step, and validation losses averaged, so
+        that all processes take the same steps. ``generator`` must give the same shuffles on
+        every process; ``make_batch`` may draw differently on each.
 
     Returns
     -------
@@ -271,6 +279,8 @@ def train_svi(
     if resume_from is not None:
         restore(resume_from)
         first_epoch = resume_from["epoch"]
+    if parallel is not None:
+        parallel.broadcast_module(model)
     good = capture(first_epoch)
     bar = _progress(verbose, max_epochs)
     bar.update(first_epoch)
@@ -282,7 +292,7 @@ def train_svi(
             try:
                 loss, nfe = _train_epoch(
                     model, optim, params, make_batch, n_series, batch_size, generator,
-                    num_particles, kl_weight(epoch, kl_anneal_epochs), clip_norm,
+                    num_particles, kl_weight(epoch, kl_anneal_epochs), clip_norm, parallel,
                 )  # fmt: skip
             except _BadStep as bad:
                 retries += 1
@@ -308,7 +318,7 @@ def train_svi(
             best_state, best_val, since_best = _record_epoch(
                 history, model, epoch, loss, nfe, kl_weight(epoch, kl_anneal_epochs),
                 validation, num_particles, (best_state, best_val, since_best), patience, bar,
-                start,
+                start, parallel,
             )  # fmt: skip
             epoch += 1
             good = capture(epoch)
@@ -332,36 +342,56 @@ def train_svi(
 
 def _train_epoch(
     model, optim, params, make_batch, n_series, batch_size, generator, num_particles, beta,
-    clip_norm,
+    clip_norm, parallel=None,
 ):  # fmt: skip
-    """One pass over shuffled mini-batches; returns (mean loss, (nfe forward, nfe backward))."""
+    """One pass over shuffled mini-batches; returns (mean loss, (nfe forward, nfe backward)).
+
+    With ``parallel``, each process takes its share of every batch; its loss is weighted by
+    that share and the gradients summed over the processes, so the step is the whole batch's.
+    """
     model.solver.reset_nfe()
     perm = torch.randperm(n_series, generator=generator)
     total, count = 0.0, 0
     for i in range(0, n_series, batch_size):
         idx = perm[i : i + batch_size]
-        batch = make_batch(idx)
+        local = idx if parallel is None else parallel.shard(idx)
         optim.zero_grad(set_to_none=True)
+        loss, bad = torch.zeros(()), None
         try:
-            loss = svi_loss(model, batch, num_particles=num_particles, kl_scale=beta)
-            if not torch.isfinite(loss):
-                raise _BadStep(f"the loss became {loss.item()}")
-            loss.backward()
+            if len(local):
+                batch = make_batch(local)
+                loss = svi_loss(model, batch, num_particles=num_particles, kl_scale=beta)
+                loss = loss * (len(local) / len(idx))
+                if not torch.isfinite(loss):
+                    bad = f"the loss became {loss.item()}"
         except SolverError as err:
             # Pyro appends the trace's shapes to errors raised inside a model; drop them
+            bad = str(err).split("\nTrace Shapes:")[0].strip()
+        if parallel is not None and parallel.any(bad is not None) and bad is None:
+            bad = "a step failed in another process"
+        if bad is not None:
+            raise _BadStep(bad)
+        try:
+            if loss.requires_grad:
+                loss.backward()
+        except SolverError as err:
             raise _BadStep(str(err).split("\nTrace Shapes:")[0].strip()) from None
+        if parallel is not None:
+            parallel.sum_gradients(params)
         if not _finite_grads(params):
             raise _BadStep("a gradient became NaN or inf")
         if clip_norm is not None:
             torch.nn.utils.clip_grad_norm_(params, clip_norm)
         optim.step()
-        total += loss.item() * len(idx)
+        step_loss = loss.item() if parallel is None else parallel.sum(loss.item())
+        total += step_loss * len(idx)
         count += len(idx)
     return total / count, (model.solver.nfe["forward"], model.solver.nfe["backward"])
 
 
 def _record_epoch(
-    history, model, epoch, loss, nfe, beta, validation, num_particles, best, patience, bar, start
+    history, model, epoch, loss, nfe, beta, validation, num_particles, best, patience, bar, start,
+    parallel=None,
 ):
     """Append the epoch to ``history``; track the best validation state."""
     best_state, best_val, since_best = best
@@ -372,6 +402,8 @@ def _record_epoch(
     message = f"epoch {epoch + 1} loss {loss:.4f}"
     if validation:
         val = _validation_loss(model, validation, num_particles)
+        if parallel is not None:  # the same number everywhere, so decisions agree
+            val = parallel.sum(val) / parallel.world_size
         history.val_loss.append(val)
         message += f" val {val:.4f}"
         if val < best_val and beta >= 1.0:
@@ -382,7 +414,8 @@ def _record_epoch(
         if patience is not None and since_best >= patience:
             history.stopped_early = True
     history.seconds.append(time.perf_counter() - start)
-    logger.info(message)
+    if parallel is None or parallel.is_main:
+        logger.info(message)
     bar.set_postfix_str(message.split(" ", 2)[-1])
     bar.update()
     return best_state, best_val, since_best

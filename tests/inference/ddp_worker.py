@@ -1,0 +1,51 @@
+"""Run by ``torchrun --nproc_per_node 2`` from test_distributed.py (not a test module itself).
+
+Each process: (1) checks the collective gradient step on a deterministic loss, (2) fits the
+same LatentODE on the same data, then saves what the test compares.
+"""
+
+import json
+import os
+import sys
+from pathlib import Path
+
+import torch
+
+from latentode import LatentODE
+from latentode.datasets import make_spirals
+from latentode.inference import DataParallel
+
+CONFIG = dict(latent_dim=4, ode_hidden_dim=16, encoder_hidden_dim=16, decoder_hidden_dim=16,
+              max_epochs=4, batch_size=32, lr=0.01, random_state=0)  # fmt: skip
+
+
+def regression_gradient(parallel, x, y, w):
+    """The sharded, share-weighted gradient of the whole batch's mean squared error."""
+    idx = parallel.shard(torch.arange(x.shape[0]))
+    w = w.clone().requires_grad_(True)
+    loss = ((x[idx] @ w - y[idx]) ** 2).mean() * (len(idx) / x.shape[0])
+    loss.backward()
+    parallel.sum_gradients([w])
+    return w.grad
+
+
+def main(out: Path) -> None:
+    torch.set_num_threads(1)
+    rank = int(os.environ["RANK"])
+    data = make_spirals(n_series=96, n_obs=20, random_state=0)
+    model = LatentODE(**CONFIG)
+    model.fit(data.train, checkpoint=out / f"checkpoint_rank{rank}.pt")  # joins the group
+    parallel = DataParallel.from_environment(torch.device("cpu"))
+    gen = torch.Generator().manual_seed(1)
+    x, y, w = (torch.randn(10, 3, generator=gen), torch.randn(10, generator=gen),
+               torch.randn(3, generator=gen))  # fmt: skip
+    grad = regression_gradient(parallel, x, y, w)
+    torch.save({"state": model.model_.state_dict(), "grad": grad,
+                "world_size": parallel.world_size}, out / f"rank{rank}.pt")  # fmt: skip
+    if parallel.is_main:
+        (out / "history.json").write_text(json.dumps(model.history_.to_dict()))
+        (out / "score.json").write_text(json.dumps(model.score(data.test)))
+
+
+if __name__ == "__main__":
+    main(Path(sys.argv[1]))
