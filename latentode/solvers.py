@@ -1,8 +1,8 @@
-"""The one place that calls torchdiffeq.
+"""The one place that solves ODEs: torchdiffeq, and the native Dormand–Prince loop.
 
 :class:`ODESolver` wraps a vector field ``f(t, y)`` with the solver settings (method,
-tolerances, options, adjoint), counts function evaluations in the forward and the adjoint
-backward pass, and turns solver failures into :class:`SolverError` with advice.
+tolerances, options, gradient mode, backend), counts function evaluations in the forward and
+the backward pass, and turns solver failures into :class:`SolverError` with advice.
 """
 
 from __future__ import annotations
@@ -13,11 +13,17 @@ import torch
 from torch import nn
 from torchdiffeq import odeint, odeint_adjoint
 
-__all__ = ["ODESolver", "SolverError", "SOLVER_METHODS", "FIXED_STEP_METHODS"]
+from . import _rk
+
+__all__ = ["ODESolver", "SolverError", "SOLVER_METHODS", "FIXED_STEP_METHODS", "BACKENDS"]
 
 ADAPTIVE_METHODS = ("dopri5", "dopri8", "bosh3", "fehlberg2", "adaptive_heun")
 FIXED_STEP_METHODS = ("euler", "midpoint", "heun3", "rk4", "explicit_adams", "implicit_adams")
 SOLVER_METHODS = ADAPTIVE_METHODS + FIXED_STEP_METHODS
+BACKENDS = ("auto", "native", "torchdiffeq")
+_GRADIENTS = (False, True, "checkpoint")
+_NATIVE_METHODS = ("dopri5",)
+_NATIVE_OPTIONS = frozenset({"max_num_steps"})
 
 
 class SolverError(RuntimeError):
@@ -68,14 +74,27 @@ class ODESolver(nn.Module):
     options : dict, optional
         Passed to torchdiffeq (copied first), e.g. ``{"step_size": 0.05}`` for fixed-step
         methods or ``{"max_num_steps": 1000}`` to cap adaptive steps.
-    adjoint : bool, default False
-        Use ``odeint_adjoint`` (memory constant in the number of steps) with the parameters of
-        ``func`` as ``adjoint_params``.
+    adjoint : {False, True, "checkpoint"}, default False
+        How gradients are computed. False: backpropagation through the solver's operations
+        (memory grows with the number of steps). True: the continuous adjoint, torchdiffeq's
+        ``odeint_adjoint`` with the parameters of ``func`` as ``adjoint_params`` (memory
+        constant in the number of steps; the backward solve restarts at every output time,
+        so it pays for long horizons with few outputs). ``"checkpoint"``: the discrete
+        adjoint of the native solver — the forward solve keeps one state per accepted step,
+        the backward pass recomputes and differentiates one step at a time (the exact
+        gradient of the solve, memory of one state per step, backward cost about one
+        re-evaluation of each step whatever the number of output times).
     max_nfe : int or None, default None
-        Cap on function evaluations of one solve (the forward solve and its adjoint backward
-        solve counted separately); exceeding it raises :class:`SolverError`. Unlike
+        Cap on function evaluations of one solve (the forward solve and its backward pass
+        counted separately); exceeding it raises :class:`SolverError`. Unlike
         ``options={"max_num_steps": ...}`` it also bounds fixed-step methods and the backward
         pass.
+    backend : {"auto", "native", "torchdiffeq"}, default "auto"
+        ``"native"``: this package's Dormand–Prince loop (``method="dopri5"`` only, options
+        ``max_num_steps`` only; lower per-step overhead, outputs from its continuous
+        extension); ``"torchdiffeq"``: the reference implementation; ``"auto"``: native where
+        it applies (``dopri5``, ``adjoint`` False or ``"checkpoint"``, supported options),
+        torchdiffeq otherwise.
 
     Attributes
     ----------
@@ -91,8 +110,9 @@ class ODESolver(nn.Module):
         rtol: float = 1e-3,
         atol: float = 1e-4,
         options: dict | None = None,
-        adjoint: bool = False,
+        adjoint: bool | str = False,
         max_nfe: int | None = None,
+        backend: str = "auto",
     ):
         super().__init__()
         if method not in SOLVER_METHODS:
@@ -115,7 +135,29 @@ class ODESolver(nn.Module):
         self.options = copy.deepcopy(options) if options is not None else {}
         if not isinstance(self.options, dict):
             raise TypeError(f"options must be a dict; got {type(options).__name__}.")
-        self.adjoint = bool(adjoint)
+        if adjoint not in _GRADIENTS:
+            raise ValueError(
+                f"adjoint must be False, True or 'checkpoint'; got {adjoint!r}."
+            )
+        if backend not in BACKENDS:
+            raise ValueError(f"backend must be one of {list(BACKENDS)}; got {backend!r}.")
+        native_ok = (method in _NATIVE_METHODS and adjoint is not True
+                     and set(self.options) <= _NATIVE_OPTIONS)  # fmt: skip
+        if backend == "native" and not native_ok:
+            raise ValueError(
+                f"backend='native' supports method='dopri5' with adjoint False or "
+                f"'checkpoint' and options {sorted(_NATIVE_OPTIONS)}; got method={method!r}, "
+                f"adjoint={adjoint!r}, options={self.options}. Use backend='torchdiffeq'."
+            )
+        if adjoint == "checkpoint" and not native_ok:
+            raise ValueError(
+                "adjoint='checkpoint' needs the native solver: method='dopri5', options "
+                f"{sorted(_NATIVE_OPTIONS)} at most; got method={method!r}, "
+                f"options={self.options}."
+            )
+        self.adjoint = adjoint if adjoint == "checkpoint" else bool(adjoint)
+        self.backend = "native" if backend == "auto" and native_ok else (
+            "torchdiffeq" if backend == "auto" else backend)  # fmt: skip
 
     @property
     def func(self) -> nn.Module:
@@ -150,14 +192,21 @@ class ODESolver(nn.Module):
         self.counted.phase = "forward"
         self.counted.solve_nfe = {"forward": 0, "backward": 0}
         try:
-            if self.adjoint:
+            if self.backend == "native":
+                ys = _rk.dopri5(
+                    self.counted, y0, t, rtol=self.rtol, atol=self.atol,
+                    gradient="checkpoint" if self.adjoint == "checkpoint" else "backprop",
+                    params=[p for p in self.func.parameters() if p.requires_grad],
+                    max_steps=int(self.options.get("max_num_steps", 2**31 - 1)),
+                )  # fmt: skip
+            elif self.adjoint:
                 adjoint_params = tuple(p for p in self.func.parameters() if p.requires_grad)
                 ys = odeint_adjoint(self.counted, y0, t, adjoint_params=adjoint_params, **kwargs)
             else:
                 ys = odeint(self.counted, y0, t, **kwargs)
         except _TooManyEvaluations:
             raise
-        except AssertionError as err:
+        except (AssertionError, _rk.StepLimitError, FloatingPointError) as err:
             raise SolverError(self._advice(str(err))) from err
         finally:
             self.counted.phase = "backward"
@@ -178,5 +227,6 @@ class ODESolver(nn.Module):
     def extra_repr(self) -> str:
         return (
             f"method={self.method!r}, rtol={self.rtol}, atol={self.atol}, "
-            f"options={self.options}, adjoint={self.adjoint}, max_nfe={self.counted.max_nfe}"
+            f"options={self.options}, adjoint={self.adjoint!r}, max_nfe={self.counted.max_nfe}, "
+            f"backend={self.backend!r}"
         )

@@ -105,3 +105,114 @@ def test_evaluation_cap_bounds_forward_and_backward_solves(adjoint):
         fixed(torch.ones(1, 1), torch.tensor([0.0, 2.0]))
     with pytest.raises(ValueError, match="max_nfe must be"):
         ODESolver(Linear(), max_nfe=0)
+
+
+# -- the native Dormand–Prince backend -----------------------------------------------------
+
+
+def _field(seed=0):
+    torch.manual_seed(seed)
+    return ODEFunc(4, 20).double()
+
+
+def _times(n=40, t_max=3.0, seed=1):
+    gen = torch.Generator().manual_seed(seed)
+    t = torch.sort(torch.rand(n, generator=gen, dtype=torch.float64) * t_max)[0]
+    t[0] = 0.0
+    return t
+
+
+def test_native_is_as_accurate_as_torchdiffeq_forward_and_backward_in_time():
+    func, t = _field(), _times()
+    y0 = torch.randn(64, 4, dtype=torch.float64)
+    with torch.no_grad():
+        exact = ODESolver(func, rtol=1e-12, atol=1e-14, backend="torchdiffeq")(y0, t)
+        for tol in (1e-4, 1e-7):
+            ref = ODESolver(func, rtol=tol, atol=tol / 100, backend="torchdiffeq")
+            nat = ODESolver(func, rtol=tol, atol=tol / 100, backend="native")
+            assert nat.backend == "native" and ref.backend == "torchdiffeq"
+            err_ref = (ref(y0, t) - exact).abs().max()
+            err_nat = (nat(y0, t) - exact).abs().max()
+            assert err_nat < 3 * err_ref and err_nat < 100 * tol
+        back = ODESolver(func, rtol=1e-8, atol=1e-10, backend="native")(exact[-1], t.flip(0))
+        assert torch.allclose(back[-1], y0, atol=1e-6)  # integrating back returns to the start
+
+
+def test_native_passes_tensor_times_to_time_dependent_fields():
+    class Cos(nn.Module):
+        def forward(self, t, y):
+            assert isinstance(t, torch.Tensor) and t.ndim == 0
+            return torch.cos(t) * torch.ones_like(y)
+
+    t = torch.linspace(0, 4, 9, dtype=torch.float64)
+    y0 = torch.zeros(3, 2, dtype=torch.float64)
+    ys = ODESolver(Cos(), rtol=1e-9, atol=1e-11, backend="native")(y0, t)
+    assert torch.allclose(ys, torch.sin(t).view(-1, 1, 1).expand_as(ys), atol=1e-7)
+
+
+def test_checkpoint_gradients_equal_backprop_and_converge_like_torchdiffeq():
+    func, t = _field(2), _times(60)
+    y0 = torch.randn(32, 4, dtype=torch.float64)
+    weight = torch.randn(60, 32, 4, dtype=torch.float64)
+
+    def gradient(**kwargs):
+        solver = ODESolver(func, **kwargs)
+        y = y0.clone().requires_grad_(True)
+        func.zero_grad()
+        (solver(y, t) * weight).sum().backward()
+        return torch.cat([y.grad.flatten()] + [p.grad.flatten() for p in func.parameters()])
+
+    tight = dict(rtol=1e-8, atol=1e-10)
+    native = gradient(backend="native", **tight)
+    checkpoint = gradient(adjoint="checkpoint", **tight)
+    # the same discrete solve, differentiated two ways: equal to rounding
+    assert torch.allclose(native, checkpoint, rtol=1e-9, atol=1e-10)
+    exact = gradient(rtol=1e-12, atol=1e-14, backend="torchdiffeq")
+    reference = gradient(backend="torchdiffeq", **tight)
+    scale = exact.abs().max()
+    err_native = (checkpoint - exact).abs().max() / scale
+    err_reference = (reference - exact).abs().max() / scale
+    assert err_native < 2 * err_reference and err_native < 1e-4
+
+
+def test_checkpoint_backward_costs_one_reevaluation_per_step_at_any_number_of_outputs():
+    func, t = _field(3), _times(100, t_max=5.0)
+    y0 = torch.randn(50, 4, dtype=torch.float64)
+    counts = {}
+    for mode in ("checkpoint", True):
+        solver = ODESolver(func, rtol=1e-6, atol=1e-8, adjoint=mode)
+        solver(y0.clone().requires_grad_(True), t).pow(2).sum().backward()
+        counts[mode] = dict(solver.nfe)
+    fwd, bwd = counts["checkpoint"]["forward"], counts["checkpoint"]["backward"]
+    assert bwd <= 7 / 6 * fwd + 7  # 7 evaluations per step recomputed, 6 per step forward
+    # torchdiffeq's continuous adjoint restarts its backward solve at each of the 100 outputs
+    assert counts[True]["backward"] > 3 * bwd
+
+
+def test_backend_selection_and_bad_settings():
+    func = ODEFunc(2, 8)
+    assert ODESolver(func).backend == "native"
+    assert ODESolver(func, options={"max_num_steps": 50}).backend == "native"
+    assert ODESolver(func, method="rk4", options={"step_size": 0.1}).backend == "torchdiffeq"
+    assert ODESolver(func, adjoint=True).backend == "torchdiffeq"
+    assert ODESolver(func, options={"first_step": 0.1}).backend == "torchdiffeq"
+    with pytest.raises(ValueError, match="backend='native' supports"):
+        ODESolver(func, method="rk4", backend="native")
+    with pytest.raises(ValueError, match="adjoint='checkpoint' needs the native solver"):
+        ODESolver(func, method="bosh3", adjoint="checkpoint")
+    with pytest.raises(ValueError, match="adjoint must be"):
+        ODESolver(func, adjoint="yes")
+    with pytest.raises(ValueError, match="backend must be one of"):
+        ODESolver(func, backend="scipy")
+
+
+def test_native_failures_are_solver_errors():
+    class Blowup(nn.Module):
+        def forward(self, t, y):
+            return y**2
+
+    t = torch.tensor([0.0, 2.0])
+    with pytest.raises(SolverError, match="max_num_steps=5"):
+        ODESolver(Blowup(), options={"max_num_steps": 5})(torch.ones(2, 1), t)
+    with pytest.raises(SolverError, match="dopri5"):  # y' = y^2 from 1 blows up at t = 1
+        ODESolver(Blowup(), backend="native")(torch.ones(2, 1), t)
