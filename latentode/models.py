@@ -29,6 +29,7 @@ from .nn import (
     IntensityNet,
     ODEFunc,
     ODERNNEncoder,
+    RegularisedDynamics,
     mlp,
 )
 from .solvers import ODESolver
@@ -109,6 +110,12 @@ class LatentODEModel(PyroModule):
         series and starting as the identity), which can be skewed, curved or multimodal.
     flow_hidden_dim : int, default 32
         Width of the flow's dynamics MLP (``posterior="cnf"``).
+    kinetic_weight, jacobian_weight : float, default 0.0
+        Weights of the dynamics regularisers of Finlay et al. (2020) in training: the
+        integrated kinetic energy ``∫|f(z)|² dt`` and Jacobian Frobenius norm
+        ``∫|∂f/∂z|_F² dt`` of each series' latent path (model units), solved along with it
+        (:class:`~latentode.nn.RegularisedDynamics`) and subtracted from the ELBO as the site
+        ``dynamics_penalty``. Only in training mode; evaluation and prediction are unchanged.
     """
 
     def __init__(
@@ -129,6 +136,8 @@ class LatentODEModel(PyroModule):
         label_per_time: bool = False,
         posterior: str = "normal",
         flow_hidden_dim: int = 32,
+        kinetic_weight: float = 0.0,
+        jacobian_weight: float = 0.0,
     ):
         super().__init__()
         self.n_features = n_features
@@ -141,6 +150,13 @@ class LatentODEModel(PyroModule):
         func = ODEFunc(latent_dim, ode_hidden_dim, n_layers=ode_layers)
         if poisson:
             func = AugmentedDynamics(func, IntensityNet(latent_dim, n_features), latent_dim)
+        for name, weight in (("kinetic_weight", kinetic_weight),
+                             ("jacobian_weight", jacobian_weight)):  # fmt: skip
+            if not (isinstance(weight, (int, float)) and weight >= 0):
+                raise ValueError(f"{name} must be a non-negative number; got {weight!r}.")
+        self.kinetic, self.jacobian = float(kinetic_weight), float(jacobian_weight)
+        if self.kinetic or self.jacobian:
+            func = RegularisedDynamics(func, latent_dim, jacobian=self.jacobian > 0)
         self.solver = ODESolver(func, **(solver_kwargs or {}))
         self.label_weight = float(label_weight)
         self.label_per_time = bool(label_per_time)
@@ -188,17 +204,32 @@ class LatentODEModel(PyroModule):
         y0 = z0
         if self.poisson:
             y0 = torch.cat([z0, z0.new_zeros(z0.shape[:-1] + (self.n_features,))], dim=-1)
-        ys = self.solver(y0, grid)
+        regularise = self.training and (self.kinetic > 0 or self.jacobian > 0)
+        self.penalty = None
+        if regularise:
+            func = self.solver.func
+            func.active, func.probe = True, torch.randn_like(z0)
+            y0 = torch.cat([y0, y0.new_zeros(y0.shape[:-1] + (2,))], dim=-1)
+            try:
+                ys = self.solver(y0, grid)
+            finally:
+                func.active, func.probe = False, None
+            end = ys[-1, ..., -2:]  # (..., batch, 2): integrated energy and Jacobian norm
+            self.penalty = self.kinetic * end[..., 0] + self.jacobian * end[..., 1]
+            ys = ys[..., :-2]
+        else:
+            ys = self.solver(y0, grid)
         if prepend:
             ys = ys[1:]
         ys = ys.movedim(0, -2)
         if self.poisson:
-            return ys[..., : self.latent_dim], ys[..., self.latent_dim :]
+            return ys[..., : self.latent_dim], ys[..., self.latent_dim : self.latent_dim
+                                                       + self.n_features]  # fmt: skip
         return ys, None
 
     def intensity(self, z: torch.Tensor) -> torch.Tensor:
         """Observation intensities λ(z), (..., latent) to (..., features)."""
-        return self.solver.func.intensity(z)
+        return self.solver.func.intensity(z)  # through RegularisedDynamics when wrapped
 
     # -- Pyro programs -------------------------------------------------------------------
     def model(
@@ -250,6 +281,8 @@ class LatentODEModel(PyroModule):
             if query_times is not None:
                 return self._generate(z0, query_times)
             z, cumulative = self.solve(z0, times)
+            if self.penalty is not None:
+                pyro.factor("dynamics_penalty", -self.penalty)
             loc = self.decoder(z)
             pyro.sample("obs", masked_normal(loc, self.noise(), mask), obs=values)
             if self.poisson:

@@ -93,3 +93,37 @@ def test_cnf_posterior_starts_as_the_normal_one_and_can_only_tighten_the_bound()
         opt.step()
     after = bound(cnf)
     assert after > before + 1.0  # nats per series; about 10 were seen
+
+
+@pytest.mark.parametrize("poisson", [False, True])
+def test_dynamics_penalty_is_a_training_only_site_that_lowers_the_elbo(poisson):
+    b = batch()
+    torch.manual_seed(0)
+    plain = LatentODEModel(2, latent_dim=3, poisson=poisson)
+    torch.manual_seed(0)
+    reg = LatentODEModel(2, latent_dim=3, poisson=poisson, kinetic_weight=0.5,
+                         jacobian_weight=0.2)  # fmt: skip
+
+    def traces(model):
+        guide_tr = pyro.poutine.trace(model.guide).get_trace(b.times, b.values, b.mask)
+        replay = pyro.poutine.replay(model.model, trace=guide_tr)
+        return guide_tr, pyro.poutine.trace(replay).get_trace(b.times, b.values, b.mask)
+
+    reg.train()
+    torch.manual_seed(1)
+    _, tr_reg = traces(reg)
+    torch.manual_seed(1)
+    _, tr_plain = traces(plain)
+    penalty = tr_reg.nodes["dynamics_penalty"]
+    log_factor = penalty["fn"].log_factor
+    assert log_factor.shape == (2,) and (log_factor < 0).all()
+    assert torch.equal(log_factor, -reg.penalty)
+    # the same paths otherwise, up to the solver's tolerance (the extra channels change the
+    # adaptive steps, not the latent state)
+    mean_reg, mean_plain = tr_reg.nodes["obs"]["fn"].mean, tr_plain.nodes["obs"]["fn"].mean
+    assert torch.allclose(mean_reg, mean_plain, atol=1e-3)
+    reg.eval()
+    _, tr_eval = traces(reg)
+    assert "dynamics_penalty" not in tr_eval.nodes
+    with pytest.raises(ValueError, match="kinetic_weight"):
+        LatentODEModel(2, kinetic_weight=-1.0)

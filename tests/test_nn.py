@@ -133,3 +133,41 @@ def test_odeblock_fixed_steps_and_bad_interval():
     assert block.nfe == {"forward": 0, "backward": 0}
     with pytest.raises(ValueError, match="increasing pair"):
         ODEBlock(func, t=(1.0, 0.0))
+
+
+class _LinearField(torch.nn.Module):
+    def __init__(self, a):
+        super().__init__()
+        self.a = torch.nn.Parameter(a)
+
+    def forward(self, t, z):
+        return z @ self.a.T
+
+
+@pytest.mark.parametrize("adjoint", [False, "checkpoint"])
+def test_regularised_dynamics_integrate_energy_and_jacobian_norm(adjoint):
+    from latentode.nn import RegularisedDynamics
+    from latentode.solvers import ODESolver
+
+    torch.manual_seed(0)
+    a = torch.tensor([[-0.3, 1.0], [-1.0, -0.2]], dtype=torch.float64)
+    reg = RegularisedDynamics(_LinearField(a), 2)
+    solver = ODESolver(reg, rtol=1e-10, atol=1e-12, adjoint=adjoint)
+    z0 = torch.randn(5, 2, dtype=torch.float64)
+    reg.active, reg.probe = True, torch.randn(5, 2, dtype=torch.float64)
+    t = torch.linspace(0, 2, 401, dtype=torch.float64)
+    y0 = torch.cat([z0, torch.zeros(5, 2, dtype=torch.float64)], -1).requires_grad_(True)
+    ys = solver(y0, t)
+    z = ys[..., :2]
+    # energy: trapezoid rule of |A z(t)|^2 along the solved path (401 points)
+    speed2 = (z @ a.T).pow(2).sum(-1)
+    energy = ((speed2[1:] + speed2[:-1]) / 2 * (t[1:] - t[:-1]).view(-1, 1)).sum(0)
+    assert torch.allclose(ys[-1, :, 2], energy, rtol=1e-4)
+    # Jacobian term: the probe's |eps^T A|^2 is constant in time, so J(T) = T |eps^T A|^2
+    assert torch.allclose(ys[-1, :, 3], 2.0 * (reg.probe @ a).pow(2).sum(-1), rtol=1e-8)
+    # the penalty is differentiable: d J(T) / dA = 2 T sum_b eps_b (eps_b^T A)
+    ys[-1, :, 3].sum().backward()
+    expected = 2.0 * 2.0 * reg.probe.T @ (reg.probe @ a)
+    assert torch.allclose(reg.inner.a.grad, expected, rtol=1e-6)
+    reg.active = False
+    assert reg(t[0], z0).shape == (5, 2)  # inactive: the wrapped dynamics unchanged
