@@ -85,6 +85,11 @@ def test_physionet_example_on_a_few_stays(tmp_path):
     assert results["n_train"] == 48 and results["n_test"] == 12
     assert 0 <= results["mortality_auc"] <= 1
     assert 0 < results["interpolation_mse"] < 1 and 0 < results["extrapolation_mse"] < 1
+    with pytest.warns(UserWarning, match="descriptors only"):  # the reconstruction model alone
+        recon = physionet.main(["--path", str(PHYSIONET), "--n-stays", "60", "--epochs", "1",
+                                "--encoder", "gru", "--latent-dim", "4", "--quantization", "1",
+                                "--no-labels", "--output", str(png)])  # fmt: skip
+    assert recon["mortality_auc"] is None and 0 < recon["interpolation_mse"] < 1
 
 
 @pytest.mark.slow
