@@ -114,6 +114,9 @@ def main(argv=None):
     parser.add_argument("--physionet-validation", type=float, default=0.1)
     parser.add_argument("--physionet-patience", type=int, default=10)
     parser.add_argument("--physionet-poisson", action="store_true")
+    parser.add_argument("--physionet-obs-std", type=float,
+                        help="reconstruction model: fixed noise as a fraction of each channel's "
+                        "maximum (the paper: 0.01); learned if omitted")  # fmt: skip
     parser.add_argument("--physionet-recon-epochs", type=int, default=60,
                         help="epochs of the separate reconstruction model (0: skip it; the "
                         "classifier's MSEs are reported)")  # fmt: skip
@@ -160,9 +163,11 @@ def main(argv=None):
                 flags += ["--patience", str(args.physionet_patience)]
             results["physionet"] = run_example("physionet.py", flags, work, "physionet")
             if args.physionet_recon_epochs:
-                results["physionet_reconstruction"] = run_example("physionet.py", [
-                    *common, "--no-labels", "--epochs", str(args.physionet_recon_epochs)],
-                    work, "physionet_reconstruction")  # fmt: skip
+                recon = [*common, "--no-labels", "--epochs", str(args.physionet_recon_epochs)]
+                if args.physionet_obs_std:
+                    recon += ["--obs-std", str(args.physionet_obs_std)]
+                results["physionet_reconstruction"] = run_example(
+                    "physionet.py", recon, work, "physionet_reconstruction")  # fmt: skip
     print()
     print(table(record["results"]))
     if args.output:

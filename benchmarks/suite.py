@@ -39,6 +39,8 @@ REFERENCE_DEMO_SECONDS_PER_ITERATION = 0.58  # torchdiffeq's spiral demo, 2 CPU 
 
 
 def _summary(model, fit_seconds: float, n_train: int, iterations_per_epoch: int) -> dict:
+    import torch
+
     from latentode.profiling import peak_rss_mib
 
     h = model.history_
@@ -54,6 +56,9 @@ def _summary(model, fit_seconds: float, n_train: int, iterations_per_epoch: int)
         "nfe_backward_per_iteration": statistics.mean(h.nfe_backward) / iterations_per_epoch,
         "final_loss": h.loss[-1],
         "peak_rss_mib": peak_rss_mib(),
+        "device": str(model.device_),
+        "cuda_peak_mib": (torch.cuda.max_memory_allocated(model.device_) / 2**20
+                          if model.device_.type == "cuda" else None),  # fmt: skip
     }
 
 

@@ -163,21 +163,24 @@ class _Checkpointed(torch.autograd.Function):
     def forward(ctx, func, times, rtol, atol, max_steps, y0, *params):
         with torch.no_grad():
             outputs, where, steps = _solve(func, y0, times, rtol, atol, max_steps, record=True)
-        ctx.func, ctx.where, ctx.steps, ctx.n_params = func, where, steps, len(params)
-        ctx.save_for_backward(*params)
+        ctx.func, ctx.where = func, where
+        ctx.steps = [(t, h) for t, h, _ in steps]
+        # the start state of every accepted step: all the memory this mode keeps
+        starts = torch.stack([y for _, _, y in steps]) if steps else y0.new_zeros((0,) + y0.shape)
+        ctx.save_for_backward(starts, *params)
         return torch.stack(outputs)
 
     @staticmethod
     def backward(ctx, grad_out):
         func, where, steps = ctx.func, ctx.where, ctx.steps
-        params = ctx.saved_tensors
+        starts, *params = ctx.saved_tensors
         by_step: dict[int, list[tuple[int, float]]] = {}
         for i, (k, theta) in enumerate(where):
             by_step.setdefault(k, []).append((i, theta))
         carried = torch.zeros_like(grad_out[0])  # dL/dy at the end of the current step
         param_grads = [torch.zeros_like(p) for p in params]
         for k in range(len(steps) - 1, -1, -1):
-            t, h, y = steps[k]
+            (t, h), y = steps[k], starts[k]
             with torch.enable_grad():
                 y = y.detach().requires_grad_(True)
                 y1, ks = _stages(func, t, y, h, func(t, y))

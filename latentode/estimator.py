@@ -344,9 +344,10 @@ class LatentODE(IrregularSeriesEstimator):
         Width of the decoder MLP.
     poisson : bool, default False
         Add the Poisson-process likelihood of the observation times.
-    obs_std : float or None, default None
-        Fixed observation standard deviation in the data's units (the same for every feature);
-        None learns one per feature.
+    obs_std : float, list of float or None, default None
+        Fixed observation standard deviation in the data's units: one number for every
+        feature, or a list with one per feature (e.g. known measurement noise); None learns
+        one per feature.
     method : str, default "dopri5"
         ODE solver (see :data:`latentode.solvers.SOLVER_METHODS`).
     rtol, atol : float, default 1e-3, 1e-4
@@ -518,8 +519,16 @@ class LatentODE(IrregularSeriesEstimator):
             raise ValueError(f"lr must be a positive number; got {self.lr!r}.")
         if not 0 < self.lr_decay <= 1:
             raise ValueError(f"lr_decay must be in (0, 1]; got {self.lr_decay!r}.")
-        if self.obs_std is not None and not self.obs_std > 0:
-            raise ValueError(f"obs_std must be None (learned) or positive; got {self.obs_std!r}.")
+        if self.obs_std is not None:
+            try:
+                std = np.asarray(self.obs_std, dtype=float)
+            except (TypeError, ValueError):
+                std = np.asarray([np.nan])
+            if std.ndim > 1 or std.size == 0 or not np.all(np.isfinite(std) & (std > 0)):
+                raise ValueError(
+                    "obs_std must be None (learned), a positive number, or a list of positive "
+                    f"numbers (one per feature); got {self.obs_std!r}."
+                )
         if self.max_nfe is not None:
             check_positive_int("max_nfe", self.max_nfe)
         if not (isinstance(self.subsample, (int, float)) and 0 < self.subsample <= 1):
@@ -536,7 +545,14 @@ class LatentODE(IrregularSeriesEstimator):
     def _build_module(self) -> LatentODEModel:
         obs_std = None
         if self.obs_std is not None:
-            obs_std = torch.as_tensor(self.obs_std / self.value_scale_, dtype=torch.float32)
+            std = np.asarray(self.obs_std, dtype=float)
+            if std.ndim == 1 and std.size != self.n_features_in_:
+                raise ValueError(
+                    f"obs_std has {std.size} values but the data have {self.n_features_in_} "
+                    f"features ({list(self.feature_names_in_)}); give one per feature or one "
+                    "number for all."
+                )
+            obs_std = torch.as_tensor(std / self.value_scale_, dtype=torch.float32)
         return LatentODEModel(
             self.n_features_in_,
             latent_dim=self.latent_dim,

@@ -334,3 +334,14 @@ def test_cnf_guide_trains_predicts_and_round_trips(data, tmp_path):
     xr.testing.assert_allclose(back.predict(data.test, times=t), est.predict(data.test, times=t))
     with pytest.raises(ValueError, match="guide='flow' is not available"):
         LatentODE(**{**FAST, "guide": "flow"}).fit(data.train)
+
+
+def test_fixed_observation_noise_per_feature(data):
+    est = LatentODE(**{**FAST, "max_epochs": 1, "obs_std": [0.05, 0.2]}).fit(data.train)
+    noise = est.model_.noise().detach().numpy()
+    assert np.allclose(noise * est.value_scale_, [0.05, 0.2], rtol=1e-6)  # in data units
+    with pytest.raises(ValueError, match="obs_std has 3 values but the data have 2 features"):
+        LatentODE(**{**FAST, "obs_std": [0.1, 0.1, 0.1]}).fit(data.train)
+    for bad in (-0.1, [0.1, 0.0], "small"):
+        with pytest.raises(ValueError, match="obs_std must be None"):
+            LatentODE(**{**FAST, "obs_std": bad}).fit(data.train)

@@ -118,3 +118,37 @@ def test_rubanova2019_benchmark_records_budgets_versions_and_published_figures(t
     assert run["config"]["n_series"] == 40 and run["wall_seconds"] > 0
     assert run["results"]["peak_rss_mib"] > 0 and run["results"]["interpolation_mse"] > 0
     assert "3.600e-03" in bench.table(record["results"])  # the paper's 10% figure, beside ours
+
+
+@pytest.mark.slow
+def test_suite_compares_backends_on_the_spiral_configuration(tmp_path):
+    suite = _load("benchmarks/suite.py")
+    out = tmp_path / "suite.json"
+    record = suite.main(["--configs", "spiral", "--spiral-iterations", "2", "--threads", "1",
+                         "--output", str(out)])  # fmt: skip
+    assert json.loads(out.read_text()) == record
+    rows = {r["backend"]: r for r in record["results"]}
+    assert rows.keys() == {"native", "torchdiffeq"}
+    for r in rows.values():
+        assert r["epochs"] == 2 and r["nfe_forward_per_iteration"] > 0
+        assert r["nfe_backward_per_iteration"] == 0  # backprop: no backward solves
+        assert 0 < r["extrapolation_rmse"] < 10 and r["series_per_second"] > 0
+    assert record["speedups"]["spiral"] > 0 and record["versions"]["torchdiffeq"]
+
+
+@pytest.mark.slow
+def test_adjoint_memory_benchmark_separates_the_gradient_modes(tmp_path):
+    bench = _load("benchmarks/adjoint_memory.py")
+    out = tmp_path / "am.json"
+    record = bench.main(["--batch", "20", "--horizons", "1", "3", "--outputs", "50",
+                         "--repeats", "1", "--rtol", "1e-5", "--atol", "1e-7",
+                         "--output", str(out)])  # fmt: skip
+    assert out.with_suffix(".png").read_bytes()[:4] == b"\x89PNG"
+    rows = {(r["sweep"], r["mode"], r["horizon"]): r for r in record["results"]}
+    for horizon in (1.0, 3.0):
+        ck, bp = rows["horizon", "checkpoint", horizon], rows["horizon", "backprop", horizon]
+        adj = rows["horizon", "adjoint", horizon]
+        assert ck["nfe_backward"] <= 1.3 * ck["nfe_forward"] + 7
+        assert adj["nfe_backward"] > 3 * ck["nfe_backward"]  # restarts at the 100 outputs
+        assert ck["saved_for_backward_mib"] < bp["saved_for_backward_mib"]
+    assert set(record["summary"]) == {"backprop", "torchdiffeq", "adjoint", "checkpoint"}

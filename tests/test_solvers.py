@@ -216,3 +216,20 @@ def test_native_failures_are_solver_errors():
         ODESolver(Blowup(), options={"max_num_steps": 5})(torch.ones(2, 1), t)
     with pytest.raises(SolverError, match="dopri5"):  # y' = y^2 from 1 blows up at t = 1
         ODESolver(Blowup(), backend="native")(torch.ones(2, 1), t)
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("adjoint", [False, "checkpoint"])
+def test_native_solver_on_cuda_matches_the_cpu(adjoint):
+    t = _times(30)
+    y0 = torch.randn(64, 4, dtype=torch.float64)
+    out = {}
+    for device in ("cpu", "cuda"):
+        f = _field(4).to(device)
+        solver = ODESolver(f, rtol=1e-7, atol=1e-9, adjoint=adjoint, backend="native")
+        y = y0.to(device).requires_grad_(True)
+        ys = solver(y, t.to(device))
+        ys.pow(2).sum().backward()
+        out[device] = (ys.detach().cpu(), y.grad.cpu(), next(f.parameters()).grad.cpu())
+    for a, b in zip(out["cpu"], out["cuda"], strict=True):
+        assert torch.allclose(a, b, rtol=1e-6, atol=1e-8)
