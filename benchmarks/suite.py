@@ -14,10 +14,11 @@ Configurations (each run in a fresh process, one per backend):
 - ``physionet``: PhysioNet 2012 set A (``--physionet-path``), GRU encoder, latent 20, batch 50;
   seconds per epoch and series per second.
 
-``--backends native torchdiffeq`` measures the native solver against torchdiffeq on the same
-model and data. The JSON records each configuration, the library versions and the device.
-For reference, the public demo itself runs at 0.58 s per iteration (median over 300) with a
-560 MiB peak on 2 CPU cores.
+With ``spiral``, the solver's overhead per function evaluation is measured too (see
+:func:`eval_overhead`). ``--backends native torchdiffeq`` measures the native solver against
+torchdiffeq on the same model and data. The JSON records each configuration, the library
+versions and the device. For reference, the public demo itself runs at 0.58 s per iteration
+(median over 300) with a 560 MiB peak on 2 CPU cores.
 
     python benchmarks/suite.py --help
 """
@@ -115,6 +116,49 @@ def physionet(backend: str, budget: int, device: str, seed: int, path: str) -> d
     return _summary(model, time.perf_counter() - start, len(train), -(-len(train) // 50))
 
 
+def eval_overhead(backend: str, repeats: int = 20) -> dict:
+    """Solver overhead per function evaluation on the spiral model's dynamics.
+
+    One solve + backward of the dynamics (latent 4, width 20, 1000 series, 100 outputs,
+    rtol 1e-7) is timed, and so is one bare evaluation + backward of the same MLP on the
+    same batch; the overhead per evaluation is ``(solve time - NFE * bare time) / NFE``:
+    what the solver loop adds around the network's own arithmetic.
+    """
+    import torch
+
+    from latentode.nn import ODEFunc
+    from latentode.solvers import ODESolver
+
+    torch.manual_seed(0)
+    func = ODEFunc(4, 20, n_layers=3)
+    z0 = torch.randn(1000, 4)
+    t = torch.linspace(0, 5, 100)
+    weight = torch.randn(100, 1000, 4)
+    solver = ODESolver(func, rtol=1e-7, atol=1e-9, backend=backend)
+
+    def timed(fn):
+        fn()
+        times = []
+        for _ in range(repeats):
+            start = time.perf_counter()
+            fn()
+            times.append(time.perf_counter() - start)
+        return statistics.median(times)
+
+    def solve():
+        solver.reset_nfe()
+        (solver(z0.clone().requires_grad_(True), t) * weight).sum().backward()
+
+    def bare():
+        (func(t[0], z0.clone().requires_grad_(True)) * weight[0]).sum().backward()
+
+    solve_s, bare_s = timed(solve), timed(bare)
+    nfe = solver.nfe["forward"] + solver.nfe["backward"]
+    return {"backend": backend, "nfe": nfe, "solve_seconds": solve_s,
+            "bare_eval_us": 1e6 * bare_s, "per_eval_us": 1e6 * solve_s / nfe,
+            "overhead_per_eval_us": 1e6 * (solve_s - nfe * bare_s) / nfe}  # fmt: skip
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--configs", nargs="+", default=["spiral", "periodic"],
@@ -137,7 +181,9 @@ def main(argv=None):
         if args.threads:
             torch.set_num_threads(args.threads)
         config, backend = args.worker
-        if config == "spiral":
+        if config == "overhead":
+            res = eval_overhead(backend)
+        elif config == "spiral":
             res = spiral(backend, args.spiral_iterations, args.device, args.seed)
         elif config == "periodic":
             res = periodic(backend, args.periodic_epochs, args.device, args.seed)
@@ -169,6 +215,14 @@ def main(argv=None):
                   f"{r['nfe_forward_per_iteration']:>7.0f}/{r['nfe_backward_per_iteration']:<7.0f}"
                   f" {r['peak_rss_mib']:>9.0f}  "
                   + " ".join(f"{k} {v:.4g}" for k, v in acc.items()), flush=True)  # fmt: skip
+    overhead = {}
+    if "spiral" in args.configs:
+        for backend in args.backends:
+            o = run_worker(__file__, ["overhead", backend, *flags])
+            overhead[backend] = o
+            print(f"overhead {backend:12} {o['per_eval_us']:.0f} us per evaluation, of which "
+                  f"{o['overhead_per_eval_us']:.0f} us around the MLP's own "
+                  f"{o['bare_eval_us']:.0f} us (NFE {o['nfe']})", flush=True)  # fmt: skip
     speedups = {}
     for config in args.configs:
         rows = {r["backend"]: r for r in results if r["config"] == config}
@@ -184,7 +238,8 @@ def main(argv=None):
     out.parent.mkdir(parents=True, exist_ok=True)
     record = {"config": {k: v for k, v in vars(args).items()
                          if k not in ("output", "worker", "physionet_path")},
-              "results": results, "speedups": speedups, "versions": versions()}  # fmt: skip
+              "results": results, "overhead": overhead, "speedups": speedups,
+              "versions": versions()}  # fmt: skip
     out.write_text(json.dumps(record, indent=2))
     print(f"wrote {out}")
     return record

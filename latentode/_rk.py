@@ -85,18 +85,21 @@ def _stages(func, t, y, h, k1):
     raise AssertionError  # pragma: no cover
 
 
-def _dense(y0, y1, h, ks, theta: float):
-    """The continuous extension at ``t0 + theta * h`` of the step ``y0 -> y1``."""
-    if theta == 1.0:
-        return y1
-    if theta == 0.0:
-        return y0
+def _dense(y0, y1, h, ks, thetas: list[float]):
+    """The continuous extension at ``t0 + theta * h`` for every theta in ``thetas``.
+
+    Returns a tensor of shape (len(thetas), *y0.shape); the step's coefficients are formed
+    once, and all outputs of the step in one broadcast.
+    """
+    if thetas == [1.0]:
+        return y1.unsqueeze(0)
     ydiff = y1 - y0
     bspl = ks[0] * h - ydiff
     r4 = ydiff - ks[6] * h - bspl
     r5 = _combine(torch.zeros_like(y0), h, _D, ks)
-    inner = bspl + (r4 + r5 * (1 - theta)) * theta
-    return y0 + (ydiff + inner * (1 - theta)) * theta
+    th = torch.tensor(thetas, dtype=y0.dtype, device=y0.device).view(-1, *([1] * y0.ndim))
+    one = 1 - th
+    return y0 + (ydiff + (bspl + (r4 + r5 * one) * th) * one) * th
 
 
 def _rms(x: torch.Tensor) -> float:
@@ -117,15 +120,16 @@ def _initial_step(func, t0, y0, f0, rtol, atol) -> float:
 def _solve(func, y0, times: list[float], rtol, atol, max_steps, record: bool):
     """Integrate forward in time; outputs at ``times`` (increasing, ``times[0]`` the start).
 
-    Returns the outputs (list of tensors) and, with ``record``, the accepted steps as
-    ``(t, h, y)`` and, per output, ``(step index, theta)`` (step -1: the initial state).
+    Returns the outputs (a list of tensors of shape (m, *y0.shape), to be concatenated), per
+    output its ``(step index, theta)`` (step -1: the initial state) and, with ``record``, the
+    accepted steps as ``(t, h, y)``.
     """
     t, t_end = times[0], times[-1]
     y = y0
     f = func(t, y)
     with torch.no_grad():
         h = _initial_step(func, t, y.detach(), f.detach(), rtol, atol)
-    outputs, where, steps = [y0], [(-1, 0.0)], []
+    outputs, where, steps = [y0.unsqueeze(0)], [(-1, 0.0)], []
     nxt = 1
     n_tries = 0
     while nxt < len(times):
@@ -141,11 +145,13 @@ def _solve(func, y0, times: list[float], rtol, atol, max_steps, record: bool):
             raise FloatingPointError("the solution became NaN or inf")
         if err <= 1.0:
             t1 = t + h
+            thetas = []
             while nxt < len(times) and times[nxt] <= t1 + 1e-12 * max(1.0, abs(t1)):
-                theta = 1.0 if times[nxt] >= t1 else (times[nxt] - t) / h
-                outputs.append(_dense(y, y1, h, ks, theta))
-                where.append((len(steps), theta))
+                thetas.append(1.0 if times[nxt] >= t1 else (times[nxt] - t) / h)
+                where.append((len(steps), thetas[-1]))
                 nxt += 1
+            if thetas:
+                outputs.append(_dense(y, y1, h, ks, thetas))
             if record:
                 steps.append((t, h, y))
             t, y, f = t1, y1, ks[6]
@@ -168,7 +174,7 @@ class _Checkpointed(torch.autograd.Function):
         # the start state of every accepted step: all the memory this mode keeps
         starts = torch.stack([y for _, _, y in steps]) if steps else y0.new_zeros((0,) + y0.shape)
         ctx.save_for_backward(starts, *params)
-        return torch.stack(outputs)
+        return torch.cat(outputs)
 
     @staticmethod
     def backward(ctx, grad_out):
@@ -185,9 +191,10 @@ class _Checkpointed(torch.autograd.Function):
                 y = y.detach().requires_grad_(True)
                 y1, ks = _stages(func, t, y, h, func(t, y))
                 outs, grads = [y1], [carried]
-                for i, theta in by_step.get(k, []):
-                    outs.append(_dense(y, y1, h, ks, theta))
-                    grads.append(grad_out[i])
+                here = by_step.get(k, [])
+                if here:
+                    outs.append(_dense(y, y1, h, ks, [theta for _, theta in here]))
+                    grads.append(grad_out[[i for i, _ in here]])
                 got = torch.autograd.grad(outs, (y, *params), grads, allow_unused=True)
             carried = got[0]
             for j, g in enumerate(got[1:]):
@@ -245,7 +252,7 @@ def dopri5(
     f, times = _direction(call, t)
     if gradient == "backprop":
         outputs, _, _ = _solve(f, y0, times, rtol, atol, max_steps, record=False)
-        return torch.stack(outputs)
+        return torch.cat(outputs)
     if gradient == "checkpoint":
         return _Checkpointed.apply(f, times, rtol, atol, max_steps, y0, *params)
     raise ValueError(f"gradient must be 'backprop' or 'checkpoint'; got {gradient!r}.")
