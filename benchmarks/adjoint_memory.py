@@ -110,6 +110,8 @@ def plot(results, path: Path) -> None:
         for ax, (key, label) in zip(axes[row], keys, strict=True):
             for mode, style in zip(MODES, ("o-", "v--", "s-", "D-"), strict=True):
                 rows = [r for r in results if r["sweep"] == sweep and r["mode"] == mode]
+                if not any(r[key] for r in rows):
+                    continue  # no backward solve: nothing to draw on a log scale
                 ax.plot([r[xkey] for r in rows], [max(r[key], 1e-3) for r in rows], style,
                         label=mode)  # fmt: skip
             ax.set_xscale("log")
