@@ -11,6 +11,8 @@ Configurations (each run in a fresh process, one per backend):
 - ``periodic``: Rubanova et al.'s toy set — 1000 series, 50 of 100 points observed, latent 10,
   ODE-RNN encoder, batch 50; seconds per epoch and the interpolation MSE (all 100 points of
   held-out series) after the budget.
+- ``spiral_regularised``: the spiral configuration with the kinetic-energy and Jacobian
+  penalties (``--regularise``, both weights), to compare NFE and error at the same budget.
 - ``physionet``: PhysioNet 2012 set A (``--physionet-path``), GRU encoder, latent 20, batch 50;
   seconds per epoch and series per second.
 
@@ -63,7 +65,7 @@ def _summary(model, fit_seconds: float, n_train: int, iterations_per_epoch: int)
     }
 
 
-def spiral(backend: str, budget: int, device: str, seed: int) -> dict:
+def spiral(backend: str, budget: int, device: str, seed: int, regularise: float = 0.0) -> dict:
     import numpy as np
 
     from latentode import LatentODE
@@ -73,6 +75,7 @@ def spiral(backend: str, budget: int, device: str, seed: int) -> dict:
     model = LatentODE(latent_dim=4, ode_hidden_dim=20, ode_layers=3, encoder_hidden_dim=25,
                       decoder_hidden_dim=20, rtol=1e-7, atol=1e-9, batch_size=len(data.train),
                       max_epochs=budget, lr=0.01, lr_decay=1.0, max_nfe=None,
+                      kinetic_weight=regularise, jacobian_weight=regularise,
                       solver_backend=backend, device=device, random_state=seed)  # fmt: skip
     start = time.perf_counter()
     model.fit(data.train)
@@ -162,7 +165,9 @@ def eval_overhead(backend: str, repeats: int = 20) -> dict:
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--configs", nargs="+", default=["spiral", "periodic"],
-                        choices=["spiral", "periodic", "physionet"])  # fmt: skip
+                        choices=["spiral", "spiral_regularised", "periodic", "physionet"])
+    parser.add_argument("--regularise", type=float, default=0.01,
+                        help="kinetic and Jacobian weights of spiral_regularised")
     parser.add_argument("--backends", nargs="+", default=["native", "torchdiffeq"],
                         choices=["native", "torchdiffeq"])  # fmt: skip
     parser.add_argument("--spiral-iterations", type=int, default=100)
@@ -185,6 +190,9 @@ def main(argv=None):
             res = eval_overhead(backend)
         elif config == "spiral":
             res = spiral(backend, args.spiral_iterations, args.device, args.seed)
+        elif config == "spiral_regularised":
+            res = spiral(backend, args.spiral_iterations, args.device, args.seed,
+                         regularise=args.regularise)  # fmt: skip
         elif config == "periodic":
             res = periodic(backend, args.periodic_epochs, args.device, args.seed)
         else:
@@ -198,7 +206,8 @@ def main(argv=None):
     flags = [f"--spiral-iterations={args.spiral_iterations}",
              f"--periodic-epochs={args.periodic_epochs}",
              f"--physionet-epochs={args.physionet_epochs}", f"--device={args.device}",
-             f"--threads={args.threads}", f"--seed={args.seed}"]  # fmt: skip
+             f"--threads={args.threads}", f"--seed={args.seed}",
+             f"--regularise={args.regularise}"]  # fmt: skip
     if args.physionet_path:
         flags.append(f"--physionet-path={args.physionet_path}")
     results = []

@@ -79,6 +79,9 @@ def main(argv=None):
                         help="recognition network (the GRU is several times faster on CPU)")
     parser.add_argument("--batch-size", type=int, default=50)
     parser.add_argument("--lr", type=float, default=0.01)
+    parser.add_argument("--lr-decay", type=float, default=0.99, help="per epoch")
+    parser.add_argument("--kl-anneal-epochs", type=int, default=0,
+                        help="epochs over which the KL weight rises to 1")
     parser.add_argument("--label-weight", type=float, default=100.0)
     parser.add_argument("--poisson", action="store_true", help="model observation times too")
     parser.add_argument("--no-labels", action="store_true",
@@ -128,7 +131,8 @@ def main(argv=None):
         obs_std=None if args.obs_std is None else [float(x) for x in args.obs_std * span],
         encoder=args.encoder, latent_dim=args.latent_dim, poisson=args.poisson,
         encode_fraction=args.encode_fraction, max_epochs=args.epochs,
-        batch_size=args.batch_size, lr=args.lr, patience=args.patience,
+        batch_size=args.batch_size, lr=args.lr, lr_decay=args.lr_decay,
+        kl_anneal_epochs=args.kl_anneal_epochs, patience=args.patience,
         random_state=args.seed, verbose=args.verbose,
     )  # fmt: skip
     start = time.perf_counter()

@@ -117,7 +117,7 @@ def _initial_step(func, t0, y0, f0, rtol, atol) -> float:
     return min(100 * h0, h1)
 
 
-def _solve(func, y0, times: list[float], rtol, atol, max_steps, record: bool):
+def _solve(func, y0, times: list[float], rtol, atol, max_steps, record: bool, n_error=None):
     """Integrate forward in time; outputs at ``times`` (increasing, ``times[0]`` the start).
 
     Returns the outputs (a list of tensors of shape (m, *y0.shape), to be concatenated), per
@@ -138,8 +138,8 @@ def _solve(func, y0, times: list[float], rtol, atol, max_steps, record: bool):
             raise StepLimitError(f"more than max_num_steps={max_steps} steps")
         h = min(h, t_end - t)
         y1, ks = _stages(func, t, y, h, f)
-        err_vec = _combine(torch.zeros_like(y), h, _E, ks).detach()
-        scale = atol + rtol * torch.maximum(y.detach().abs(), y1.detach().abs())
+        err_vec = _combine(torch.zeros_like(y), h, _E, ks).detach()[..., :n_error]
+        scale = atol + rtol * torch.maximum(y.detach().abs(), y1.detach().abs())[..., :n_error]
         err = _rms(err_vec / scale)
         if not math.isfinite(err):
             raise FloatingPointError("the solution became NaN or inf")
@@ -166,9 +166,10 @@ class _Checkpointed(torch.autograd.Function):
     """Solve without recording; in backward, recompute and pull back one step at a time."""
 
     @staticmethod
-    def forward(ctx, func, times, rtol, atol, max_steps, y0, *params):
+    def forward(ctx, func, times, rtol, atol, max_steps, n_error, y0, *params):
         with torch.no_grad():
-            outputs, where, steps = _solve(func, y0, times, rtol, atol, max_steps, record=True)
+            outputs, where, steps = _solve(func, y0, times, rtol, atol, max_steps, record=True,
+                                           n_error=n_error)  # fmt: skip
         ctx.func, ctx.where = func, where
         ctx.steps = [(t, h) for t, h, _ in steps]
         # the start state of every accepted step: all the memory this mode keeps
@@ -202,7 +203,7 @@ class _Checkpointed(torch.autograd.Function):
                     param_grads[j] += g
         for i, _ in by_step.get(-1, []):
             carried = carried + grad_out[i]
-        return (None, None, None, None, None, carried, *param_grads)
+        return (None, None, None, None, None, None, carried, *param_grads)
 
 
 def _direction(func, t: torch.Tensor):
@@ -223,6 +224,7 @@ def dopri5(
     gradient: str = "backprop",
     params=(),
     max_steps: int = 2**31 - 1,
+    error_channels: int | None = None,
 ) -> torch.Tensor:
     """Solve ``dy/dt = func(t, y)`` with Dormand–Prince 5(4) at the times ``t``.
 
@@ -241,6 +243,9 @@ def dopri5(
         Parameters of ``func`` that need gradients (``"checkpoint"`` only).
     max_steps : int
         Cap on attempted steps.
+    error_channels : int, optional
+        Only the first this many entries of the last dimension enter the error control
+        (e.g. leave out integrated penalties that need no accuracy); all by default.
 
     Returns
     -------
@@ -251,8 +256,9 @@ def dopri5(
 
     f, times = _direction(call, t)
     if gradient == "backprop":
-        outputs, _, _ = _solve(f, y0, times, rtol, atol, max_steps, record=False)
+        outputs, _, _ = _solve(f, y0, times, rtol, atol, max_steps, record=False,
+                               n_error=error_channels)  # fmt: skip
         return torch.cat(outputs)
     if gradient == "checkpoint":
-        return _Checkpointed.apply(f, times, rtol, atol, max_steps, y0, *params)
+        return _Checkpointed.apply(f, times, rtol, atol, max_steps, error_channels, y0, *params)
     raise ValueError(f"gradient must be 'backprop' or 'checkpoint'; got {gradient!r}.")

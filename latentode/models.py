@@ -209,11 +209,14 @@ class LatentODEModel(PyroModule):
         if regularise:
             func = self.solver.func
             func.active, func.probe = True, torch.randn_like(z0)
+            # the penalties ride along but need no accuracy: keep them out of step control
+            self.solver.error_channels = y0.shape[-1]
             y0 = torch.cat([y0, y0.new_zeros(y0.shape[:-1] + (2,))], dim=-1)
             try:
                 ys = self.solver(y0, grid)
             finally:
                 func.active, func.probe = False, None
+                self.solver.error_channels = None
             end = ys[-1, ..., -2:]  # (..., batch, 2): integrated energy and Jacobian norm
             self.penalty = self.kinetic * end[..., 0] + self.jacobian * end[..., 1]
             ys = ys[..., :-2]

@@ -156,6 +156,9 @@ class ODESolver(nn.Module):
                 f"options={self.options}."
             )
         self.adjoint = adjoint if adjoint == "checkpoint" else bool(adjoint)
+        #: native backend: only the first this many state entries enter the error control
+        #: (None: all); set by models whose state carries integrated penalties
+        self.error_channels: int | None = None
         self.backend = "native" if backend == "auto" and native_ok else (
             "torchdiffeq" if backend == "auto" else backend)  # fmt: skip
 
@@ -198,6 +201,7 @@ class ODESolver(nn.Module):
                     gradient="checkpoint" if self.adjoint == "checkpoint" else "backprop",
                     params=[p for p in self.func.parameters() if p.requires_grad],
                     max_steps=int(self.options.get("max_num_steps", 2**31 - 1)),
+                    error_channels=self.error_channels,
                 )  # fmt: skip
             elif self.adjoint:
                 adjoint_params = tuple(p for p in self.func.parameters() if p.requires_grad)

@@ -45,6 +45,9 @@ def main(out: Path) -> None:
     if parallel.is_main:
         (out / "history.json").write_text(json.dumps(model.history_.to_dict()))
         (out / "score.json").write_text(json.dumps(model.score(data.test)))
+    # leave together: a process exiting while the other still holds the group can abort
+    torch.distributed.barrier()
+    torch.distributed.destroy_process_group()
 
 
 if __name__ == "__main__":
