@@ -209,14 +209,12 @@ class LatentODEModel(PyroModule):
         if regularise:
             func = self.solver.func
             func.active, func.probe = True, torch.randn_like(z0)
-            # the penalties ride along but need no accuracy: keep them out of step control
-            self.solver.error_channels = y0.shape[-1]
+            n_state = y0.shape[-1]
             y0 = torch.cat([y0, y0.new_zeros(y0.shape[:-1] + (2,))], dim=-1)
-            try:
-                ys = self.solver(y0, grid)
+            try:  # the penalties ride along but need no accuracy: not in step control
+                ys = self.solver(y0, grid, error_channels=n_state)
             finally:
                 func.active, func.probe = False, None
-                self.solver.error_channels = None
             end = ys[-1, ..., -2:]  # (..., batch, 2): integrated energy and Jacobian norm
             self.penalty = self.kinetic * end[..., 0] + self.jacobian * end[..., 1]
             ys = ys[..., :-2]
@@ -226,8 +224,7 @@ class LatentODEModel(PyroModule):
             ys = ys[1:]
         ys = ys.movedim(0, -2)
         if self.poisson:
-            return ys[..., : self.latent_dim], ys[..., self.latent_dim : self.latent_dim
-                                                       + self.n_features]  # fmt: skip
+            return ys[..., : self.latent_dim], ys[..., self.latent_dim :]
         return ys, None
 
     def intensity(self, z: torch.Tensor) -> torch.Tensor:

@@ -139,6 +139,7 @@ class ODESolver(nn.Module):
             raise ValueError(
                 f"adjoint must be False, True or 'checkpoint'; got {adjoint!r}."
             )
+        adjoint = adjoint if adjoint == "checkpoint" else bool(adjoint)
         if backend not in BACKENDS:
             raise ValueError(f"backend must be one of {list(BACKENDS)}; got {backend!r}.")
         native_ok = (method in _NATIVE_METHODS and adjoint is not True
@@ -149,16 +150,13 @@ class ODESolver(nn.Module):
                 f"'checkpoint' and options {sorted(_NATIVE_OPTIONS)}; got method={method!r}, "
                 f"adjoint={adjoint!r}, options={self.options}. Use backend='torchdiffeq'."
             )
-        if adjoint == "checkpoint" and not native_ok:
+        if adjoint == "checkpoint" and (not native_ok or backend == "torchdiffeq"):
             raise ValueError(
                 "adjoint='checkpoint' needs the native solver: method='dopri5', options "
                 f"{sorted(_NATIVE_OPTIONS)} at most; got method={method!r}, "
                 f"options={self.options}."
             )
-        self.adjoint = adjoint if adjoint == "checkpoint" else bool(adjoint)
-        #: native backend: only the first this many state entries enter the error control
-        #: (None: all); set by models whose state carries integrated penalties
-        self.error_channels: int | None = None
+        self.adjoint = adjoint
         self.backend = "native" if backend == "auto" and native_ok else (
             "torchdiffeq" if backend == "auto" else backend)  # fmt: skip
 
@@ -175,7 +173,9 @@ class ODESolver(nn.Module):
         """Set both evaluation counters to zero."""
         self.counted.nfe = {"forward": 0, "backward": 0}
 
-    def forward(self, y0: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+    def forward(
+        self, y0: torch.Tensor, t: torch.Tensor, *, error_channels: int | None = None
+    ) -> torch.Tensor:
         """Solve from ``t[0]`` and return the state at every time in ``t``.
 
         Parameters
@@ -184,6 +184,10 @@ class ODESolver(nn.Module):
             Initial state at ``t[0]``.
         t : Tensor of shape (time,)
             Strictly increasing output times.
+        error_channels : int, optional
+            Native backend: only the first this many entries of the state's last dimension
+            enter the step-size control (e.g. leave out integrated penalties that need no
+            accuracy); all by default.
 
         Returns
         -------
@@ -201,7 +205,7 @@ class ODESolver(nn.Module):
                     gradient="checkpoint" if self.adjoint == "checkpoint" else "backprop",
                     params=[p for p in self.func.parameters() if p.requires_grad],
                     max_steps=int(self.options.get("max_num_steps", 2**31 - 1)),
-                    error_channels=self.error_channels,
+                    error_channels=error_channels,
                 )  # fmt: skip
             elif self.adjoint:
                 adjoint_params = tuple(p for p in self.func.parameters() if p.requires_grad)
