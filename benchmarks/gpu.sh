@@ -21,3 +21,7 @@ timeout 180 python -m pytest -q -m gpu -p no:cacheprovider
 timeout 300 python benchmarks/suite.py --device cuda --configs spiral periodic \
     --spiral-iterations 100 --periodic-epochs 3 --output "$out/suite_cuda.json"
 echo "wrote $out/suite_cuda.json"
+# the spiral model with its networks in bfloat16 (solves in float32), against the run above
+timeout 150 python benchmarks/suite.py --device cuda --configs spiral --backends native \
+    --precision bf16-mixed --spiral-iterations 100 --output "$out/suite_cuda_bf16.json"
+echo "wrote $out/suite_cuda_bf16.json"

@@ -186,7 +186,8 @@ class _Checkpointed(torch.autograd.Function):
         param_grads = [torch.zeros_like(p) for p in params]
         for k in range(len(steps) - 1, -1, -1):
             (t, h), y = steps[k], starts[k]
-            with torch.enable_grad():
+            # the recomputation is float32 like the forward solve, whatever encloses backward
+            with torch.enable_grad(), torch.autocast(y.device.type, enabled=False):
                 y = y.detach().requires_grad_(True)
                 y1, ks = _stages(func, t, y, h, func(t, y))
                 outs, grads = [y1], [carried]

@@ -34,7 +34,14 @@ from .nn import (
 )
 from .solvers import ODESolver
 
-__all__ = ["ENCODERS", "POSTERIORS", "LatentODEModel", "ObservationNoise", "SERIES_PLATE"]
+__all__ = [
+    "ENCODERS",
+    "POSTERIORS",
+    "PRECISIONS",
+    "LatentODEModel",
+    "ObservationNoise",
+    "SERIES_PLATE",
+]
 
 #: Name of the plate over series, at dim -1.
 SERIES_PLATE = "series"
@@ -44,6 +51,10 @@ ENCODERS = {"gru": GRUEncoder, "odernn": ODERNNEncoder}
 
 #: Families of the variational posterior q(z0 | x).
 POSTERIORS = ("normal", "cnf")
+
+#: Arithmetic of the networks: all float32, or bfloat16 autocast around the encoder, decoder
+#: and classifier with the ODE solves (state, dynamics, step control) kept in float32.
+PRECISIONS = ("32", "bf16-mixed")
 
 
 class ObservationNoise(nn.Module):
@@ -116,6 +127,14 @@ class LatentODEModel(PyroModule):
         ``∫|∂f/∂z|_F² dt`` of each series' latent path (model units), solved along with it
         (:class:`~latentode.nn.RegularisedDynamics`) and subtracted from the ELBO as the site
         ``dynamics_penalty``. Only in training mode; evaluation and prediction are unchanged.
+    precision : {"32", "bf16-mixed"}, default "32"
+        ``"bf16-mixed"`` runs the recognition network, the decoder and the classifier under
+        ``torch.autocast`` in bfloat16 (faster matrix products on GPUs with bfloat16 units)
+        and returns their outputs as float32. The latent ODE solve stays float32 throughout —
+        state, dynamics and error control, where bfloat16's 8-bit mantissa would make the
+        tolerances unreachable — and so do the likelihoods and the Poisson intensities.
+        Parameters and gradients are float32; bfloat16 has float32's range, so no loss
+        scaling is needed.
     """
 
     def __init__(
@@ -138,8 +157,12 @@ class LatentODEModel(PyroModule):
         flow_hidden_dim: int = 32,
         kinetic_weight: float = 0.0,
         jacobian_weight: float = 0.0,
+        precision: str = "32",
     ):
         super().__init__()
+        if precision not in PRECISIONS:
+            raise ValueError(f"precision={precision!r} is not available; use one of {PRECISIONS}.")
+        self.precision = precision
         self.n_features = n_features
         self.latent_dim = latent_dim
         self.poisson = poisson
@@ -183,6 +206,14 @@ class LatentODEModel(PyroModule):
             )
 
     # -- deterministic pieces ------------------------------------------------------------
+    def _network(self, net, *args) -> torch.Tensor:
+        """``net(*args)``, under bfloat16 autocast with ``precision="bf16-mixed"``, as float32."""
+        if self.precision == "32":
+            return net(*args)
+        with torch.autocast(args[0].device.type, dtype=torch.bfloat16):
+            out = net(*args)
+        return tuple(o.float() for o in out) if isinstance(out, tuple) else out.float()
+
     def solve(self, z0: torch.Tensor, times: torch.Tensor):
         """Latent trajectory (and cumulative intensity) on ``times``.
 
@@ -283,7 +314,7 @@ class LatentODEModel(PyroModule):
             z, cumulative = self.solve(z0, times)
             if self.penalty is not None:
                 pyro.factor("dynamics_penalty", -self.penalty)
-            loc = self.decoder(z)
+            loc = self._network(self.decoder, z)
             pyro.sample("obs", masked_normal(loc, self.noise(), mask), obs=values)
             if self.poisson:
                 integral = window_integral(cumulative, mask.any(-1))
@@ -298,7 +329,7 @@ class LatentODEModel(PyroModule):
         """Sites of the generative mode of :meth:`model`, inside the series plate."""
         z, _ = self.solve(z0, query_times)
         pyro.deterministic("z", z, event_dim=2)
-        loc = pyro.deterministic("mean", self.decoder(z), event_dim=2)
+        loc = pyro.deterministic("mean", self._network(self.decoder, z), event_dim=2)
         if self.poisson:
             pyro.deterministic("intensity", self.intensity(z), event_dim=2)
         noise = self.noise().expand(loc.shape)
@@ -310,8 +341,8 @@ class LatentODEModel(PyroModule):
     def _label_dist(self, z0, z, labels=None):
         """The ``label`` site's distribution, per series or per time (masked where ``-1``)."""
         if not self.label_per_time:
-            return dist.Categorical(logits=self.classifier(z0))
-        d = dist.Categorical(logits=self.classifier(z))
+            return dist.Categorical(logits=self._network(self.classifier, z0))
+        d = dist.Categorical(logits=self._network(self.classifier, z))
         if labels is not None:
             d = d.mask(labels >= 0)
         return d.to_event(1)
@@ -335,7 +366,7 @@ class LatentODEModel(PyroModule):
         """
         if encode_mask is not None:
             values, mask = values * encode_mask, encode_mask
-        loc, scale = self.encoder(values, mask, times)
+        loc, scale = self._network(self.encoder, values, mask, times)
         q = dist.Normal(loc, scale).to_event(1)
         if self.flow is not None:
             q = dist.TransformedDistribution(q, [self.flow])
@@ -350,7 +381,7 @@ class LatentODEModel(PyroModule):
         -------
         Tensor of shape (n_samples, batch, latent)
         """
-        loc, scale = self.encoder(values, mask, times)
+        loc, scale = self._network(self.encoder, values, mask, times)
         eps = torch.randn(
             (n_samples,) + loc.shape, generator=generator, device=loc.device, dtype=loc.dtype
         )

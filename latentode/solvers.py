@@ -100,6 +100,13 @@ class ODESolver(nn.Module):
     ----------
     nfe : dict
         ``{"forward": int, "backward": int}`` evaluations since the last :meth:`reset_nfe`.
+
+    Notes
+    -----
+    Solves ignore an enclosing ``torch.autocast``: the state is cast to float32 and the
+    dynamics, the Runge–Kutta combinations and the error control run in float32, since
+    half-precision rounding (bfloat16 keeps about 3 significant digits) is far above the
+    usual tolerances and would drive adaptive steps to zero.
     """
 
     def __init__(
@@ -193,6 +200,9 @@ class ODESolver(nn.Module):
         -------
         Tensor of shape (time, ..., state)
         """
+        if torch.is_autocast_enabled(y0.device.type):  # solves stay float32 (see Notes)
+            with torch.autocast(y0.device.type, enabled=False):
+                return self.forward(y0.float(), t, error_channels=error_channels)
         kwargs = dict(
             rtol=self.rtol, atol=self.atol, method=self.method, options=dict(self.options)
         )

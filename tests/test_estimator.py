@@ -206,6 +206,16 @@ def test_cuda_path_matches_cpu(data):
     assert np.allclose(cpu.predict(data.test, times=t), gpu.predict(data.test, times=t), atol=1e-2)
 
 
+@pytest.mark.gpu
+def test_cuda_bf16_mixed_tracks_float32(data):
+    plain = LatentODE(**FAST, device="cuda").fit(data.train)
+    mixed = LatentODE(**FAST, device="cuda", precision="bf16-mixed").fit(data.train)
+    assert np.allclose(mixed.history_.loss, plain.history_.loss, rtol=0.05)
+    t = data.test_extrapolation_times[:10]
+    a, b = plain.predict(data.test, times=t), mixed.predict(data.test, times=t)
+    assert float(np.sqrt(((a - b) ** 2).mean())) < 0.1 * float(a.std())
+
+
 @pytest.mark.slow
 def test_short_training_lowers_loss_and_beats_mean_predictors():
     data = make_spirals(n_series=300, n_obs=30, random_state=1)
@@ -246,7 +256,8 @@ def test_same_random_state_gives_identical_fit_predict_and_sample(data):
 
 
 @pytest.mark.parametrize(
-    "param, value", [("subsample", 0.0), ("encode_fraction", 1.5), ("max_nfe", 0)]
+    "param, value",
+    [("subsample", 0.0), ("encode_fraction", 1.5), ("max_nfe", 0), ("precision", "16-mixed")],
 )
 def test_training_options_are_validated(data, param, value):
     with pytest.raises(ValueError, match=param):
@@ -345,3 +356,17 @@ def test_fixed_observation_noise_per_feature(data):
     for bad in (-0.1, [0.1, 0.0], "small"):
         with pytest.raises(ValueError, match="obs_std must be None"):
             LatentODE(**{**FAST, "obs_std": bad}).fit(data.train)
+
+
+def test_bf16_mixed_fit_tracks_the_float32_fit(data):
+    """The same seeded fit in both precisions: close losses and predictions, fp32 outputs."""
+    params = dict(FAST, max_epochs=4)
+    plain = LatentODE(**params).fit(data.train)
+    mixed = LatentODE(**params, precision="bf16-mixed").fit(data.train)
+    assert mixed.history_.loss[-1] < mixed.history_.loss[0]  # it learns
+    assert np.allclose(mixed.history_.loss, plain.history_.loss, rtol=0.05)
+    t = data.times
+    a, b = plain.predict(data.test, times=t), mixed.predict(data.test, times=t)
+    assert b.dtype == a.dtype
+    spread = float(a.std())
+    assert float(np.sqrt(((a - b) ** 2).mean())) < 0.1 * spread

@@ -5,7 +5,15 @@ import pytest
 import xarray as xr
 from scipy import stats
 
-from latentode.metrics import crps, interval_coverage, mae, masked_mse, nlpd, rmse
+from latentode.metrics import (
+    crps,
+    interval_coverage,
+    mae,
+    masked_mse,
+    nlpd,
+    rmse,
+    series_feature_mse,
+)
 
 NAN = np.nan
 
@@ -63,3 +71,37 @@ def test_errors_name_the_argument():
         interval_coverage(np.zeros(3), np.zeros((10, 3)), coverage=1.5)
     with pytest.raises(ValueError, match="scale must be positive"):
         nlpd(np.zeros(3), np.zeros((2, 3)), 0.0)
+
+
+def test_series_feature_mse_averages_per_pair_and_handles_unobserved_pairs():
+    nan = np.nan
+    y = np.array(
+        [
+            [[1.0, nan], [2.0, nan], [3.0, nan]],  # feature 1 never observed in series 0
+            [[0.0, 1.0], [nan, nan], [nan, 3.0]],
+        ]
+    )
+    pred = np.array(
+        [
+            [[2.0, 9.0], [2.0, 9.0], [5.0, 9.0]],
+            [[1.0, 1.0], [7.0, 7.0], [7.0, 1.0]],
+        ]
+    )
+    # pairs: (0, 0): (1 + 0 + 4) / 3; (1, 0): 1 / 1; (1, 1): (0 + 4) / 2; (0, 1) unobserved
+    pairs = [5 / 3, 1.0, 2.0]
+    assert series_feature_mse(y, pred) == pytest.approx(np.mean(pairs))
+    assert series_feature_mse(y, pred, unobserved="zero") == pytest.approx(sum(pairs) / 4)
+    # entries count equally in masked_mse, pairs do here
+    assert masked_mse(y, pred) == pytest.approx((1 + 0 + 4 + 1 + 0 + 4) / 6)
+    # a leading sample axis: the mean of the per-draw errors
+    draws = np.stack([pred, np.nan_to_num(y)])  # second draw is exact
+    assert series_feature_mse(y, draws) == pytest.approx(np.mean(pairs) / 2)
+    mask = np.isfinite(y)
+    mask[1] = False
+    assert series_feature_mse(y, pred, mask) == pytest.approx(5 / 3)
+    with pytest.raises(ValueError, match="unobserved must be"):
+        series_feature_mse(y, pred, unobserved="nan")
+    with pytest.raises(ValueError, match="y_pred has shape"):
+        series_feature_mse(y, pred[:, :2])
+    with pytest.raises(ValueError, match=r"\(series, time, feature\)"):
+        series_feature_mse(y[0], pred[0])

@@ -127,3 +127,46 @@ def test_dynamics_penalty_is_a_training_only_site_that_lowers_the_elbo(poisson):
     assert "dynamics_penalty" not in tr_eval.nodes
     with pytest.raises(ValueError, match="kinetic_weight"):
         LatentODEModel(2, kinetic_weight=-1.0)
+
+
+@pytest.mark.parametrize("encoder", ["gru", "odernn"])
+def test_bf16_mixed_runs_networks_in_bfloat16_and_the_solve_in_float32(encoder):
+    """Autocast reaches the encoder and decoder only; the ODE and the likelihood stay fp32."""
+    torch.manual_seed(0)
+    mixed = LatentODEModel(2, latent_dim=3, encoder=encoder, poisson=True, precision="bf16-mixed")
+    plain = LatentODEModel(2, latent_dim=3, encoder=encoder, poisson=True)
+    plain.load_state_dict(mixed.state_dict())
+    seen = {}
+
+    def record(name):
+        def hook(module, args, out):
+            seen.setdefault(name, set()).add(out.dtype)
+
+        return hook
+
+    mixed.decoder.register_forward_hook(record("decoder"))
+    mixed.encoder.out.register_forward_hook(record("encoder"))
+    mixed.solver.func.register_forward_hook(record("dynamics"))
+    b = batch()
+    losses = []
+    for model in (mixed, plain):
+        pyro.set_rng_seed(1)
+        elbo = pyro.infer.Trace_ELBO()
+        loss = elbo.differentiable_loss(model.model, model.guide, b.times, b.values, b.mask)
+        loss.backward()
+        losses.append(loss)
+        grads = [p.grad for p in model.parameters() if p.grad is not None]
+        assert grads and all(g.dtype == torch.float32 and torch.isfinite(g).all() for g in grads)
+    assert seen == {
+        "decoder": {torch.bfloat16},
+        "encoder": {torch.bfloat16},
+        "dynamics": {torch.float32},
+    }
+    assert losses[0].dtype == torch.float32
+    # same parameters and noise: only bfloat16 rounding in the networks separates the two
+    assert torch.isclose(losses[0], losses[1], rtol=0.05), losses
+
+
+def test_precision_is_checked():
+    with pytest.raises(ValueError, match="precision='fp16'.*bf16-mixed"):
+        LatentODEModel(2, precision="fp16")

@@ -250,3 +250,33 @@ def test_error_channels_leave_riders_out_of_step_control():
         assert torch.allclose(ys[..., :2], y0[..., :2] * torch.exp(-0.5 * t).view(-1, 1, 1),
                               atol=1e-5)  # fmt: skip
     assert nfe[2] < nfe[None] / 3
+
+
+@pytest.mark.parametrize(
+    "kwargs",
+    [dict(backend="native"), dict(adjoint="checkpoint"), dict(backend="torchdiffeq")],
+    ids=["native", "checkpoint", "torchdiffeq"],
+)
+def test_solves_stay_float32_under_autocast(kwargs):
+    """An enclosing bfloat16 autocast changes neither the solution nor its gradient."""
+    torch.manual_seed(0)
+    func, t = ODEFunc(4, 16, n_layers=3), torch.linspace(0, 1, 8)
+    y0 = torch.randn(16, 4)
+    dtypes = set()
+    func.register_forward_hook(lambda module, args, out: dtypes.add(out.dtype))
+
+    def solve_and_grad(autocast):
+        solver = ODESolver(func, rtol=1e-5, atol=1e-7, **kwargs)
+        y = y0.clone().requires_grad_(True)
+        func.zero_grad()
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=autocast):
+            ys = solver(y, t)
+        ys.pow(2).sum().backward()  # outside autocast, as PyTorch recommends
+        return ys.detach(), y.grad, solver.nfe["forward"]
+
+    plain, mixed = solve_and_grad(False), solve_and_grad(True)
+    assert dtypes == {torch.float32}
+    assert mixed[0].dtype == torch.float32
+    assert mixed[2] == plain[2]  # the same steps: the error control saw float32 numbers
+    assert torch.allclose(mixed[0], plain[0], rtol=1e-6, atol=1e-7)
+    assert torch.allclose(mixed[1], plain[1], rtol=1e-5, atol=1e-6)
