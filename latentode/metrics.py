@@ -94,7 +94,7 @@ def series_feature_mse(y_true, y_pred, mask=None, *, unobserved: str = "skip") -
         Pairs never observed: left out of the average (``"skip"``), or counted as zero error
         (``"zero"``). The reference code of Rubanova et al. (2019) does the latter (its
         ``compute_masked_likelihood`` with ``mse``), and the PhysioNet MSEs published in that
-        paper are on that scale; on sparse data it is several times lower than ``"skip"``.
+        paper are on that scale; it equals ``"skip"`` times the share of pairs observed.
 
     Returns
     -------
@@ -108,14 +108,13 @@ def series_feature_mse(y_true, y_pred, mask=None, *, unobserved: str = "skip") -
             f"y_true must have shape (series, time, feature); got {y.ndim} dimensions."
         )
     pred = np.asarray(y_pred, dtype=np.float64)
+    if pred.shape != y.shape and pred.shape[1:] != y.shape:
+        raise ValueError(
+            f"y_pred has shape {pred.shape} but y_true has shape {y.shape}; give (series, "
+            "time, feature) or (sample, series, time, feature)."
+        )
     if pred.shape == y.shape:
         pred = pred[None]
-    if pred.shape[1:] != y.shape:
-        raise ValueError(
-            f"y_pred has shape {pred.shape if pred.ndim == 4 else pred.shape[1:]} but y_true "
-            f"has shape {y.shape}; give (series, time, feature) or (sample, series, time, "
-            "feature)."
-        )
     err = np.where(observed, pred - np.where(observed, y, 0.0), 0.0) ** 2
     counts = observed.sum(1)  # (series, feature)
     per_pair = err.sum(2) / np.maximum(counts, 1)  # (sample, series, feature)
