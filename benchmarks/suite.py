@@ -56,6 +56,7 @@ def _summary(model, fit_seconds: float, n_train: int, iterations_per_epoch: int)
 
     h = model.history_
     per_epoch = statistics.median(h.seconds[1:] if len(h.seconds) > 1 else h.seconds)
+    tail = max(1, len(h.nfe_forward) // 10)
     return {
         "epochs": len(h.loss),
         "fit_seconds": fit_seconds,
@@ -65,6 +66,9 @@ def _summary(model, fit_seconds: float, n_train: int, iterations_per_epoch: int)
         "series_per_second": n_train / per_epoch,
         "nfe_forward_per_iteration": statistics.mean(h.nfe_forward) / iterations_per_epoch,
         "nfe_backward_per_iteration": statistics.mean(h.nfe_backward) / iterations_per_epoch,
+        # the end of training, where the dynamics are stiffest: the last tenth of the epochs
+        "nfe_forward_per_iteration_last_tenth": statistics.mean(h.nfe_forward[-tail:])
+        / iterations_per_epoch,
         "final_loss": h.loss[-1],
         "peak_rss_mib": peak_rss_mib(),
         "device": str(model.device_),
@@ -187,6 +191,8 @@ def spiral_reference(budget: int, device: str, seed: int) -> dict:
         "series_per_second": len(data.train) / per_iteration,
         "nfe_forward_per_iteration": statistics.mean(nfe_forward),
         "nfe_backward_per_iteration": 0.0, "final_loss": float(loss),
+        "nfe_forward_per_iteration_last_tenth": statistics.mean(
+            nfe_forward[-max(1, budget // 10) :]),
         "peak_rss_mib": peak_rss_mib(), "device": str(dev), "cuda_peak_mib": None,
         "extrapolation_rmse": float(np.sqrt(np.mean((extrap - data.test_extrapolation_truth)
                                                     ** 2))),
