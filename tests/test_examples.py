@@ -85,6 +85,8 @@ def test_physionet_example_on_a_few_stays(tmp_path):
     assert results["n_train"] == 48 and results["n_test"] == 12
     assert 0 <= results["mortality_auc"] <= 1
     assert 0 < results["interpolation_mse"] < 1 and 0 < results["extrapolation_mse"] < 1
+    for key in ("interpolation_mse_reference_scale", "extrapolation_mse_reference_scale"):
+        assert 0 < results[key] < 1  # the paper's aggregation, from posterior draws
     with pytest.warns(UserWarning, match="descriptors only"):  # the reconstruction model alone
         recon = physionet.main(["--path", str(PHYSIONET), "--n-stays", "60", "--epochs", "1",
                                 "--encoder", "gru", "--latent-dim", "4", "--quantization", "1",
@@ -124,11 +126,24 @@ def test_rubanova2019_benchmark_records_budgets_versions_and_published_figures(t
 def test_suite_compares_backends_on_the_spiral_configuration(tmp_path):
     suite = _load("benchmarks/suite.py")
     out = tmp_path / "suite.json"
-    record = suite.main(["--configs", "spiral", "--spiral-iterations", "2", "--threads", "1",
+    record = suite.main(["--configs", "spiral", "spiral_reference", "periodic",
+                         "--spiral-iterations", "2", "--periodic-epochs", "3",
+                         "--periodic-eval-every", "2", "--threads", "1",
                          "--output", str(out)])  # fmt: skip
     assert json.loads(out.read_text()) == record
-    rows = {r["backend"]: r for r in record["results"]}
+    rows = {r["backend"]: r for r in record["results"] if r["config"] == "spiral"}
     assert rows.keys() == {"native", "torchdiffeq"}
+    reference = [r for r in record["results"] if r["config"] == "spiral_reference"]
+    assert len(reference) == 1 and reference[0]["backend"] == "reference"
+    assert reference[0]["epochs"] == 2 and 0 < reference[0]["extrapolation_rmse"] < 10
+    assert record["speedups"]["spiral_vs_reference_measured"] > 0
+    for periodic in (r for r in record["results"] if r["config"] == "periodic"):
+        # time to accuracy: scored after epochs 2 and 3, fit time only, increasing
+        curve = periodic["mse_curve"]
+        assert [c["epoch"] for c in curve] == [2, 3] and periodic["epochs"] == 3
+        assert 0 < curve[0]["fit_seconds"] < curve[1]["fit_seconds"]
+        assert curve[-1]["mse"] == periodic["interpolation_mse"]
+        assert periodic["time_to_accuracy"]["target_mse"] == 0.0037
     for r in rows.values():
         assert r["epochs"] == 2 and r["nfe_forward_per_iteration"] > 0
         assert r["nfe_backward_per_iteration"] == 0  # backprop: no backward solves
