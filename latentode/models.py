@@ -206,8 +206,9 @@ class LatentODEModel(PyroModule):
             )
 
     # -- deterministic pieces ------------------------------------------------------------
-    def _network(self, net, *args) -> torch.Tensor:
-        """``net(*args)``, under bfloat16 autocast with ``precision="bf16-mixed"``, as float32."""
+    def _network(self, net, *args):
+        """``net(*args)`` (a tensor or a tuple of tensors), under bfloat16 autocast with
+        ``precision="bf16-mixed"`` and then cast back to float32."""
         if self.precision == "32":
             return net(*args)
         with torch.autocast(args[0].device.type, dtype=torch.bfloat16):
