@@ -12,6 +12,8 @@ Configurations (each run in a fresh process, one per backend):
 - ``spiral_reference``: the demo's own protocol and networks re-implemented in plain PyTorch
   with ``torchdiffeq.odeint`` (see :func:`spiral_reference`), on the same data and budget, so
   that the speed-up and the extrapolation error are measured side by side.
+  ``--spiral-data demo`` runs both spiral configurations on the demo's own data (see
+  :func:`demo_spirals`) instead of :func:`latentode.datasets.make_spirals`'.
 - ``periodic``: Rubanova et al.'s toy set — 1000 series, 50 of 100 points observed, latent 10,
   ODE-RNN encoder, batch 50; seconds per epoch and the interpolation MSE (all 100 points of
   held-out series) after the budget. With ``--periodic-eval-every N`` also the time to
@@ -25,8 +27,9 @@ Configurations (each run in a fresh process, one per backend):
 With ``spiral``, the solver's overhead per function evaluation is measured too (see
 :func:`eval_overhead`). ``--backends native torchdiffeq`` measures the native solver against
 torchdiffeq on the same model and data. The JSON records each configuration, the library
-versions and the device. For reference, the public demo itself runs at 0.58 s per iteration
-(median over 300) with a 560 MiB peak on 2 CPU cores.
+versions and the device. For reference, the public demo itself was recorded at 0.58 s per
+iteration (median over 300) with a 560 MiB peak on 2 CPU cores; run as published on the
+machine of the figures in the documentation (torch 2.13) it takes 0.136 s.
 
     python benchmarks/suite.py --help
 """
@@ -77,6 +80,63 @@ def _summary(model, fit_seconds: float, n_train: int, iterations_per_epoch: int)
     }
 
 
+def demo_spirals(seed: int, *, n_train: int = 1000, n_test: int = 250):
+    """The data of torchdiffeq's spiral demo, generated afresh with NumPy's ``seed``.
+
+    As the demo builds them: two curves sampled at 500 equally spaced times ``t`` over
+    ``[0, 6 pi]`` — counter-clockwise ``r = 0.3 t`` around ``(5, 0)`` and clockwise
+    ``r = 15 / (6 pi + 1 - t)`` around ``(-5, 0)`` — and for each series a random direction,
+    a start index drawn uniformly from ``[100, 400)`` and 100 consecutive points with Gaussian
+    noise of standard deviation 0.3, every series on the common times ``t[:100]`` (0 to 3.74).
+    The held-out series start before index 300 so that the 100 points after their window exist
+    on the curve: those noise-free points are the extrapolation targets.
+
+    Returns
+    -------
+    types.SimpleNamespace
+        With the fields of :class:`latentode.datasets.SpiralData` that the suite reads:
+        ``train``, ``test``, ``times``, ``test_extrapolation_times``,
+        ``test_extrapolation_truth``, ``noise_std``.
+    """
+    import types
+
+    import numpy as np
+
+    from latentode.datasets import from_arrays
+
+    rng = np.random.default_rng(seed)
+    n_total, n_obs, noise_std, stop = 500, 100, 0.3, 6 * np.pi
+    t = np.linspace(0.0, stop, n_total)
+    angle = stop + 1.0 - t
+    clockwise = np.stack([15.0 / angle * np.cos(angle) - 5.0, 15.0 / angle * np.sin(angle)], -1)
+    counter = np.stack([0.3 * t * np.cos(t) + 5.0, 0.3 * t * np.sin(t)], -1)
+    # NaN past the curves' ends: only the held-out series read what follows their window
+    clockwise, counter = (np.concatenate([c, np.full((n_obs, 2), np.nan)])
+                          for c in (clockwise, counter))  # fmt: skip
+
+    def draw(n, last_start):
+        starts = rng.integers(n_obs, last_start, size=n)
+        curves = [counter if c else clockwise for c in rng.random(n) > 0.5]
+        pieces = np.stack([c[s : s + 2 * n_obs] for c, s in zip(curves, starts, strict=True)])
+        noisy = pieces[:, :n_obs] + rng.normal(scale=noise_std, size=(n, n_obs, 2))
+        return from_arrays([(t[:n_obs], v) for v in noisy]), pieces[:, n_obs:]
+
+    train, _ = draw(n_train, n_total - n_obs)
+    test, truth = draw(n_test, n_total - 2 * n_obs + 1)
+    return types.SimpleNamespace(
+        train=train, test=test, times=t[:n_obs], test_extrapolation_times=t[n_obs : 2 * n_obs],
+        test_extrapolation_truth=truth, noise_std=noise_std,
+    )
+
+
+def _spiral_data(data_name: str, seed: int):
+    if data_name == "demo":
+        return demo_spirals(seed)
+    from latentode.datasets import make_spirals
+
+    return make_spirals(n_series=1250, n_obs=100, test_size=0.2, random_state=seed)
+
+
 def spiral(
     backend: str,
     budget: int,
@@ -84,13 +144,13 @@ def spiral(
     seed: int,
     regularise: float = 0.0,
     precision: str = "32",
+    data_name: str = "chen",
 ) -> dict:
     import numpy as np
 
     from latentode import LatentODE
-    from latentode.datasets import make_spirals
 
-    data = make_spirals(n_series=1250, n_obs=100, test_size=0.2, random_state=seed)
+    data = _spiral_data(data_name, seed)
     # the demo's model and training: noise fixed at the data's, Adam at 0.01, no clipping
     model = LatentODE(latent_dim=4, ode_hidden_dim=20, ode_layers=3, encoder_hidden_dim=25,
                       decoder_hidden_dim=20, obs_std=data.noise_std, rtol=1e-7, atol=1e-9,
@@ -107,7 +167,7 @@ def spiral(
     return out
 
 
-def spiral_reference(budget: int, device: str, seed: int) -> dict:
+def spiral_reference(budget: int, device: str, seed: int, data_name: str = "chen") -> dict:
     """The reference demo's training protocol, re-implemented in plain PyTorch + torchdiffeq.
 
     The same data as ``spiral`` (all 100 points of each series), the demo's networks — a
@@ -126,11 +186,10 @@ def spiral_reference(budget: int, device: str, seed: int) -> dict:
     from torch import nn
     from torchdiffeq import odeint
 
-    from latentode.datasets import make_spirals
     from latentode.profiling import peak_rss_mib
 
     torch.manual_seed(seed)
-    data = make_spirals(n_series=1250, n_obs=100, test_size=0.2, random_state=seed)
+    data = _spiral_data(data_name, seed)
     dev = torch.device(device)
     train = torch.tensor(np.stack([s.values for s in data.train]), dtype=torch.float32,
                          device=dev)  # fmt: skip
@@ -190,7 +249,7 @@ def spiral_reference(budget: int, device: str, seed: int) -> dict:
         "iterations_per_second": 1 / per_iteration,
         "series_per_second": len(data.train) / per_iteration,
         "nfe_forward_per_iteration": statistics.mean(nfe_forward),
-        "nfe_backward_per_iteration": 0.0, "final_loss": float(loss),
+        "nfe_backward_per_iteration": 0.0, "final_loss": loss.item(),
         "nfe_forward_per_iteration_last_tenth": statistics.mean(
             nfe_forward[-max(1, budget // 10) :]),
         "peak_rss_mib": peak_rss_mib(), "device": str(dev), "cuda_peak_mib": None,
@@ -323,6 +382,10 @@ def main(argv=None):
     parser.add_argument("--backends", nargs="+", default=["native", "torchdiffeq"],
                         choices=["native", "torchdiffeq"])  # fmt: skip
     parser.add_argument("--spiral-iterations", type=int, default=100)
+    parser.add_argument("--spiral-data", default="chen", choices=["chen", "demo"],
+                        help="the spiral configurations' data: make_spirals' (Chen et al.'s "
+                             "geometry, noise 0.1, 100 points over 5 time units) or the "
+                             "public demo's own (see demo_spirals)")  # fmt: skip
     parser.add_argument("--periodic-epochs", type=int, default=5)
     parser.add_argument("--periodic-eval-every", type=int, default=0,
                         help="score the periodic model every N epochs (time to accuracy)")
@@ -346,12 +409,13 @@ def main(argv=None):
             res = eval_overhead(backend)
         elif config == "spiral":
             res = spiral(backend, args.spiral_iterations, args.device, args.seed,
-                         precision=args.precision)  # fmt: skip
+                         precision=args.precision, data_name=args.spiral_data)  # fmt: skip
         elif config == "spiral_reference":
-            res = spiral_reference(args.spiral_iterations, args.device, args.seed)
+            res = spiral_reference(args.spiral_iterations, args.device, args.seed,
+                                   args.spiral_data)  # fmt: skip
         elif config == "spiral_regularised":
             res = spiral(backend, args.spiral_iterations, args.device, args.seed,
-                         regularise=args.regularise)  # fmt: skip
+                         regularise=args.regularise, data_name=args.spiral_data)  # fmt: skip
         elif config == "periodic":
             res = periodic(backend, args.periodic_epochs, args.device, args.seed,
                            args.periodic_eval_every)
@@ -368,7 +432,8 @@ def main(argv=None):
              f"--periodic-eval-every={args.periodic_eval_every}",
              f"--physionet-epochs={args.physionet_epochs}", f"--device={args.device}",
              f"--threads={args.threads}", f"--seed={args.seed}",
-             f"--regularise={args.regularise}", f"--precision={args.precision}"]  # fmt: skip
+             f"--regularise={args.regularise}", f"--precision={args.precision}",
+             f"--spiral-data={args.spiral_data}"]  # fmt: skip
     if args.physionet_path:
         flags.append(f"--physionet-path={args.physionet_path}")
     results = []

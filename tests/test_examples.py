@@ -4,6 +4,7 @@ import importlib.util
 import json
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -149,6 +150,41 @@ def test_suite_compares_backends_on_the_spiral_configuration(tmp_path):
         assert r["nfe_backward_per_iteration"] == 0  # backprop: no backward solves
         assert 0 < r["extrapolation_rmse"] < 10 and r["series_per_second"] > 0
     assert record["speedups"]["spiral"] > 0 and record["versions"]["torchdiffeq"]
+
+
+def test_suite_demo_data_are_the_public_demos_curves():
+    suite = _load("benchmarks/suite.py")
+    data = suite.demo_spirals(3)
+    assert len(data.train) == 1000 and len(data.test) == 250 and data.noise_std == 0.3
+    step = 6 * np.pi / 499
+    assert np.allclose(data.times, step * np.arange(100))
+    assert np.allclose(data.test_extrapolation_times, step * np.arange(100, 200))
+    for series in list(data.train)[:5]:
+        assert np.array_equal(series.times, data.times) and series.values.shape == (100, 2)
+    truth = data.test_extrapolation_truth
+    assert truth.shape == (250, 100, 2) and np.isfinite(truth).all()
+    # every target lies on one of the two curves: r = 0.3 t around (5, 0) or
+    # r = 15 / (6 pi + 1 - t) around (-5, 0), for t on the grid
+    grid = np.linspace(0, 6 * np.pi, 500)
+    counter = np.stack([0.3 * grid * np.cos(grid) + 5, 0.3 * grid * np.sin(grid)], -1)
+    angle = 6 * np.pi + 1 - grid
+    clockwise = np.stack([15 / angle * np.cos(angle) - 5, 15 / angle * np.sin(angle)], -1)
+    curve = np.concatenate([counter, clockwise])
+    nearest = np.min(np.linalg.norm(truth.reshape(-1, 1, 2) - curve[None], axis=-1), axis=1)
+    assert nearest.max() < 1e-9
+    # a window's noisy points scatter around the curve with the data's noise
+    window = np.stack([s.values for s in data.test])
+    gaps = np.min(np.linalg.norm(window.reshape(-1, 1, 2) - curve[None], axis=-1), axis=1)
+    assert 0.1 < np.median(gaps) < 0.4
+    # the same seed gives the same data
+    assert np.array_equal(suite.demo_spirals(3).test_extrapolation_truth, truth)
+
+
+def test_suite_reference_protocol_trains_on_the_demo_data():
+    suite = _load("benchmarks/suite.py")
+    res = suite.spiral_reference(2, "cpu", 0, data_name="demo")
+    assert res["epochs"] == 2 and res["nfe_forward_per_iteration"] > 0
+    assert 0 < res["extrapolation_rmse"] < 20
 
 
 @pytest.mark.slow
