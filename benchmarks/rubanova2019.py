@@ -184,8 +184,9 @@ def main(argv=None):
                 results["physionet_reconstruction"] = run_example(
                     "physionet.py", recon, work, "physionet_reconstruction")  # fmt: skip
             if args.physionet_extrap_epochs:
-                # the paper's extrapolation models are trained to forecast: the encoder reads
-                # a leading part of each stay, the likelihood scores all of it
+                # trained to forecast: the encoder reads a leading part of each stay, the
+                # likelihood scores all of it (the paper's code encodes the first half and
+                # scores only the second; that scored worse here, see docs/benchmarks.md)
                 extrap = [*common, "--no-labels", "--epochs", str(args.physionet_extrap_epochs),
                           "--encode-fraction", "0.5", *args.physionet_recon_flags.split()]
                 if args.physionet_obs_std:

@@ -95,7 +95,9 @@ def main(argv=None):
     parser.add_argument("--lr", type=float, default=0.01)
     parser.add_argument("--lr-decay", type=float, default=0.99, help="per epoch")
     parser.add_argument("--kl-anneal-epochs", type=int, default=0,
-                        help="epochs over which the KL weight rises to 1")
+                        help="epochs over which the KL weight rises to --kl-weight")
+    parser.add_argument("--kl-weight", type=float, default=1.0,
+                        help="KL weight after annealing (1: the ELBO; see LatentODE)")
     parser.add_argument("--label-weight", type=float, default=100.0)
     parser.add_argument("--poisson", action="store_true", help="model observation times too")
     parser.add_argument("--no-labels", action="store_true",
@@ -146,7 +148,7 @@ def main(argv=None):
         encoder=args.encoder, latent_dim=args.latent_dim, poisson=args.poisson,
         encode_fraction=args.encode_fraction, max_epochs=args.epochs,
         batch_size=args.batch_size, lr=args.lr, lr_decay=args.lr_decay,
-        kl_anneal_epochs=args.kl_anneal_epochs, patience=args.patience,
+        kl_anneal_epochs=args.kl_anneal_epochs, kl_weight=args.kl_weight, patience=args.patience,
         random_state=args.seed, verbose=args.verbose,
     )  # fmt: skip
     start = time.perf_counter()

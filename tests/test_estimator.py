@@ -186,6 +186,33 @@ def test_fixed_observation_noise_in_user_units(data):
     assert not hasattr(est.model_.noise, "raw")
 
 
+def test_kl_weight_is_validated_and_annealed_to(data):
+    for bad in (0, -0.5, float("nan"), float("inf"), True, "1"):
+        with pytest.raises(ValueError, match="kl_weight"):
+            LatentODE(**{**FAST, "kl_weight": bad}).fit(data.train)
+    est = LatentODE(**{**FAST, "max_epochs": 3, "kl_weight": 0.25, "kl_anneal_epochs": 1})
+    est.fit(data.train)
+    assert est.history_.kl_weight == [pytest.approx(0.125), 0.25, 0.25]
+
+
+def test_small_kl_weight_tightens_the_posterior(data):
+    """Below 1 the KL term pulls q(z0 | x) less towards the prior: its scales shrink and it
+    moves further from N(0, I). A large fixed noise keeps the likelihood weak, so that the KL
+    term matters."""
+    scales, kls = {}, {}
+    for weight in (1.0, 0.01):
+        est = LatentODE(**{**FAST, "max_epochs": 10, "obs_std": 3.0, "kl_weight": weight})
+        est.fit(data.train)
+        batch = est._batch(list(data.train), est.device_)
+        with torch.no_grad():
+            loc, scale = est.model_.encoder(batch.values, batch.mask, batch.times)
+        scales[weight] = float(scale.mean())
+        kls[weight] = float(0.5 * (loc**2 + scale**2 - 1 - 2 * scale.log()).sum(-1).mean())
+    # measured: scales 0.75 and 0.44, KL 2.0 and 5.3
+    assert scales[0.01] < 0.8 * scales[1.0]
+    assert kls[0.01] > 1.5 * kls[1.0]
+
+
 def test_poisson_model_trains_and_scores(data):
     est = LatentODE(**{**FAST, "poisson": True}).fit(data.train)
     assert np.all(np.isfinite(est.history_.loss))

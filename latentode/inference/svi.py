@@ -63,11 +63,25 @@ class TrainingHistory:
         return {k: copy.copy(v) for k, v in self.__dict__.items()}
 
 
-def kl_weight(epoch: int, anneal_epochs: int) -> float:
-    """Linear KL annealing: from ``1 / (anneal_epochs + 1)`` at epoch 0 up to 1."""
+def kl_weight(epoch: int, anneal_epochs: int, final: float = 1.0) -> float:
+    """Weight of the KL term at ``epoch``: linear annealing up to ``final``.
+
+    From ``final / (anneal_epochs + 1)`` at epoch 0 up to ``final``, reached at epoch
+    ``anneal_epochs`` (at once without annealing).
+
+    Parameters
+    ----------
+    epoch, anneal_epochs : int
+    final : float, default 1.0
+        The weight after annealing (1: the ELBO; below 1, a beta-VAE's weighting).
+
+    Returns
+    -------
+    float
+    """
     if anneal_epochs <= 0:
-        return 1.0
-    return min(1.0, (epoch + 1) / (anneal_epochs + 1))
+        return float(final)
+    return final * min(1.0, (epoch + 1) / (anneal_epochs + 1))
 
 
 def svi_loss(model, batch: Batch, *, num_particles: int = 1, kl_scale: float = 1.0):
@@ -175,6 +189,7 @@ def train_svi(
     lr: float,
     num_particles: int = 1,
     kl_anneal_epochs: int = 0,
+    kl_final: float = 1.0,
     clip_norm: float | None = 10.0,
     lr_decay: float = 1.0,
     validation: list[Batch] | None = None,
@@ -211,7 +226,9 @@ def train_svi(
     num_particles : int
         Samples of ``z0`` per series in each ELBO estimate.
     kl_anneal_epochs : int
-        Epochs over which the KL weight rises linearly to 1.
+        Epochs over which the KL weight rises linearly to ``kl_final``.
+    kl_final : float
+        KL weight once annealing is over (see :func:`kl_weight`).
     clip_norm : float or None
         Clip the global gradient norm.
     lr_decay : float
@@ -292,7 +309,8 @@ def train_svi(
             try:
                 loss, nfe = _train_epoch(
                     model, optim, params, make_batch, n_series, batch_size, generator,
-                    num_particles, kl_weight(epoch, kl_anneal_epochs), clip_norm, parallel,
+                    num_particles, kl_weight(epoch, kl_anneal_epochs, kl_final), clip_norm,
+                    parallel,
                 )  # fmt: skip
             except _BadStep as bad:
                 retries += 1
@@ -316,9 +334,9 @@ def train_svi(
             retries = 0
             sched.step()
             best_state, best_val, since_best = _record_epoch(
-                history, model, epoch, loss, nfe, kl_weight(epoch, kl_anneal_epochs),
+                history, model, epoch, loss, nfe, kl_weight(epoch, kl_anneal_epochs, kl_final),
                 validation, num_particles, (best_state, best_val, since_best), patience, bar,
-                start, parallel,
+                start, parallel, epoch >= kl_anneal_epochs,
             )  # fmt: skip
             epoch += 1
             good = capture(epoch)
@@ -391,9 +409,9 @@ def _train_epoch(
 
 def _record_epoch(
     history, model, epoch, loss, nfe, beta, validation, num_particles, best, patience, bar, start,
-    parallel=None,
+    parallel=None, annealed=True,
 ):
-    """Append the epoch to ``history``; track the best validation state."""
+    """Append the epoch to ``history``; track the best validation state once ``annealed``."""
     best_state, best_val, since_best = best
     history.loss.append(loss)
     history.kl_weight.append(beta)
@@ -406,10 +424,10 @@ def _record_epoch(
             val = parallel.sum(val) / parallel.world_size
         history.val_loss.append(val)
         message += f" val {val:.4f}"
-        if val < best_val and beta >= 1.0:
+        if val < best_val and annealed:
             best_val, since_best, history.best_epoch = val, 0, epoch
             best_state = copy.deepcopy(model.state_dict())
-        elif beta >= 1.0:
+        elif annealed:
             since_best += 1
         if patience is not None and since_best >= patience:
             history.stopped_early = True

@@ -11,6 +11,9 @@ def test_kl_weight_schedule():
     assert kl_weight(0, 4) == pytest.approx(0.2)
     assert kl_weight(3, 4) == pytest.approx(0.8)
     assert kl_weight(10, 4) == 1.0
+    assert kl_weight(0, 0, 0.3) == pytest.approx(0.3)  # a beta-VAE's weight, no annealing
+    assert kl_weight(0, 4, 0.5) == pytest.approx(0.1)
+    assert kl_weight(10, 4, 0.5) == pytest.approx(0.5)
 
 
 @pytest.fixture(scope="module")
