@@ -170,10 +170,11 @@ def test_suite_demo_data_are_the_public_demos_curves():
     angle = 6 * np.pi + 1 - grid
     clockwise = np.stack([15 / angle * np.cos(angle) - 5, 15 / angle * np.sin(angle)], -1)
     curve = np.concatenate([counter, clockwise])
-    nearest = np.min(np.linalg.norm(truth.reshape(-1, 1, 2) - curve[None], axis=-1), axis=1)
+    some = truth[:40].reshape(-1, 1, 2)  # 40 series: enough, and a small distance matrix
+    nearest = np.min(np.linalg.norm(some - curve[None], axis=-1), axis=1)
     assert nearest.max() < 1e-9
     # a window's noisy points scatter around the curve with the data's noise
-    window = np.stack([s.values for s in data.test])
+    window = np.stack([s.values for s in list(data.test)[:40]])
     gaps = np.min(np.linalg.norm(window.reshape(-1, 1, 2) - curve[None], axis=-1), axis=1)
     assert 0.1 < np.median(gaps) < 0.4
     # the same seed gives the same data
