@@ -4,8 +4,10 @@ Configurations (each run in a fresh process, one per backend):
 
 - ``spiral``: the configuration of torchdiffeq's spiral Latent ODE demo — 1000 training series
   of 100 points, full batch (one iteration per epoch), latent 4, dynamics MLP of width 20,
-  recognition network 25, decoder 20, observation noise fixed at the data's, Adam at 0.01
-  without gradient clipping, dopri5 at rtol 1e-7 / atol 1e-9, no adjoint. Reports
+  recognition network 25 (the estimator's GRU, or with ``--spiral-encoder rnn`` a plain tanh
+  RNN like the demo's), decoder 20, observation noise fixed at the data's, Adam at 0.01
+  without gradient clipping, dopri5 at the demo's rtol 1e-7 / atol 1e-9 (or with
+  ``--spiral-tolerances library`` at the estimator's defaults, 1e-3 / 1e-4), no adjoint. Reports
   seconds per iteration (median), iterations and series per second, NFE per iteration, peak
   memory, and the extrapolation RMSE (100 steps after the window, 200 held-out spirals — 250
   with the demo's data — against the noise-free spirals) after the budget.
@@ -29,7 +31,7 @@ With ``spiral``, the solver's overhead per function evaluation is measured too (
 torchdiffeq on the same model and data. The JSON records each configuration, the library
 versions and the device. For reference, the public demo itself was recorded at 0.58 s per
 iteration (median over 300) with a 560 MiB peak on 2 CPU cores; run as published on the
-machine of the figures in the documentation (torch 2.13) it takes 0.136 s.
+machine of the figures in the documentation (torch 2.13) it takes 0.13–0.16 s.
 
     python benchmarks/suite.py --help
 """
@@ -47,6 +49,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import run_worker, versions  # noqa: E402
 
 RESULTS = Path(__file__).resolve().parent / "results"
+#: dopri5 tolerances (rtol, atol) of the spiral configurations: the demo's (torchdiffeq's
+#: defaults) or the library's defaults
+SPIRAL_TOLERANCES = {"demo": (1e-7, 1e-9), "library": (1e-3, 1e-4)}
 REFERENCE_DEMO_SECONDS_PER_ITERATION = 0.58  # torchdiffeq's spiral demo, 2 CPU cores
 REFERENCE_PERIODIC_MSE = 0.0037  # Rubanova et al.'s code on the periodic set, 100 epochs
 REFERENCE_PERIODIC_SECONDS = 20 * 60  # ... which took about 20 minutes on 2 CPU cores
@@ -145,15 +150,20 @@ def spiral(
     regularise: float = 0.0,
     precision: str = "32",
     data_name: str = "chen",
+    encoder: str = "gru",
+    tolerances: str = "demo",
 ) -> dict:
     import numpy as np
 
     from latentode import LatentODE
 
     data = _spiral_data(data_name, seed)
+    # the demo's tolerances, or the library's defaults
+    rtol, atol = SPIRAL_TOLERANCES[tolerances]
     # the demo's model and training: noise fixed at the data's, Adam at 0.01, no clipping
-    model = LatentODE(latent_dim=4, ode_hidden_dim=20, ode_layers=3, encoder_hidden_dim=25,
-                      decoder_hidden_dim=20, obs_std=data.noise_std, rtol=1e-7, atol=1e-9,
+    model = LatentODE(latent_dim=4, ode_hidden_dim=20, ode_layers=3, encoder=encoder,
+                      encoder_hidden_dim=25, decoder_hidden_dim=20, obs_std=data.noise_std,
+                      rtol=rtol, atol=atol,
                       batch_size=len(data.train), max_epochs=budget, lr=0.01, lr_decay=1.0,
                       clip_norm=None, max_nfe=None,
                       kinetic_weight=regularise, jacobian_weight=regularise,
@@ -386,6 +396,14 @@ def main(argv=None):
                         help="the spiral configurations' data: make_spirals' (Chen et al.'s "
                              "geometry, noise 0.1, 100 points over 5 time units) or the "
                              "public demo's own (see demo_spirals)")  # fmt: skip
+    parser.add_argument("--spiral-encoder", default="gru", choices=["gru", "rnn"],
+                        help="the library's recognition network in the spiral configurations "
+                             "(the demo's is a plain tanh RNN of width 25)")  # fmt: skip
+    parser.add_argument("--spiral-tolerances", default="demo", choices=list(SPIRAL_TOLERANCES),
+                        help="dopri5 tolerances of the library's spiral configurations: the "
+                             "demo's (rtol 1e-7, atol 1e-9) or the library's defaults "
+                             "(rtol 1e-3, atol 1e-4); the reference protocol always uses "
+                             "the demo's")  # fmt: skip
     parser.add_argument("--periodic-epochs", type=int, default=5)
     parser.add_argument("--periodic-eval-every", type=int, default=0,
                         help="score the periodic model every N epochs (time to accuracy)")
@@ -409,13 +427,17 @@ def main(argv=None):
             res = eval_overhead(backend)
         elif config == "spiral":
             res = spiral(backend, args.spiral_iterations, args.device, args.seed,
-                         precision=args.precision, data_name=args.spiral_data)  # fmt: skip
+                         precision=args.precision, data_name=args.spiral_data,
+                         encoder=args.spiral_encoder,
+                         tolerances=args.spiral_tolerances)  # fmt: skip
         elif config == "spiral_reference":
             res = spiral_reference(args.spiral_iterations, args.device, args.seed,
                                    args.spiral_data)  # fmt: skip
         elif config == "spiral_regularised":
             res = spiral(backend, args.spiral_iterations, args.device, args.seed,
-                         regularise=args.regularise, data_name=args.spiral_data)  # fmt: skip
+                         regularise=args.regularise, data_name=args.spiral_data,
+                         encoder=args.spiral_encoder,
+                         tolerances=args.spiral_tolerances)  # fmt: skip
         elif config == "periodic":
             res = periodic(backend, args.periodic_epochs, args.device, args.seed,
                            args.periodic_eval_every)
@@ -433,7 +455,9 @@ def main(argv=None):
              f"--physionet-epochs={args.physionet_epochs}", f"--device={args.device}",
              f"--threads={args.threads}", f"--seed={args.seed}",
              f"--regularise={args.regularise}", f"--precision={args.precision}",
-             f"--spiral-data={args.spiral_data}"]  # fmt: skip
+             f"--spiral-data={args.spiral_data}",
+             f"--spiral-encoder={args.spiral_encoder}",
+             f"--spiral-tolerances={args.spiral_tolerances}"]  # fmt: skip
     if args.physionet_path:
         flags.append(f"--physionet-path={args.physionet_path}")
     results = []

@@ -184,7 +184,7 @@ def build_parser() -> argparse.ArgumentParser:
     fit.add_argument("--epochs", type=int, default=100)
     fit.add_argument("--latent-dim", type=int, default=4)
     fit.add_argument("--lr", type=float, default=1e-2)
-    fit.add_argument("--encoder", choices=["gru", "odernn"], default="gru")
+    fit.add_argument("--encoder", choices=["gru", "rnn", "odernn"], default="gru")
     fit.add_argument("--seed", type=int, default=0)
     fit.add_argument("--checkpoint", help="checkpoint file, written during training")
     fit.add_argument("--resume", action="store_true", help="continue from --checkpoint")

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import pyro.distributions as dist
 import torch
 
@@ -11,6 +13,37 @@ __all__ = [
     "window_integral",
     "poisson_process_log_likelihood",
 ]
+
+
+class _SharedScaleNormal(dist.Normal):
+    """A Normal whose log-density takes the logarithm of the scale before broadcasting it.
+
+    The observation noise is one scale per feature broadcast over ``(batch, time)``; the
+    parent class would take the log and square of the broadcast tensor, element by element.
+    Same values, same gradients, a fraction of the work. Anything else (sampling, moments,
+    expanding) is the parent's.
+    """
+
+    def __init__(self, loc, scale, validate_args=None):
+        super().__init__(loc, scale, validate_args=validate_args)
+        self._unbroadcast_scale = scale
+
+    def expand(self, batch_shape, _instance=None):
+        if _instance is not None:
+            return dist.Normal(self.loc, self.scale).expand(batch_shape, _instance)
+        return _SharedScaleNormal(
+            self.loc.expand(batch_shape), self._unbroadcast_scale, validate_args=False
+        )
+
+    def log_prob(self, value):
+        if self._validate_args:
+            self._validate_sample(value)
+        scale = self._unbroadcast_scale
+        z = (value - self.loc) / scale
+        return -0.5 * z * z - (scale.log() + _HALF_LOG_TWO_PI)
+
+
+_HALF_LOG_TWO_PI = 0.5 * math.log(2 * math.pi)
 
 
 def masked_normal(loc: torch.Tensor, scale: torch.Tensor, mask: torch.Tensor):
@@ -28,6 +61,8 @@ def masked_normal(loc: torch.Tensor, scale: torch.Tensor, mask: torch.Tensor):
     pyro.distributions.Distribution
         ``batch_shape (..., batch)``, ``event_shape (time, features)``.
     """
+    if isinstance(scale, torch.Tensor) and scale.dim() <= 1:  # one scale per feature
+        return _SharedScaleNormal(loc, scale).mask(mask).to_event(2)
     return dist.Normal(loc, scale).mask(mask).to_event(2)
 
 

@@ -30,6 +30,7 @@ from .nn import (
     ODEFunc,
     ODERNNEncoder,
     RegularisedDynamics,
+    RNNEncoder,
     mlp,
 )
 from .solvers import ODESolver
@@ -47,7 +48,7 @@ __all__ = [
 SERIES_PLATE = "series"
 
 #: Recognition networks selectable by name.
-ENCODERS = {"gru": GRUEncoder, "odernn": ODERNNEncoder}
+ENCODERS = {"gru": GRUEncoder, "rnn": RNNEncoder, "odernn": ODERNNEncoder}
 
 #: Families of the variational posterior q(z0 | x).
 POSTERIORS = ("normal", "cnf")
@@ -96,9 +97,9 @@ class LatentODEModel(PyroModule):
     ode_hidden_dim : int, default 50
         Width of the dynamics MLP.
     ode_layers : int, default 3
-    encoder : {"gru", "odernn"}, default "gru"
-        Recognition network: :class:`~latentode.nn.GRUEncoder` or
-        :class:`~latentode.nn.ODERNNEncoder`.
+    encoder : {"gru", "rnn", "odernn"}, default "gru"
+        Recognition network: :class:`~latentode.nn.GRUEncoder`,
+        :class:`~latentode.nn.RNNEncoder` or :class:`~latentode.nn.ODERNNEncoder`.
     encoder_hidden_dim : int, default 50
         Width of the recognition network's state.
     decoder_hidden_dim : int, default 50

@@ -23,6 +23,7 @@ __all__ = [
     "AugmentedDynamics",
     "RegularisedDynamics",
     "GRUEncoder",
+    "RNNEncoder",
     "Decoder",
     "IntensityNet",
     "GapRNN",
@@ -203,7 +204,40 @@ def observed_sequences(
     return x, m.to(values.dtype), times[order], lengths
 
 
-class GRUEncoder(nn.Module):
+class _BackwardRecurrentEncoder(nn.Module):
+    """Shared body of the recurrent encoders: a recurrent layer run backwards in time.
+
+    Subclasses set ``self.out`` and implement ``_run(inputs, lengths) -> h``: the state after
+    each series' last step, from a batch-first ``(batch, steps, 2 * features + 1)`` input whose
+    series ``b`` has ``lengths[b]`` steps followed by padding.
+    """
+
+    def _run(self, inputs: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+        raise NotImplementedError
+
+    def forward(self, values: torch.Tensor, mask: torch.Tensor, times: torch.Tensor):
+        """Encode a batch.
+
+        Parameters
+        ----------
+        values, mask : Tensor of shape (batch, time, features)
+        times : Tensor of shape (time,)
+            Grid in the model's time units; the time origin is 0.
+
+        Returns
+        -------
+        loc, scale : Tensor of shape (batch, latent)
+        """
+        x, m, t, lengths = observed_sequences(values, mask, times, reverse=True)
+        gaps = torch.cat([torch.zeros_like(t[:, :1]), t[:, :-1] - t[:, 1:]], dim=1)
+        inputs = torch.cat([x, m, gaps.unsqueeze(-1)], dim=-1)
+        h = self._run(inputs, lengths)
+        t_first = t.gather(1, (lengths - 1).unsqueeze(1))
+        loc, raw = self.out(torch.cat([h, t_first], dim=-1)).chunk(2, dim=-1)
+        return loc, F.softplus(raw) + 1e-4
+
+
+class GRUEncoder(_BackwardRecurrentEncoder):
     """Recognition network: a GRU run backwards in time over the observed points.
 
     Each step reads ``(values, mask, time gap)``; the final state, with the gap from the first
@@ -224,30 +258,57 @@ class GRUEncoder(nn.Module):
         self.gru = nn.GRU(2 * n_features + 1, hidden_dim, batch_first=True)
         self.out = nn.Linear(hidden_dim + 1, 2 * latent_dim)
 
-    def forward(self, values: torch.Tensor, mask: torch.Tensor, times: torch.Tensor):
-        """Encode a batch.
-
-        Parameters
-        ----------
-        values, mask : Tensor of shape (batch, time, features)
-        times : Tensor of shape (time,)
-            Grid in the model's time units; the time origin is 0.
-
-        Returns
-        -------
-        loc, scale : Tensor of shape (batch, latent)
-        """
-        x, m, t, lengths = observed_sequences(values, mask, times, reverse=True)
-        gaps = torch.cat([torch.zeros_like(t[:, :1]), t[:, :-1] - t[:, 1:]], dim=1)
-        inputs = torch.cat([x, m, gaps.unsqueeze(-1)], dim=-1)
+    def _run(self, inputs: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
         # the padded run (sequences are left-aligned, so padding comes after each series' last
         # step) read at each series' length equals the packed run's final state, and its
         # backward is several times faster on the CPU than the packed one
-        out, _ = self.gru(inputs)
-        h = out[torch.arange(out.shape[0], device=out.device), lengths - 1]
-        t_first = t.gather(1, (lengths - 1).unsqueeze(1))
-        loc, raw = self.out(torch.cat([h, t_first], dim=-1)).chunk(2, dim=-1)
-        return loc, F.softplus(raw) + 1e-4
+        out = self.gru(inputs)[0]
+        return out[torch.arange(out.shape[0], device=out.device), lengths - 1]
+
+
+class RNNEncoder(_BackwardRecurrentEncoder):
+    """Recognition network: a plain ``tanh`` RNN run backwards in time over the observed points.
+
+    The recognition network of Chen et al. (2018, section 5.1), ``h <- tanh(W x + U h + b)``,
+    fed like :class:`GRUEncoder` with ``(values, mask, time gap)`` at each observed step; the
+    final state, with the gap back to the time origin, gives ``q(z0 | x) = Normal(loc, scale)``.
+    A third of the GRU's parameters at the same width and about a fifth of its cost on the CPU,
+    for series whose dependencies are short enough not to need gating. The loop is written out
+    step by step (two fused multiply-adds and a sigmoid, ``tanh`` rewritten through it) and
+    keeps only the running state: on the CPU that is about twice as fast as ``nn.RNN``, whose
+    stacked per-step outputs and input projection over all steps at once dominate at these
+    sizes.
+
+    Parameters
+    ----------
+    n_features : int
+        Number of observed features.
+    latent_dim : int
+        Size of ``z0``.
+    hidden_dim : int, default 25
+        RNN width.
+    """
+
+    def __init__(self, n_features: int, latent_dim: int, hidden_dim: int = 25):
+        super().__init__()
+        self.input = nn.Linear(2 * n_features + 1, hidden_dim)
+        self.recurrent = nn.Linear(hidden_dim, hidden_dim, bias=False)
+        self.out = nn.Linear(hidden_dim + 1, 2 * latent_dim)
+
+    def _run(self, inputs: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+        # h = tanh(a) = 2 sigmoid(2a) - 1, and the CPU's sigmoid is several times cheaper than
+        # its tanh; so the loop carries s = (h + 1) / 2 with the weights rewritten to match:
+        # 2a = 2b + x (2 W) + (2s - 1)(2 U) = [2b - 2 sum_rows(U)] + x (2 W) + s (4 U)
+        w_in, w_rec = 2 * self.input.weight.t(), 2 * self.recurrent.weight.t()
+        bias = 2 * self.input.bias - w_rec.sum(0)
+        w_rec = 2 * w_rec
+        s = inputs.new_full((inputs.shape[0], w_rec.shape[0]), 0.5)  # h = 0
+        # a series' state stops at its last step; with equal lengths nothing needs holding
+        ragged = bool((lengths != lengths[0]).any())
+        for i in range(inputs.shape[1]):
+            step = torch.sigmoid(torch.addmm(torch.addmm(bias, inputs[:, i], w_in), s, w_rec))
+            s = torch.where((i < lengths)[:, None], step, s) if ragged else step
+        return 2 * s - 1
 
 
 def rk4(f, h: torch.Tensor, span: float, n_steps: int) -> torch.Tensor:

@@ -291,9 +291,10 @@ def test_training_options_are_validated(data, param, value):
         LatentODE(**{**FAST, param: value}).fit(data.train)
 
 
-def test_odernn_encoder_trains(data):
-    est = LatentODE(**{**FAST, "encoder": "odernn", "max_epochs": 6}).fit(data.train)
-    assert type(est.model_.encoder).__name__ == "ODERNNEncoder"
+@pytest.mark.parametrize("encoder, cls", [("odernn", "ODERNNEncoder"), ("rnn", "RNNEncoder")])
+def test_other_encoders_train(data, encoder, cls):
+    est = LatentODE(**{**FAST, "encoder": encoder, "max_epochs": 6}).fit(data.train)
+    assert type(est.model_.encoder).__name__ == cls
     assert est.history_.loss[-1] < est.history_.loss[0]
     assert np.isfinite(est.predict(data.test, times=data.test_extrapolation_times)).all()
 

@@ -76,3 +76,27 @@ def test_observation_window_and_sample_dims():
     out = window_integral(cumulative, observed)
     assert out.shape == (3, 2, 1)
     assert out[:, 0, 0].tolist() == [1.0] * 3 and out[:, 1, 0].tolist() == [3.0] * 3
+
+
+def test_masked_normal_with_one_scale_per_feature_matches_pyros_normal():
+    import pyro.distributions as dist
+
+    from latentode.likelihoods import masked_normal
+
+    torch.manual_seed(0)
+    loc = torch.randn(4, 6, 3, requires_grad=True)
+    scale = (torch.rand(3) + 0.1).requires_grad_()
+    value, mask = torch.randn(4, 6, 3), torch.rand(4, 6, 3) > 0.3
+    fast = masked_normal(loc, scale, mask)
+    plain = dist.Normal(loc, scale).mask(mask).to_event(2)
+    assert fast.batch_shape == plain.batch_shape == (4,) and fast.event_shape == (6, 3)
+    got, want = fast.log_prob(value), plain.log_prob(value)
+    assert torch.allclose(got, want, atol=1e-5)
+    g_fast = torch.autograd.grad(got.sum(), [loc, scale])
+    g_plain = torch.autograd.grad(want.sum(), [loc, scale])
+    assert all(torch.allclose(a, b, atol=1e-5) for a, b in zip(g_fast, g_plain, strict=True))
+    # expanded (as Pyro's plates may do), masked entries still contribute nothing
+    wide = fast.expand((2, 4))
+    assert wide.batch_shape == (2, 4)
+    assert torch.allclose(wide.log_prob(value), want.expand(2, 4), atol=1e-5)
+    assert fast.sample().shape == (4, 6, 3)

@@ -129,7 +129,7 @@ def test_dynamics_penalty_is_a_training_only_site_that_lowers_the_elbo(poisson):
         LatentODEModel(2, kinetic_weight=-1.0)
 
 
-@pytest.mark.parametrize("encoder", ["gru", "odernn"])
+@pytest.mark.parametrize("encoder", ["gru", "rnn", "odernn"])
 def test_bf16_mixed_runs_networks_in_bfloat16_and_the_solve_in_float32(encoder):
     """Autocast reaches the encoder and decoder only; the ODE and the likelihood stay fp32."""
     torch.manual_seed(0)

@@ -2,7 +2,7 @@ import pytest
 import torch
 
 from latentode.datasets import collate, from_arrays
-from latentode.nn import GapRNN, GRUEncoder, ODERNNEncoder, observed_sequences
+from latentode.nn import GapRNN, GRUEncoder, ODERNNEncoder, RNNEncoder, observed_sequences
 
 
 def batch():
@@ -29,7 +29,7 @@ def test_observed_sequences_reverse_order():
     assert torch.allclose(t_fwd[0], torch.tensor([0.0, 0.4, 1.0]))
 
 
-@pytest.mark.parametrize("kind", [GRUEncoder, ODERNNEncoder])
+@pytest.mark.parametrize("kind", [GRUEncoder, RNNEncoder, ODERNNEncoder])
 def test_encoder_ignores_masked_values_and_other_series(kind):
     torch.manual_seed(0)
     enc = kind(2, 4, 8)
@@ -44,7 +44,32 @@ def test_encoder_ignores_masked_values_and_other_series(kind):
     alone = collate(from_arrays([([0.2, 0.7], [[5.0, 6.0], [7.0, float("nan")]])]))
     loc_alone, _ = enc(alone.values, alone.mask, alone.times)
     # (the ODE-RNN's RK4 steps follow the batch's grid: equal to integration accuracy)
-    assert torch.allclose(loc_alone[0], loc[1], atol=1e-6 if kind is GRUEncoder else 1e-4)
+    assert torch.allclose(loc_alone[0], loc[1], atol=1e-4 if kind is ODERNNEncoder else 1e-6)
+
+
+def test_rnn_encoder_is_the_tanh_recurrence_read_at_each_series_last_step():
+    """The sigmoid-rewritten loop equals h <- tanh(W x + U h + b) stopped at each series' end."""
+    torch.manual_seed(0)
+    enc = RNNEncoder(2, 3, 6)
+    b = batch()  # ragged: 3, 2 and 1 observed steps
+    x, m, t, lengths = observed_sequences(b.values, b.mask, b.times, reverse=True)
+    gaps = torch.cat([torch.zeros_like(t[:, :1]), t[:, :-1] - t[:, 1:]], dim=1)
+    inputs = torch.cat([x, m, gaps.unsqueeze(-1)], dim=-1)
+    expected = []
+    for row, n in zip(inputs, lengths.tolist(), strict=True):
+        h = torch.zeros(6)
+        for step in row[:n]:  # the series' own steps only, no padding
+            h = torch.tanh(enc.input(step) + enc.recurrent(h))
+        expected.append(h)
+    expected = torch.stack(expected)
+    assert torch.allclose(enc._run(inputs, lengths), expected, atol=1e-6)
+    loc, raw = enc.out(torch.cat([expected, t.gather(1, (lengths - 1)[:, None])], -1)).chunk(2, -1)
+    got_loc, got_scale = enc(b.values, b.mask, b.times)
+    assert torch.allclose(got_loc, loc, atol=1e-6)
+    assert torch.allclose(got_scale, torch.nn.functional.softplus(raw) + 1e-4, atol=1e-6)
+    # gradients reach every parameter, through the rewritten weights
+    (got_loc.sum() + got_scale.sum()).backward()
+    assert all(p.grad is not None and p.grad.abs().sum() > 0 for p in enc.parameters())
 
 
 def test_odernn_state_evolves_between_observations_and_updates_per_feature():

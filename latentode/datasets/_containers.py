@@ -245,6 +245,26 @@ class Batch:
         """BoolTensor of shape (batch, time): True where any feature is observed."""
         return self.mask.any(-1)
 
+    def rows(self, index: torch.Tensor) -> Batch:
+        """The series at positions ``index``, in that order, on the same time grid.
+
+        Parameters
+        ----------
+        index : LongTensor of shape (n,)
+
+        Returns
+        -------
+        Batch
+            ``values, mask (n, time, features)``; copies, so the batch itself is left as it is.
+        """
+        index = torch.as_tensor(index, dtype=torch.long)
+        picked = {
+            f.name: getattr(self, f.name)[index.to(getattr(self, f.name).device)]
+            for f in dataclasses.fields(self)
+            if f.name != "times" and torch.is_tensor(getattr(self, f.name))
+        }
+        return dataclasses.replace(self, ids=[self.ids[i] for i in index.tolist()], **picked)
+
     def to(self, device) -> Batch:
         """Return the batch on ``device``."""
         moved = {
@@ -352,11 +372,13 @@ def collate(
     series = list(series)
     if not series:
         raise ValueError("collate() needs at least one series; got an empty list.")
-    grid = np.unique(np.concatenate([s.times for s in series]))
+    all_times = np.concatenate([s.times for s in series])
+    grid = np.unique(all_times)
     n_features = series[0].values.shape[1]
     dense = np.full((len(series), grid.shape[0], n_features), np.nan)
-    for b, s in enumerate(series):
-        dense[b, np.searchsorted(grid, s.times)] = s.values
+    # one scatter for the whole batch: row b takes series b's values at its grid positions
+    rows = np.repeat(np.arange(len(series)), [len(s.times) for s in series])
+    dense[rows, np.searchsorted(grid, all_times)] = np.concatenate([s.values for s in series])
     if times_transform is not None:
         grid = times_transform(grid)
     if values_transform is not None:

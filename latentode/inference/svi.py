@@ -158,6 +158,27 @@ class _BadStep(Exception):
     """A training step gave a non-finite loss or gradient, or the solver failed."""
 
 
+def _snapshot(state):
+    """Copy of a state dict: tensors cloned, containers rebuilt, other leaves kept.
+
+    The same result as ``copy.deepcopy`` for state dicts (whose other leaves are numbers,
+    strings, ``None`` or tuples of them) at a fraction of its cost, which matters when an
+    epoch is a single small step.
+    """
+    if isinstance(state, torch.Tensor):
+        return state.detach().clone()
+    if isinstance(state, dict):
+        out = type(state)((k, _snapshot(v)) for k, v in state.items())
+        if hasattr(state, "_metadata"):  # module versions, read by load_state_dict
+            out._metadata = copy.deepcopy(state._metadata)
+        return out
+    if isinstance(state, tuple) and hasattr(state, "_fields"):  # a named tuple
+        return type(state)(*(_snapshot(v) for v in state))
+    if isinstance(state, (list, tuple)):
+        return type(state)(_snapshot(v) for v in state)
+    return copy.deepcopy(state)
+
+
 def _finite_grads(params) -> bool:
     return all(p.grad is None or torch.isfinite(p.grad).all() for p in params)
 
@@ -273,9 +294,9 @@ def train_svi(
     def capture(next_epoch: int) -> dict:
         return {
             "epoch": next_epoch,
-            "model": copy.deepcopy(model.state_dict()),
-            "optimizer": copy.deepcopy(optim.state_dict()),
-            "scheduler": copy.deepcopy(sched.state_dict()),
+            "model": _snapshot(model.state_dict()),
+            "optimizer": _snapshot(optim.state_dict()),
+            "scheduler": _snapshot(sched.state_dict()),
             "history": history.to_dict(),
             "best_state": best_state,
             "best_val": best_val,

@@ -269,3 +269,23 @@ def test_split_at_keeps_series_observed_on_both_sides_with_their_ids():
     assert before.feature_names == ["x"]
     with pytest.raises(ValueError, match="time=10.0"):
         data.split_at(10.0)
+
+
+def test_rows_of_the_whole_batch_equal_collating_the_reordered_series():
+    """Full-batch training reorders one collated batch instead of collating again."""
+    data = from_arrays(
+        [
+            ([0.0, 1.0], [[1.0], [2.0]]),
+            ([0.5], [[3.0]]),
+            ([1.0, 2.0], [[float("nan")], [4.0]]),
+        ]
+    )
+    whole = collate(data)
+    order = torch.tensor([2, 0, 1])
+    picked = whole.rows(order)
+    again = collate([data[i] for i in order.tolist()])
+    assert torch.equal(picked.times, again.times)
+    assert torch.equal(picked.values, again.values) and torch.equal(picked.mask, again.mask)
+    assert picked.ids == again.ids
+    picked.values.add_(1.0)  # a copy: the collated batch is left as it was
+    assert torch.equal(whole.values, collate(data).values)

@@ -84,3 +84,32 @@ def test_non_finite_loss_is_retried_then_reported(batches):
     assert len(record) == 3
     rates = [r.message.args[0].split("rate ")[-1] for r in record]
     assert rates == ["0.005.", "0.0025.", "0.00125."]
+
+
+def test_snapshot_copies_state_dicts_like_deepcopy():
+    import copy
+
+    from latentode.inference.svi import _snapshot
+
+    model = LatentODEModel(2, latent_dim=3)
+    optim = torch.optim.Adam(model.parameters(), lr=0.1)
+    sum(p.sum() for p in model.parameters()).backward()
+    optim.step()
+    for state in (model.state_dict(), optim.state_dict()):
+        snap, deep = _snapshot(state), copy.deepcopy(state)
+        assert type(snap) is type(deep) and snap.keys() == deep.keys()
+        assert getattr(snap, "_metadata", None) == getattr(deep, "_metadata", None)
+    before = copy.deepcopy(model.state_dict())
+    snap = _snapshot(model.state_dict())
+    opt_before = copy.deepcopy(optim.state_dict())
+    opt_snap = _snapshot(optim.state_dict())
+    sum(p.sum() for p in model.parameters()).backward()
+    optim.step()  # parameters and moments change in place; the snapshots must not
+    assert not torch.equal(model.noise.raw, before["noise.raw"])
+    assert all(torch.equal(snap[k], before[k]) for k in before)
+    for key in ("exp_avg", "exp_avg_sq", "step"):
+        assert torch.equal(opt_snap["state"][0][key], opt_before["state"][0][key])
+    assert opt_snap["param_groups"] == opt_before["param_groups"]
+    model.load_state_dict(snap)
+    optim.load_state_dict(opt_snap)
+    assert all(torch.equal(a, before[k]) for k, a in model.state_dict().items())
