@@ -15,6 +15,9 @@ __all__ = [
 ]
 
 
+_HALF_LOG_TWO_PI = 0.5 * math.log(2 * math.pi)
+
+
 class _SharedScaleNormal(dist.Normal):
     """A Normal whose log-density takes the logarithm of the scale before broadcasting it.
 
@@ -41,9 +44,6 @@ class _SharedScaleNormal(dist.Normal):
         scale = self._unbroadcast_scale
         z = (value - self.loc) / scale
         return -0.5 * z * z - (scale.log() + _HALF_LOG_TWO_PI)
-
-
-_HALF_LOG_TWO_PI = 0.5 * math.log(2 * math.pi)
 
 
 def masked_normal(loc: torch.Tensor, scale: torch.Tensor, mask: torch.Tensor):
