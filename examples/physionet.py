@@ -94,6 +94,9 @@ def main(argv=None):
     parser.add_argument("--batch-size", type=int, default=50)
     parser.add_argument("--lr", type=float, default=0.01)
     parser.add_argument("--lr-decay", type=float, default=0.99, help="per epoch")
+    parser.add_argument("--average-epochs", type=int, default=0,
+                        help="fit with the mean parameters of this many last epochs "
+                        "(see LatentODE)")
     parser.add_argument("--kl-anneal-epochs", type=int, default=0,
                         help="epochs over which the KL weight rises to --kl-weight")
     parser.add_argument("--kl-weight", type=float, default=1.0,
@@ -148,6 +151,7 @@ def main(argv=None):
         encoder=args.encoder, latent_dim=args.latent_dim, poisson=args.poisson,
         encode_fraction=args.encode_fraction, max_epochs=args.epochs,
         batch_size=args.batch_size, lr=args.lr, lr_decay=args.lr_decay,
+        average_epochs=args.average_epochs,
         kl_anneal_epochs=args.kl_anneal_epochs, kl_weight=args.kl_weight, patience=args.patience,
         random_state=args.seed, verbose=args.verbose,
     )  # fmt: skip

@@ -386,6 +386,13 @@ class LatentODE(IrregularSeriesEstimator):
         Adam learning rate.
     lr_decay : float, default 0.99
         Learning-rate factor per epoch.
+    average_epochs : int, default 0
+        Weight averaging: the fitted parameters are the mean of those at the end of each of
+        the last ``average_epochs`` epochs (Izmailov et al. 2018), which evens out the noise
+        of the last stochastic steps; 0 keeps the last epoch's. With validation data the
+        average is kept only if it scores no worse than the best epoch. On PhysioNet
+        extrapolation, averaging the last 20 of 60 epochs lowered the error by 1–3% (see
+        the benchmarks page).
     num_particles : int, default 1
         ``z0`` samples per series in each ELBO estimate.
     kl_anneal_epochs : int, default 0
@@ -465,6 +472,7 @@ class LatentODE(IrregularSeriesEstimator):
         batch_size: int = 50,
         lr: float = 1e-2,
         lr_decay: float = 0.99,
+        average_epochs: int = 0,
         num_particles: int = 1,
         kl_anneal_epochs: int = 0,
         kl_weight: float = 1.0,
@@ -499,6 +507,7 @@ class LatentODE(IrregularSeriesEstimator):
         self.batch_size = batch_size
         self.lr = lr
         self.lr_decay = lr_decay
+        self.average_epochs = average_epochs
         self.num_particles = num_particles
         self.kl_anneal_epochs = kl_anneal_epochs
         self.kl_weight = kl_weight
@@ -554,6 +563,15 @@ class LatentODE(IrregularSeriesEstimator):
                 )
         if self.max_nfe is not None:
             check_positive_int("max_nfe", self.max_nfe)
+        if not (
+            isinstance(self.average_epochs, (int, np.integer))
+            and not isinstance(self.average_epochs, bool)
+            and 0 <= self.average_epochs <= self.max_epochs
+        ):
+            raise ValueError(
+                f"average_epochs must be an integer from 0 to max_epochs={self.max_epochs}; "
+                f"got {self.average_epochs!r}."
+            )
         if not (isinstance(self.subsample, (int, float)) and 0 < self.subsample <= 1):
             raise ValueError(f"subsample must be in (0, 1]; got {self.subsample!r}.")
         if not (isinstance(self.encode_fraction, (int, float)) and 0 < self.encode_fraction <= 1):
@@ -792,6 +810,7 @@ class LatentODE(IrregularSeriesEstimator):
                 checkpoint_every=checkpoint_every,
                 resume_from=resume_from,
                 parallel=parallel,
+                average_epochs=self.average_epochs,
             )
         self.model_ = module
 

@@ -284,11 +284,26 @@ def test_same_random_state_gives_identical_fit_predict_and_sample(data):
 
 @pytest.mark.parametrize(
     "param, value",
-    [("subsample", 0.0), ("encode_fraction", 1.5), ("max_nfe", 0), ("precision", "16-mixed")],
+    [
+        ("subsample", 0.0),
+        ("encode_fraction", 1.5),
+        ("max_nfe", 0),
+        ("precision", "16-mixed"),
+        ("average_epochs", 3),  # more than max_epochs
+        ("average_epochs", -1),
+    ],
 )
 def test_training_options_are_validated(data, param, value):
     with pytest.raises(ValueError, match=param):
         LatentODE(**{**FAST, param: value}).fit(data.train)
+
+
+def test_weight_averaging_reaches_the_fit(data, fitted):
+    averaged = LatentODE(**FAST, average_epochs=2).fit(data.train)
+    assert averaged.history_.averaged_epochs == 2 and fitted.history_.averaged_epochs == 0
+    assert averaged.history_.loss == fitted.history_.loss  # the same training path
+    t = [5.5, 7.0]
+    assert not np.allclose(averaged.predict(data.test, times=t), fitted.predict(data.test, times=t))
 
 
 @pytest.mark.parametrize("encoder, cls", [("odernn", "ODERNNEncoder"), ("rnn", "RNNEncoder")])

@@ -42,6 +42,9 @@ class TrainingHistory:
         Function evaluations of the ODE solver in the epoch's training steps.
     best_epoch : int or None
         Epoch whose parameters were kept (lowest validation loss), when validating.
+    averaged_epochs : int
+        Number of epochs whose parameters were averaged into the returned model (0: the
+        parameters of one epoch were returned; see ``average_epochs`` of :func:`train_svi`).
     stopped_early : bool
         Validation did not improve for ``patience`` epochs.
     interrupted : bool
@@ -55,6 +58,7 @@ class TrainingHistory:
     nfe_forward: list = field(default_factory=list)
     nfe_backward: list = field(default_factory=list)
     best_epoch: int | None = None
+    averaged_epochs: int = 0
     stopped_early: bool = False
     interrupted: bool = False
 
@@ -223,6 +227,7 @@ def train_svi(
     max_retries: int = 3,
     lr_backoff: float = 0.5,
     parallel: DataParallel | None = None,
+    average_epochs: int = 0,
 ) -> TrainingHistory:
     """Fit ``model`` by maximising the ELBO with Adam over shuffled mini-batches.
 
@@ -279,6 +284,15 @@ def train_svi(
         processes, gradients are summed before each step, and validation losses averaged, so
         that all processes take the same steps. ``generator`` must give the same shuffles on
         every process; ``make_batch`` may draw differently on each.
+    average_epochs : int
+        Weight averaging (Izmailov et al. 2018, "Averaging weights leads to wider optima and
+        better generalization"): the parameters returned are the mean of the parameters at
+        the end of each epoch from ``max_epochs - average_epochs`` on, which smooths out the
+        noise of the last stochastic steps. 0 returns the last (or best) epoch's. With
+        ``validation`` the average is kept only if its validation loss is no higher than the
+        best epoch's. Training that ends before the window (early stopping, interruption)
+        averages the epochs of the window it completed, if any; a resumed fit whose
+        ``max_epochs`` moved the window restarts the average at the resumed epoch.
 
     Returns
     -------
@@ -290,6 +304,8 @@ def train_svi(
     device = next(model.parameters()).device
     history = TrainingHistory()
     best_state, best_val, since_best, first_epoch = None, math.inf, 0, 0
+    window = max_epochs - average_epochs  # first epoch averaged
+    average = {"mean": None, "count": 0, "first": window}
 
     def capture(next_epoch: int) -> dict:
         return {
@@ -302,6 +318,7 @@ def train_svi(
             "best_val": best_val,
             "since_best": since_best,
             "rng": _rng_state(generator, device),
+            "average": _snapshot(average),
         }
 
     def restore(state: dict) -> None:
@@ -313,6 +330,14 @@ def train_svi(
         history = TrainingHistory(**copy.deepcopy(state["history"]))
         best_state, best_val = state["best_state"], state["best_val"]
         since_best = state["since_best"]
+        saved = state.get("average")
+        if saved is not None and saved["first"] == window:
+            average.update(_snapshot(saved))
+            if average["mean"] is not None:  # a checkpoint read on the CPU
+                pairs = zip(average["mean"], params, strict=True)
+                average["mean"] = [m.to(p.device) for m, p in pairs]
+        else:  # none saved, or max_epochs moved the window: restart it here
+            average.update(mean=None, count=0, first=window)
 
     if resume_from is not None:
         restore(resume_from)
@@ -359,6 +384,8 @@ def train_svi(
                 validation, num_particles, (best_state, best_val, since_best), patience, bar,
                 start, parallel, epoch >= kl_anneal_epochs,
             )  # fmt: skip
+            if epoch >= window:
+                _accumulate(average, params)
             epoch += 1
             good = capture(epoch)
             if checkpoint is not None and (
@@ -373,10 +400,48 @@ def train_svi(
         logger.warning("training interrupted; keeping the parameters of epoch %d", epoch)
     finally:
         bar.close()
+    if average["count"]:
+        best_state = _apply_average(
+            model, params, average, best_state, best_val, history, validation, num_particles,
+            parallel,
+        )  # fmt: skip
     if best_state is not None:
         model.load_state_dict(best_state)
     model.eval()
     return history
+
+
+def _accumulate(average: dict, params) -> None:
+    """Fold the current parameters into the running mean of ``average``."""
+    average["count"] += 1
+    if average["mean"] is None:
+        average["mean"] = [p.detach().clone() for p in params]
+        return
+    with torch.no_grad():
+        for mean, p in zip(average["mean"], params, strict=True):
+            mean.add_(p.detach() - mean, alpha=1.0 / average["count"])
+
+
+def _apply_average(
+    model, params, average, best_state, best_val, history, validation, num_particles, parallel
+):  # fmt: skip
+    """Put the averaged parameters into ``model``; returns the state to load after it.
+
+    Without validation the average is kept (``None`` returned: nothing to load). With it, the
+    average is kept when its validation loss is no higher than ``best_val``; otherwise the
+    best epoch's state is returned, to be loaded instead.
+    """
+    with torch.no_grad():
+        for p, mean in zip(params, average["mean"], strict=True):
+            p.copy_(mean)
+    if validation:
+        val = _validation_loss(model, validation, num_particles)
+        if parallel is not None:
+            val = parallel.sum(val) / parallel.world_size
+        if val > best_val:
+            return best_state
+    history.averaged_epochs = average["count"]
+    return None
 
 
 def _train_epoch(

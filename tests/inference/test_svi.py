@@ -113,3 +113,75 @@ def test_snapshot_copies_state_dicts_like_deepcopy():
     model.load_state_dict(snap)
     optim.load_state_dict(opt_snap)
     assert all(torch.equal(a, before[k]) for k, a in model.state_dict().items())
+
+
+def _fit(train, val=None, **options):
+    torch.manual_seed(0)
+    model = LatentODEModel(2, latent_dim=3)
+    states = []
+    history = train_svi(
+        model,
+        lambda idx: train[int(idx[0]) // 8],
+        40,
+        batch_size=8,
+        lr=0.02,
+        validation=val,
+        generator=torch.Generator().manual_seed(0),
+        checkpoint=states.append,
+        **{"max_epochs": 6, **options},
+    )
+    return model, history, states
+
+
+def test_weight_averaging_returns_the_mean_of_the_last_epochs(batches):
+    train, _ = batches
+    model, history, states = _fit(train, average_epochs=3)
+    # states[e] is the training state after epoch e + 1; epochs 4, 5 and 6 are averaged
+    last = [states[e]["model"] for e in (3, 4, 5)]
+    assert history.averaged_epochs == 3
+    for name, p in model.named_parameters():
+        expected = sum(s[name] for s in last) / 3
+        torch.testing.assert_close(p.detach(), expected, rtol=1e-5, atol=1e-6)
+    assert not torch.equal(model.noise.raw, last[-1]["noise.raw"])  # not the last epoch's
+    # the same training without averaging ends at the last epoch's parameters
+    plain, plain_history, _ = _fit(train)
+    assert plain_history.averaged_epochs == 0
+    assert all(torch.equal(p, last[-1][n]) for n, p in plain.state_dict().items())
+    assert plain_history.loss == history.loss  # averaging does not change the training path
+
+
+def test_weight_averaging_resumes_exactly_from_a_checkpoint(batches):
+    train, _ = batches
+    model, _, states = _fit(train, average_epochs=3)
+    torch.manual_seed(123)  # a fresh process: other initial weights, other random state
+    resumed = LatentODEModel(2, latent_dim=3)
+    history = train_svi(
+        resumed,
+        lambda idx: train[int(idx[0]) // 8],
+        40,
+        max_epochs=6,
+        batch_size=8,
+        lr=0.02,
+        generator=torch.Generator().manual_seed(99),
+        resume_from=states[3],  # after epoch 4: two epochs of the window already averaged
+        average_epochs=3,
+    )
+    assert history.averaged_epochs == 3
+    for (name, a), b in zip(model.state_dict().items(), resumed.state_dict().values(), strict=True):
+        assert torch.equal(a, b), name
+
+
+def test_weight_averaging_yields_to_a_better_validated_epoch(batches, monkeypatch):
+    from latentode.inference import svi
+
+    train, val = batches
+    scores = iter([5.0, 4.0, 3.0, 3.5, 3.6, 3.7])  # epoch 3 is the best; then the average
+    monkeypatch.setattr(svi, "_validation_loss", lambda *a: next(scores, 9.0))
+    model, history, states = _fit(train, val, average_epochs=3)
+    assert history.best_epoch == 2 and history.averaged_epochs == 0
+    assert all(torch.equal(p, states[2]["model"][n]) for n, p in model.state_dict().items())
+
+    scores = iter([5.0, 4.0, 3.0, 3.5, 3.6, 3.7, 2.0])  # the average validates best: kept
+    model, history, states = _fit(train, val, average_epochs=3)
+    assert history.best_epoch == 2 and history.averaged_epochs == 3
+    assert not torch.equal(model.noise.raw, states[2]["model"]["noise.raw"])
