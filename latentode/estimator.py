@@ -391,7 +391,7 @@ class LatentODE(IrregularSeriesEstimator):
         the last ``average_epochs`` epochs (Izmailov et al. 2018), which evens out the noise
         of the last stochastic steps; 0 keeps the last epoch's. With validation data the
         average is kept only if it scores no worse than the best epoch. On PhysioNet
-        extrapolation, averaging the last 20 of 60 epochs lowered the error by 1–3% (see
+        extrapolation, averaging the last 20 of 60 epochs lowered the error by about 3% (see
         the benchmarks page).
     num_particles : int, default 1
         ``z0`` samples per series in each ELBO estimate.
