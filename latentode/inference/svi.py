@@ -435,9 +435,7 @@ def _apply_average(
         for p, mean in zip(params, average["mean"], strict=True):
             p.copy_(mean)
     if validation:
-        val = _validation_loss(model, validation, num_particles)
-        if parallel is not None:
-            val = parallel.sum(val) / parallel.world_size
+        val = _validation_loss(model, validation, num_particles, parallel)
         if val > best_val:
             return best_state
     history.averaged_epochs = average["count"]
@@ -505,9 +503,7 @@ def _record_epoch(
     history.nfe_backward.append(nfe[1])
     message = f"epoch {epoch + 1} loss {loss:.4f}"
     if validation:
-        val = _validation_loss(model, validation, num_particles)
-        if parallel is not None:  # the same number everywhere, so decisions agree
-            val = parallel.sum(val) / parallel.world_size
+        val = _validation_loss(model, validation, num_particles, parallel)
         history.val_loss.append(val)
         message += f" val {val:.4f}"
         if val < best_val and annealed:
@@ -525,6 +521,11 @@ def _record_epoch(
     return best_state, best_val, since_best
 
 
-def _validation_loss(model, batches: list[Batch], num_particles: int) -> float:
+def _validation_loss(model, batches: list[Batch], num_particles: int, parallel=None) -> float:
+    """Negative ELBO per series on ``batches``.
+
+    With ``parallel``, the mean over the processes, so that decisions taken on it agree.
+    """
     total = sum(-per_series_elbo(model, b, num_particles=num_particles).sum() for b in batches)
-    return float(total) / sum(b.values.shape[0] for b in batches)
+    val = float(total) / sum(b.values.shape[0] for b in batches)
+    return val if parallel is None else parallel.sum(val) / parallel.world_size
