@@ -115,8 +115,8 @@ def test_snapshot_copies_state_dicts_like_deepcopy():
     assert all(torch.equal(a, before[k]) for k, a in model.state_dict().items())
 
 
-def _fit(train, val=None, **options):
-    torch.manual_seed(0)
+def _fit(train, val=None, *, seed=0, **options):
+    torch.manual_seed(seed)
     model = LatentODEModel(2, latent_dim=3)
     states = []
     history = train_svi(
@@ -126,7 +126,7 @@ def _fit(train, val=None, **options):
         batch_size=8,
         lr=0.02,
         validation=val,
-        generator=torch.Generator().manual_seed(0),
+        generator=torch.Generator().manual_seed(seed),
         checkpoint=states.append,
         **{"max_epochs": 6, **options},
     )
@@ -153,19 +153,9 @@ def test_weight_averaging_returns_the_mean_of_the_last_epochs(batches):
 def test_weight_averaging_resumes_exactly_from_a_checkpoint(batches):
     train, _ = batches
     model, _, states = _fit(train, average_epochs=3)
-    torch.manual_seed(123)  # a fresh process: other initial weights, other random state
-    resumed = LatentODEModel(2, latent_dim=3)
-    history = train_svi(
-        resumed,
-        lambda idx: train[int(idx[0]) // 8],
-        40,
-        max_epochs=6,
-        batch_size=8,
-        lr=0.02,
-        generator=torch.Generator().manual_seed(99),
-        resume_from=states[3],  # after epoch 4: two epochs of the window already averaged
-        average_epochs=3,
-    )
+    # a fresh process: other initial weights, other random streams until the state is restored
+    # after epoch 4, when two epochs of the window are already averaged
+    resumed, history, _ = _fit(train, seed=123, resume_from=states[3], average_epochs=3)
     assert history.averaged_epochs == 3
     for (name, a), b in zip(model.state_dict().items(), resumed.state_dict().values(), strict=True):
         assert torch.equal(a, b), name
