@@ -101,6 +101,11 @@ def main(argv=None):
                         help="epochs over which the KL weight rises to --kl-weight")
     parser.add_argument("--kl-weight", type=float, default=1.0,
                         help="KL weight after annealing (1: the ELBO; see LatentODE)")
+    parser.add_argument("--obs-weighting", choices=["point", "series_feature"],
+                        default="point",
+                        help="training weight of the observations: each value once, or each "
+                        "(stay, channel) pair the same in total as the paper's code and its "
+                        "MSE aggregation (see LatentODE)")
     parser.add_argument("--label-weight", type=float, default=100.0)
     parser.add_argument("--poisson", action="store_true", help="model observation times too")
     parser.add_argument("--no-labels", action="store_true",
@@ -153,6 +158,7 @@ def main(argv=None):
         batch_size=args.batch_size, lr=args.lr, lr_decay=args.lr_decay,
         average_epochs=args.average_epochs,
         kl_anneal_epochs=args.kl_anneal_epochs, kl_weight=args.kl_weight, patience=args.patience,
+        obs_weighting=args.obs_weighting,
         random_state=args.seed, verbose=args.verbose,
     )  # fmt: skip
     start = time.perf_counter()

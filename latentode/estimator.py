@@ -53,6 +53,9 @@ CHECKPOINT_VERSION = 1
 _RESUMABLE_CHANGES = frozenset({"max_epochs", "patience", "verbose", "device"})
 _PREDICT_CHUNK = 512
 
+#: Weightings of the observations in the training likelihood (see ``LatentODE``).
+OBS_WEIGHTINGS = ("point", "series_feature")
+
 logger = logging.getLogger(__name__)
 
 
@@ -405,6 +408,17 @@ class LatentODE(IrregularSeriesEstimator):
         the data's likelihood. Rubanova et al. (2019) trained their PhysioNet models so: a
         weight of 0 for 50 epochs, then ``1 - 0.993 ** (epoch - 50)``, at most 0.30 after
         100 epochs. Validation (best epoch, early stopping) always scores the full ELBO.
+    obs_weighting : {"point", "series_feature"}, default "point"
+        How the training likelihood weighs observations. ``"point"``: each observed value
+        counts once (the ELBO). ``"series_feature"``: each observed (series, feature) pair
+        counts the same in total, its observations sharing it equally, so a channel measured
+        twice in a series weighs as much as one measured a hundred times — the weighting of
+        the per-(series, feature) error of :func:`latentode.metrics.series_feature_mse` and
+        of the training loss in the reference code of Rubanova et al. (2019). The pairs'
+        common weight is the training data's mean number of observations per observed pair,
+        so the likelihood keeps its overall weight against the KL term. A weighted objective,
+        not the ELBO; validation (best epoch, early stopping) and :meth:`score` always use the
+        unweighted ELBO.
     clip_norm : float or None, default 10.0
         Gradient-norm clipping.
     subsample : float, default 1.0
@@ -476,6 +490,7 @@ class LatentODE(IrregularSeriesEstimator):
         num_particles: int = 1,
         kl_anneal_epochs: int = 0,
         kl_weight: float = 1.0,
+        obs_weighting: str = "point",
         clip_norm: float | None = 10.0,
         subsample: float = 1.0,
         encode_fraction: float = 1.0,
@@ -511,6 +526,7 @@ class LatentODE(IrregularSeriesEstimator):
         self.num_particles = num_particles
         self.kl_anneal_epochs = kl_anneal_epochs
         self.kl_weight = kl_weight
+        self.obs_weighting = obs_weighting
         self.clip_norm = clip_norm
         self.subsample = subsample
         self.encode_fraction = encode_fraction
@@ -571,6 +587,11 @@ class LatentODE(IrregularSeriesEstimator):
             raise ValueError(
                 f"average_epochs must be an integer from 0 to max_epochs={self.max_epochs}; "
                 f"got {self.average_epochs!r}."
+            )
+        if self.obs_weighting not in OBS_WEIGHTINGS:
+            raise ValueError(
+                f"obs_weighting={self.obs_weighting!r} is not available; use one of "
+                f"{list(OBS_WEIGHTINGS)}."
             )
         if not (isinstance(self.subsample, (int, float)) and 0 < self.subsample <= 1):
             raise ValueError(f"subsample must be in (0, 1]; got {self.subsample!r}.")
@@ -776,6 +797,10 @@ class LatentODE(IrregularSeriesEstimator):
                 torch.manual_seed(seed + 1 + parallel.rank)
 
             whole = []  # the whole data set, collated once, for full-batch training
+            pair_weight = None
+            if self.obs_weighting == "series_feature":  # observations per observed pair
+                counts = np.concatenate([np.isfinite(s.values).sum(0) for s in series])
+                pair_weight = float(counts.sum() / max(np.count_nonzero(counts), 1))
 
             def make_batch(idx):
                 if len(idx) == len(series):  # same union grid: reorder the rows, no re-collation
@@ -785,6 +810,8 @@ class LatentODE(IrregularSeriesEstimator):
                 else:
                     batch = self._batch([series[i] for i in idx.tolist()], self.device_)
                 batch = batch.subsample(self.subsample, generator=draws)
+                if pair_weight is not None:
+                    batch = batch.weight_pairs(pair_weight)
                 if labels is not None:
                     chosen = _batch_labels(labels, idx.tolist(), [series[i] for i in idx.tolist()])
                     batch = dataclasses.replace(batch, labels=chosen.to(self.device_))

@@ -46,7 +46,28 @@ class _SharedScaleNormal(dist.Normal):
         return -0.5 * z * z - (scale.log() + _HALF_LOG_TWO_PI)
 
 
-def masked_normal(loc: torch.Tensor, scale: torch.Tensor, mask: torch.Tensor):
+class _WeightedMasked(dist.MaskedDistribution):
+    """A masked distribution whose log-density is multiplied entry by entry by a weight."""
+
+    def __init__(self, base_dist, mask, weight):
+        super().__init__(base_dist, mask)
+        self._weight = weight
+
+    def expand(self, batch_shape, _instance=None):
+        base = self.base_dist.expand(batch_shape)
+        mask = self._mask.expand(batch_shape)
+        return _WeightedMasked(base, mask, self._weight.expand(batch_shape))
+
+    def log_prob(self, value):
+        return super().log_prob(value) * self._weight
+
+
+def masked_normal(
+    loc: torch.Tensor,
+    scale: torch.Tensor,
+    mask: torch.Tensor,
+    weight: torch.Tensor | None = None,
+):
     """Gaussian likelihood of the observed entries only, as one event per series.
 
     Parameters
@@ -55,6 +76,10 @@ def masked_normal(loc: torch.Tensor, scale: torch.Tensor, mask: torch.Tensor):
     scale : Tensor broadcastable to ``loc``
     mask : BoolTensor of shape (batch, time, features)
         Entries that are False contribute nothing (no imputation).
+    weight : Tensor broadcastable to (batch, time, features), optional
+        Multiplies each entry's log-density, e.g. of shape (batch, 1, features) for one weight
+        per (series, feature) pair (see :meth:`latentode.datasets.Batch.weight_pairs`); the
+        result is then a weighted pseudo-likelihood, not a density.
 
     Returns
     -------
@@ -62,8 +87,12 @@ def masked_normal(loc: torch.Tensor, scale: torch.Tensor, mask: torch.Tensor):
         ``batch_shape (..., batch)``, ``event_shape (time, features)``.
     """
     if isinstance(scale, torch.Tensor) and scale.dim() <= 1:  # one scale per feature
-        return _SharedScaleNormal(loc, scale).mask(mask).to_event(2)
-    return dist.Normal(loc, scale).mask(mask).to_event(2)
+        base = _SharedScaleNormal(loc, scale)
+    else:
+        base = dist.Normal(loc, scale)
+    if weight is None:
+        return base.mask(mask).to_event(2)
+    return _WeightedMasked(base, mask, weight.expand(base.batch_shape)).to_event(2)
 
 
 def observation_window(observed: torch.Tensor):

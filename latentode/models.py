@@ -275,6 +275,7 @@ class LatentODEModel(PyroModule):
         encode_mask=None,
         labels=None,
         query_times=None,
+        obs_weight=None,
     ):
         """The generative model.
 
@@ -298,6 +299,9 @@ class LatentODEModel(PyroModule):
         query_times : Tensor of shape (query,), optional
             Increasing, non-negative times (model units) at which to generate ``obs``; the
             observations are then not scored.
+        obs_weight : Tensor broadcastable to (batch, time, features), optional
+            Weights of the observations' log-densities in ``obs`` (see
+            :meth:`latentode.datasets.Batch.weight_pairs`); None weights each by 1.
 
         Returns
         -------
@@ -317,7 +321,7 @@ class LatentODEModel(PyroModule):
             if self.penalty is not None:
                 pyro.factor("dynamics_penalty", -self.penalty)
             loc = self._network(self.decoder, z)
-            pyro.sample("obs", masked_normal(loc, self.noise(), mask), obs=values)
+            pyro.sample("obs", masked_normal(loc, self.noise(), mask, obs_weight), obs=values)
             if self.poisson:
                 integral = window_integral(cumulative, mask.any(-1))
                 ll = poisson_process_log_likelihood(self.intensity(z), mask, integral)
@@ -359,12 +363,13 @@ class LatentODEModel(PyroModule):
         encode_mask=None,
         labels=None,
         query_times=None,
+        obs_weight=None,
     ):
         """The amortised posterior ``q(z0 | x)``; same arguments as :meth:`model`.
 
         With ``encode_mask`` the encoder reads only those observations while the model scores
-        all of ``mask``: ``q(z0 | x_early)`` is trained to forecast the rest. ``labels`` and
-        ``query_times`` do not enter the guide.
+        all of ``mask``: ``q(z0 | x_early)`` is trained to forecast the rest. ``labels``,
+        ``query_times`` and ``obs_weight`` do not enter the guide.
         """
         if encode_mask is not None:
             values, mask = values * encode_mask, encode_mask

@@ -291,6 +291,7 @@ def test_same_random_state_gives_identical_fit_predict_and_sample(data):
         ("precision", "16-mixed"),
         ("average_epochs", 3),  # more than max_epochs
         ("average_epochs", -1),
+        ("obs_weighting", "feature"),
     ],
 )
 def test_training_options_are_validated(data, param, value):
@@ -304,6 +305,28 @@ def test_weight_averaging_reaches_the_fit(data, fitted):
     assert averaged.history_.loss == fitted.history_.loss  # the same training path
     t = [5.5, 7.0]
     assert not np.allclose(averaged.predict(data.test, times=t), fitted.predict(data.test, times=t))
+
+
+def test_series_feature_weighting_changes_training_only_where_counts_differ(data, fitted):
+    from latentode.datasets import from_arrays
+
+    # spirals: every series observes both features 15 times, so every weight is 1 and the
+    # training is the ELBO's, bit for bit
+    even = LatentODE(**FAST, obs_weighting="series_feature").fit(data.train)
+    assert even.history_.loss == fitted.history_.loss
+    # hide the second feature at all but 3 times in every other series: counts now differ
+    sparse = []
+    for i, s in enumerate(data.train):
+        values = s.values.copy()
+        if i % 2:
+            values[3:, 1] = np.nan
+        sparse.append((s.times, values))
+    sparse = from_arrays(sparse, feature_names=data.train.feature_names)
+    plain = LatentODE(**FAST).fit(sparse)
+    weighted = LatentODE(**FAST, obs_weighting="series_feature").fit(sparse)
+    assert weighted.history_.loss != plain.history_.loss
+    t = [5.5, 7.0]
+    assert not np.allclose(weighted.predict(data.test, times=t), plain.predict(data.test, times=t))
 
 
 @pytest.mark.parametrize("encoder, cls", [("odernn", "ODERNNEncoder"), ("rnn", "RNNEncoder")])

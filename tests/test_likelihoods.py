@@ -100,3 +100,22 @@ def test_masked_normal_with_one_scale_per_feature_matches_pyros_normal():
     assert wide.batch_shape == (2, 4)
     assert torch.allclose(wide.log_prob(value), want.expand(2, 4), atol=1e-5)
     assert fast.sample().shape == (4, 6, 3)
+
+
+def test_weighted_masked_normal_scales_each_entry_and_ignores_masked_ones():
+    import pyro.distributions as dist
+
+    from latentode.likelihoods import masked_normal
+
+    torch.manual_seed(1)
+    loc, value = torch.randn(2, 3, 5, 4), torch.randn(3, 5, 4)
+    scale, mask = torch.rand(4) + 0.2, torch.rand(3, 5, 4) > 0.4
+    value[~mask] = 1e3  # what stands where nothing was observed does not count
+    weight = torch.rand(3, 1, 4) * 3
+    got = masked_normal(loc, scale, mask, weight).log_prob(value)
+    entries = dist.Normal(loc, scale).log_prob(value)
+    want = torch.where(mask, entries * weight, torch.zeros(())).sum((-1, -2))
+    assert got.shape == (2, 3) and torch.allclose(got, want, atol=1e-5)
+    ones = masked_normal(loc, scale, mask, torch.ones(3, 1, 4)).log_prob(value)
+    assert torch.allclose(ones, masked_normal(loc, scale, mask).log_prob(value), atol=1e-6)
+    assert masked_normal(loc, scale, mask, weight).expand((2, 3)).log_prob(value).shape == (2, 3)

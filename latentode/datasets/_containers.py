@@ -231,6 +231,9 @@ class Batch:
         read; the likelihood still scores all of ``mask``.
     labels : LongTensor of shape (batch,) or None
         Class index of each series, for supervised training.
+    obs_weight : Tensor of shape (batch, 1, features) or None
+        When set (see :meth:`weight_pairs`), the weight of each (series, feature) pair's
+        observations in the training likelihood; None weights every observation by 1.
     """
 
     times: torch.Tensor
@@ -239,6 +242,7 @@ class Batch:
     ids: list
     encode_mask: torch.Tensor | None = None
     labels: torch.Tensor | None = None
+    obs_weight: torch.Tensor | None = None
 
     @property
     def observed(self) -> torch.Tensor:
@@ -305,6 +309,32 @@ class Batch:
         mask = self.mask & rows[..., None]
         encode = None if self.encode_mask is None else self.encode_mask & mask
         return dataclasses.replace(self, values=self.values * mask, mask=mask, encode_mask=encode)
+
+    def weight_pairs(self, scale: float) -> Batch:
+        """Give every observed (series, feature) pair the same total weight ``scale``.
+
+        Each observation of feature ``d`` in series ``b`` gets the weight ``scale / n_bd``,
+        where ``n_bd`` is how often ``d`` is observed in ``b`` (in ``mask``, so after any
+        :meth:`subsample`): a channel measured twice counts as much as one measured a hundred
+        times, as in the per-(series, feature) averages of
+        :func:`latentode.metrics.series_feature_mse`.
+
+        Parameters
+        ----------
+        scale : float
+            Total weight of a pair; the mean number of observations per observed pair of the
+            training data keeps the likelihood's overall weight against the KL term.
+
+        Returns
+        -------
+        Batch
+            With ``obs_weight`` of shape (batch, 1, features), 0 for pairs never observed.
+        """
+        if not (isinstance(scale, (int, float)) and 0 < scale < float("inf")):
+            raise ValueError(f"scale must be a positive number; got {scale!r}.")
+        count = self.mask.sum(1, keepdim=True, dtype=self.values.dtype)
+        weight = torch.where(count > 0, scale / count.clamp(min=1), torch.zeros_like(count))
+        return dataclasses.replace(self, obs_weight=weight)
 
     def truncate_encoder(
         self, low: float, *, generator: torch.Generator | None = None

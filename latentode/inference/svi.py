@@ -95,7 +95,9 @@ def svi_loss(model, batch: Batch, *, num_particles: int = 1, kl_scale: float = 1
     ----------
     model : LatentODEModel
     batch : Batch
-        In model units: ``times (time,)``, ``values, mask (batch, time, features)``.
+        In model units: ``times (time,)``, ``values, mask (batch, time, features)``. With
+        ``batch.obs_weight`` the observations' log-densities are weighted by it (a weighted
+        objective, no longer the ELBO).
     num_particles : int
     kl_scale : float
 
@@ -122,6 +124,7 @@ def svi_loss(model, batch: Batch, *, num_particles: int = 1, kl_scale: float = 1
             kl_scale=kl_scale,
             encode_mask=batch.encode_mask,
             labels=batch.labels,
+            obs_weight=batch.obs_weight,
         )
     return loss / batch.values.shape[0]
 

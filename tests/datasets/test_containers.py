@@ -208,6 +208,29 @@ def test_truncate_encoder_shows_an_early_part_and_keeps_the_likelihood_mask():
     assert batch.truncate_encoder(1.0) is batch
 
 
+def test_weight_pairs_gives_each_observed_series_feature_pair_the_same_total():
+    data = from_arrays(
+        [
+            (np.arange(4.0), [[1.0, 2.0], [1.0, np.nan], [1.0, np.nan], [1.0, 5.0]]),
+            ([1.5], [[np.nan, 3.0]]),
+        ]
+    )
+    batch = collate(data)
+    weighted = batch.weight_pairs(2.0)
+    assert weighted.obs_weight.shape == (2, 1, 2)
+    per_pair = (weighted.obs_weight * batch.mask).sum(1)  # total weight of each pair
+    assert torch.allclose(per_pair, torch.tensor([[2.0, 2.0], [0.0, 2.0]]))
+    assert weighted.obs_weight[0, 0].tolist() == [0.5, 1.0]  # 4 and 2 observations
+    assert weighted.obs_weight[1, 0, 0] == 0  # never observed
+    # the weights follow the scored mask, so they are taken after subsampling
+    sub = batch.subsample(0.5, generator=torch.Generator().manual_seed(0)).weight_pairs(2.0)
+    assert torch.allclose((sub.obs_weight * sub.mask).sum(1)[sub.mask.any(1)], torch.tensor(2.0))
+    assert batch.rows(torch.tensor([1])).obs_weight is None
+    assert torch.equal(weighted.rows(torch.tensor([1])).obs_weight, weighted.obs_weight[1:])
+    with pytest.raises(ValueError, match="scale must be"):
+        batch.weight_pairs(0.0)
+
+
 def _same(a, b):
     assert a.ids == b.ids and a.feature_names == b.feature_names
     for x, y in zip(a, b, strict=True):

@@ -175,3 +175,27 @@ def test_weight_averaging_yields_to_a_better_validated_epoch(batches, monkeypatc
     model, history, states = _fit(train, val, average_epochs=3)
     assert history.best_epoch == 2 and history.averaged_epochs == 3
     assert not torch.equal(model.noise.raw, states[2]["model"]["noise.raw"])
+
+
+def test_observation_weights_enter_the_training_loss_but_not_the_elbo(batches):
+    from latentode.inference.svi import per_series_elbo
+
+    train, _ = batches
+    model = LatentODEModel(2, latent_dim=3)
+    batch = train[0]  # every (series, feature) pair observed 20 times
+    assert torch.all(batch.mask.sum(1) == 20)
+
+    def loss(b):
+        torch.manual_seed(3)  # the same z0 draws each time
+        return svi_loss(model, b).item()
+
+    plain, w1, w2, w3 = (loss(b) for b in (batch, *(batch.weight_pairs(20.0 * k)
+                                                     for k in (1, 2, 3))))
+    assert w1 == pytest.approx(plain, rel=1e-6)  # weights of 1: the ELBO
+    # the likelihood term scales with the weight, the KL term does not: linear in the weight
+    assert w3 - w2 == pytest.approx(w2 - w1, rel=1e-4)
+    assert abs(w2 - w1) > 1e-3 * abs(w1)
+    torch.manual_seed(3)
+    elbo = per_series_elbo(model, batch)
+    torch.manual_seed(3)
+    assert torch.equal(per_series_elbo(model, batch.weight_pairs(60.0)), elbo)  # scoring: ELBO
