@@ -28,8 +28,9 @@ def run_worker(script: str, args: list[str]) -> dict:
     A fresh process per measurement keeps peak memory (``ru_maxrss``) and allocator state
     from leaking between configurations.
     """
-    done = subprocess.run([sys.executable, script, "--worker", *args], capture_output=True,
-                          text=True)  # fmt: skip
+    done = subprocess.run(
+        [sys.executable, script, "--worker", *args], capture_output=True, text=True
+    )
     if done.returncode != 0:
         raise RuntimeError(f"worker {args} failed:\n{done.stderr[-3000:]}")
     return json.loads(done.stdout.strip().splitlines()[-1])

@@ -100,20 +100,25 @@ def plot(results, path: Path) -> None:
     import matplotlib.pyplot as plt
 
     fig, axes = plt.subplots(2, 3, figsize=(13, 7))
-    keys = [("saved_for_backward_mib", "saved for backward (MiB)"),
-            ("step_seconds", "time of solve + backward (s)"),
-            ("nfe_backward", "function evaluations, backward")]  # fmt: skip
+    keys = [
+        ("saved_for_backward_mib", "saved for backward (MiB)"),
+        ("step_seconds", "time of solve + backward (s)"),
+        ("nfe_backward", "function evaluations, backward"),
+    ]
     for row, (sweep, xkey, xlabel) in enumerate(
-        (("horizon", "horizon", "horizon T (100 outputs)"),
-         ("outputs", "n_out", "output times (fixed horizon)"))  # fmt: skip
+        (
+            ("horizon", "horizon", "horizon T (100 outputs)"),
+            ("outputs", "n_out", "output times (fixed horizon)"),
+        )
     ):
         for ax, (key, label) in zip(axes[row], keys, strict=True):
             for mode, style in zip(MODES, ("o-", "v--", "s-", "D-"), strict=True):
                 rows = [r for r in results if r["sweep"] == sweep and r["mode"] == mode]
                 if not any(r[key] for r in rows):
                     continue  # no backward solve: nothing to draw on a log scale
-                ax.plot([r[xkey] for r in rows], [max(r[key], 1e-3) for r in rows], style,
-                        label=mode)  # fmt: skip
+                ax.plot(
+                    [r[xkey] for r in rows], [max(r[key], 1e-3) for r in rows], style, label=mode
+                )
             ax.set_xscale("log")
             ax.set_yscale("log")
             ax.set_xlabel(xlabel)
@@ -140,8 +145,14 @@ def main(argv=None):
     parser.add_argument("--output", default=str(RESULTS / "adjoint_memory.json"))
     parser.add_argument("--worker", nargs=3, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
-    shape = dict(batch=args.batch, latent=args.latent, hidden=args.hidden, rtol=args.rtol,
-                 atol=args.atol, repeats=args.repeats)  # fmt: skip
+    shape = dict(
+        batch=args.batch,
+        latent=args.latent,
+        hidden=args.hidden,
+        rtol=args.rtol,
+        atol=args.atol,
+        repeats=args.repeats,
+    )
     if args.worker:
         mode, horizon, n_out = args.worker
         print(json.dumps(worker(mode, float(horizon), int(n_out), **shape)))
@@ -151,39 +162,59 @@ def main(argv=None):
     configs = [("horizon", h, 100) for h in args.horizons]
     configs += [("outputs", args.fixed_horizon, n) for n in args.outputs]
     results = []
-    print(f"{'sweep':8} {'mode':12} {'T':>5} {'outs':>5} {'peak':>9} {'saved':>10} "
-          f"{'NFE f/b':>11} {'time':>8}")  # fmt: skip
+    print(
+        f"{'sweep':8} {'mode':12} {'T':>5} {'outs':>5} {'peak':>9} {'saved':>10} "
+        f"{'NFE f/b':>11} {'time':>8}"
+    )
     for sweep, horizon, n_out in configs:
         for mode in args.modes:
             r = run_worker(__file__, [mode, str(horizon), str(n_out), *flags])
             r["sweep"] = sweep
             results.append(r)
-            print(f"{sweep:8} {mode:12} {horizon:>5g} {n_out:>5} {r['peak_rss_mib']:>5.0f} MiB "
-                  f"{r['saved_for_backward_mib']:>6.1f} MiB "
-                  f"{r['nfe_forward']:>5}/{r['nfe_backward']:<5} {r['step_seconds']:>7.3f}s",
-                  flush=True)  # fmt: skip
+            print(
+                f"{sweep:8} {mode:12} {horizon:>5g} {n_out:>5} {r['peak_rss_mib']:>5.0f} MiB "
+                f"{r['saved_for_backward_mib']:>6.1f} MiB "
+                f"{r['nfe_forward']:>5}/{r['nfe_backward']:<5} {r['step_seconds']:>7.3f}s",
+                flush=True,
+            )
     summary = {}
     for mode in args.modes:
-        rows = sorted((r for r in results if r["sweep"] == "horizon" and r["mode"] == mode),
-                      key=lambda r: r["horizon"])  # fmt: skip
+        rows = sorted(
+            (r for r in results if r["sweep"] == "horizon" and r["mode"] == mode),
+            key=lambda r: r["horizon"],
+        )
         if len(rows) >= 2:
             lo, hi = rows[0], rows[-1]
             summary[mode] = {
                 "horizon_ratio": hi["horizon"] / lo["horizon"],
                 "peak_rss_ratio": hi["peak_rss_mib"] / lo["peak_rss_mib"],
-                "saved_ratio": (hi["saved_for_backward_mib"] / lo["saved_for_backward_mib"]
-                                if lo["saved_for_backward_mib"] > 0 else None),  # fmt: skip
-                "backward_over_forward_nfe": [r["nfe_backward"] / r["nfe_forward"]
-                                              for r in rows],  # fmt: skip
+                "saved_ratio": (
+                    hi["saved_for_backward_mib"] / lo["saved_for_backward_mib"]
+                    if lo["saved_for_backward_mib"] > 0
+                    else None
+                ),
+                "backward_over_forward_nfe": [r["nfe_backward"] / r["nfe_forward"] for r in rows],
             }
     for mode, s in summary.items():
-        print(f"{mode}: horizon x{s['horizon_ratio']:g} -> peak memory x{s['peak_rss_ratio']:.2f}"
-              f", backward/forward NFE {', '.join(f'{x:.2f}' for x in s['backward_over_forward_nfe'])}")  # noqa: E501
+        ratios = ", ".join(f"{x:.2f}" for x in s["backward_over_forward_nfe"])
+        print(
+            f"{mode}: horizon x{s['horizon_ratio']:g} -> peak memory x{s['peak_rss_ratio']:.2f}"
+            f", backward/forward NFE {ratios}"
+        )
     out = Path(args.output)
     out.parent.mkdir(parents=True, exist_ok=True)
-    record = {"config": {**shape, "horizons": args.horizons, "outputs": args.outputs,
-                         "fixed_horizon": args.fixed_horizon, "threads": 1},
-              "results": results, "summary": summary, "versions": versions()}  # fmt: skip
+    record = {
+        "config": {
+            **shape,
+            "horizons": args.horizons,
+            "outputs": args.outputs,
+            "fixed_horizon": args.fixed_horizon,
+            "threads": 1,
+        },
+        "results": results,
+        "summary": summary,
+        "versions": versions(),
+    }
     out.write_text(json.dumps(record, indent=2))
     plot(results, out.with_suffix(".png"))
     print(f"wrote {out} and {out.with_suffix('.png')}")

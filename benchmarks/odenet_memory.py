@@ -54,8 +54,9 @@ def worker(mode: str, steps: int, *, batch: int, channels: int, size: int) -> di
     x = torch.randn(batch, channels, size, size)
 
     def block(n):
-        return ODEBlock(func, method="rk4", options={"step_size": 1.0 / n},
-                        adjoint=mode == "adjoint")  # fmt: skip
+        return ODEBlock(
+            func, method="rk4", options={"step_size": 1.0 / n}, adjoint=mode == "adjoint"
+        )
 
     # warm up allocators and kernels with a one-step solve, then take the baseline
     warm = block(1)
@@ -87,14 +88,20 @@ def plot(results, path: Path) -> None:
     import matplotlib.pyplot as plt
 
     fig, axes = plt.subplots(1, 3, figsize=(13, 3.8))
-    keys = [("peak_rss_added_mib", "peak memory added by a step (MiB)"),
-            ("saved_for_backward_mib", "saved for backward (MiB)"),
-            ("step_seconds", "time of a training step (s)")]  # fmt: skip
+    keys = [
+        ("peak_rss_added_mib", "peak memory added by a step (MiB)"),
+        ("saved_for_backward_mib", "saved for backward (MiB)"),
+        ("step_seconds", "time of a training step (s)"),
+    ]
     for ax, (key, label) in zip(axes, keys, strict=True):
         for mode, style in (("direct", "o-"), ("adjoint", "s-")):
             rows = [r for r in results if r["mode"] == mode]
-            ax.plot([r["steps"] for r in rows], [max(r[key], 1e-3) for r in rows], style,
-                    label="backprop through the solver" if mode == "direct" else "adjoint")
+            ax.plot(
+                [r["steps"] for r in rows],
+                [max(r[key], 1e-3) for r in rows],
+                style,
+                label="backprop through the solver" if mode == "direct" else "adjoint",
+            )
         ax.set_xscale("log")
         ax.set_yscale("log")
         ax.set_xlabel("RK4 steps per solve")
@@ -121,20 +128,34 @@ def main(argv=None):
         return None
 
     results = []
-    print(f"{'mode':8} {'steps':>6} {'peak':>10} {'peak added':>11} {'saved':>9} {'NFE f/b':>11} "
-          f"{'time':>8}")  # fmt: skip
+    print(
+        f"{'mode':8} {'steps':>6} {'peak':>10} {'peak added':>11} {'saved':>9} {'NFE f/b':>11} "
+        f"{'time':>8}"
+    )
     for mode in ("direct", "adjoint"):
         for steps in args.steps:
-            cmd = [sys.executable, __file__, "--worker", mode, str(steps),
-                   "--batch", str(args.batch), "--channels", str(args.channels),
-                   "--size", str(args.size)]  # fmt: skip
+            cmd = [
+                sys.executable,
+                __file__,
+                "--worker",
+                mode,
+                str(steps),
+                "--batch",
+                str(args.batch),
+                "--channels",
+                str(args.channels),
+                "--size",
+                str(args.size),
+            ]
             done = subprocess.run(cmd, capture_output=True, text=True, check=True)
             r = json.loads(done.stdout.strip().splitlines()[-1])
             results.append(r)
-            print(f"{mode:8} {steps:>6} {r['peak_rss_mib']:>6.0f} MiB "
-                  f"{r['peak_rss_added_mib']:>7.1f} MiB "
-                  f"{r['saved_for_backward_mib']:>5.1f} MiB "
-                  f"{r['nfe_forward']:>5}/{r['nfe_backward']:<5} {r['step_seconds']:>7.2f}s")
+            print(
+                f"{mode:8} {steps:>6} {r['peak_rss_mib']:>6.0f} MiB "
+                f"{r['peak_rss_added_mib']:>7.1f} MiB "
+                f"{r['saved_for_backward_mib']:>5.1f} MiB "
+                f"{r['nfe_forward']:>5}/{r['nfe_backward']:<5} {r['step_seconds']:>7.2f}s"
+            )
     ratios = {}
     for mode in ("direct", "adjoint"):
         rows = {r["steps"]: r for r in results if r["mode"] == mode}
@@ -151,13 +172,18 @@ def main(argv=None):
 
     out = Path(args.output)
     out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps({
-        "config": {**shape, "steps": args.steps, "method": "rk4", "threads": 1},
-        "results": results,
-        "ratios": ratios,
-        "versions": {"python": platform.python_version(), "torch": torch.__version__},
-        "machine": platform.machine(),
-    }, indent=2))  # fmt: skip
+    out.write_text(
+        json.dumps(
+            {
+                "config": {**shape, "steps": args.steps, "method": "rk4", "threads": 1},
+                "results": results,
+                "ratios": ratios,
+                "versions": {"python": platform.python_version(), "torch": torch.__version__},
+                "machine": platform.machine(),
+            },
+            indent=2,
+        )
+    )
     plot(results, out.with_suffix(".png"))
     print(f"wrote {out} and {out.with_suffix('.png')}")
     return results

@@ -26,8 +26,10 @@ import sys
 import time
 from concurrent.futures import ProcessPoolExecutor
 from importlib.metadata import version
+from pathlib import Path
 
-from latentode.datasets import TUNED_LATENT_ODE
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from configs import SPIRALS_LATENT_ODE  # noqa: E402
 
 PAPER = {  # Chen et al. (2018), Table 2
     "rnn": {30: 0.3937, 50: 0.3202, 100: 0.1813},
@@ -95,7 +97,7 @@ def main(argv=None):
         default=[1000, 1000, 1500],
         help="Latent ODE epochs: one value, or one per --n-obs",
     )
-    tuned = TUNED_LATENT_ODE
+    tuned = SPIRALS_LATENT_ODE
     parser.add_argument("--lr", type=float, default=tuned["lr"], help="Latent ODE learning rate")
     parser.add_argument("--lr-decay", type=float, default=tuned["lr_decay"], help="per epoch")
     parser.add_argument(

@@ -80,8 +80,11 @@ def _summary(model, fit_seconds: float, n_train: int, iterations_per_epoch: int)
         "final_loss": h.loss[-1],
         "peak_rss_mib": peak_rss_mib(),
         "device": str(model.device_),
-        "cuda_peak_mib": (torch.cuda.max_memory_allocated(model.device_) / 2**20
-                          if model.device_.type == "cuda" else None),  # fmt: skip
+        "cuda_peak_mib": (
+            torch.cuda.max_memory_allocated(model.device_) / 2**20
+            if model.device_.type == "cuda"
+            else None
+        ),
     }
 
 
@@ -116,8 +119,9 @@ def demo_spirals(seed: int, *, n_train: int = 1000, n_test: int = 250):
     clockwise = np.stack([15.0 / angle * np.cos(angle) - 5.0, 15.0 / angle * np.sin(angle)], -1)
     counter = np.stack([0.3 * t * np.cos(t) + 5.0, 0.3 * t * np.sin(t)], -1)
     # NaN past the curves' ends: only the held-out series read what follows their window
-    clockwise, counter = (np.concatenate([c, np.full((n_obs, 2), np.nan)])
-                          for c in (clockwise, counter))  # fmt: skip
+    clockwise, counter = (
+        np.concatenate([c, np.full((n_obs, 2), np.nan)]) for c in (clockwise, counter)
+    )
 
     def draw(n, last_start):
         starts = rng.integers(n_obs, last_start, size=n)
@@ -129,8 +133,12 @@ def demo_spirals(seed: int, *, n_train: int = 1000, n_test: int = 250):
     train, _ = draw(n_train, n_total - n_obs)
     test, truth = draw(n_test, n_total - 2 * n_obs + 1)
     return types.SimpleNamespace(
-        train=train, test=test, times=t[:n_obs], test_extrapolation_times=t[n_obs : 2 * n_obs],
-        test_extrapolation_truth=truth, noise_std=noise_std,
+        train=train,
+        test=test,
+        times=t[:n_obs],
+        test_extrapolation_times=t[n_obs : 2 * n_obs],
+        test_extrapolation_truth=truth,
+        noise_std=noise_std,
     )
 
 
@@ -161,14 +169,29 @@ def spiral(
     # the demo's tolerances, or the library's defaults
     rtol, atol = SPIRAL_TOLERANCES[tolerances]
     # the demo's model and training: noise fixed at the data's, Adam at 0.01, no clipping
-    model = LatentODE(latent_dim=4, ode_hidden_dim=20, ode_layers=3, encoder=encoder,
-                      encoder_hidden_dim=25, decoder_hidden_dim=20, obs_std=data.noise_std,
-                      rtol=rtol, atol=atol,
-                      batch_size=len(data.train), max_epochs=budget, lr=0.01, lr_decay=1.0,
-                      clip_norm=None, max_nfe=None,
-                      kinetic_weight=regularise, jacobian_weight=regularise,
-                      solver_backend=backend, precision=precision, device=device,
-                      random_state=seed)  # fmt: skip
+    model = LatentODE(
+        latent_dim=4,
+        ode_hidden_dim=20,
+        ode_layers=3,
+        encoder=encoder,
+        encoder_hidden_dim=25,
+        decoder_hidden_dim=20,
+        obs_std=data.noise_std,
+        rtol=rtol,
+        atol=atol,
+        batch_size=len(data.train),
+        max_epochs=budget,
+        lr=0.01,
+        lr_decay=1.0,
+        clip_norm=None,
+        max_nfe=None,
+        kinetic_weight=regularise,
+        jacobian_weight=regularise,
+        solver_backend=backend,
+        precision=precision,
+        device=device,
+        random_state=seed,
+    )
     start = time.perf_counter()
     model.fit(data.train)
     out = _summary(model, time.perf_counter() - start, len(data.train), 1)
@@ -201,15 +224,15 @@ def spiral_reference(budget: int, device: str, seed: int, data_name: str = "chen
     torch.manual_seed(seed)
     data = _spiral_data(data_name, seed)
     dev = torch.device(device)
-    train = torch.tensor(np.stack([s.values for s in data.train]), dtype=torch.float32,
-                         device=dev)  # fmt: skip
+    train = torch.tensor(np.stack([s.values for s in data.train]), dtype=torch.float32, device=dev)
     test = torch.tensor(np.stack([s.values for s in data.test]), dtype=torch.float32, device=dev)
     t = torch.tensor(data.times, dtype=torch.float32, device=dev)
     latent, obs_dim = 4, 2
     cell = nn.Linear(obs_dim + 25, 25).to(dev)
     head = nn.Linear(25, 2 * latent).to(dev)
-    dynamics = nn.Sequential(nn.Linear(latent, 20), nn.ELU(), nn.Linear(20, 20), nn.ELU(),
-                             nn.Linear(20, latent)).to(dev)  # fmt: skip
+    dynamics = nn.Sequential(
+        nn.Linear(latent, 20), nn.ELU(), nn.Linear(20, 20), nn.ELU(), nn.Linear(20, latent)
+    ).to(dev)
     decoder = nn.Sequential(nn.Linear(latent, 20), nn.ReLU(), nn.Linear(20, obs_dim)).to(dev)
     nfe = [0]
 
@@ -236,8 +259,7 @@ def spiral_reference(budget: int, device: str, seed: int, data_name: str = "chen
         mean, logvar = encode(train)
         z0 = mean + torch.randn_like(mean) * torch.exp(0.5 * logvar)
         pred = decoder(odeint(field, z0, t).permute(1, 0, 2))
-        log_px = -0.5 * (math.log(2 * math.pi) + log_var
-                         + (train - pred) ** 2 / math.exp(log_var))  # fmt: skip
+        log_px = -0.5 * (math.log(2 * math.pi) + log_var + (train - pred) ** 2 / math.exp(log_var))
         kl = 0.5 * (mean**2 + logvar.exp() - logvar - 1).sum(-1)
         loss = (-log_px.sum((1, 2)) + kl).mean()
         nfe_forward.append(nfe[0])
@@ -247,25 +269,35 @@ def spiral_reference(budget: int, device: str, seed: int, data_name: str = "chen
     fit_seconds = time.perf_counter() - start_fit
     with torch.no_grad():
         mean, logvar = encode(test)
-        grid = torch.tensor(np.concatenate([data.times, data.test_extrapolation_times]),
-                            dtype=torch.float32, device=dev)  # fmt: skip
+        grid = torch.tensor(
+            np.concatenate([data.times, data.test_extrapolation_times]),
+            dtype=torch.float32,
+            device=dev,
+        )
         draws = mean + torch.randn((32,) + mean.shape, device=dev) * torch.exp(0.5 * logvar)
         pred = decoder(odeint(field, draws, grid)).mean(1)  # (time, series, 2)
         extrap = pred[len(data.times) :].permute(1, 0, 2).cpu().numpy()
     per_iteration = statistics.median(seconds[1:])
     return {
-        "epochs": budget, "fit_seconds": fit_seconds,
-        "seconds_per_epoch": per_iteration, "seconds_per_iteration": per_iteration,
+        "epochs": budget,
+        "fit_seconds": fit_seconds,
+        "seconds_per_epoch": per_iteration,
+        "seconds_per_iteration": per_iteration,
         "iterations_per_second": 1 / per_iteration,
         "series_per_second": len(data.train) / per_iteration,
         "nfe_forward_per_iteration": statistics.mean(nfe_forward),
-        "nfe_backward_per_iteration": 0.0, "final_loss": loss.item(),
+        "nfe_backward_per_iteration": 0.0,
+        "final_loss": loss.item(),
         "nfe_forward_per_iteration_last_tenth": statistics.mean(
-            nfe_forward[-max(1, budget // 10) :]),
-        "peak_rss_mib": peak_rss_mib(), "device": str(dev), "cuda_peak_mib": None,
-        "extrapolation_rmse": float(np.sqrt(np.mean((extrap - data.test_extrapolation_truth)
-                                                    ** 2))),
-    }  # fmt: skip
+            nfe_forward[-max(1, budget // 10) :]
+        ),
+        "peak_rss_mib": peak_rss_mib(),
+        "device": str(dev),
+        "cuda_peak_mib": None,
+        "extrapolation_rmse": float(
+            np.sqrt(np.mean((extrap - data.test_extrapolation_truth) ** 2))
+        ),
+    }
 
 
 def periodic(backend: str, budget: int, device: str, seed: int, eval_every: int = 0) -> dict:
@@ -284,9 +316,16 @@ def periodic(backend: str, budget: int, device: str, seed: int, eval_every: int 
     from latentode.metrics import masked_mse
 
     data = make_periodic(n_series=1000, n_obs=50, noise_std=0.01, random_state=seed)
-    model = LatentODE(encoder="odernn", latent_dim=10, batch_size=50, max_epochs=budget,
-                      lr=0.01, solver_backend=backend, device=device,
-                      random_state=seed)  # fmt: skip
+    model = LatentODE(
+        encoder="odernn",
+        latent_dim=10,
+        batch_size=50,
+        max_epochs=budget,
+        lr=0.01,
+        solver_backend=backend,
+        device=device,
+        random_state=seed,
+    )
 
     def test_mse():
         pred = model.predict(data.test, times=data.times).values
@@ -332,8 +371,15 @@ def physionet(backend: str, budget: int, device: str, seed: int, path: str) -> d
         warnings.simplefilter("ignore")  # the three stays without time series
         icu = load_physionet2012(path, quantization=0.1)
     train = icu.data[: int(0.8 * len(icu.data))]
-    model = LatentODE(latent_dim=20, batch_size=50, max_epochs=budget, lr=0.01,
-                      solver_backend=backend, device=device, random_state=seed)  # fmt: skip
+    model = LatentODE(
+        latent_dim=20,
+        batch_size=50,
+        max_epochs=budget,
+        lr=0.01,
+        solver_backend=backend,
+        device=device,
+        random_state=seed,
+    )
     start = time.perf_counter()
     model.fit(train)
     return _summary(model, time.perf_counter() - start, len(train), -(-len(train) // 50))
@@ -377,41 +423,77 @@ def eval_overhead(backend: str, repeats: int = 20) -> dict:
 
     solve_s, bare_s = timed(solve), timed(bare)
     nfe = solver.nfe["forward"] + solver.nfe["backward"]
-    return {"backend": backend, "nfe": nfe, "solve_seconds": solve_s,
-            "bare_eval_us": 1e6 * bare_s, "per_eval_us": 1e6 * solve_s / nfe,
-            "overhead_per_eval_us": 1e6 * (solve_s - nfe * bare_s) / nfe}  # fmt: skip
+    return {
+        "backend": backend,
+        "nfe": nfe,
+        "solve_seconds": solve_s,
+        "bare_eval_us": 1e6 * bare_s,
+        "per_eval_us": 1e6 * solve_s / nfe,
+        "overhead_per_eval_us": 1e6 * (solve_s - nfe * bare_s) / nfe,
+    }
 
 
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--configs", nargs="+", default=["spiral", "periodic"],
-                        choices=["spiral", "spiral_reference", "spiral_regularised", "periodic",
-                                 "physionet"])
-    parser.add_argument("--regularise", type=float, default=0.01,
-                        help="kinetic and Jacobian weights of spiral_regularised")
-    parser.add_argument("--backends", nargs="+", default=["native", "torchdiffeq"],
-                        choices=["native", "torchdiffeq"])  # fmt: skip
+    parser.add_argument(
+        "--configs",
+        nargs="+",
+        default=["spiral", "periodic"],
+        choices=["spiral", "spiral_reference", "spiral_regularised", "periodic", "physionet"],
+    )
+    parser.add_argument(
+        "--regularise",
+        type=float,
+        default=0.01,
+        help="kinetic and Jacobian weights of spiral_regularised",
+    )
+    parser.add_argument(
+        "--backends",
+        nargs="+",
+        default=["native", "torchdiffeq"],
+        choices=["native", "torchdiffeq"],
+    )
     parser.add_argument("--spiral-iterations", type=int, default=100)
-    parser.add_argument("--spiral-data", default="chen", choices=["chen", "demo"],
-                        help="the spiral configurations' data: make_spirals' (Chen et al.'s "
-                             "geometry, noise 0.1, 100 points over 5 time units) or the "
-                             "public demo's own (see demo_spirals)")  # fmt: skip
-    parser.add_argument("--spiral-encoder", default="gru", choices=["gru", "rnn"],
-                        help="the library's recognition network in the spiral configurations "
-                             "(the demo's is a plain tanh RNN of width 25)")  # fmt: skip
-    parser.add_argument("--spiral-tolerances", default="demo", choices=list(SPIRAL_TOLERANCES),
-                        help="dopri5 tolerances of the library's spiral configurations: the "
-                             "demo's (rtol 1e-7, atol 1e-9) or the library's defaults "
-                             "(rtol 1e-3, atol 1e-4); the reference protocol always uses "
-                             "the demo's")  # fmt: skip
+    parser.add_argument(
+        "--spiral-data",
+        default="chen",
+        choices=["chen", "demo"],
+        help="the spiral configurations' data: make_spirals' (Chen et al.'s "
+        "geometry, noise 0.1, 100 points over 5 time units) or the "
+        "public demo's own (see demo_spirals)",
+    )
+    parser.add_argument(
+        "--spiral-encoder",
+        default="gru",
+        choices=["gru", "rnn"],
+        help="the library's recognition network in the spiral configurations "
+        "(the demo's is a plain tanh RNN of width 25)",
+    )
+    parser.add_argument(
+        "--spiral-tolerances",
+        default="demo",
+        choices=list(SPIRAL_TOLERANCES),
+        help="dopri5 tolerances of the library's spiral configurations: the "
+        "demo's (rtol 1e-7, atol 1e-9) or the library's defaults "
+        "(rtol 1e-3, atol 1e-4); the reference protocol always uses "
+        "the demo's",
+    )
     parser.add_argument("--periodic-epochs", type=int, default=5)
-    parser.add_argument("--periodic-eval-every", type=int, default=0,
-                        help="score the periodic model every N epochs (time to accuracy)")
+    parser.add_argument(
+        "--periodic-eval-every",
+        type=int,
+        default=0,
+        help="score the periodic model every N epochs (time to accuracy)",
+    )
     parser.add_argument("--physionet-epochs", type=int, default=2)
     parser.add_argument("--physionet-path", help="folder with set-a.tar.gz")
     parser.add_argument("--device", default="cpu")
-    parser.add_argument("--precision", default="32", choices=["32", "bf16-mixed"],
-                        help="precision of the spiral model's networks")  # fmt: skip
+    parser.add_argument(
+        "--precision",
+        default="32",
+        choices=["32", "bf16-mixed"],
+        help="precision of the spiral model's networks",
+    )
     parser.add_argument("--threads", type=int, default=0, help="torch threads (0: default)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--output", default=str(RESULTS / "suite.json"))
@@ -426,43 +508,63 @@ def main(argv=None):
         if config == "overhead":
             res = eval_overhead(backend)
         elif config == "spiral":
-            res = spiral(backend, args.spiral_iterations, args.device, args.seed,
-                         precision=args.precision, data_name=args.spiral_data,
-                         encoder=args.spiral_encoder,
-                         tolerances=args.spiral_tolerances)  # fmt: skip
+            res = spiral(
+                backend,
+                args.spiral_iterations,
+                args.device,
+                args.seed,
+                precision=args.precision,
+                data_name=args.spiral_data,
+                encoder=args.spiral_encoder,
+                tolerances=args.spiral_tolerances,
+            )
         elif config == "spiral_reference":
-            res = spiral_reference(args.spiral_iterations, args.device, args.seed,
-                                   args.spiral_data)  # fmt: skip
+            res = spiral_reference(args.spiral_iterations, args.device, args.seed, args.spiral_data)
         elif config == "spiral_regularised":
-            res = spiral(backend, args.spiral_iterations, args.device, args.seed,
-                         regularise=args.regularise, data_name=args.spiral_data,
-                         encoder=args.spiral_encoder,
-                         tolerances=args.spiral_tolerances)  # fmt: skip
+            res = spiral(
+                backend,
+                args.spiral_iterations,
+                args.device,
+                args.seed,
+                regularise=args.regularise,
+                data_name=args.spiral_data,
+                encoder=args.spiral_encoder,
+                tolerances=args.spiral_tolerances,
+            )
         elif config == "periodic":
-            res = periodic(backend, args.periodic_epochs, args.device, args.seed,
-                           args.periodic_eval_every)
+            res = periodic(
+                backend, args.periodic_epochs, args.device, args.seed, args.periodic_eval_every
+            )
         else:
-            res = physionet(backend, args.physionet_epochs, args.device, args.seed,
-                            args.physionet_path)  # fmt: skip
+            res = physionet(
+                backend, args.physionet_epochs, args.device, args.seed, args.physionet_path
+            )
         print(json.dumps(res))
         return None
     if "physionet" in args.configs and not args.physionet_path:
         parser.error("the physionet configuration needs --physionet-path")
 
-    flags = [f"--spiral-iterations={args.spiral_iterations}",
-             f"--periodic-epochs={args.periodic_epochs}",
-             f"--periodic-eval-every={args.periodic_eval_every}",
-             f"--physionet-epochs={args.physionet_epochs}", f"--device={args.device}",
-             f"--threads={args.threads}", f"--seed={args.seed}",
-             f"--regularise={args.regularise}", f"--precision={args.precision}",
-             f"--spiral-data={args.spiral_data}",
-             f"--spiral-encoder={args.spiral_encoder}",
-             f"--spiral-tolerances={args.spiral_tolerances}"]  # fmt: skip
+    flags = [
+        f"--spiral-iterations={args.spiral_iterations}",
+        f"--periodic-epochs={args.periodic_epochs}",
+        f"--periodic-eval-every={args.periodic_eval_every}",
+        f"--physionet-epochs={args.physionet_epochs}",
+        f"--device={args.device}",
+        f"--threads={args.threads}",
+        f"--seed={args.seed}",
+        f"--regularise={args.regularise}",
+        f"--precision={args.precision}",
+        f"--spiral-data={args.spiral_data}",
+        f"--spiral-encoder={args.spiral_encoder}",
+        f"--spiral-tolerances={args.spiral_tolerances}",
+    ]
     if args.physionet_path:
         flags.append(f"--physionet-path={args.physionet_path}")
     results = []
-    print(f"{'config':9} {'backend':12} {'s/iter':>8} {'it/s':>7} {'series/s':>9} "
-          f"{'NFE f/b per it':>15} {'peak MiB':>9}  accuracy")  # fmt: skip
+    print(
+        f"{'config':9} {'backend':12} {'s/iter':>8} {'it/s':>7} {'series/s':>9} "
+        f"{'NFE f/b per it':>15} {'peak MiB':>9}  accuracy"
+    )
     for config in args.configs:
         # the reference protocol is plain torchdiffeq: one run, whatever the backends
         for backend in ["reference"] if config == "spiral_reference" else args.backends:
@@ -470,32 +572,44 @@ def main(argv=None):
             r.update(config=config, backend=backend)
             results.append(r)
             acc = {k: v for k, v in r.items() if k.endswith(("rmse", "mse"))}
-            print(f"{config:9} {backend:12} {r['seconds_per_iteration']:>8.4f} "
-                  f"{r['iterations_per_second']:>7.2f} {r['series_per_second']:>9.0f} "
-                  f"{r['nfe_forward_per_iteration']:>7.0f}/{r['nfe_backward_per_iteration']:<7.0f}"
-                  f" {r['peak_rss_mib']:>9.0f}  "
-                  + " ".join(f"{k} {v:.4g}" for k, v in acc.items()), flush=True)  # fmt: skip
+            print(
+                f"{config:9} {backend:12} {r['seconds_per_iteration']:>8.4f} "
+                f"{r['iterations_per_second']:>7.2f} {r['series_per_second']:>9.0f} "
+                f"{r['nfe_forward_per_iteration']:>7.0f}/{r['nfe_backward_per_iteration']:<7.0f}"
+                f" {r['peak_rss_mib']:>9.0f}  " + " ".join(f"{k} {v:.4g}" for k, v in acc.items()),
+                flush=True,
+            )
     for r in results:
         if "time_to_accuracy" in r:
             tta = r["time_to_accuracy"]
-            when = (f"after {tta['epochs']} epochs, {tta['seconds']:.0f} s of training"
-                    if tta["seconds"] is not None else "not within the budget")  # fmt: skip
-            print(f"{r['config']} {r['backend']}: test MSE <= {tta['target_mse']} {when} "
-                  f"(reference: about {tta['reference_seconds'] / 60:.0f} min)")
+            when = (
+                f"after {tta['epochs']} epochs, {tta['seconds']:.0f} s of training"
+                if tta["seconds"] is not None
+                else "not within the budget"
+            )
+            print(
+                f"{r['config']} {r['backend']}: test MSE <= {tta['target_mse']} {when} "
+                f"(reference: about {tta['reference_seconds'] / 60:.0f} min)"
+            )
     overhead = {}
     if "spiral" in args.configs:
         for backend in args.backends:
             o = run_worker(__file__, ["overhead", backend, *flags])
             overhead[backend] = o
-            print(f"overhead {backend:12} {o['per_eval_us']:.0f} us per evaluation, of which "
-                  f"{o['overhead_per_eval_us']:.0f} us around the MLP's own "
-                  f"{o['bare_eval_us']:.0f} us (NFE {o['nfe']})", flush=True)  # fmt: skip
+            print(
+                f"overhead {backend:12} {o['per_eval_us']:.0f} us per evaluation, of which "
+                f"{o['overhead_per_eval_us']:.0f} us around the MLP's own "
+                f"{o['bare_eval_us']:.0f} us (NFE {o['nfe']})",
+                flush=True,
+            )
     speedups = {}
     for config in args.configs:
         rows = {r["backend"]: r for r in results if r["config"] == config}
         if {"native", "torchdiffeq"} <= rows.keys():
-            speedups[config] = (rows["torchdiffeq"]["seconds_per_iteration"]
-                                / rows["native"]["seconds_per_iteration"])  # fmt: skip
+            speedups[config] = (
+                rows["torchdiffeq"]["seconds_per_iteration"]
+                / rows["native"]["seconds_per_iteration"]
+            )
             print(f"{config}: native is {speedups[config]:.2f}x torchdiffeq per iteration")
         if config == "spiral" and "native" in rows:
             ratio = REFERENCE_DEMO_SECONDS_PER_ITERATION / rows["native"]["seconds_per_iteration"]
@@ -505,18 +619,26 @@ def main(argv=None):
     for r in results:
         if reference and r["config"] == "spiral" and r["backend"] == "native":
             ref = reference[0]
-            speedups["spiral_vs_reference_measured"] = (ref["seconds_per_iteration"]
-                                                        / r["seconds_per_iteration"])  # fmt: skip
-            print(f"spiral: native is {speedups['spiral_vs_reference_measured']:.2f}x the "
-                  f"reference protocol measured here; extrapolation RMSE "
-                  f"{r['extrapolation_rmse']:.3f} against {ref['extrapolation_rmse']:.3f} after "
-                  f"{args.spiral_iterations} iterations each")
+            speedups["spiral_vs_reference_measured"] = (
+                ref["seconds_per_iteration"] / r["seconds_per_iteration"]
+            )
+            print(
+                f"spiral: native is {speedups['spiral_vs_reference_measured']:.2f}x the "
+                f"reference protocol measured here; extrapolation RMSE "
+                f"{r['extrapolation_rmse']:.3f} against {ref['extrapolation_rmse']:.3f} after "
+                f"{args.spiral_iterations} iterations each"
+            )
     out = Path(args.output)
     out.parent.mkdir(parents=True, exist_ok=True)
-    record = {"config": {k: v for k, v in vars(args).items()
-                         if k not in ("output", "worker", "physionet_path")},
-              "results": results, "overhead": overhead, "speedups": speedups,
-              "versions": versions()}  # fmt: skip
+    record = {
+        "config": {
+            k: v for k, v in vars(args).items() if k not in ("output", "worker", "physionet_path")
+        },
+        "results": results,
+        "overhead": overhead,
+        "speedups": speedups,
+        "versions": versions(),
+    }
     out.write_text(json.dumps(record, indent=2))
     print(f"wrote {out}")
     return record

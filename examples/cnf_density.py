@@ -129,8 +129,9 @@ def main(argv=None):
     args = parser.parse_args(argv)
 
     results = []
-    fig, axes = plt.subplots(len(args.datasets), 4, figsize=(13, 3.3 * len(args.datasets)),
-                             squeeze=False)  # fmt: skip
+    fig, axes = plt.subplots(
+        len(args.datasets), 4, figsize=(13, 3.3 * len(args.datasets)), squeeze=False
+    )
     print(f"{'data':8} {'flow':7} {'params':>7} {'held-out NLL':>13} {'fit':>7}")
     for row, name in enumerate(args.datasets):
         draw = sampler(name, args.seed)
@@ -138,14 +139,27 @@ def main(argv=None):
         fitted, nlls = {}, {}
         for kind in ("cnf", "planar"):
             flow, module, seconds = fit(
-                kind, draw, iterations=args.iterations, batch=args.batch, lr=args.lr,
-                hidden=args.hidden, n_planar=args.planar_layers, seed=args.seed,
-            )  # fmt: skip
+                kind,
+                draw,
+                iterations=args.iterations,
+                batch=args.batch,
+                lr=args.lr,
+                hidden=args.hidden,
+                n_planar=args.planar_layers,
+                seed=args.seed,
+            )
             nll = held_out_nll(flow, test)
             params = sum(p.numel() for p in module.parameters())
             fitted[kind], nlls[kind] = flow, nll
-            results.append({"data": name, "flow": kind, "parameters": params,
-                            "held_out_nll": nll, "fit_seconds": seconds})  # fmt: skip
+            results.append(
+                {
+                    "data": name,
+                    "flow": kind,
+                    "parameters": params,
+                    "held_out_nll": nll,
+                    "fit_seconds": seconds,
+                }
+            )
             print(f"{name:8} {kind:7} {params:>7} {nll:>13.3f} {seconds:>6.0f}s")
         ax = axes[row]
         ax[0].scatter(*test[:2000].T, s=2, alpha=0.5, color="k")

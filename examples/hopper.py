@@ -63,16 +63,25 @@ def main(argv=None):
     n_times = 100
     n_obs = max(2, round(args.fraction * n_times))
     start = time.perf_counter()
-    data = make_hopper(n_series=args.n_series, n_obs=n_obs, n_times=n_times,
-                       random_state=args.seed)  # fmt: skip
-    print(f"simulated {args.n_series} runs in {time.perf_counter() - start:.1f} s; "
-          f"{n_obs} of {n_times} points observed per run")  # fmt: skip
+    data = make_hopper(n_series=args.n_series, n_obs=n_obs, n_times=n_times, random_state=args.seed)
+    print(
+        f"simulated {args.n_series} runs in {time.perf_counter() - start:.1f} s; "
+        f"{n_obs} of {n_times} points observed per run"
+    )
     scale = np.where(data.data_max != 0, data.data_max, 1.0)  # the paper's normalize_data
 
-    model = LatentODE(encoder=args.encoder, latent_dim=args.latent_dim, ode_hidden_dim=100,
-                      encoder_hidden_dim=100, decoder_hidden_dim=100, encode_fraction=0.5,
-                      max_epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
-                      random_state=args.seed)  # fmt: skip
+    model = LatentODE(
+        encoder=args.encoder,
+        latent_dim=args.latent_dim,
+        ode_hidden_dim=100,
+        encoder_hidden_dim=100,
+        decoder_hidden_dim=100,
+        encode_fraction=0.5,
+        max_epochs=args.epochs,
+        batch_size=args.batch_size,
+        lr=args.lr,
+        random_state=args.seed,
+    )
     start = time.perf_counter()
     model.fit(data.train)
     fit_seconds = time.perf_counter() - start
@@ -88,9 +97,13 @@ def main(argv=None):
         "interpolation_mse": masked_mse(data.test_values / scale, interp / scale),
         "extrapolation_mse": masked_mse(future / scale, extrap / scale),
         # reference: each channel's mean over the training observations, at every point
-        "mean_predictor_mse": masked_mse(data.test_values / scale, np.broadcast_to(
-            np.nanmean(np.concatenate([s.values for s in data.train]), 0) / scale,
-            data.test_values.shape)),
+        "mean_predictor_mse": masked_mse(
+            data.test_values / scale,
+            np.broadcast_to(
+                np.nanmean(np.concatenate([s.values for s in data.train]), 0) / scale,
+                data.test_values.shape,
+            ),
+        ),
         "n_extrapolated": len(keep),
         "fit_seconds": fit_seconds,
         "epochs_run": len(model.history_.loss),
@@ -107,8 +120,9 @@ def main(argv=None):
     sid = show.ids[0]
     draws = model.sample(show, times=data.times, n_samples=100)
     coords = {"time": data.times, "feature": data.train.feature_names}
-    truth = xr.DataArray(data.test_values[data.test.ids.index(sid)], dims=("time", "feature"),
-                         coords=coords)  # fmt: skip
+    truth = xr.DataArray(
+        data.test_values[data.test.ids.index(sid)], dims=("time", "feature"), coords=coords
+    )
     fig, axes = plt.subplots(len(SHOW), 1, figsize=(8, 2.2 * len(SHOW)), sharex=True)
     plot_posterior(draws, show, series=sid, features=SHOW, truth=truth, axes=axes)
     fig.suptitle(f"Hopper run {sid}: conditioned on the observed points of the first half")

@@ -37,9 +37,13 @@ class ResBlock(nn.Module):
     def __init__(self, channels: int):
         super().__init__()
         self.body = nn.Sequential(
-            norm(channels), nn.ReLU(), nn.Conv2d(channels, channels, 3, padding=1),
-            norm(channels), nn.ReLU(), nn.Conv2d(channels, channels, 3, padding=1),
-        )  # fmt: skip
+            norm(channels),
+            nn.ReLU(),
+            nn.Conv2d(channels, channels, 3, padding=1),
+            norm(channels),
+            nn.ReLU(),
+            nn.Conv2d(channels, channels, 3, padding=1),
+        )
 
     def forward(self, x):
         return x + self.body(x)
@@ -75,10 +79,14 @@ class ODEFunc(nn.Module):
 def build(kind: str, channels: int, size: int) -> nn.Module:
     if size >= 28:  # MNIST: downsample 28 -> 7 as in the paper
         stem = nn.Sequential(
-            nn.Conv2d(1, channels, 3), norm(channels), nn.ReLU(),
-            nn.Conv2d(channels, channels, 4, 2, 1), norm(channels), nn.ReLU(),
+            nn.Conv2d(1, channels, 3),
+            norm(channels),
+            nn.ReLU(),
             nn.Conv2d(channels, channels, 4, 2, 1),
-        )  # fmt: skip
+            norm(channels),
+            nn.ReLU(),
+            nn.Conv2d(channels, channels, 4, 2, 1),
+        )
     else:
         stem = nn.Sequential(nn.Conv2d(1, channels, 3, padding=1), norm(channels), nn.ReLU())
     if kind == "resnet":
@@ -99,8 +107,9 @@ def load_digits_data(seed: int):
 
     digits = load_digits()
     x = (digits.images / 16.0).astype(np.float32)[:, None]
-    return train_test_split(x, digits.target, test_size=0.2, random_state=seed,
-                            stratify=digits.target)  # fmt: skip
+    return train_test_split(
+        x, digits.target, test_size=0.2, random_state=seed, stratify=digits.target
+    )
 
 
 def load_mnist(folder: str):
@@ -176,25 +185,44 @@ def main(argv=None):
     parser.add_argument("--batch-size", type=int, default=64)
     parser.add_argument("--lr", type=float, default=3e-3)
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--models", nargs="+", default=["resnet", "rknet", "odenet"],
-                        choices=["resnet", "rknet", "odenet"])  # fmt: skip
+    parser.add_argument(
+        "--models",
+        nargs="+",
+        default=["resnet", "rknet", "odenet"],
+        choices=["resnet", "rknet", "odenet"],
+    )
     parser.add_argument("--mnist", help="folder with the MNIST *-ubyte.gz files")
     parser.add_argument("--output", help="write the results as JSON here")
     args = parser.parse_args(argv)
     torch.set_num_threads(max(1, torch.get_num_threads()))
     data = load_mnist(args.mnist) if args.mnist else load_digits_data(args.seed)
-    print(f"{'MNIST' if args.mnist else 'digits 8x8'}: {len(data[0])} training, "
-          f"{len(data[1])} test images")  # fmt: skip
+    print(
+        f"{'MNIST' if args.mnist else 'digits 8x8'}: {len(data[0])} training, "
+        f"{len(data[1])} test images"
+    )
     results = []
-    print(f"{'model':8} {'test error':>10} {'params':>8} {'saved MiB':>9} {'NFE f/b':>11} "
-          f"{'time':>7}")  # fmt: skip
+    print(
+        f"{'model':8} {'test error':>10} {'params':>8} {'saved MiB':>9} {'NFE f/b':>11} {'time':>7}"
+    )
     for kind in args.models:
-        r = train_and_test(kind, data, channels=args.channels, epochs=args.epochs,
-                           batch_size=args.batch_size, lr=args.lr, seed=args.seed)  # fmt: skip
-        nfe = (f"{r['nfe_forward_per_step']:.0f}/{r['nfe_backward_per_step']:.0f}"
-               if r["nfe_forward_per_step"] is not None else "-")  # fmt: skip
-        print(f"{kind:8} {r['test_error']:>10.2%} {r['parameters']:>8,} "
-              f"{r['saved_for_backward_mib']:>9.2f} {nfe:>11} {r['train_seconds']:>6.0f}s")
+        r = train_and_test(
+            kind,
+            data,
+            channels=args.channels,
+            epochs=args.epochs,
+            batch_size=args.batch_size,
+            lr=args.lr,
+            seed=args.seed,
+        )
+        nfe = (
+            f"{r['nfe_forward_per_step']:.0f}/{r['nfe_backward_per_step']:.0f}"
+            if r["nfe_forward_per_step"] is not None
+            else "-"
+        )
+        print(
+            f"{kind:8} {r['test_error']:>10.2%} {r['parameters']:>8,} "
+            f"{r['saved_for_backward_mib']:>9.2f} {nfe:>11} {r['train_seconds']:>6.0f}s"
+        )
         results.append(r)
     if args.output:
         config = {k: v for k, v in vars(args).items() if k != "output"}

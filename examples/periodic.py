@@ -53,13 +53,20 @@ def main(argv=None):
     parser.add_argument("--json", help="write the results as JSON here")
     args = parser.parse_args(argv)
 
-    data = make_periodic(n_series=args.n_series, n_obs=args.n_obs, noise_std=args.noise_std,
-                         random_state=args.seed)  # fmt: skip
+    data = make_periodic(
+        n_series=args.n_series, n_obs=args.n_obs, noise_std=args.noise_std, random_state=args.seed
+    )
     t_split = float(np.median(data.times))
     start = time.perf_counter()
-    model = LatentODE(encoder="odernn", latent_dim=args.latent_dim, max_epochs=args.epochs,
-                      encode_fraction=0.5, lr=0.01, lr_decay=0.98,
-                      random_state=args.seed).fit(data.train)  # fmt: skip
+    model = LatentODE(
+        encoder="odernn",
+        latent_dim=args.latent_dim,
+        max_epochs=args.epochs,
+        encode_fraction=0.5,
+        lr=0.01,
+        lr_decay=0.98,
+        random_state=args.seed,
+    ).fit(data.train)
     fit_seconds = time.perf_counter() - start
 
     interp = model.predict(data.test, times=data.times).values
@@ -83,8 +90,9 @@ def main(argv=None):
         "fit_seconds": fit_seconds,
         "peak_rss_mib": peak_rss_mib(),
     }
-    print(f"fitted {len(data.train)} series ({args.n_obs} of 100 points each) in "
-          f"{fit_seconds:.0f} s")  # fmt: skip
+    print(
+        f"fitted {len(data.train)} series ({args.n_obs} of 100 points each) in {fit_seconds:.0f} s"
+    )
     print(f"interpolation MSE, all 100 points:        {results['interpolation_mse']:.4f}")
     print(f"extrapolation MSE, second half:           {results['extrapolation_mse']:.4f}")
     print(f"  ODE-RNN forecaster:                      {results['odernn_extrapolation_mse']:.4f}")
@@ -95,8 +103,11 @@ def main(argv=None):
     fig, axes = plt.subplots(3, 1, figsize=(8, 7), sharex=True)
     for ax, sid in zip(axes, show.ids, strict=True):
         row = data.test.ids.index(sid)
-        truth = xr.DataArray(data.test_truth[row], dims=("time", "feature"),
-                             coords={"time": data.times, "feature": ["value"]})  # fmt: skip
+        truth = xr.DataArray(
+            data.test_truth[row],
+            dims=("time", "feature"),
+            coords={"time": data.times, "feature": ["value"]},
+        )
         plot_posterior(draws, show, series=sid, truth=truth, axes=[ax])
     fig.suptitle("conditioned on the first half, extrapolating the second")
     fig.tight_layout()

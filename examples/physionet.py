@@ -89,39 +89,72 @@ def main(argv=None):
     parser.add_argument("--quantization", type=float, default=0.1, help="hours")
     parser.add_argument("--epochs", type=int, default=30)
     parser.add_argument("--latent-dim", type=int, default=20)
-    parser.add_argument("--encoder", choices=["odernn", "gru"], default="odernn",
-                        help="recognition network (the GRU is several times faster on CPU)")
+    parser.add_argument(
+        "--encoder",
+        choices=["odernn", "gru"],
+        default="odernn",
+        help="recognition network (the GRU is several times faster on CPU)",
+    )
     parser.add_argument("--batch-size", type=int, default=50)
     parser.add_argument("--lr", type=float, default=0.01)
     parser.add_argument("--lr-decay", type=float, default=0.99, help="per epoch")
-    parser.add_argument("--average-epochs", type=int, default=0,
-                        help="fit with the mean parameters of this many last epochs "
-                        "(see LatentODE)")
-    parser.add_argument("--kl-anneal-epochs", type=int, default=0,
-                        help="epochs over which the KL weight rises to --kl-weight")
-    parser.add_argument("--kl-weight", type=float, default=1.0,
-                        help="KL weight after annealing (1: the ELBO; see LatentODE)")
-    parser.add_argument("--obs-weighting", choices=["point", "series_feature"],
-                        default="point",
-                        help="training weight of the observations: each value once, or each "
-                        "(stay, channel) pair the same in total as the paper's code and its "
-                        "MSE aggregation (see LatentODE)")
+    parser.add_argument(
+        "--average-epochs",
+        type=int,
+        default=0,
+        help="fit with the mean parameters of this many last epochs (see LatentODE)",
+    )
+    parser.add_argument(
+        "--kl-anneal-epochs",
+        type=int,
+        default=0,
+        help="epochs over which the KL weight rises to --kl-weight",
+    )
+    parser.add_argument(
+        "--kl-weight",
+        type=float,
+        default=1.0,
+        help="KL weight after annealing (1: the ELBO; see LatentODE)",
+    )
+    parser.add_argument(
+        "--obs-weighting",
+        choices=["point", "series_feature"],
+        default="point",
+        help="training weight of the observations: each value once, or each "
+        "(stay, channel) pair the same in total as the paper's code and its "
+        "MSE aggregation (see LatentODE)",
+    )
     parser.add_argument("--label-weight", type=float, default=100.0)
     parser.add_argument("--poisson", action="store_true", help="model observation times too")
-    parser.add_argument("--no-labels", action="store_true",
-                        help="fit a LatentODE without the mortality label (the paper fits its "
-                        "interpolation and extrapolation models so); no AUC is reported")
-    parser.add_argument("--obs-std", type=float,
-                        help="fix the observation noise at this fraction of each channel's "
-                        "maximum (the paper: 0.01 on its (x - min) / max scale); learned if "
-                        "omitted")
-    parser.add_argument("--encode-fraction", type=float, default=1.0,
-                        help="train the encoder on random leading parts of each stay "
-                        "(see LatentODE); 0.5 prepares the model for extrapolation")
-    parser.add_argument("--validation", type=float, default=0.0,
-                        help="share of the training stays held out to pick the best epoch")
-    parser.add_argument("--patience", type=int, help="stop after this many epochs without "
-                        "validation improvement")
+    parser.add_argument(
+        "--no-labels",
+        action="store_true",
+        help="fit a LatentODE without the mortality label (the paper fits its "
+        "interpolation and extrapolation models so); no AUC is reported",
+    )
+    parser.add_argument(
+        "--obs-std",
+        type=float,
+        help="fix the observation noise at this fraction of each channel's "
+        "maximum (the paper: 0.01 on its (x - min) / max scale); learned if "
+        "omitted",
+    )
+    parser.add_argument(
+        "--encode-fraction",
+        type=float,
+        default=1.0,
+        help="train the encoder on random leading parts of each stay "
+        "(see LatentODE); 0.5 prepares the model for extrapolation",
+    )
+    parser.add_argument(
+        "--validation",
+        type=float,
+        default=0.0,
+        help="share of the training stays held out to pick the best epoch",
+    )
+    parser.add_argument(
+        "--patience", type=int, help="stop after this many epochs without validation improvement"
+    )
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--output", default="physionet.png", help="figure to write")
     parser.add_argument("--json", help="write the results as JSON here")
@@ -130,18 +163,22 @@ def main(argv=None):
 
     start = time.perf_counter()
     icu = load_physionet2012(args.path, download=args.download, quantization=args.quantization)
-    print(f"loaded {len(icu.data)} stays in {time.perf_counter() - start:.1f} s "
-          f"({len(icu.excluded)} without time series left out)")  # fmt: skip
+    print(
+        f"loaded {len(icu.data)} stays in {time.perf_counter() - start:.1f} s "
+        f"({len(icu.excluded)} without time series left out)"
+    )
     idx = np.arange(len(icu.data))
     if args.n_stays:
         rng = np.random.default_rng(args.seed)
         idx = np.sort(rng.choice(idx, size=min(args.n_stays, idx.size), replace=False))
-    train_idx, test_idx = train_test_split(idx, test_size=0.2, random_state=args.seed,
-                                           stratify=icu.y[idx])  # fmt: skip
+    train_idx, test_idx = train_test_split(
+        idx, test_size=0.2, random_state=args.seed, stratify=icu.y[idx]
+    )
     fit_kwargs = {}
     if args.validation > 0:
-        train_idx, val_idx = train_test_split(train_idx, test_size=args.validation,
-                                              random_state=args.seed, stratify=icu.y[train_idx])
+        train_idx, val_idx = train_test_split(
+            train_idx, test_size=args.validation, random_state=args.seed, stratify=icu.y[train_idx]
+        )
         val = icu.data[val_idx]
         fit_kwargs["validation_data"] = val if args.no_labels else (val, icu.y[val_idx])
     train, test = icu.data[train_idx], icu.data[test_idx]
@@ -153,14 +190,22 @@ def main(argv=None):
     span = np.where(hi != 0, hi, 1.0)
     params = dict(
         obs_std=None if args.obs_std is None else [float(x) for x in args.obs_std * span],
-        encoder=args.encoder, latent_dim=args.latent_dim, poisson=args.poisson,
-        encode_fraction=args.encode_fraction, max_epochs=args.epochs,
-        batch_size=args.batch_size, lr=args.lr, lr_decay=args.lr_decay,
+        encoder=args.encoder,
+        latent_dim=args.latent_dim,
+        poisson=args.poisson,
+        encode_fraction=args.encode_fraction,
+        max_epochs=args.epochs,
+        batch_size=args.batch_size,
+        lr=args.lr,
+        lr_decay=args.lr_decay,
         average_epochs=args.average_epochs,
-        kl_anneal_epochs=args.kl_anneal_epochs, kl_weight=args.kl_weight, patience=args.patience,
+        kl_anneal_epochs=args.kl_anneal_epochs,
+        kl_weight=args.kl_weight,
+        patience=args.patience,
         obs_weighting=args.obs_weighting,
-        random_state=args.seed, verbose=args.verbose,
-    )  # fmt: skip
+        random_state=args.seed,
+        verbose=args.verbose,
+    )
     start = time.perf_counter()
     if args.no_labels:
         model = LatentODE(**params).fit(train, **fit_kwargs)
@@ -173,7 +218,8 @@ def main(argv=None):
     interp, interp_reference = scaled_mse(model, test, test, span)
     extrap, extrap_reference = scaled_mse(model, early, late, span)
     results = {
-        "mortality_auc": None if args.no_labels
+        "mortality_auc": None
+        if args.no_labels
         else float(roc_auc_score(icu.y[test_idx], model.predict_proba(test)[:, 1])),
         "interpolation_mse": float(interp),
         "extrapolation_mse": float(extrap),
@@ -188,16 +234,22 @@ def main(argv=None):
     print(f"fitted {len(train)} stays in {fit_seconds:.0f} s; on {len(test)} held-out stays:")
     if results["mortality_auc"] is not None:
         print(f"  mortality AUC       {results['mortality_auc']:.3f}   (paper, best: 0.833)")
-    print(f"  interpolation MSE   {results['interpolation_mse']:.3e} over observed values; "
-          f"{results['interpolation_mse_reference_scale']:.3e} on the paper's scale "
-          "(paper: 2.118e-3)")  # fmt: skip
-    print(f"  extrapolation MSE   {results['extrapolation_mse']:.3e} over observed values; "
-          f"{results['extrapolation_mse_reference_scale']:.3e} on the paper's scale "
-          "(paper: 2.231e-3)")  # fmt: skip
+    print(
+        f"  interpolation MSE   {results['interpolation_mse']:.3e} over observed values; "
+        f"{results['interpolation_mse_reference_scale']:.3e} on the paper's scale "
+        "(paper: 2.118e-3)"
+    )
+    print(
+        f"  extrapolation MSE   {results['extrapolation_mse']:.3e} over observed values; "
+        f"{results['extrapolation_mse_reference_scale']:.3e} on the paper's scale "
+        "(paper: 2.231e-3)"
+    )
 
     # one held-out patient: first 24 h observed, 48 h of posterior
-    counts = [sum(np.isfinite(s.values[:, early.feature_names.index(v)]).sum() for v in VITALS)
-              for s in early]  # fmt: skip
+    counts = [
+        sum(np.isfinite(s.values[:, early.feature_names.index(v)]).sum() for v in VITALS)
+        for s in early
+    ]
     patient = early[[int(np.argmax(counts))]]
     sid = patient.ids[0]
     draws = model.sample(patient, times=np.linspace(0, 48, 97), n_samples=200)

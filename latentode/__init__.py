@@ -3,8 +3,9 @@
 from importlib.metadata import PackageNotFoundError, version
 
 from .baselines import ODERNNBaseline, ODERNNClassifier, RNNBaseline
-from .estimator import LatentODE, LatentODEClassifier
-from .solvers import ODESolver, SolverError
+from .classifier import LatentODEClassifier
+from .latent_ode import LatentODE
+from .solvers import ODESolver, SolverError, SolverSettings
 
 try:
     __version__ = version("latentode")
@@ -19,5 +20,6 @@ __all__ = [
     "ODESolver",
     "RNNBaseline",
     "SolverError",
+    "SolverSettings",
     "__version__",
 ]

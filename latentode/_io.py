@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import glob
 import hashlib
+import json
+import logging
 import math
 import os
 
@@ -17,8 +19,32 @@ import numpy as np
 import torch
 
 __all__ = [
+    "CHECKPOINT_FORMAT",
+    "CHECKPOINT_VERSION",
+    "FORMAT_NAME",
+    "FORMAT_VERSION",
+    "RESUMABLE_PARAMS",
     "content_digest",
-    "data_fingerprint", "read_payload", "remove_stale_temporaries", "write_atomic"]
+    "data_fingerprint",
+    "read_checkpoint",
+    "read_model",
+    "read_payload",
+    "remove_stale_temporaries",
+    "to_cpu",
+    "write_atomic",
+    "write_checkpoint",
+    "write_model",
+]
+
+FORMAT_NAME = "latentode"
+FORMAT_VERSION = 1
+CHECKPOINT_FORMAT = "latentode-checkpoint"
+CHECKPOINT_VERSION = 1
+#: Parameters that may change between an interrupted fit and its resumption.
+RESUMABLE_PARAMS = frozenset({"max_epochs", "patience", "verbose", "device"})
+
+
+logger = logging.getLogger(__name__)
 
 
 def _temporary(path: str) -> str:
@@ -178,3 +204,141 @@ def data_fingerprint(data) -> str:
         digest.update(np.ascontiguousarray(series.times, dtype=np.float64).tobytes())
         digest.update(np.ascontiguousarray(series.values, dtype=np.float64).tobytes())
     return digest.hexdigest()
+
+
+def to_cpu(obj):
+    """Copy of a nested structure of dicts, lists and tensors with every tensor on the CPU."""
+    if isinstance(obj, torch.Tensor):
+        return obj.detach().cpu()
+    if isinstance(obj, dict):
+        return type(obj)((k, to_cpu(v)) for k, v in obj.items())
+    if isinstance(obj, (list, tuple)):
+        return type(obj)(to_cpu(v) for v in obj)
+    return obj
+
+
+# -- model files ---------------------------------------------------------------------------
+def write_model(path, *, cls_name: str, params: str, fitted: str, state_dict: dict) -> None:
+    """Write a fitted estimator's file atomically.
+
+    Parameters
+    ----------
+    path : str or path-like
+    cls_name : str
+        The estimator's class name; :func:`read_model` checks it.
+    params, fitted : str
+        JSON of the estimator's parameters and of its fitted attributes.
+    state_dict : dict of str to Tensor
+        The fitted network's weights (copied to the CPU).
+    """
+    payload = {
+        "format": FORMAT_NAME,
+        "format_version": FORMAT_VERSION,
+        "class": cls_name,
+        "params": params,
+        "fitted": fitted,
+        "state_dict": {k: v.detach().cpu() for k, v in state_dict.items()},
+    }
+    write_atomic(payload, path)
+
+
+def read_model(path, *, cls_name: str) -> dict:
+    """Read a file of :func:`write_model` for the estimator class ``cls_name``.
+
+    Returns
+    -------
+    dict
+        ``params`` and ``fitted`` as JSON text, ``state_dict`` as tensors on the CPU.
+
+    Raises
+    ------
+    ValueError
+        Not a model file, damaged, newer, or holding another class (the message names it).
+    """
+    what = "latentode model file"
+    payload = read_payload(path, fmt=FORMAT_NAME, version=FORMAT_VERSION, what=what)
+    if payload.get("class") != cls_name:
+        raise ValueError(
+            f"{path!s} holds a {payload.get('class')}, not a {cls_name}; load it with "
+            f"{payload.get('class')}.load."
+        )
+    return payload
+
+
+# -- checkpoints ---------------------------------------------------------------------------
+def _comparable(params: dict) -> dict:
+    params = json.loads(json.dumps(params))
+    return {k: v for k, v in params.items() if k not in RESUMABLE_PARAMS}
+
+
+def write_checkpoint(
+    path, training: dict, *, cls_name: str, params: dict, fingerprint: str
+) -> None:
+    """Write a training state atomically, with what a resumption must match.
+
+    Parameters
+    ----------
+    path : str or path-like
+    training : dict
+        The training loop's state (tensors are copied to the CPU).
+    cls_name : str
+    params : dict
+        The estimator's parameters (JSON-serialisable); all but :data:`RESUMABLE_PARAMS`
+        must be the same to resume.
+    fingerprint : str
+        Identifies the training data (:func:`data_fingerprint`).
+    """
+    write_atomic(
+        {
+            "format": CHECKPOINT_FORMAT,
+            "format_version": CHECKPOINT_VERSION,
+            "class": cls_name,
+            "params": json.dumps(_comparable(params)),
+            "data_fingerprint": fingerprint,
+            "training": to_cpu(training),
+        },
+        path,
+    )
+
+
+def read_checkpoint(path, *, cls_name: str, params: dict, fingerprint: str) -> dict | None:
+    """The training state of a checkpoint, if it matches the fit about to resume.
+
+    Temporary files of killed writers are removed first.
+
+    Returns
+    -------
+    dict or None
+        The training state (tensors on the CPU), or None when there is no file at ``path``.
+
+    Raises
+    ------
+    ValueError
+        The file is not a readable checkpoint, belongs to another class, was written with
+        other parameters (naming them) or for other data.
+    """
+    remove_stale_temporaries(path)
+    if not os.path.exists(os.fspath(path)):
+        logger.info("no checkpoint at %s; starting afresh", path)
+        return None
+    payload = read_payload(
+        path, fmt=CHECKPOINT_FORMAT, version=CHECKPOINT_VERSION, what="latentode checkpoint"
+    )
+    if payload.get("class") != cls_name:
+        raise ValueError(
+            f"checkpoint {os.fspath(path)!r} belongs to a {payload.get('class')}, not a {cls_name}."
+        )
+    saved, current = json.loads(payload["params"]), _comparable(params)
+    changed = sorted(k for k in set(saved) | set(current) if saved.get(k) != current.get(k))
+    if changed:
+        raise ValueError(
+            f"checkpoint {os.fspath(path)!r} was written with other values of {changed}; "
+            "resume with the same parameters (only max_epochs, patience, verbose and device "
+            "may change) or pass resume=False to start afresh."
+        )
+    if payload["data_fingerprint"] != fingerprint:
+        raise ValueError(
+            f"checkpoint {os.fspath(path)!r} was written for different training data; "
+            "resume with the same X or pass resume=False to start afresh."
+        )
+    return payload["training"]

@@ -17,6 +17,9 @@ Gradients, two ways:
   the backward cost is one re-evaluation of each step — no backward solve restarting at every
   output time, unlike the continuous adjoint.
 
+Also here: :func:`rk4`, the classic fixed-step fourth-order method for autonomous fields,
+which the ODE-RNN networks step between observations.
+
 Coefficients: J. R. Dormand and P. J. Prince, A family of embedded Runge–Kutta formulae,
 J. Comp. Appl. Math. 6 (1980); the continuous extension of E. Hairer, S. P. Nørsett and
 G. Wanner, Solving Ordinary Differential Equations I (2nd ed., 1993), section II.6.
@@ -166,8 +169,9 @@ class _Checkpointed(torch.autograd.Function):
     @staticmethod
     def forward(ctx, func, times, rtol, atol, max_steps, n_error, y0, *params):
         with torch.no_grad():
-            outputs, where, steps = _solve(func, y0, times, rtol, atol, max_steps, record=True,
-                                           n_error=n_error)  # fmt: skip
+            outputs, where, steps = _solve(
+                func, y0, times, rtol, atol, max_steps, record=True, n_error=n_error
+            )
         ctx.func, ctx.where = func, where
         ctx.steps = [(t, h) for t, h, _ in steps]
         # the start state of every accepted step: all the memory this mode keeps
@@ -250,14 +254,43 @@ def dopri5(
     -------
     Tensor of shape (time, ..., state)
     """
+
     def call(s, y):
         return func(y.new_full((), s), y)
 
     f, times = _direction(call, t)
     if gradient == "backprop":
-        outputs, _, _ = _solve(f, y0, times, rtol, atol, max_steps, record=False,
-                               n_error=error_channels)  # fmt: skip
+        outputs, _, _ = _solve(
+            f, y0, times, rtol, atol, max_steps, record=False, n_error=error_channels
+        )
         return torch.cat(outputs)
     if gradient == "checkpoint":
         return _Checkpointed.apply(f, times, rtol, atol, max_steps, error_channels, y0, *params)
     raise ValueError(f"gradient must be 'backprop' or 'checkpoint'; got {gradient!r}.")
+
+
+def rk4(f, h: torch.Tensor, span: float, n_steps: int) -> torch.Tensor:
+    """Integrate the autonomous ``dh/dt = f(h)`` over ``span`` (either sign) with RK4.
+
+    Parameters
+    ----------
+    f : callable
+        Maps (..., state) to (..., state).
+    h : Tensor of shape (..., state)
+    span : float
+        Signed length of the interval.
+    n_steps : int
+        Equal steps.
+
+    Returns
+    -------
+    Tensor of shape (..., state)
+    """
+    dt = span / n_steps
+    for _ in range(n_steps):
+        k1 = f(h)
+        k2 = f(h + 0.5 * dt * k1)
+        k3 = f(h + 0.5 * dt * k2)
+        k4 = f(h + dt * k3)
+        h = h + dt / 6.0 * (k1 + 2.0 * k2 + 2.0 * k3 + k4)
+    return h

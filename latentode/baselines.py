@@ -11,20 +11,32 @@ from sklearn.base import ClassifierMixin
 from sklearn.utils.validation import check_is_fitted
 from torch import nn
 
-from .datasets import as_dataset
-from .estimator import (
+from ._base import (
     IrregularSeriesEstimator,
     LabelledSeriesMixin,
-    _batch_labels,
-    _seed_from,
-    check_positive_int,
+    batch_labels,
     resolve_device,
+    seed_from,
 )
+from ._validation import integer, real
+from .datasets import as_dataset
 from .inference import TrainingHistory
 from .likelihoods import observation_window
-from .nn import ODERNN, GapRNN, mlp
+from .nn import mlp
+from .recurrent import ODERNN, GapRNN
 
 __all__ = ["ODERNNBaseline", "ODERNNClassifier", "RNNBaseline"]
+
+#: What the parameters of the recurrent baselines may be.
+_TRAINING = (
+    integer("hidden_dim", low=1),
+    integer("max_epochs", low=1),
+    integer("batch_size", low=1),
+    real("lr", low=0, low_open=True),
+    real("lr_decay", low=0, low_open=True, high=1),
+    real("clip_norm", low=0, low_open=True, none=True),
+)
+
 
 def _train_minibatches(est, n_series: int, batch_loss, seed: int):
     """Adam over shuffled mini-batches of series, the loop the non-latent baselines share.
@@ -69,7 +81,6 @@ def _train_minibatches(est, n_series: int, batch_loss, seed: int):
             history.loss.append(total / count)
             history.seconds.append(time.perf_counter() - start)
     return net.eval(), history
-
 
 
 class RNNBaseline(IrregularSeriesEstimator):
@@ -121,6 +132,8 @@ class RNNBaseline(IrregularSeriesEstimator):
         self.device = device
         self.random_state = random_state
 
+    _parameter_constraints = _TRAINING
+
     def _build_module(self) -> GapRNN:
         return GapRNN(self.n_features_in_, self.hidden_dim, gap_scale=self.gap_scale_)
 
@@ -138,8 +151,7 @@ class RNNBaseline(IrregularSeriesEstimator):
         -------
         self
         """
-        for name in ("hidden_dim", "max_epochs", "batch_size"):
-            check_positive_int(name, getattr(self, name))
+        self._validate_params()
         data = as_dataset(X, name="X")
         short = [s.id for s in data if s.n_obs < 2]
         if short:
@@ -152,7 +164,7 @@ class RNNBaseline(IrregularSeriesEstimator):
         return self
 
     def _fit(self, data) -> None:
-        seed = _seed_from(self.random_state)
+        seed = seed_from(self.random_state)
         self.device_ = resolve_device(self.device)
         self._fit_scaling(data)
         gaps = np.concatenate([np.diff(s.times) for s in data]) / self.time_scale_
@@ -300,6 +312,8 @@ class ODERNNClassifier(LabelledSeriesMixin, ClassifierMixin, IrregularSeriesEsti
         self.device = device
         self.random_state = random_state
 
+    _parameter_constraints = (*_TRAINING, real("forecast_weight", low=0))
+
     def _build_module(self) -> _ODERNNClassifierNet:
         return _ODERNNClassifierNet(self.n_features_in_, self.hidden_dim, len(self.classes_))
 
@@ -311,12 +325,7 @@ class ODERNNClassifier(LabelledSeriesMixin, ClassifierMixin, IrregularSeriesEsti
         -------
         self
         """
-        for name in ("hidden_dim", "max_epochs", "batch_size"):
-            check_positive_int(name, getattr(self, name))
-        if not (isinstance(self.forecast_weight, (int, float)) and self.forecast_weight >= 0):
-            raise ValueError(
-                f"forecast_weight must be a non-negative number; got {self.forecast_weight!r}."
-            )
+        self._validate_params()
         data = as_dataset(X, name="X")
         with self._keep_state_on_failure():
             labels = self._check_labels(y, data)
@@ -324,7 +333,7 @@ class ODERNNClassifier(LabelledSeriesMixin, ClassifierMixin, IrregularSeriesEsti
         return self
 
     def _fit(self, data, labels) -> None:
-        seed = _seed_from(self.random_state)
+        seed = seed_from(self.random_state)
         self.device_ = resolve_device(self.device)
         self._fit_scaling(data)
         series = list(data)
@@ -333,7 +342,7 @@ class ODERNNClassifier(LabelledSeriesMixin, ClassifierMixin, IrregularSeriesEsti
         def batch_loss(net, idx):
             chosen = [series[j] for j in idx]
             batch = self._batch(chosen, self.device_)
-            target = _batch_labels(labels, idx, chosen).to(self.device_)
+            target = batch_labels(labels, idx, chosen).to(self.device_)
             logits, pred, m = net(batch.values, batch.mask, batch.times, per_time=per_time)
             loss = nn.functional.cross_entropy(
                 logits.reshape(-1, logits.shape[-1]), target.reshape(-1), ignore_index=-1
@@ -370,5 +379,6 @@ class ODERNNClassifier(LabelledSeriesMixin, ClassifierMixin, IrregularSeriesEsti
         coords = self._coords(data, t)
         del coords["feature"]
         coords["class"] = self.classes_
-        return xr.DataArray(proba, dims=("series", "time", "class"), coords=coords,
-                            name="probability")  # fmt: skip
+        return xr.DataArray(
+            proba, dims=("series", "time", "class"), coords=coords, name="probability"
+        )

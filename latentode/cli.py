@@ -20,7 +20,15 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from ._validation import integer, real
+from .latent_ode import PARAMETERS
+
 __all__ = ["main"]
+
+_ESTIMATOR = {c.name: c for c in PARAMETERS}
+_SEED = integer("random_state", low=0)
+#: The spiral benchmark's settings (forecast training, the data's noise fixed), for ``demo``.
+_DEMO_SETTINGS = dict(lr=0.02, lr_decay=0.997, encode_fraction=0.5, obs_std=0.1)
 
 
 class CommandError(Exception):
@@ -144,11 +152,12 @@ def _plot(args) -> None:
 
 def _demo(args) -> None:
     from . import LatentODE
-    from .datasets import TUNED_LATENT_ODE, make_spirals
+    from .datasets import make_spirals
 
     data = make_spirals(n_series=args.n_series, n_obs=30, random_state=args.seed)
     model = LatentODE(
-        **{**TUNED_LATENT_ODE, "max_epochs": args.epochs},
+        **_DEMO_SETTINGS,
+        max_epochs=args.epochs,
         random_state=args.seed,
         verbose="force" if args.progress else False,
     ).fit(data.train)
@@ -166,9 +175,17 @@ def _data_arguments(parser) -> None:
 
 def _time_arguments(parser) -> None:
     parser.add_argument("--times", help="comma-separated query times")
-    parser.add_argument("--horizon", type=float, help="predict this far past the last time")
-    parser.add_argument("--step", type=float, help="spacing of the horizon grid")
-    parser.add_argument("--samples", type=int, default=200, help="posterior draws")
+    positive = real("horizon", low=0, low_open=True)
+    parser.add_argument(
+        "--horizon", type=positive.parse, help="predict this far past the last time"
+    )
+    parser.add_argument("--step", type=positive.parse, help="spacing of the horizon grid")
+    parser.add_argument(
+        "--samples",
+        type=integer("samples", low=1).parse,
+        default=200,
+        help="posterior draws",
+    )
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -181,11 +198,11 @@ def build_parser() -> argparse.ArgumentParser:
     fit = sub.add_parser("fit", help="fit a Latent ODE and save it")
     _data_arguments(fit)
     fit.add_argument("--model", required=True, help="file to write the fitted model to")
-    fit.add_argument("--epochs", type=int, default=100)
-    fit.add_argument("--latent-dim", type=int, default=4)
-    fit.add_argument("--lr", type=float, default=1e-2)
-    fit.add_argument("--encoder", choices=["gru", "rnn", "odernn"], default="gru")
-    fit.add_argument("--seed", type=int, default=0)
+    fit.add_argument("--epochs", type=_ESTIMATOR["max_epochs"].parse, default=100)
+    fit.add_argument("--latent-dim", type=_ESTIMATOR["latent_dim"].parse, default=4)
+    fit.add_argument("--lr", type=_ESTIMATOR["lr"].parse, default=1e-2)
+    fit.add_argument("--encoder", choices=list(_ESTIMATOR["encoder"].choices), default="gru")
+    fit.add_argument("--seed", type=_SEED.parse, default=0)
     fit.add_argument("--checkpoint", help="checkpoint file, written during training")
     fit.add_argument("--resume", action="store_true", help="continue from --checkpoint")
     fit.add_argument("--progress", action="store_true", help="show a progress bar")
@@ -204,14 +221,19 @@ def build_parser() -> argparse.ArgumentParser:
     _data_arguments(plot)
     _time_arguments(plot)
     plot.add_argument("--series", nargs="+", help="series ids (default: the first few)")
-    plot.add_argument("--max-series", type=int, default=3)
+    plot.add_argument("--max-series", type=integer("max_series", low=1).parse, default=3)
     plot.add_argument("--output", required=True, help="PNG file")
     plot.set_defaults(run=_plot)
 
     demo = sub.add_parser("demo", help="fit the spiral model and print its RMSE")
-    demo.add_argument("--epochs", type=int, default=1000, help="training epochs")
-    demo.add_argument("--n-series", type=int, default=1000)
-    demo.add_argument("--seed", type=int, default=0)
+    demo.add_argument(
+        "--epochs",
+        type=_ESTIMATOR["max_epochs"].parse,
+        default=1000,
+        help="training epochs",
+    )
+    demo.add_argument("--n-series", type=integer("n_series", low=5).parse, default=1000)
+    demo.add_argument("--seed", type=_SEED.parse, default=0)
     demo.add_argument("--progress", action="store_true")
     demo.set_defaults(run=_demo)
     return parser

@@ -19,12 +19,30 @@ from pyro.distributions import constraints
 from pyro.distributions.torch_transform import TransformModule
 from torch import nn
 
-from .solvers import ODESolver
+from ._validation import check_params, choice, real
+from .solvers import ODESolver, SolverSettings
 
-__all__ = ["CNF", "CNFDynamics", "TRACE_ESTIMATORS", "exact_trace", "hutchinson_trace"]
+__all__ = [
+    "CNF",
+    "CNFDynamics",
+    "DEFAULT_SOLVER",
+    "TRACE_ESTIMATORS",
+    "exact_trace",
+    "hutchinson_trace",
+]
 
 #: Ways of computing tr(∂f/∂z).
 TRACE_ESTIMATORS = ("exact", "hutchinson")
+
+#: The solver settings of a :class:`CNF` unless it is given others: a flow's log-density is
+#: only as good as its solve, so the tolerances are tighter than a latent trajectory's.
+DEFAULT_SOLVER = SolverSettings(rtol=1e-5, atol=1e-5, max_nfe=10_000)
+
+_PARAMETERS = (
+    choice("trace", ("auto", *TRACE_ESTIMATORS)),
+    choice("noise", ("rademacher", "gaussian")),
+    real("t1", low=0, low_open=True),
+)
 
 
 class CNFDynamics(nn.Module):
@@ -187,10 +205,12 @@ class CNF(TransformModule):
         used when gradients are not being recorded, e.g. to evaluate a trained flow).
     noise : {"rademacher", "gaussian"}, default "rademacher"
         Distribution of Hutchinson's probe, drawn once per solve.
-    method : str, default "dopri5"
-    rtol, atol : float, default 1e-5, 1e-5
-    adjoint : bool, default False
-    max_nfe : int or None, default 10000
+    settings : SolverSettings, optional
+        How the flow's ODE is solved; default :data:`DEFAULT_SOLVER` (dopri5 at rtol and atol
+        1e-5, at most 10 000 evaluations a solve).
+    **changes
+        Fields of :class:`~latentode.solvers.SolverSettings` to change (``rtol=``,
+        ``adjoint=``, ...).
 
     Attributes
     ----------
@@ -222,29 +242,19 @@ class CNF(TransformModule):
         t1: float = 1.0,
         trace: str = "auto",
         noise: str = "rademacher",
-        method: str = "dopri5",
-        rtol: float = 1e-5,
-        atol: float = 1e-5,
-        adjoint: bool = False,
-        max_nfe: int | None = 10_000,
+        settings: SolverSettings | None = None,
+        **changes,
     ):
         super().__init__(cache_size=1)
-        if trace not in ("auto",) + TRACE_ESTIMATORS:
-            raise ValueError(f"trace={trace!r}; use 'auto', 'exact' or 'hutchinson'.")
-        if noise not in ("rademacher", "gaussian"):
-            raise ValueError(f"noise={noise!r}; use 'rademacher' or 'gaussian'.")
-        if not t1 > 0:
-            raise ValueError(f"t1 must be positive; got {t1!r}.")
+        check_params(dict(trace=trace, noise=noise, t1=t1), _PARAMETERS)
         self.dim = int(dim)
         self.trace = trace
         self.noise = noise
         self.t1 = float(t1)
         dynamics = CNFDynamics(dim) if dynamics is None else dynamics
         self.augmented = _Augmented(dynamics, self.dim)
-        self.solver = ODESolver(
-            self.augmented, method=method, rtol=rtol, atol=atol, adjoint=adjoint,
-            max_nfe=max_nfe,
-        )  # fmt: skip
+        settings = DEFAULT_SOLVER if settings is None else settings
+        self.solver = ODESolver(self.augmented, settings, **changes)
         self._last = None
 
     @property

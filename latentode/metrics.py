@@ -12,6 +12,8 @@ import math
 
 import numpy as np
 
+from ._validation import choice, real
+
 __all__ = [
     "crps",
     "interval_coverage",
@@ -100,8 +102,7 @@ def series_feature_mse(y_true, y_pred, mask=None, *, unobserved: str = "skip") -
     -------
     float
     """
-    if unobserved not in ("skip", "zero"):
-        raise ValueError(f"unobserved must be 'skip' or 'zero'; got {unobserved!r}.")
+    choice("unobserved", ("skip", "zero")).check(unobserved)
     y, observed = _observed(y_true, mask)
     if y.ndim != 3:
         raise ValueError(
@@ -181,8 +182,7 @@ def interval_coverage(y_true, samples, mask=None, *, coverage: float = 0.9, samp
     -------
     float
     """
-    if not 0 < coverage < 1:
-        raise ValueError(f"coverage must be in (0, 1); got {coverage!r}.")
+    real("coverage", low=0, low_open=True, high=1, high_open=True).check(coverage)
     y, observed = _observed(y_true, mask)
     x = _samples(samples, y.shape, sample_axis)[:, observed]
     low, high = np.quantile(x, [(1 - coverage) / 2, (1 + coverage) / 2], axis=0)

@@ -20,20 +20,12 @@ from pyro import poutine
 from pyro.nn import PyroModule
 from torch import nn
 
+from ._validation import check_params, choice, real
 from .flows import CNF, CNFDynamics
 from .likelihoods import masked_normal, poisson_process_log_likelihood, window_integral
-from .nn import (
-    AugmentedDynamics,
-    Decoder,
-    GRUEncoder,
-    IntensityNet,
-    ODEFunc,
-    ODERNNEncoder,
-    RegularisedDynamics,
-    RNNEncoder,
-    mlp,
-)
-from .solvers import ODESolver
+from .nn import AugmentedDynamics, Decoder, IntensityNet, ODEFunc, RegularisedDynamics, mlp
+from .recurrent import GRUEncoder, ODERNNEncoder, RNNEncoder
+from .solvers import ODESolver, SolverSettings
 
 __all__ = [
     "ENCODERS",
@@ -56,6 +48,14 @@ POSTERIORS = ("normal", "cnf")
 #: Arithmetic of the networks: all float32, or bfloat16 autocast around the encoder, decoder
 #: and classifier with the ODE solves (state, dynamics, step control) kept in float32.
 PRECISIONS = ("32", "bf16-mixed")
+
+_PARAMETERS = (
+    choice("precision", PRECISIONS),
+    choice("encoder", tuple(ENCODERS)),
+    choice("posterior", POSTERIORS),
+    real("kinetic_weight", low=0),
+    real("jacobian_weight", low=0),
+)
 
 
 class ObservationNoise(nn.Module):
@@ -98,8 +98,8 @@ class LatentODEModel(PyroModule):
         Width of the dynamics MLP.
     ode_layers : int, default 3
     encoder : {"gru", "rnn", "odernn"}, default "gru"
-        Recognition network: :class:`~latentode.nn.GRUEncoder`,
-        :class:`~latentode.nn.RNNEncoder` or :class:`~latentode.nn.ODERNNEncoder`.
+        Recognition network: :class:`~latentode.recurrent.GRUEncoder`,
+        :class:`~latentode.recurrent.RNNEncoder` or :class:`~latentode.recurrent.ODERNNEncoder`.
     encoder_hidden_dim : int, default 50
         Width of the recognition network's state.
     decoder_hidden_dim : int, default 50
@@ -107,8 +107,9 @@ class LatentODEModel(PyroModule):
         Add the Poisson-process likelihood of observation times (site ``obs_times``).
     obs_std : float or None, default None
         Fixed observation standard deviation (scaled units); None learns it.
-    solver_kwargs : dict, optional
-        Passed to :class:`latentode.solvers.ODESolver`.
+    solver : SolverSettings, optional
+        How the latent ODE is solved (:class:`latentode.solvers.SolverSettings`); the CNF
+        guide's flow uses its tolerances, gradient mode and NFE cap with the dopri5 method.
     n_classes : int, optional
         Add a classifier and a categorical site ``label``: of ``z0`` (one label per series),
         or of ``z(t)`` at every time point with ``label_per_time``.
@@ -150,7 +151,7 @@ class LatentODEModel(PyroModule):
         decoder_hidden_dim: int = 50,
         poisson: bool = False,
         obs_std: float | None = None,
-        solver_kwargs: dict | None = None,
+        solver: SolverSettings | None = None,
         n_classes: int | None = None,
         label_weight: float = 1.0,
         label_per_time: bool = False,
@@ -161,27 +162,30 @@ class LatentODEModel(PyroModule):
         precision: str = "32",
     ):
         super().__init__()
-        if precision not in PRECISIONS:
-            raise ValueError(f"precision={precision!r} is not available; use one of {PRECISIONS}.")
+        check_params(
+            dict(
+                precision=precision,
+                encoder=encoder,
+                posterior=posterior,
+                kinetic_weight=kinetic_weight,
+                jacobian_weight=jacobian_weight,
+            ),
+            _PARAMETERS,
+        )
         self.precision = precision
         self.n_features = n_features
         self.latent_dim = latent_dim
         self.poisson = poisson
-        if encoder not in ENCODERS:
-            raise ValueError(f"encoder={encoder!r} is not available; use one of {list(ENCODERS)}.")
         self.encoder = ENCODERS[encoder](n_features, latent_dim, encoder_hidden_dim)
         self.decoder = Decoder(latent_dim, n_features, decoder_hidden_dim)
         func = ODEFunc(latent_dim, ode_hidden_dim, n_layers=ode_layers)
         if poisson:
             func = AugmentedDynamics(func, IntensityNet(latent_dim, n_features), latent_dim)
-        for name, weight in (("kinetic_weight", kinetic_weight),
-                             ("jacobian_weight", jacobian_weight)):  # fmt: skip
-            if not (isinstance(weight, (int, float)) and weight >= 0):
-                raise ValueError(f"{name} must be a non-negative number; got {weight!r}.")
         self.kinetic, self.jacobian = float(kinetic_weight), float(jacobian_weight)
         if self.kinetic or self.jacobian:
             func = RegularisedDynamics(func, latent_dim, jacobian=self.jacobian > 0)
-        self.solver = ODESolver(func, **(solver_kwargs or {}))
+        settings = SolverSettings() if solver is None else solver
+        self.solver = ODESolver(func, settings)
         self.label_weight = float(label_weight)
         self.label_per_time = bool(label_per_time)
         self.classifier = None
@@ -192,18 +196,17 @@ class LatentODEModel(PyroModule):
         self.noise = ObservationNoise(
             n_features, 0.1 if obs_std is None else obs_std, learn=obs_std is None
         )
-        if posterior not in POSTERIORS:
-            raise ValueError(f"posterior={posterior!r} is not available; use one of {POSTERIORS}.")
         self.flow = None
         if posterior == "cnf":
-            solver = dict(solver_kwargs or {})
             self.flow = CNF(
                 latent_dim,
                 CNFDynamics(latent_dim, flow_hidden_dim),
-                rtol=solver.get("rtol", 1e-3),
-                atol=solver.get("atol", 1e-4),
-                adjoint=solver.get("adjoint", False),
-                max_nfe=solver.get("max_nfe", 10_000),
+                settings=SolverSettings(
+                    rtol=settings.rtol,
+                    atol=settings.atol,
+                    adjoint=settings.adjoint,
+                    max_nfe=10_000 if solver is None else settings.max_nfe,
+                ),
             )
 
     # -- deterministic pieces ------------------------------------------------------------

@@ -1,8 +1,8 @@
-"""Plain ``torch.nn`` parts: ODE dynamics, recognition networks, decoders, intensities.
+"""Plain ``torch.nn`` parts: ODE dynamics and their regularisers, decoders, intensities, and
+the continuous-depth layer :class:`ODEBlock`.
 
-Nothing here knows about Pyro. All networks take the batch layout of
-:class:`latentode.datasets.Batch`: ``values (batch, time, features)`` with a boolean ``mask`` of
-the same shape on a shared, increasing time grid ``times (time,)``.
+Nothing here knows about Pyro. The recurrent networks over irregular series (recognition
+networks, ODE-RNN forecasters) are in :mod:`latentode.recurrent`.
 """
 
 from __future__ import annotations
@@ -11,23 +11,16 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .solvers import ODESolver
+from .solvers import ODESolver, SolverSettings
 
 __all__ = [
-    "ODEBlock",
-    "ODERNN",
-    "rk4",
-    "ODERNNEncoder",
-    "mlp",
-    "ODEFunc",
     "AugmentedDynamics",
-    "RegularisedDynamics",
-    "GRUEncoder",
-    "RNNEncoder",
     "Decoder",
     "IntensityNet",
-    "GapRNN",
-    "observed_sequences",
+    "ODEBlock",
+    "ODEFunc",
+    "RegularisedDynamics",
+    "mlp",
 ]
 
 
@@ -167,258 +160,6 @@ class RegularisedDynamics(nn.Module):
         return torch.cat([out, kinetic, frobenius], dim=-1)
 
 
-def observed_sequences(
-    values: torch.Tensor, mask: torch.Tensor, times: torch.Tensor, *, reverse: bool
-):
-    """Gather each series' observed time steps into a left-aligned padded sequence.
-
-    Parameters
-    ----------
-    values, mask : Tensor of shape (batch, time, features)
-    times : Tensor of shape (time,)
-    reverse : bool
-        If True, each sequence runs from the series' last observation back to its first.
-
-    Returns
-    -------
-    x : Tensor of shape (batch, steps, features)
-        Values at the gathered steps, 0 where a feature is not observed (whatever ``values``
-        holds there).
-    m : Tensor of shape (batch, steps, features)
-        Mask at the gathered steps, as float.
-    t : Tensor of shape (batch, steps)
-        Times of the gathered steps.
-    lengths : LongTensor of shape (batch,)
-        Number of observed steps per series (the rest is padding).
-    """
-    observed = mask.any(-1)
-    n_time = observed.shape[1]
-    steps = torch.arange(n_time, device=values.device)
-    rank = -steps if reverse else steps
-    key = torch.where(observed, rank, rank.new_full((), 2 * n_time) + steps)
-    lengths = observed.sum(1)
-    order = torch.argsort(key, dim=1)[:, : int(lengths.max())]
-    idx = order.unsqueeze(-1).expand(-1, -1, values.shape[-1])
-    m = mask.gather(1, idx)
-    x = torch.where(m, values.gather(1, idx), values.new_zeros(()))
-    return x, m.to(values.dtype), times[order], lengths
-
-
-class _BackwardRecurrentEncoder(nn.Module):
-    """Shared body of the recurrent encoders: a recurrent layer run backwards in time.
-
-    Subclasses set ``self.out`` and implement ``_run(inputs, lengths) -> h``: the state after
-    each series' last step, from a batch-first ``(batch, steps, 2 * features + 1)`` input whose
-    series ``b`` has ``lengths[b]`` steps followed by padding.
-    """
-
-    def _run(self, inputs: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
-        raise NotImplementedError
-
-    def forward(self, values: torch.Tensor, mask: torch.Tensor, times: torch.Tensor):
-        """Encode a batch.
-
-        Parameters
-        ----------
-        values, mask : Tensor of shape (batch, time, features)
-        times : Tensor of shape (time,)
-            Grid in the model's time units; the time origin is 0.
-
-        Returns
-        -------
-        loc, scale : Tensor of shape (batch, latent)
-        """
-        x, m, t, lengths = observed_sequences(values, mask, times, reverse=True)
-        gaps = torch.cat([torch.zeros_like(t[:, :1]), t[:, :-1] - t[:, 1:]], dim=1)
-        inputs = torch.cat([x, m, gaps.unsqueeze(-1)], dim=-1)
-        h = self._run(inputs, lengths)
-        t_first = t.gather(1, (lengths - 1).unsqueeze(1))
-        loc, raw = self.out(torch.cat([h, t_first], dim=-1)).chunk(2, dim=-1)
-        return loc, F.softplus(raw) + 1e-4
-
-
-class GRUEncoder(_BackwardRecurrentEncoder):
-    """Recognition network: a GRU run backwards in time over the observed points.
-
-    Each step reads ``(values, mask, time gap)``; the final state, with the gap from the first
-    observation back to the time origin, gives ``q(z0 | x) = Normal(loc, scale)``.
-
-    Parameters
-    ----------
-    n_features : int
-        Number of observed features.
-    latent_dim : int
-        Size of ``z0``.
-    hidden_dim : int, default 25
-        GRU width.
-    """
-
-    def __init__(self, n_features: int, latent_dim: int, hidden_dim: int = 25):
-        super().__init__()
-        self.gru = nn.GRU(2 * n_features + 1, hidden_dim, batch_first=True)
-        self.out = nn.Linear(hidden_dim + 1, 2 * latent_dim)
-
-    def _run(self, inputs: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
-        # the padded run (sequences are left-aligned, so padding comes after each series' last
-        # step) read at each series' length equals the packed run's final state, and its
-        # backward is several times faster on the CPU than the packed one
-        out = self.gru(inputs)[0]
-        return out[torch.arange(out.shape[0], device=out.device), lengths - 1]
-
-
-class RNNEncoder(_BackwardRecurrentEncoder):
-    """Recognition network: a plain ``tanh`` RNN run backwards in time over the observed points.
-
-    The recognition network of Chen et al. (2018, section 5.1), ``h <- tanh(W x + U h + b)``,
-    fed like :class:`GRUEncoder` with ``(values, mask, time gap)`` at each observed step; the
-    final state, with the gap back to the time origin, gives ``q(z0 | x) = Normal(loc, scale)``.
-    A third of the GRU's parameters at the same width and about a fifth of its cost on the CPU,
-    for series whose dependencies are short enough not to need gating. The loop is written out
-    step by step (two fused multiply-adds and a sigmoid, ``tanh`` rewritten through it) and
-    keeps only the running state: on the CPU that is about twice as fast as ``nn.RNN``, whose
-    stacked per-step outputs and input projection over all steps at once dominate at these
-    sizes.
-
-    Parameters
-    ----------
-    n_features : int
-        Number of observed features.
-    latent_dim : int
-        Size of ``z0``.
-    hidden_dim : int, default 25
-        RNN width.
-    """
-
-    def __init__(self, n_features: int, latent_dim: int, hidden_dim: int = 25):
-        super().__init__()
-        self.input = nn.Linear(2 * n_features + 1, hidden_dim)
-        self.recurrent = nn.Linear(hidden_dim, hidden_dim, bias=False)
-        self.out = nn.Linear(hidden_dim + 1, 2 * latent_dim)
-
-    def _run(self, inputs: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
-        # h = tanh(a) = 2 sigmoid(2a) - 1, and the CPU's sigmoid is several times cheaper than
-        # its tanh; so the loop carries s = (h + 1) / 2 with the weights rewritten to match:
-        # 2a = 2b + x (2 W) + (2s - 1)(2 U) = [2b - 2 sum_rows(U)] + x (2 W) + s (4 U)
-        w_in, w_rec = 2 * self.input.weight.t(), 2 * self.recurrent.weight.t()
-        bias = 2 * self.input.bias - w_rec.sum(0)
-        w_rec = 2 * w_rec
-        s = inputs.new_full((inputs.shape[0], w_rec.shape[0]), 0.5)  # h = 0
-        # a series' state stops at its last step; with equal lengths nothing needs holding
-        ragged = bool((lengths != lengths[0]).any())
-        for i in range(inputs.shape[1]):
-            step = torch.sigmoid(torch.addmm(torch.addmm(bias, inputs[:, i], w_in), s, w_rec))
-            s = torch.where((i < lengths)[:, None], step, s) if ragged else step
-        return 2 * s - 1
-
-
-def rk4(f, h: torch.Tensor, span: float, n_steps: int) -> torch.Tensor:
-    """Integrate the autonomous ``dh/dt = f(h)`` over ``span`` (either sign) with RK4.
-
-    Parameters
-    ----------
-    f : callable
-        Maps (..., state) to (..., state).
-    h : Tensor of shape (..., state)
-    span : float
-        Signed length of the interval.
-    n_steps : int
-        Equal steps.
-
-    Returns
-    -------
-    Tensor of shape (..., state)
-    """
-    dt = span / n_steps
-    for _ in range(n_steps):
-        k1 = f(h)
-        k2 = f(h + 0.5 * dt * k1)
-        k3 = f(h + 0.5 * dt * k2)
-        k4 = f(h + dt * k3)
-        h = h + dt / 6.0 * (k1 + 2.0 * k2 + 2.0 * k3 + k4)
-    return h
-
-
-def _n_steps(span: float, max_step: float) -> int:
-    return max(1, int(-(-span // max_step)))
-
-
-class ODERNNEncoder(nn.Module):
-    """Recognition network of Rubanova et al. (2019): an ODE-RNN run backwards in time.
-
-    Going from the last time of the batch's grid back to the time origin, the hidden state of
-    each series follows ``dh/dt = g(h)`` between grid times (fixed-step RK4, steps no longer
-    than ``max_step``) and, at a time where the series has observations, takes a GRU update
-    from ``(values, mask)`` of that time — per feature, so partly observed times are fine.
-    A series' state stays at zero until its last observation is reached, so its encoding does
-    not depend on the other series in the batch beyond the step grid. One loop over the union
-    grid, vectorised over the batch.
-
-    Parameters
-    ----------
-    n_features : int
-    latent_dim : int
-        Size of ``z0``.
-    hidden_dim : int, default 25
-        Width of the hidden state.
-    ode_hidden_dim : int, optional
-        Width of the hidden-state dynamics MLP (default ``hidden_dim``).
-    max_step : float, default 0.05
-        Longest RK4 step, in model time units (the estimators scale time to [0, 1]).
-    """
-
-    def __init__(
-        self,
-        n_features: int,
-        latent_dim: int,
-        hidden_dim: int = 25,
-        *,
-        ode_hidden_dim: int | None = None,
-        max_step: float = 0.05,
-    ):
-        super().__init__()
-        self.dynamics = mlp(
-            hidden_dim, ode_hidden_dim or hidden_dim, hidden_dim, n_layers=2, activation=nn.Tanh
-        )
-        self.cell = nn.GRUCell(2 * n_features, hidden_dim)
-        self.out = nn.Linear(hidden_dim, 2 * latent_dim)
-        self.hidden_dim = hidden_dim
-        self.max_step = float(max_step)
-
-    def forward(self, values: torch.Tensor, mask: torch.Tensor, times: torch.Tensor):
-        """Encode a batch.
-
-        Parameters
-        ----------
-        values, mask : Tensor of shape (batch, time, features)
-        times : Tensor of shape (time,)
-            Increasing grid in the model's time units; the time origin is 0.
-
-        Returns
-        -------
-        loc, scale : Tensor of shape (batch, latent)
-        """
-        observed = mask.any(-1)  # (batch, time)
-        # the spans between grid times, back to the origin, and their step counts: one sync
-        edges = torch.cat([times.new_zeros(1), times])
-        spans = (edges[1:] - edges[:-1]).tolist()
-        steps = [_n_steps(span, self.max_step) for span in spans]
-        inputs = torch.cat([values * mask, mask.to(values.dtype)], dim=-1)
-        h = values.new_zeros(values.shape[0], self.hidden_dim)
-        started = torch.zeros_like(observed[:, 0])
-        for i in range(times.shape[0] - 1, -1, -1):
-            if i < times.shape[0] - 1 and spans[i + 1] > 0:
-                h = torch.where(
-                    started[:, None], rk4(self.dynamics, h, -spans[i + 1], steps[i + 1]), h
-                )
-            updated = self.cell(inputs[:, i], h)
-            h = torch.where(observed[:, i, None], updated, h)
-            started = started | observed[:, i]
-        if spans[0] > 0:
-            h = rk4(self.dynamics, h, -spans[0], steps[0])
-        loc, raw = self.out(h).chunk(2, dim=-1)
-        return loc, F.softplus(raw) + 1e-4
-
-
 class Decoder(nn.Module):
     """Maps latent states (..., latent) to observation means (..., features)."""
 
@@ -441,184 +182,6 @@ class IntensityNet(nn.Module):
         return F.softplus(self.net(z)) + 1e-6
 
 
-class GapRNN(nn.Module):
-    """The RNN baseline of Chen et al. (2018), Table 2: a GRU fed observations and time gaps.
-
-    Each step reads ``(values, mask, gap since the previous observation)``; a head maps the
-    state and the gap to the next observation time to the next observation's values.
-
-    Parameters
-    ----------
-    n_features : int
-    hidden_dim : int, default 25
-    gap_scale : float, default 1.0
-        Typical gap between observations; gaps enter the network divided by it, so that the
-        network sees inputs of order one whatever the time unit.
-    """
-
-    def __init__(self, n_features: int, hidden_dim: int = 25, *, gap_scale: float = 1.0):
-        super().__init__()
-        self.gru = nn.GRU(2 * n_features + 1, hidden_dim, batch_first=True)
-        self.head = mlp(hidden_dim + 1, hidden_dim, n_features, n_layers=2, activation=nn.Tanh)
-        self.register_buffer("gap_scale", torch.tensor(float(gap_scale)))
-
-    def step_inputs(self, x, m, gaps):
-        """Concatenate values (..., features), mask (..., features), scaled gaps (...)."""
-        return torch.cat([x, m, (gaps / self.gap_scale).unsqueeze(-1)], dim=-1)
-
-    def _head(self, h, gaps):
-        return self.head(torch.cat([h, (gaps / self.gap_scale).unsqueeze(-1)], dim=-1))
-
-    def forward(self, values: torch.Tensor, mask: torch.Tensor, times: torch.Tensor):
-        """One-step-ahead predictions along each series.
-
-        Returns
-        -------
-        pred : Tensor of shape (batch, steps - 1, features)
-            Prediction of observed step ``i + 1`` from steps ``0..i``.
-        target, target_mask : Tensor of shape (batch, steps - 1, features)
-        h_last : Tensor of shape (batch, hidden)
-            State after each series' last observation.
-        t_last : Tensor of shape (batch,)
-            Time of each series' last observation.
-        """
-        x, m, t, lengths = observed_sequences(values, mask, times, reverse=False)
-        gaps = torch.cat([torch.zeros_like(t[:, :1]), t[:, 1:] - t[:, :-1]], dim=1)
-        # padded run: outputs past a series' end are never read (masked below)
-        out, _ = self.gru(self.step_inputs(x, m, gaps))
-        h_last = out[torch.arange(out.shape[0], device=out.device), lengths - 1]
-        pred = self._head(out[:, :-1], gaps[:, 1:])
-        valid = torch.arange(x.shape[1] - 1, device=x.device) < (lengths - 1).unsqueeze(1)
-        target_mask = m[:, 1:] * valid.unsqueeze(-1)
-        t_last = t.gather(1, (lengths - 1).unsqueeze(1)).squeeze(1)
-        return pred, x[:, 1:], target_mask, h_last, t_last
-
-    def rollout(self, h: torch.Tensor, t_last: torch.Tensor, query: torch.Tensor):
-        """Feed predictions back in to extrapolate.
-
-        Parameters
-        ----------
-        h : Tensor of shape (batch, hidden)
-        t_last : Tensor of shape (batch,)
-        query : Tensor of shape (n_query,)
-            Increasing times after every series' last observation.
-
-        Returns
-        -------
-        Tensor of shape (batch, n_query, features)
-        """
-        preds = []
-        t_prev = t_last
-        state = h.unsqueeze(0)
-        for tq in query:
-            gap = tq - t_prev
-            pred = self._head(state[0], gap)
-            preds.append(pred)
-            step = self.step_inputs(pred, torch.ones_like(pred), gap).unsqueeze(1)
-            _, state = self.gru(step, state)
-            t_prev = tq.expand_as(t_last)
-        return torch.stack(preds, dim=1)
-
-
-class ODERNN(nn.Module):
-    """ODE-RNN forecaster (Rubanova et al. 2019) run forwards in time, non-latent.
-
-    From each series' first observation on, the hidden state follows ``dh/dt = g(h)``
-    between the batch's grid times (RK4, steps no longer than ``max_step``) and takes a GRU
-    update at the series' observations; a head reads the state just before each time as the
-    prediction there. Past the last observation the state keeps following the ODE, so
-    forecasts at any later time need no feedback of predictions. Same interface as
-    :class:`GapRNN`.
-
-    Parameters
-    ----------
-    n_features : int
-    hidden_dim : int, default 25
-    max_step : float, default 0.05
-        Longest RK4 step, in model time units.
-    """
-
-    def __init__(self, n_features: int, hidden_dim: int = 25, *, max_step: float = 0.05):
-        super().__init__()
-        self.dynamics = mlp(hidden_dim, hidden_dim, hidden_dim, n_layers=2, activation=nn.Tanh)
-        self.cell = nn.GRUCell(2 * n_features, hidden_dim)
-        self.head = mlp(hidden_dim, hidden_dim, n_features, n_layers=2)
-        self.hidden_dim = hidden_dim
-        self.max_step = float(max_step)
-
-    def forward(self, values: torch.Tensor, mask: torch.Tensor, times: torch.Tensor):
-        """Predictions just before every grid time, from the observations before it.
-
-        Returns
-        -------
-        pred, target, target_mask : Tensor of shape (batch, time, features)
-            ``target_mask`` excludes each series' first observation (nothing precedes it).
-        h_last : Tensor of shape (batch, hidden)
-            State at the last grid time.
-        t_last : Tensor of shape (batch,)
-            The last grid time (the same for every series).
-        """
-        before, after, scored = self.states(values, mask, times)
-        pred = self.head(before)
-        target_mask = mask & scored[..., None]
-        t_last = times[-1].expand(values.shape[0])
-        return pred, values, target_mask.to(values.dtype), after[:, -1], t_last
-
-    def states(self, values: torch.Tensor, mask: torch.Tensor, times: torch.Tensor):
-        """Hidden states just before and just after the update at every grid time.
-
-        Parameters
-        ----------
-        values, mask : Tensor of shape (batch, time, features)
-        times : Tensor of shape (time,)
-
-        Returns
-        -------
-        before, after : Tensor of shape (batch, time, hidden)
-            ``after`` has read the observations at that time, ``before`` only earlier ones.
-        started : BoolTensor of shape (batch, time)
-            Whether the series had an observation before that time.
-        """
-        observed = mask.any(-1)
-        spans = (times[1:] - times[:-1]).tolist()
-        inputs = torch.cat([values * mask, mask.to(values.dtype)], dim=-1)
-        h = values.new_zeros(values.shape[0], self.hidden_dim)
-        started = torch.zeros_like(observed[:, 0])
-        before, after, scored = [], [], []
-        for i in range(times.shape[0]):
-            if i > 0:
-                evolved = rk4(self.dynamics, h, spans[i - 1], _n_steps(spans[i - 1], self.max_step))
-                h = torch.where(started[:, None], evolved, h)
-            before.append(h)
-            scored.append(started)
-            h = torch.where(observed[:, i, None], self.cell(inputs[:, i], h), h)
-            after.append(h)
-            started = started | observed[:, i]
-        return torch.stack(before, 1), torch.stack(after, 1), torch.stack(scored, 1)
-
-    def rollout(self, h: torch.Tensor, t_last: torch.Tensor, query: torch.Tensor):
-        """Follow the hidden ODE from ``t_last`` to each query time.
-
-        Parameters
-        ----------
-        h : Tensor of shape (batch, hidden)
-        t_last : Tensor of shape (batch,)
-            All equal (the end of the batch's grid).
-        query : Tensor of shape (n_query,)
-            Increasing times after ``t_last``.
-
-        Returns
-        -------
-        Tensor of shape (batch, n_query, features)
-        """
-        edges = torch.cat([t_last[:1], query]).tolist()
-        preds = []
-        for a, b in zip(edges[:-1], edges[1:], strict=True):
-            h = rk4(self.dynamics, h, b - a, _n_steps(b - a, self.max_step))
-            preds.append(self.head(h))
-        return torch.stack(preds, dim=1)
-
-
 class ODEBlock(nn.Module):
     """A continuous-depth layer: the state of ``dh/dt = func(t, h)`` at the end of ``t``.
 
@@ -634,16 +197,14 @@ class ODEBlock(nn.Module):
         input's shape; returns the same shape.
     t : (float, float), default (0, 1)
         Integration interval.
-    method : str, default "dopri5"
-        Any method of :class:`latentode.solvers.ODESolver`; with a fixed-step method give
-        ``options={"step_size": ...}``.
-    rtol, atol : float, default 1e-3, 1e-4
-    adjoint : bool, default False
-        Gradients by the adjoint method (memory flat in the number of steps).
-    options : dict, optional
-        Passed to torchdiffeq.
-    max_nfe : int or None, default None
-        Cap on function evaluations of one solve (:class:`~latentode.solvers.SolverError`).
+    settings : SolverSettings, optional
+        How the ODE is solved (:class:`~latentode.solvers.SolverSettings`; default dopri5 at
+        rtol 1e-3, atol 1e-4); with a fixed-step method give ``options={"step_size": ...}``,
+        for gradients by the adjoint method (memory flat in the number of steps)
+        ``adjoint=True``.
+    **changes
+        Fields of :class:`~latentode.solvers.SolverSettings` to change (``method=``,
+        ``rtol=``, ``adjoint=``, ``options=``, ``max_nfe=``, ...).
 
     Attributes
     ----------
@@ -672,27 +233,15 @@ class ODEBlock(nn.Module):
         func: nn.Module,
         t=(0.0, 1.0),
         *,
-        method: str = "dopri5",
-        rtol: float = 1e-3,
-        atol: float = 1e-4,
-        adjoint: bool = False,
-        options: dict | None = None,
-        max_nfe: int | None = None,
+        settings: SolverSettings | None = None,
+        **changes,
     ):
         super().__init__()
         t = torch.as_tensor(t, dtype=torch.float32)
         if t.shape != (2,) or not bool(t[1] > t[0]):
             raise ValueError(f"t must be an increasing pair (t0, t1); got {t.tolist()}.")
         self.register_buffer("t", t)
-        self.solver = ODESolver(
-            func,
-            method=method,
-            rtol=rtol,
-            atol=atol,
-            options=options,
-            adjoint=adjoint,
-            max_nfe=max_nfe,
-        )
+        self.solver = ODESolver(func, settings, **changes)
 
     @property
     def func(self) -> nn.Module:

@@ -8,14 +8,26 @@ the backward pass, and turns solver failures into :class:`SolverError` with advi
 from __future__ import annotations
 
 import copy
+import dataclasses
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from types import MappingProxyType
 
 import torch
 from torch import nn
 from torchdiffeq import odeint, odeint_adjoint
 
 from . import _rk
+from ._validation import check_params, choice, integer, real
 
-__all__ = ["ODESolver", "SolverError", "SOLVER_METHODS", "FIXED_STEP_METHODS", "BACKENDS"]
+__all__ = [
+    "BACKENDS",
+    "FIXED_STEP_METHODS",
+    "ODESolver",
+    "SOLVER_METHODS",
+    "SolverError",
+    "SolverSettings",
+]
 
 ADAPTIVE_METHODS = ("dopri5", "dopri8", "bosh3", "fehlberg2", "adaptive_heun")
 FIXED_STEP_METHODS = ("euler", "midpoint", "heun3", "rk4", "explicit_adams", "implicit_adams")
@@ -59,27 +71,30 @@ class _TooManyEvaluations(SolverError):
     """The evaluation cap was hit (raised from inside the solver, also in the backward pass)."""
 
 
-class ODESolver(nn.Module):
-    """Solve ``dy/dt = func(t, y)`` at given times, with function-evaluation counts.
+@dataclass(frozen=True)
+class SolverSettings:
+    """How ODEs are solved: method, tolerances, options, gradient mode, backend, NFE cap.
+
+    Frozen and validated once, at construction; :class:`ODESolver`,
+    :class:`~latentode.nn.ODEBlock`, :class:`~latentode.flows.CNF` and
+    :class:`~latentode.models.LatentODEModel` take one and pass it on. :meth:`replace` gives
+    a validated copy with some fields changed.
 
     Parameters
     ----------
-    func : nn.Module
-        Vector field called as ``func(t, y)`` with ``t`` a scalar tensor and ``y`` of shape
-        (..., state) returning the same shape.
     method : str, default "dopri5"
         A torchdiffeq method; see :data:`SOLVER_METHODS`.
-    rtol, atol : float
+    rtol, atol : float, default 1e-3, 1e-4
         Relative and absolute tolerances of adaptive methods.
     options : dict, optional
-        Passed to torchdiffeq (copied first), e.g. ``{"step_size": 0.05}`` for fixed-step
-        methods or ``{"max_num_steps": 1000}`` to cap adaptive steps.
+        Passed to torchdiffeq (a copy is kept, read-only), e.g. ``{"step_size": 0.05}`` for
+        fixed-step methods or ``{"max_num_steps": 1000}`` to cap adaptive steps.
     adjoint : {False, True, "checkpoint"}, default False
         How gradients are computed. False: backpropagation through the solver's operations
         (memory grows with the number of steps). True: the continuous adjoint, torchdiffeq's
-        ``odeint_adjoint`` with the parameters of ``func`` as ``adjoint_params`` (memory
-        constant in the number of steps; the backward solve restarts at every output time,
-        so it pays for long horizons with few outputs). ``"checkpoint"``: the discrete
+        ``odeint_adjoint`` with the parameters of the vector field as ``adjoint_params``
+        (memory constant in the number of steps; the backward solve restarts at every output
+        time, so it pays for long horizons with few outputs). ``"checkpoint"``: the discrete
         adjoint of the native solver — the forward solve keeps one state per accepted step,
         the backward pass recomputes and differentiates one step at a time (the exact
         gradient of the solve, memory of one state per step, backward cost about one
@@ -96,8 +111,109 @@ class ODESolver(nn.Module):
         it applies (``dopri5``, ``adjoint`` False or ``"checkpoint"``, supported options),
         torchdiffeq otherwise.
 
+    Examples
+    --------
+    >>> from latentode.solvers import SolverSettings
+    >>> fixed = SolverSettings(method="rk4", options={"step_size": 0.1})
+    >>> fixed.resolved_backend
+    'torchdiffeq'
+    >>> SolverSettings().replace(adjoint="checkpoint").resolved_backend
+    'native'
+    """
+
+    method: str = "dopri5"
+    rtol: float = 1e-3
+    atol: float = 1e-4
+    options: Mapping = field(default_factory=dict)
+    adjoint: bool | str = False
+    max_nfe: int | None = None
+    backend: str = "auto"
+
+    def __post_init__(self):
+        if self.options is not None and not isinstance(self.options, Mapping):
+            raise TypeError(f"options must be a dict; got {type(self.options).__name__}.")
+        values = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
+        check_params(values, _SETTINGS_CONSTRAINTS)
+        options = copy.deepcopy(dict(self.options or {}))
+        object.__setattr__(self, "options", MappingProxyType(options))
+        object.__setattr__(self, "rtol", float(self.rtol))
+        object.__setattr__(self, "atol", float(self.atol))
+        if self.max_nfe is not None:
+            object.__setattr__(self, "max_nfe", int(self.max_nfe))
+        adjoint = self.adjoint if self.adjoint == "checkpoint" else bool(self.adjoint)
+        object.__setattr__(self, "adjoint", adjoint)
+        native_ok = self._native_ok
+        if self.backend == "native" and not native_ok:
+            raise ValueError(
+                f"backend='native' supports method='dopri5' with adjoint False or "
+                f"'checkpoint' and options {sorted(_NATIVE_OPTIONS)}; got method={self.method!r}, "
+                f"adjoint={adjoint!r}, options={options}. Use backend='torchdiffeq'."
+            )
+        if adjoint == "checkpoint" and (not native_ok or self.backend == "torchdiffeq"):
+            raise ValueError(
+                "adjoint='checkpoint' needs the native solver: method='dopri5', options "
+                f"{sorted(_NATIVE_OPTIONS)} at most; got method={self.method!r}, "
+                f"options={options}."
+            )
+
+    @property
+    def _native_ok(self) -> bool:
+        return (
+            self.method in _NATIVE_METHODS
+            and self.adjoint is not True
+            and set(self.options or {}) <= _NATIVE_OPTIONS
+        )
+
+    @property
+    def resolved_backend(self) -> str:
+        """``"native"`` or ``"torchdiffeq"``: the backend that ``backend="auto"`` stands for."""
+        if self.backend != "auto":
+            return self.backend
+        return "native" if self._native_ok else "torchdiffeq"
+
+    def __reduce__(self):  # the read-only options mapping does not pickle; a dict does
+        values = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
+        return (_settings_from, (values | {"options": dict(self.options)},))
+
+    def replace(self, **changes) -> SolverSettings:
+        """A validated copy with ``changes`` applied (field names as keywords)."""
+        return dataclasses.replace(self, **changes)
+
+
+def _settings_from(values: dict) -> SolverSettings:
+    return SolverSettings(**values)
+
+
+_SETTINGS_CONSTRAINTS = (
+    choice("method", SOLVER_METHODS),
+    real("rtol", low=0, low_open=True),
+    real("atol", low=0, low_open=True),
+    choice("adjoint", _GRADIENTS),
+    integer("max_nfe", low=1, none=True),
+    choice("backend", BACKENDS),
+)
+
+
+class ODESolver(nn.Module):
+    """Solve ``dy/dt = func(t, y)`` at given times, with function-evaluation counts.
+
+    Parameters
+    ----------
+    func : nn.Module
+        Vector field called as ``func(t, y)`` with ``t`` a scalar tensor and ``y`` of shape
+        (..., state) returning the same shape.
+    settings : SolverSettings, optional
+        Method, tolerances, options, gradient mode, NFE cap and backend; default
+        ``SolverSettings()``.
+    **changes
+        Fields of :class:`SolverSettings` to change (``method=``, ``rtol=``, ...), a
+        shorthand for ``settings.replace(**changes)``.
+
     Attributes
     ----------
+    settings : SolverSettings
+    backend : {"native", "torchdiffeq"}
+        The backend in use.
     nfe : dict
         ``{"forward": int, "backward": int}`` evaluations since the last :meth:`reset_nfe`.
 
@@ -109,63 +225,35 @@ class ODESolver(nn.Module):
     usual tolerances and would drive adaptive steps to zero.
     """
 
-    def __init__(
-        self,
-        func: nn.Module,
-        *,
-        method: str = "dopri5",
-        rtol: float = 1e-3,
-        atol: float = 1e-4,
-        options: dict | None = None,
-        adjoint: bool | str = False,
-        max_nfe: int | None = None,
-        backend: str = "auto",
-    ):
+    def __init__(self, func: nn.Module, settings: SolverSettings | None = None, **changes):
         super().__init__()
-        if method not in SOLVER_METHODS:
-            raise ValueError(
-                f"method={method!r} is not a known ODE solver; choose one of "
-                f"{list(SOLVER_METHODS)}."
-            )
-        for name, tol in (("rtol", rtol), ("atol", atol)):
-            if not (isinstance(tol, (int, float)) and tol > 0):
-                raise ValueError(f"{name} must be a positive number; got {tol!r}.")
-        if max_nfe is not None and not (
-            isinstance(max_nfe, int) and not isinstance(max_nfe, bool) and max_nfe >= 1
-        ):
-            raise ValueError(f"max_nfe must be None or a positive integer; got {max_nfe!r}.")
-        self.counted = _Counted(func, max_nfe)
+        settings = SolverSettings() if settings is None else settings
+        if not isinstance(settings, SolverSettings):
+            raise TypeError(f"settings must be a SolverSettings; got {type(settings).__name__}.")
+        self.settings = settings.replace(**changes) if changes else settings
+        self.counted = _Counted(func, self.settings.max_nfe)
         self.counted.describe = self._advice
-        self.method = method
-        self.rtol = float(rtol)
-        self.atol = float(atol)
-        self.options = copy.deepcopy(options) if options is not None else {}
-        if not isinstance(self.options, dict):
-            raise TypeError(f"options must be a dict; got {type(options).__name__}.")
-        if adjoint not in _GRADIENTS:
-            raise ValueError(
-                f"adjoint must be False, True or 'checkpoint'; got {adjoint!r}."
-            )
-        adjoint = adjoint if adjoint == "checkpoint" else bool(adjoint)
-        if backend not in BACKENDS:
-            raise ValueError(f"backend must be one of {list(BACKENDS)}; got {backend!r}.")
-        native_ok = (method in _NATIVE_METHODS and adjoint is not True
-                     and set(self.options) <= _NATIVE_OPTIONS)  # fmt: skip
-        if backend == "native" and not native_ok:
-            raise ValueError(
-                f"backend='native' supports method='dopri5' with adjoint False or "
-                f"'checkpoint' and options {sorted(_NATIVE_OPTIONS)}; got method={method!r}, "
-                f"adjoint={adjoint!r}, options={self.options}. Use backend='torchdiffeq'."
-            )
-        if adjoint == "checkpoint" and (not native_ok or backend == "torchdiffeq"):
-            raise ValueError(
-                "adjoint='checkpoint' needs the native solver: method='dopri5', options "
-                f"{sorted(_NATIVE_OPTIONS)} at most; got method={method!r}, "
-                f"options={self.options}."
-            )
-        self.adjoint = adjoint
-        self.backend = "native" if backend == "auto" and native_ok else (
-            "torchdiffeq" if backend == "auto" else backend)  # fmt: skip
+        self.backend = self.settings.resolved_backend
+
+    @property
+    def method(self) -> str:
+        return self.settings.method
+
+    @property
+    def rtol(self) -> float:
+        return self.settings.rtol
+
+    @property
+    def atol(self) -> float:
+        return self.settings.atol
+
+    @property
+    def options(self) -> Mapping:
+        return self.settings.options
+
+    @property
+    def adjoint(self) -> bool | str:
+        return self.settings.adjoint
 
     @property
     def func(self) -> nn.Module:
@@ -211,12 +299,16 @@ class ODESolver(nn.Module):
         try:
             if self.backend == "native":
                 ys = _rk.dopri5(
-                    self.counted, y0, t, rtol=self.rtol, atol=self.atol,
+                    self.counted,
+                    y0,
+                    t,
+                    rtol=self.rtol,
+                    atol=self.atol,
                     gradient="checkpoint" if self.adjoint == "checkpoint" else "backprop",
                     params=[p for p in self.func.parameters() if p.requires_grad],
                     max_steps=int(self.options.get("max_num_steps", 2**31 - 1)),
                     error_channels=error_channels,
-                )  # fmt: skip
+                )
             elif self.adjoint:
                 adjoint_params = tuple(p for p in self.func.parameters() if p.requires_grad)
                 ys = odeint_adjoint(self.counted, y0, t, adjoint_params=adjoint_params, **kwargs)
@@ -245,6 +337,7 @@ class ODESolver(nn.Module):
     def extra_repr(self) -> str:
         return (
             f"method={self.method!r}, rtol={self.rtol}, atol={self.atol}, "
-            f"options={self.options}, adjoint={self.adjoint!r}, max_nfe={self.counted.max_nfe}, "
+            f"options={dict(self.options)}, adjoint={self.adjoint!r}, "
+            f"max_nfe={self.settings.max_nfe}, "
             f"backend={self.backend!r}"
         )

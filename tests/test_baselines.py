@@ -56,7 +56,7 @@ def test_odernn_predictions_are_causal_and_skip_first_observations():
     import torch
 
     from latentode.datasets import collate, from_arrays
-    from latentode.nn import ODERNN
+    from latentode.recurrent import ODERNN
 
     torch.manual_seed(0)
     net = ODERNN(1, 8)
@@ -87,6 +87,7 @@ def test_odernn_baseline_extrapolates_better_than_the_mean():
     assert rmse < mean_rmse
 
 
+@pytest.mark.slow
 def test_odernn_classifier_per_series_and_per_time():
     from latentode import ODERNNClassifier
 

@@ -87,8 +87,9 @@ def test_per_time_labels_are_learned_from_the_latent_trajectory(tmp_path):
     y = _per_time_labels(data.train)
     y[0] = y[0].astype(object)
     y[0][:3] = None  # times without a label are allowed
-    clf = LatentODEClassifier(max_epochs=40, batch_size=40, latent_dim=4, label_weight=5.0,
-                              random_state=0).fit(data.train, y)  # fmt: skip
+    clf = LatentODEClassifier(
+        max_epochs=40, batch_size=40, latent_dim=4, label_weight=5.0, random_state=0
+    ).fit(data.train, y)
     assert clf.label_per_time_ and list(clf.classes_) == ["left", "right"]
     pred = clf.predict(data.test)
     assert [p.shape for p in pred] == [(s.n_obs,) for s in data.test]

@@ -77,11 +77,28 @@ def test_plot_writes_a_png(table, model, monkeypatch):
 
 def test_user_errors_are_one_line_with_exit_status_2(table, model, capsys):
     folder, path, _ = table
-    assert main(["fit", str(path), "--id-col", "patient", "--time-col", "t",
-                 "--model", str(folder / "m.pt")]) == 2  # fmt: skip
+    assert (
+        main(
+            [
+                "fit",
+                str(path),
+                "--id-col",
+                "patient",
+                "--time-col",
+                "t",
+                "--model",
+                str(folder / "m.pt"),
+            ]
+        )
+        == 2
+    )
     assert "--id-col 'patient' is not a column" in capsys.readouterr().err
-    assert main(["fit", str(folder / "nope.csv"), "--id-col", "a", "--time-col", "b",
-                 "--model", "m.pt"]) == 2  # fmt: skip
+    assert (
+        main(
+            ["fit", str(folder / "nope.csv"), "--id-col", "a", "--time-col", "b", "--model", "m.pt"]
+        )
+        == 2
+    )
     assert "no such file" in capsys.readouterr().err
     bad = folder / "bad.csv"
     pd.DataFrame({"id": [1, 1], "t": [0.0, 1.0], "v": [1.0, float("inf")]}).to_csv(bad)
@@ -92,6 +109,14 @@ def test_user_errors_are_one_line_with_exit_status_2(table, model, capsys):
     assert "write .csv or .nc" in capsys.readouterr().err
 
 
+@pytest.mark.parametrize("command", [[], ["fit"], ["predict"], ["plot"], ["demo"]])
+def test_every_command_has_help_in_process(command, capsys):
+    with pytest.raises(SystemExit) as exit_:
+        main([*command, "--help"])
+    assert exit_.value.code == 0 and "usage: latentode" in capsys.readouterr().out
+
+
+@pytest.mark.slow  # a fresh interpreter per entry point and command
 @pytest.mark.parametrize("module", ["latentode", "latentode.cli"])
 @pytest.mark.parametrize("command", [[], ["fit"], ["predict"], ["plot"], ["demo"]])
 def test_every_command_has_help(command, module):

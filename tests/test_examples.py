@@ -51,8 +51,20 @@ def test_odenet_memory_grows_with_steps_only_without_the_adjoint(tmp_path):
 def test_cnf_density_learns_beyond_the_base_distribution(tmp_path):
     cnf = _load("examples/cnf_density.py")
     png = tmp_path / "cnf.png"
-    results = cnf.main(["--datasets", "moons", "--iterations", "40", "--planar-layers", "16",
-                        "--hidden", "16", "--output", str(png)])  # fmt: skip
+    results = cnf.main(
+        [
+            "--datasets",
+            "moons",
+            "--iterations",
+            "40",
+            "--planar-layers",
+            "16",
+            "--hidden",
+            "16",
+            "--output",
+            str(png),
+        ]
+    )
     assert png.read_bytes()[:4] == b"\x89PNG"
     by = {r["flow"]: r for r in results}
     # a standard normal scores standardised data at about log(2 pi) + 1 = 2.84 nats
@@ -63,8 +75,9 @@ def test_cnf_density_learns_beyond_the_base_distribution(tmp_path):
 def test_periodic_example_scores_both_tasks(tmp_path):
     periodic = _load("examples/periodic.py")
     png = tmp_path / "periodic.png"
-    results = periodic.main(["--n-series", "60", "--epochs", "3", "--baseline-epochs", "3",
-                             "--output", str(png)])  # fmt: skip
+    results = periodic.main(
+        ["--n-series", "60", "--epochs", "3", "--baseline-epochs", "3", "--output", str(png)]
+    )
     assert png.read_bytes()[:4] == b"\x89PNG"
     for key in ("interpolation_mse", "extrapolation_mse", "odernn_extrapolation_mse"):
         assert 0 < results[key] < 5  # the signal's variance is 0.5
@@ -79,9 +92,24 @@ def test_physionet_example_on_a_few_stays(tmp_path):
     physionet = _load("examples/physionet.py")
     png = tmp_path / "icu.png"
     with pytest.warns(UserWarning, match="descriptors only"):
-        results = physionet.main(["--path", str(PHYSIONET), "--n-stays", "60", "--epochs", "1",
-                                  "--encoder", "gru", "--latent-dim", "4", "--quantization", "1",
-                                  "--output", str(png)])  # fmt: skip
+        results = physionet.main(
+            [
+                "--path",
+                str(PHYSIONET),
+                "--n-stays",
+                "60",
+                "--epochs",
+                "1",
+                "--encoder",
+                "gru",
+                "--latent-dim",
+                "4",
+                "--quantization",
+                "1",
+                "--output",
+                str(png),
+            ]
+        )
     assert png.read_bytes()[:4] == b"\x89PNG"
     assert results["n_train"] == 48 and results["n_test"] == 12
     assert 0 <= results["mortality_auc"] <= 1
@@ -89,9 +117,25 @@ def test_physionet_example_on_a_few_stays(tmp_path):
     for key in ("interpolation_mse_reference_scale", "extrapolation_mse_reference_scale"):
         assert 0 < results[key] < 1  # the paper's aggregation, from posterior draws
     with pytest.warns(UserWarning, match="descriptors only"):  # the reconstruction model alone
-        recon = physionet.main(["--path", str(PHYSIONET), "--n-stays", "60", "--epochs", "1",
-                                "--encoder", "gru", "--latent-dim", "4", "--quantization", "1",
-                                "--no-labels", "--output", str(png)])  # fmt: skip
+        recon = physionet.main(
+            [
+                "--path",
+                str(PHYSIONET),
+                "--n-stays",
+                "60",
+                "--epochs",
+                "1",
+                "--encoder",
+                "gru",
+                "--latent-dim",
+                "4",
+                "--quantization",
+                "1",
+                "--no-labels",
+                "--output",
+                str(png),
+            ]
+        )
     assert recon["mortality_auc"] is None and 0 < recon["interpolation_mse"] < 1
 
 
@@ -100,8 +144,9 @@ def test_hopper_example_beats_the_mean_after_a_few_epochs(tmp_path):
     pytest.importorskip("dm_control", reason="the Hopper needs the 'hopper' extra (dm-control)")
     hopper = _load("examples/hopper.py")
     png = tmp_path / "hopper.png"
-    results = hopper.main(["--n-series", "300", "--epochs", "8", "--fraction", "0.2",
-                           "--output", str(png)])  # fmt: skip
+    results = hopper.main(
+        ["--n-series", "300", "--epochs", "8", "--fraction", "0.2", "--output", str(png)]
+    )
     assert png.read_bytes()[:4] == b"\x89PNG"
     assert results["n_train"] == 240 and results["n_extrapolated"] > 50
     assert results["interpolation_mse"] < 0.7 * results["mean_predictor_mse"]
@@ -113,8 +158,20 @@ def test_rubanova2019_benchmark_records_budgets_versions_and_published_figures(t
     pytest.importorskip("dm_control", reason="the Hopper needs the 'hopper' extra (dm-control)")
     bench = _load("benchmarks/rubanova2019.py")
     out = tmp_path / "r.json"
-    record = bench.main(["--tasks", "hopper", "--hopper-series", "40", "--hopper-fractions",
-                         "0.1", "--hopper-epochs", "1", "--output", str(out)])  # fmt: skip
+    record = bench.main(
+        [
+            "--tasks",
+            "hopper",
+            "--hopper-series",
+            "40",
+            "--hopper-fractions",
+            "0.1",
+            "--hopper-epochs",
+            "1",
+            "--output",
+            str(out),
+        ]
+    )
     assert json.loads(out.read_text()) == record
     assert record["config"]["hopper_epochs"] == 1 and record["versions"]["torch"]
     run = record["results"]["hopper"]["0.1"]
@@ -127,10 +184,24 @@ def test_rubanova2019_benchmark_records_budgets_versions_and_published_figures(t
 def test_suite_compares_backends_on_the_spiral_configuration(tmp_path):
     suite = _load("benchmarks/suite.py")
     out = tmp_path / "suite.json"
-    record = suite.main(["--configs", "spiral", "spiral_reference", "periodic",
-                         "--spiral-iterations", "2", "--periodic-epochs", "3",
-                         "--periodic-eval-every", "2", "--threads", "1",
-                         "--output", str(out)])  # fmt: skip
+    record = suite.main(
+        [
+            "--configs",
+            "spiral",
+            "spiral_reference",
+            "periodic",
+            "--spiral-iterations",
+            "2",
+            "--periodic-epochs",
+            "3",
+            "--periodic-eval-every",
+            "2",
+            "--threads",
+            "1",
+            "--output",
+            str(out),
+        ]
+    )
     assert json.loads(out.read_text()) == record
     rows = {r["backend"]: r for r in record["results"] if r["config"] == "spiral"}
     assert rows.keys() == {"native", "torchdiffeq"}
@@ -192,9 +263,25 @@ def test_suite_reference_protocol_trains_on_the_demo_data():
 def test_adjoint_memory_benchmark_separates_the_gradient_modes(tmp_path):
     bench = _load("benchmarks/adjoint_memory.py")
     out = tmp_path / "am.json"
-    record = bench.main(["--batch", "20", "--horizons", "1", "3", "--outputs", "50",
-                         "--repeats", "1", "--rtol", "1e-5", "--atol", "1e-7",
-                         "--output", str(out)])  # fmt: skip
+    record = bench.main(
+        [
+            "--batch",
+            "20",
+            "--horizons",
+            "1",
+            "3",
+            "--outputs",
+            "50",
+            "--repeats",
+            "1",
+            "--rtol",
+            "1e-5",
+            "--atol",
+            "1e-7",
+            "--output",
+            str(out),
+        ]
+    )
     assert out.with_suffix(".png").read_bytes()[:4] == b"\x89PNG"
     rows = {(r["sweep"], r["mode"], r["horizon"]): r for r in record["results"]}
     for horizon in (1.0, 3.0):

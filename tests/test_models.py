@@ -62,6 +62,7 @@ def test_solve_prepends_the_origin_and_accepts_sample_dims():
     assert (cumulative[..., 0, :] > 0).all() and (cumulative.diff(dim=-2) > 0).all()
 
 
+@pytest.mark.slow
 def test_cnf_posterior_starts_as_the_normal_one_and_can_only_tighten_the_bound():
     from latentode.datasets import make_spirals
     from latentode.inference import per_series_elbo, svi_loss
@@ -101,8 +102,7 @@ def test_dynamics_penalty_is_a_training_only_site_that_lowers_the_elbo(poisson):
     torch.manual_seed(0)
     plain = LatentODEModel(2, latent_dim=3, poisson=poisson)
     torch.manual_seed(0)
-    reg = LatentODEModel(2, latent_dim=3, poisson=poisson, kinetic_weight=0.5,
-                         jacobian_weight=0.2)  # fmt: skip
+    reg = LatentODEModel(2, latent_dim=3, poisson=poisson, kinetic_weight=0.5, jacobian_weight=0.2)
 
     def traces(model):
         guide_tr = pyro.poutine.trace(model.guide).get_trace(b.times, b.values, b.mask)

@@ -247,8 +247,9 @@ def test_error_channels_leave_riders_out_of_step_control():
         solver = ODESolver(WithRider(), rtol=1e-6, atol=1e-8, backend="native")
         ys = solver(y0, t, error_channels=channels)
         nfe[channels] = solver.nfe["forward"]
-        assert torch.allclose(ys[..., :2], y0[..., :2] * torch.exp(-0.5 * t).view(-1, 1, 1),
-                              atol=1e-5)  # fmt: skip
+        assert torch.allclose(
+            ys[..., :2], y0[..., :2] * torch.exp(-0.5 * t).view(-1, 1, 1), atol=1e-5
+        )
     assert nfe[2] < nfe[None] / 3
 
 

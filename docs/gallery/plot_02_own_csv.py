@@ -45,8 +45,10 @@ workdir = Path(tempfile.mkdtemp())
 csv = workdir / "vitals.csv"
 frame.to_csv(csv, index=False, float_format="%.2f")
 print(csv.read_text().splitlines()[:6])
-print(f"{len(frame)} rows, {frame.subject.nunique()} subjects, "
-      f"{frame[['heart_rate', 'skin_temp']].isna().mean().round(2).to_dict()} missing")
+print(
+    f"{len(frame)} rows, {frame.subject.nunique()} subjects, "
+    f"{frame[['heart_rate', 'skin_temp']].isna().mean().round(2).to_dict()} missing"
+)
 
 # %%
 # Fit, forecast and plot with the command line
@@ -60,7 +62,9 @@ print(f"{len(frame)} rows, {frame.subject.nunique()} subjects, "
 def latentode(*args):
     done = subprocess.run(
         [sys.executable, "-m", "latentode", *map(str, args)],
-        capture_output=True, text=True, cwd=workdir,
+        capture_output=True,
+        text=True,
+        cwd=workdir,
     )
     if done.returncode:  # the command's message says what was wrong
         raise RuntimeError(done.stderr)
@@ -70,8 +74,19 @@ def latentode(*args):
 columns = ["--id-col", "subject", "--time-col", "hours"]
 latentode("fit", csv, *columns, "--model", "vitals.pt", "--epochs", 150)
 latentode("predict", "vitals.pt", csv, *columns, "--horizon", 24, "--output", "forecast.csv")
-latentode("plot", "vitals.pt", csv, *columns, "--horizon", 24,
-          "--series", "s000", "s001", "--output", "vitals.png")
+latentode(
+    "plot",
+    "vitals.pt",
+    csv,
+    *columns,
+    "--horizon",
+    24,
+    "--series",
+    "s000",
+    "s001",
+    "--output",
+    "vitals.png",
+)
 
 forecast = pd.read_csv(workdir / "forecast.csv")
 print(forecast.head())

@@ -13,10 +13,11 @@ import warnings
 import matplotlib.pyplot as plt
 
 from latentode import LatentODE
-from latentode.datasets import TUNED_LATENT_ODE, make_spirals
+from latentode.datasets import make_spirals
 
 data = make_spirals(n_series=250, n_obs=30, random_state=1)
-model = LatentODE(**{**TUNED_LATENT_ODE, "max_epochs": 120}, random_state=0).fit(data.train)
+settings = dict(lr=0.02, lr_decay=0.997, encode_fraction=0.5, obs_std=0.1)  # spiral benchmark
+model = LatentODE(**settings, max_epochs=120, random_state=0).fit(data.train)
 
 # %%
 # xarray: select, reduce, export
@@ -72,8 +73,9 @@ z0 = idata.posterior["z0"]
 fig, ax = plt.subplots(figsize=(5, 5))
 for k, sid in enumerate(z0.series.values[:4]):
     pts = z0.sel(series=sid).stack(s=("chain", "draw"))
-    ax.scatter(pts.sel(latent=0), pts.sel(latent=1), s=6, alpha=0.4, color=f"C{k}",
-               label=f"spiral {sid}")
+    ax.scatter(
+        pts.sel(latent=0), pts.sel(latent=1), s=6, alpha=0.4, color=f"C{k}", label=f"spiral {sid}"
+    )
 ax.set_xlabel("z0[0]")
 ax.set_ylabel("z0[1]")
 ax.legend(fontsize="small")

@@ -28,8 +28,7 @@ model = LatentODE(
     random_state=0,
 )
 model.fit(train, validation_data=val)
-print(f"best epoch {model.history_.best_epoch}, "
-      f"{np.mean(model.history_.seconds):.2f} s per epoch")
+print(f"best epoch {model.history_.best_epoch}, {np.mean(model.history_.seconds):.2f} s per epoch")
 
 # %%
 # Training curve: the negative ELBO per series on the training batches and on the validation
@@ -51,8 +50,11 @@ import xarray as xr  # noqa: E402
 
 show = data.test[:1]
 draws = model.sample(show, times=data.times, n_samples=200, include_latent=True)
-truth = xr.DataArray(data.test_truth[0], dims=("time", "feature"),
-                     coords={"time": data.times, "feature": data.test.feature_names})
+truth = xr.DataArray(
+    data.test_truth[0],
+    dims=("time", "feature"),
+    coords={"time": data.times, "feature": data.test.feature_names},
+)
 fig = plot_posterior(draws, show, series=show.ids[0], truth=truth)
 plt.show()
 

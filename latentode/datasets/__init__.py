@@ -1,15 +1,8 @@
 """Irregular series containers, validation, conversion and data sets."""
 
-from ._containers import (
-    Batch,
-    IrregularDataset,
-    IrregularSeries,
-    as_dataset,
-    collate,
-    from_arrays,
-    from_pandas,
-    from_xarray,
-)
+from ._batch import Batch, collate
+from ._containers import IrregularDataset, IrregularSeries
+from ._convert import as_dataset, from_arrays, from_pandas, from_xarray
 from ._download import (
     DownloadError,
     UnsafeArchiveError,
@@ -22,7 +15,7 @@ from .activity import PersonActivity, load_person_activity
 from .hopper import HOPPER_FEATURES, HopperData, make_hopper
 from .periodic import PeriodicData, make_periodic
 from .physionet import PHYSIONET2012_FEATURES, PhysioNet2012, load_physionet2012
-from .spirals import TUNED_LATENT_ODE, SpiralData, make_spirals
+from .spirals import SpiralData, make_spirals
 
 __all__ = [
     "Batch",
@@ -33,7 +26,6 @@ __all__ = [
     "IrregularDataset",
     "IrregularSeries",
     "PHYSIONET2012_FEATURES",
-    "TUNED_LATENT_ODE",
     "PeriodicData",
     "PersonActivity",
     "PhysioNet2012",

@@ -16,7 +16,9 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from ._containers import IrregularDataset, from_pandas
+from .._validation import real
+from ._containers import IrregularDataset
+from ._convert import from_pandas
 from ._download import data_home
 
 __all__ = ["PersonActivity", "load_person_activity"]
@@ -77,12 +79,7 @@ def load_person_activity(
     -------
     PersonActivity
     """
-    if quantization is not None and not (
-        isinstance(quantization, (int, float)) and quantization > 0
-    ):
-        raise ValueError(
-            f"quantization must be None or a positive number of seconds; got {quantization!r}."
-        )
+    real("quantization", low=0, low_open=True, none=True, hint="(in seconds)").check(quantization)
     file = Path(path) if path is not None else data_home() / "person_activity"
     if file.is_dir():
         file = file / FILE

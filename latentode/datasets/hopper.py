@@ -21,6 +21,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from .._validation import check_params, integer, real
 from ._containers import IrregularDataset
 from ._synthetic import split_and_observe
 
@@ -29,6 +30,15 @@ __all__ = ["HOPPER_FEATURES", "HopperData", "make_hopper"]
 _JOINTS = ["rootx", "rootz", "rooty", "waist", "hip", "knee", "ankle"]
 #: Feature names: the 7 generalised positions, then the 7 velocities, in MuJoCo's order.
 HOPPER_FEATURES = [f"q_{j}" for j in _JOINTS] + [f"v_{j}" for j in _JOINTS]
+
+
+_PARAMETERS = (
+    integer("n_series", low=2),
+    integer("n_times", low=2),
+    integer("n_obs", low=1, high="n_times"),
+    integer("steps_per_time", low=1),
+    real("test_size", low=0, low_open=True, high=1, high_open=True),
+)
 
 
 @dataclass
@@ -155,20 +165,19 @@ def make_hopper(
     ImportError
         Without ``dm-control`` and ``mujoco``; the message says what to install.
     """
-    if n_series < 2:
-        raise ValueError(f"n_series must be at least 2; got {n_series}.")
-    if n_times < 2:
-        raise ValueError(f"n_times must be at least 2; got {n_times}.")
     n_obs = n_times if n_obs is None else n_obs
-    if not 1 <= n_obs <= n_times:
-        raise ValueError(f"n_obs must be between 1 and n_times={n_times}; got {n_obs}.")
-    if steps_per_time < 1:
-        raise ValueError(f"steps_per_time must be a positive integer; got {steps_per_time}.")
-    if not 0.0 < test_size < 1.0:
-        raise ValueError(f"test_size must be in (0, 1); got {test_size}.")
+    check_params(
+        dict(
+            n_series=n_series,
+            n_times=n_times,
+            n_obs=n_obs,
+            steps_per_time=steps_per_time,
+            test_size=test_size,
+        ),
+        _PARAMETERS,
+    )
     rng = np.random.default_rng(random_state)
-    states, dt = simulate_hopper(n_series, n_times, steps_per_time=steps_per_time,
-                                 random_state=rng)  # fmt: skip
+    states, dt = simulate_hopper(n_series, n_times, steps_per_time=steps_per_time, random_state=rng)
     times = dt * np.arange(n_times)
     flat = states.reshape(-1, states.shape[-1])
     train, test, train_idx, test_idx = split_and_observe(

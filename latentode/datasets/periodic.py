@@ -6,10 +6,19 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from .._validation import check_params, integer, real
 from ._containers import IrregularDataset
 from ._synthetic import split_and_observe
 
 __all__ = ["PeriodicData", "make_periodic"]
+
+
+_PARAMETERS = (
+    integer("n_series", low=2),
+    integer("n_obs", low=1, high="n_times"),
+    real("noise_std", low=0),
+    real("test_size", low=0, low_open=True, high=1, high_open=True),
+)
 
 
 @dataclass
@@ -85,17 +94,11 @@ def make_periodic(
     -------
     PeriodicData
     """
-    if n_series < 2:
-        raise ValueError(f"n_series must be at least 2; got {n_series}.")
-    if not 1 <= n_obs <= n_times:
-        raise ValueError(f"n_obs must be between 1 and n_times={n_times}; got {n_obs}.")
+    check_params(dict(n_series=n_series, n_obs=n_obs, n_times=n_times), _PARAMETERS)
     low, high = frequency_range
     if not 0 < low <= high:
         raise ValueError(f"frequency_range must satisfy 0 < low <= high; got {frequency_range}.")
-    if noise_std < 0:
-        raise ValueError(f"noise_std must be non-negative; got {noise_std}.")
-    if not 0.0 < test_size < 1.0:
-        raise ValueError(f"test_size must be in (0, 1); got {test_size}.")
+    check_params(dict(noise_std=noise_std, test_size=test_size), _PARAMETERS)
     rng = np.random.default_rng(random_state)
     times = np.sort(rng.uniform(0.0, t_max, size=n_times))
     frequency = rng.uniform(low, high, size=n_series)

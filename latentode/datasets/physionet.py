@@ -19,7 +19,9 @@ from pathlib import Path, PurePosixPath
 import numpy as np
 import pandas as pd
 
-from ._containers import IrregularDataset, from_pandas
+from .._validation import real
+from ._containers import IrregularDataset
+from ._convert import from_pandas
 from ._download import data_home
 from ._download import download as fetch
 
@@ -110,12 +112,7 @@ def load_physionet2012(
         ds.data.n_features  # 37
         ds.y.mean()  # 0.1386, in-hospital mortality of the 3997 stays with time series
     """
-    if quantization is not None and not (
-        isinstance(quantization, (int, float)) and quantization > 0
-    ):
-        raise ValueError(
-            f"quantization must be None or a positive number of hours; got {quantization!r}."
-        )
+    real("quantization", low=0, low_open=True, none=True, hint="(in hours)").check(quantization)
     sets = [sets] if isinstance(sets, str) else list(sets)
     unknown = [s for s in sets if s not in ("a", "b", "c")]
     if unknown or not sets:

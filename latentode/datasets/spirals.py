@@ -6,21 +6,19 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from .._validation import check_params, integer, real
 from ._containers import IrregularDataset
 from ._synthetic import split_and_observe
 
-__all__ = ["TUNED_LATENT_ODE", "SpiralData", "make_spirals", "spiral_trajectory"]
+__all__ = ["SpiralData", "make_spirals", "spiral_trajectory"]
 
-#: ``LatentODE`` settings with which the spiral extrapolation benchmark
-#: (``benchmarks/spirals_table2.py``, default noise 0.1, n_obs = 30) beats Chen et al.'s
-#: Table 2 within ten minutes on two CPU cores; the example and ``latentode demo`` use them.
-TUNED_LATENT_ODE = {
-    "max_epochs": 1000,
-    "lr": 0.02,
-    "lr_decay": 0.997,
-    "encode_fraction": 0.5,
-    "obs_std": 0.1,
-}
+
+_PARAMETERS = (
+    integer("n_obs", low=1, high="n_steps"),
+    integer("n_series", low=2),
+    real("test_size", low=0, low_open=True, high=1, high_open=True),
+    real("noise_std", low=0),
+)
 
 
 @dataclass
@@ -140,14 +138,16 @@ def make_spirals(
     -------
     SpiralData
     """
-    if not 1 <= n_obs <= n_steps:
-        raise ValueError(f"n_obs must be between 1 and n_steps={n_steps}; got {n_obs}.")
-    if n_series < 2:
-        raise ValueError(f"n_series must be at least 2; got {n_series}.")
-    if not 0.0 < test_size < 1.0:
-        raise ValueError(f"test_size must be in (0, 1); got {test_size}.")
-    if noise_std < 0:
-        raise ValueError(f"noise_std must be non-negative; got {noise_std}.")
+    check_params(
+        dict(
+            n_obs=n_obs,
+            n_steps=n_steps,
+            n_series=n_series,
+            test_size=test_size,
+            noise_std=noise_std,
+        ),
+        _PARAMETERS,
+    )
     rng = np.random.default_rng(random_state)
     dt = t_max / n_steps
     all_times = np.arange(n_steps + n_extrapolation) * dt

@@ -4,11 +4,19 @@ predictive, ArviZ export."""
 from .arviz import make_inference_data
 from .distributed import DataParallel
 from .predictive import PREDICTIVE_SITES, posterior_predictive
-from .svi import TrainingHistory, kl_weight, per_series_elbo, svi_loss, train_svi
+from .svi import (
+    TrainingConfig,
+    TrainingHistory,
+    kl_weight,
+    per_series_elbo,
+    svi_loss,
+    train_svi,
+)
 
 __all__ = [
     "DataParallel",
     "PREDICTIVE_SITES",
+    "TrainingConfig",
     "TrainingHistory",
     "make_inference_data",
     "kl_weight",

@@ -55,8 +55,9 @@ def posterior_predictive(
         draws = predictive(times, values, mask, query_times=query_times)
     missing = [s for s in sites if s not in draws]
     if missing:
-        raise ValueError(f"the model has no sites {missing} (intensity needs poisson=True, "
-                         "label a classifier).")
+        raise ValueError(
+            f"the model has no sites {missing} (intensity needs poisson=True, label a classifier)."
+        )
     return {
         s: draws[s].reshape((n_samples,) + draws[s].shape[-_event_rank(s, module) - 1 :])
         for s in sites

@@ -20,7 +20,14 @@ from ..datasets import Batch
 from ..solvers import SolverError
 from .distributed import DataParallel
 
-__all__ = ["TrainingHistory", "kl_weight", "per_series_elbo", "svi_loss", "train_svi"]
+__all__ = [
+    "TrainingConfig",
+    "TrainingHistory",
+    "kl_weight",
+    "per_series_elbo",
+    "svi_loss",
+    "train_svi",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -207,39 +214,203 @@ def _set_rng_state(state: dict, generator: torch.Generator | None, device: torch
         torch.cuda.set_rng_state(state["cuda"], device)
 
 
+@dataclass(frozen=True)
+class TrainingConfig:
+    """Settings of :func:`train_svi`: the optimiser, the objective, and the loop's rules.
+
+    Attributes
+    ----------
+    max_epochs, batch_size : int
+    lr : float
+        Adam learning rate.
+    lr_decay : float, default 1.0
+        Multiply the learning rate by this after each epoch.
+    num_particles : int, default 1
+        Samples of ``z0`` per series in each ELBO estimate.
+    kl_anneal_epochs : int, default 0
+        Epochs over which the KL weight rises linearly to ``kl_final``.
+    kl_final : float, default 1.0
+        KL weight once annealing is over (see :func:`kl_weight`).
+    clip_norm : float or None, default 10.0
+        Clip the global gradient norm.
+    patience : int or None, default None
+        Stop after this many epochs without validation improvement.
+    verbose : bool or "force", default False
+        Progress bar on stderr (when it is a terminal, or always with "force").
+    checkpoint_every : int, default 1
+        Epochs between two calls of the ``checkpoint`` function.
+    max_retries : int, default 3
+        Consecutive rolled-back attempts of an epoch before giving up.
+    lr_backoff : float, default 0.5
+        Factor applied to the learning rate at each roll-back.
+    average_epochs : int, default 0
+        Weight averaging (Izmailov et al. 2018, "Averaging weights leads to wider optima and
+        better generalization"): the parameters returned are the mean of the parameters at
+        the end of each epoch from ``max_epochs - average_epochs`` on, which smooths out the
+        noise of the last stochastic steps. 0 returns the last (or best) epoch's. With
+        validation the average is kept only if its validation loss is no higher than the
+        best epoch's. Training that ends before the window (early stopping, interruption)
+        averages the epochs of the window it completed, if any; a resumed fit whose
+        ``max_epochs`` moved the window restarts the average at the resumed epoch.
+    """
+
+    max_epochs: int
+    batch_size: int
+    lr: float
+    lr_decay: float = 1.0
+    num_particles: int = 1
+    kl_anneal_epochs: int = 0
+    kl_final: float = 1.0
+    clip_norm: float | None = 10.0
+    patience: int | None = None
+    verbose: bool | str = False
+    checkpoint_every: int = 1
+    max_retries: int = 3
+    lr_backoff: float = 0.5
+    average_epochs: int = 0
+
+    def beta(self, epoch: int) -> float:
+        """The KL weight at ``epoch``."""
+        return kl_weight(epoch, self.kl_anneal_epochs, self.kl_final)
+
+
+@dataclass
+class _LoopState:
+    """What the SVI loop carries from epoch to epoch (the part a checkpoint restores)."""
+
+    history: TrainingHistory = field(default_factory=TrainingHistory)
+    best_state: dict | None = None
+    best_val: float = math.inf
+    since_best: int = 0
+    average: dict = field(default_factory=dict)
+
+
+class _Loop:
+    """The model, optimiser, scheduler and random streams of one run of :func:`train_svi`."""
+
+    def __init__(self, model, config: TrainingConfig, generator, validation, parallel):
+        self.model, self.config = model, config
+        self.params = [p for p in model.parameters() if p.requires_grad]
+        self.optim = torch.optim.Adam(self.params, lr=config.lr)
+        self.sched = torch.optim.lr_scheduler.ExponentialLR(self.optim, gamma=config.lr_decay)
+        self.device = next(model.parameters()).device
+        self.generator, self.validation, self.parallel = generator, validation, parallel
+        self.window = config.max_epochs - config.average_epochs  # first epoch averaged
+        self.state = _LoopState(average=self._empty_average())
+
+    def _empty_average(self) -> dict:
+        return {"mean": None, "count": 0, "first": self.window}
+
+    def capture(self, next_epoch: int) -> dict:
+        """The whole training state before ``next_epoch``, as a checkpoint holds it."""
+        st = self.state
+        return {
+            "epoch": next_epoch,
+            "model": _snapshot(self.model.state_dict()),
+            "optimizer": _snapshot(self.optim.state_dict()),
+            "scheduler": _snapshot(self.sched.state_dict()),
+            "history": st.history.to_dict(),
+            "best_state": st.best_state,
+            "best_val": st.best_val,
+            "since_best": st.since_best,
+            "rng": _rng_state(self.generator, self.device),
+            "average": _snapshot(st.average),
+        }
+
+    def restore(self, saved: dict) -> None:
+        """Go back to a state of :meth:`capture` (parameters, optimiser, random streams)."""
+        self.model.load_state_dict(saved["model"])
+        self.optim.load_state_dict(saved["optimizer"])
+        self.sched.load_state_dict(saved["scheduler"])
+        _set_rng_state(saved["rng"], self.generator, self.device)
+        average = saved.get("average")
+        if average is not None and average["first"] == self.window:
+            average = _snapshot(average)
+            if average["mean"] is not None:  # a checkpoint read on the CPU
+                pairs = zip(average["mean"], self.params, strict=True)
+                average["mean"] = [m.to(p.device) for m, p in pairs]
+        else:  # none saved, or max_epochs moved the window: restart it here
+            average = self._empty_average()
+        self.state = _LoopState(
+            history=TrainingHistory(**copy.deepcopy(saved["history"])),
+            best_state=saved["best_state"],
+            best_val=saved["best_val"],
+            since_best=saved["since_best"],
+            average=average,
+        )
+
+    def validation_loss(self) -> float:
+        cfg = self.config
+        return _validation_loss(self.model, self.validation, cfg.num_particles, self.parallel)
+
+    def record(self, epoch: int, loss: float, nfe, bar, start: float) -> None:
+        """Append the epoch to the history; track the best validation state once annealed."""
+        st, beta = self.state, self.config.beta(epoch)
+        history = st.history
+        history.loss.append(loss)
+        history.kl_weight.append(beta)
+        history.nfe_forward.append(nfe[0])
+        history.nfe_backward.append(nfe[1])
+        message = f"epoch {epoch + 1} loss {loss:.4f}"
+        if self.validation:
+            annealed = epoch >= self.config.kl_anneal_epochs
+            val = self.validation_loss()
+            history.val_loss.append(val)
+            message += f" val {val:.4f}"
+            if val < st.best_val and annealed:
+                st.best_val, st.since_best, history.best_epoch = val, 0, epoch
+                st.best_state = copy.deepcopy(self.model.state_dict())
+            elif annealed:
+                st.since_best += 1
+            patience = self.config.patience
+            if patience is not None and st.since_best >= patience:
+                history.stopped_early = True
+        history.seconds.append(time.perf_counter() - start)
+        if self.parallel is None or self.parallel.is_main:
+            logger.info(message)
+        bar.set_postfix_str(message.split(" ", 2)[-1])
+        bar.update()
+        if epoch >= self.window:
+            _accumulate(st.average, self.params)
+
+    def finish(self) -> TrainingHistory:
+        """Load the averaged or best parameters; the model ends in eval mode."""
+        st = self.state
+        best_state = st.best_state
+        if st.average["count"]:
+            with torch.no_grad():
+                for p, mean in zip(self.params, st.average["mean"], strict=True):
+                    p.copy_(mean)
+            # with validation, the average is kept unless the best epoch validated better
+            if not (self.validation and self.validation_loss() > st.best_val):
+                st.history.averaged_epochs = st.average["count"]
+                best_state = None
+        if best_state is not None:
+            self.model.load_state_dict(best_state)
+        self.model.eval()
+        return st.history
+
+
 def train_svi(
     model,
     make_batch: Callable[[torch.Tensor], Batch],
     n_series: int,
+    config: TrainingConfig,
     *,
-    max_epochs: int,
-    batch_size: int,
-    lr: float,
-    num_particles: int = 1,
-    kl_anneal_epochs: int = 0,
-    kl_final: float = 1.0,
-    clip_norm: float | None = 10.0,
-    lr_decay: float = 1.0,
     validation: list[Batch] | None = None,
-    patience: int | None = None,
     generator: torch.Generator | None = None,
-    verbose: bool | str = False,
     checkpoint: Callable[[dict], None] | None = None,
-    checkpoint_every: int = 1,
     resume_from: dict | None = None,
-    max_retries: int = 3,
-    lr_backoff: float = 0.5,
     parallel: DataParallel | None = None,
-    average_epochs: int = 0,
 ) -> TrainingHistory:
     """Fit ``model`` by maximising the ELBO with Adam over shuffled mini-batches.
 
     A step whose loss or gradient is not finite, or whose solve fails (:class:`SolverError`),
     never reaches the parameters: the epoch is rolled back to its start (parameters,
-    optimiser, random streams), the learning rate is multiplied by ``lr_backoff`` and the epoch
-    is retried, at most ``max_retries`` times in a row before :class:`FloatingPointError`.
-    A ``KeyboardInterrupt`` ends training at the last completed epoch (recorded in
-    ``history.interrupted``) instead of propagating.
+    optimiser, random streams), the learning rate is multiplied by ``config.lr_backoff`` and
+    the epoch is retried, at most ``config.max_retries`` times in a row before
+    :class:`FloatingPointError`. A ``KeyboardInterrupt`` ends training at the last completed
+    epoch (recorded in ``history.interrupted``) instead of propagating.
 
     Parameters
     ----------
@@ -249,169 +420,86 @@ def train_svi(
         Maps a LongTensor of series indices to a :class:`Batch` in model units.
     n_series : int
         Size of the training set.
-    max_epochs, batch_size : int
-    lr : float
-        Adam learning rate.
-    num_particles : int
-        Samples of ``z0`` per series in each ELBO estimate.
-    kl_anneal_epochs : int
-        Epochs over which the KL weight rises linearly to ``kl_final``.
-    kl_final : float
-        KL weight once annealing is over (see :func:`kl_weight`).
-    clip_norm : float or None
-        Clip the global gradient norm.
-    lr_decay : float
-        Multiply the learning rate by this after each epoch.
+    config : TrainingConfig
+        Optimiser, objective and loop settings.
     validation : list of Batch, optional
         Held-out batches; the best epoch's parameters are kept.
-    patience : int, optional
-        Stop after this many epochs without validation improvement.
     generator : torch.Generator, optional
         Drives the shuffling (and whatever ``make_batch`` draws with it).
-    verbose : bool or "force"
-        Progress bar on stderr (when it is a terminal, or always with "force").
     checkpoint : callable, optional
         Called with the training state (a dict of tensors, numbers and strings) every
-        ``checkpoint_every`` epochs, at the end and on interruption.
-    checkpoint_every : int
+        ``config.checkpoint_every`` epochs, at the end and on interruption.
     resume_from : dict, optional
         A state given earlier to ``checkpoint``: training continues from it exactly, random
         streams included.
-    max_retries : int
-        Consecutive rolled-back attempts of an epoch before giving up.
-    lr_backoff : float
-        Factor applied to the learning rate at each roll-back.
     parallel : DataParallel, optional
         Data-parallel training over a ``torch.distributed`` group: rank 0's parameters are
         broadcast first, each global mini-batch of ``batch_size`` is split between the
         processes, gradients are summed before each step, and validation losses averaged, so
         that all processes take the same steps. ``generator`` must give the same shuffles on
         every process; ``make_batch`` may draw differently on each.
-    average_epochs : int
-        Weight averaging (Izmailov et al. 2018, "Averaging weights leads to wider optima and
-        better generalization"): the parameters returned are the mean of the parameters at
-        the end of each epoch from ``max_epochs - average_epochs`` on, which smooths out the
-        noise of the last stochastic steps. 0 returns the last (or best) epoch's. With
-        ``validation`` the average is kept only if its validation loss is no higher than the
-        best epoch's. Training that ends before the window (early stopping, interruption)
-        averages the epochs of the window it completed, if any; a resumed fit whose
-        ``max_epochs`` moved the window restarts the average at the resumed epoch.
 
     Returns
     -------
     TrainingHistory
     """
-    params = [p for p in model.parameters() if p.requires_grad]
-    optim = torch.optim.Adam(params, lr=lr)
-    sched = torch.optim.lr_scheduler.ExponentialLR(optim, gamma=lr_decay)
-    device = next(model.parameters()).device
-    history = TrainingHistory()
-    best_state, best_val, since_best, first_epoch = None, math.inf, 0, 0
-    window = max_epochs - average_epochs  # first epoch averaged
-    average = {"mean": None, "count": 0, "first": window}
-
-    def capture(next_epoch: int) -> dict:
-        return {
-            "epoch": next_epoch,
-            "model": _snapshot(model.state_dict()),
-            "optimizer": _snapshot(optim.state_dict()),
-            "scheduler": _snapshot(sched.state_dict()),
-            "history": history.to_dict(),
-            "best_state": best_state,
-            "best_val": best_val,
-            "since_best": since_best,
-            "rng": _rng_state(generator, device),
-            "average": _snapshot(average),
-        }
-
-    def restore(state: dict) -> None:
-        nonlocal history, best_state, best_val, since_best
-        model.load_state_dict(state["model"])
-        optim.load_state_dict(state["optimizer"])
-        sched.load_state_dict(state["scheduler"])
-        _set_rng_state(state["rng"], generator, device)
-        history = TrainingHistory(**copy.deepcopy(state["history"]))
-        best_state, best_val = state["best_state"], state["best_val"]
-        since_best = state["since_best"]
-        saved = state.get("average")
-        if saved is not None and saved["first"] == window:
-            average.update(_snapshot(saved))
-            if average["mean"] is not None:  # a checkpoint read on the CPU
-                pairs = zip(average["mean"], params, strict=True)
-                average["mean"] = [m.to(p.device) for m, p in pairs]
-        else:  # none saved, or max_epochs moved the window: restart it here
-            average.update(mean=None, count=0, first=window)
-
+    cfg = config
+    loop = _Loop(model, cfg, generator, validation, parallel)
+    first_epoch = 0
     if resume_from is not None:
-        restore(resume_from)
+        loop.restore(resume_from)
         first_epoch = resume_from["epoch"]
     if parallel is not None:
         parallel.broadcast_module(model)
-    good = capture(first_epoch)
-    bar = _progress(verbose, max_epochs)
+    good = loop.capture(first_epoch)
+    bar = _progress(cfg.verbose, cfg.max_epochs)
     bar.update(first_epoch)
     retries, epoch = 0, first_epoch
     model.train()
     try:
-        while epoch < max_epochs and not history.stopped_early:
+        while epoch < cfg.max_epochs and not loop.state.history.stopped_early:
             start = time.perf_counter()
             try:
-                loss, nfe = _train_epoch(
-                    model, optim, params, make_batch, n_series, batch_size, generator,
-                    num_particles, kl_weight(epoch, kl_anneal_epochs, kl_final), clip_norm,
-                    parallel,
-                )  # fmt: skip
+                loss, nfe = _train_epoch(loop, make_batch, n_series, cfg.beta(epoch))
             except _BadStep as bad:
                 retries += 1
-                restore(good)
-                if retries > max_retries:
+                loop.restore(good)
+                if retries > cfg.max_retries:
                     raise FloatingPointError(
-                        f"training failed at epoch {epoch} after {max_retries} retries with a "
-                        f"smaller learning rate; the last failure: {str(bad).rstrip('.')}. "
+                        f"training failed at epoch {epoch} after {cfg.max_retries} retries with "
+                        f"a smaller learning rate; the last failure: {str(bad).rstrip('.')}. "
                         "Nothing of the failed epoch was kept; lower lr, keep clip_norm, or "
                         "change the solver settings."
                     ) from None
-                for group in optim.param_groups:  # the restored rate, lowered once per retry
-                    group["lr"] *= lr_backoff**retries
+                for group in loop.optim.param_groups:  # the restored rate, lowered per retry
+                    group["lr"] *= cfg.lr_backoff**retries
                 warnings.warn(
                     f"epoch {epoch}: {bad}; rolled back to the start of the epoch and retrying "
-                    f"with learning rate {optim.param_groups[0]['lr']:.3g}.",
+                    f"with learning rate {loop.optim.param_groups[0]['lr']:.3g}.",
                     RuntimeWarning,
                     stacklevel=2,
                 )
                 continue
             retries = 0
-            sched.step()
-            best_state, best_val, since_best = _record_epoch(
-                history, model, epoch, loss, nfe, kl_weight(epoch, kl_anneal_epochs, kl_final),
-                validation, num_particles, (best_state, best_val, since_best), patience, bar,
-                start, parallel, epoch >= kl_anneal_epochs,
-            )  # fmt: skip
-            if epoch >= window:
-                _accumulate(average, params)
+            loop.sched.step()
+            loop.record(epoch, loss, nfe, bar, start)
             epoch += 1
-            good = capture(epoch)
+            good = loop.capture(epoch)
             if checkpoint is not None and (
-                epoch % checkpoint_every == 0 or epoch == max_epochs or history.stopped_early
+                epoch % cfg.checkpoint_every == 0
+                or epoch == cfg.max_epochs
+                or loop.state.history.stopped_early
             ):
                 checkpoint(good)
     except KeyboardInterrupt:
-        restore(good)
-        history.interrupted = True
+        loop.restore(good)
+        loop.state.history.interrupted = True
         if checkpoint is not None:
             checkpoint(good)
         logger.warning("training interrupted; keeping the parameters of epoch %d", epoch)
     finally:
         bar.close()
-    if average["count"]:
-        best_state = _apply_average(
-            model, params, average, best_state, best_val, history, validation, num_particles,
-            parallel,
-        )  # fmt: skip
-    if best_state is not None:
-        model.load_state_dict(best_state)
-    model.eval()
-    return history
+    return loop.finish()
 
 
 def _accumulate(average: dict, params) -> None:
@@ -425,47 +513,26 @@ def _accumulate(average: dict, params) -> None:
             mean.add_(p.detach() - mean, alpha=1.0 / average["count"])
 
 
-def _apply_average(
-    model, params, average, best_state, best_val, history, validation, num_particles, parallel
-):  # fmt: skip
-    """Put the averaged parameters into ``model``; returns the state to load after it.
-
-    Without validation the average is kept (``None`` returned: nothing to load). With it, the
-    average is kept when its validation loss is no higher than ``best_val``; otherwise the
-    best epoch's state is returned, to be loaded instead.
-    """
-    with torch.no_grad():
-        for p, mean in zip(params, average["mean"], strict=True):
-            p.copy_(mean)
-    if validation:
-        val = _validation_loss(model, validation, num_particles, parallel)
-        if val > best_val:
-            return best_state
-    history.averaged_epochs = average["count"]
-    return None
-
-
-def _train_epoch(
-    model, optim, params, make_batch, n_series, batch_size, generator, num_particles, beta,
-    clip_norm, parallel=None,
-):  # fmt: skip
+def _train_epoch(loop: _Loop, make_batch, n_series: int, beta: float):
     """One pass over shuffled mini-batches; returns (mean loss, (nfe forward, nfe backward)).
 
-    With ``parallel``, each process takes its share of every batch; its loss is weighted by
-    that share and the gradients summed over the processes, so the step is the whole batch's.
+    With ``loop.parallel``, each process takes its share of every batch; its loss is weighted
+    by that share and the gradients summed over the processes, so the step is the whole
+    batch's.
     """
+    model, params, parallel, cfg = loop.model, loop.params, loop.parallel, loop.config
     model.solver.reset_nfe()
-    perm = torch.randperm(n_series, generator=generator)
+    perm = torch.randperm(n_series, generator=loop.generator)
     total, count = 0.0, 0
-    for i in range(0, n_series, batch_size):
-        idx = perm[i : i + batch_size]
+    for i in range(0, n_series, cfg.batch_size):
+        idx = perm[i : i + cfg.batch_size]
         local = idx if parallel is None else parallel.shard(idx)
-        optim.zero_grad(set_to_none=True)
+        loop.optim.zero_grad(set_to_none=True)
         loss, bad = torch.zeros(()), None
         try:
             if len(local):
                 batch = make_batch(local)
-                loss = svi_loss(model, batch, num_particles=num_particles, kl_scale=beta)
+                loss = svi_loss(model, batch, num_particles=cfg.num_particles, kl_scale=beta)
                 loss = loss * (len(local) / len(idx))
                 if not torch.isfinite(loss):
                     bad = f"the loss became {loss.item()}"
@@ -485,43 +552,13 @@ def _train_epoch(
             parallel.sum_gradients(params)
         if not _finite_grads(params):
             raise _BadStep("a gradient became NaN or inf")
-        if clip_norm is not None:
-            torch.nn.utils.clip_grad_norm_(params, clip_norm)
-        optim.step()
+        if cfg.clip_norm is not None:
+            torch.nn.utils.clip_grad_norm_(params, cfg.clip_norm)
+        loop.optim.step()
         step_loss = loss.item() if parallel is None else parallel.sum(loss.item())
         total += step_loss * len(idx)
         count += len(idx)
     return total / count, (model.solver.nfe["forward"], model.solver.nfe["backward"])
-
-
-def _record_epoch(
-    history, model, epoch, loss, nfe, beta, validation, num_particles, best, patience, bar, start,
-    parallel=None, annealed=True,
-):
-    """Append the epoch to ``history``; track the best validation state once ``annealed``."""
-    best_state, best_val, since_best = best
-    history.loss.append(loss)
-    history.kl_weight.append(beta)
-    history.nfe_forward.append(nfe[0])
-    history.nfe_backward.append(nfe[1])
-    message = f"epoch {epoch + 1} loss {loss:.4f}"
-    if validation:
-        val = _validation_loss(model, validation, num_particles, parallel)
-        history.val_loss.append(val)
-        message += f" val {val:.4f}"
-        if val < best_val and annealed:
-            best_val, since_best, history.best_epoch = val, 0, epoch
-            best_state = copy.deepcopy(model.state_dict())
-        elif annealed:
-            since_best += 1
-        if patience is not None and since_best >= patience:
-            history.stopped_early = True
-    history.seconds.append(time.perf_counter() - start)
-    if parallel is None or parallel.is_main:
-        logger.info(message)
-    bar.set_postfix_str(message.split(" ", 2)[-1])
-    bar.update()
-    return best_state, best_val, since_best
 
 
 def _validation_loss(model, batches: list[Batch], num_particles: int, parallel=None) -> float:

@@ -15,8 +15,16 @@ from latentode import LatentODE
 from latentode.datasets import make_spirals
 from latentode.inference import DataParallel
 
-CONFIG = dict(latent_dim=4, ode_hidden_dim=16, encoder_hidden_dim=16, decoder_hidden_dim=16,
-              max_epochs=4, batch_size=32, lr=0.01, random_state=0)  # fmt: skip
+CONFIG = dict(
+    latent_dim=4,
+    ode_hidden_dim=16,
+    encoder_hidden_dim=16,
+    decoder_hidden_dim=16,
+    max_epochs=4,
+    batch_size=32,
+    lr=0.01,
+    random_state=0,
+)
 
 
 def regression_gradient(parallel, x, y, w):
@@ -37,11 +45,16 @@ def main(out: Path) -> None:
     model.fit(data.train, checkpoint=out / f"checkpoint_rank{rank}.pt")  # joins the group
     parallel = DataParallel.from_environment(torch.device("cpu"))
     gen = torch.Generator().manual_seed(1)
-    x, y, w = (torch.randn(10, 3, generator=gen), torch.randn(10, generator=gen),
-               torch.randn(3, generator=gen))  # fmt: skip
+    x, y, w = (
+        torch.randn(10, 3, generator=gen),
+        torch.randn(10, generator=gen),
+        torch.randn(3, generator=gen),
+    )
     grad = regression_gradient(parallel, x, y, w)
-    torch.save({"state": model.model_.state_dict(), "grad": grad,
-                "world_size": parallel.world_size}, out / f"rank{rank}.pt")  # fmt: skip
+    torch.save(
+        {"state": model.model_.state_dict(), "grad": grad, "world_size": parallel.world_size},
+        out / f"rank{rank}.pt",
+    )
     if parallel.is_main:
         (out / "history.json").write_text(json.dumps(model.history_.to_dict()))
         (out / "score.json").write_text(json.dumps(model.score(data.test)))

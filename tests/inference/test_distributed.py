@@ -22,8 +22,16 @@ def two_processes(tmp_path_factory):
     out = tmp_path_factory.mktemp("ddp")
     env = dict(os.environ, OMP_NUM_THREADS="1")
     env.pop("WORLD_SIZE", None)
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node",
-           "2", str(WORKER), str(out)]  # fmt: skip
+    cmd = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--standalone",
+        "--nproc_per_node",
+        "2",
+        str(WORKER),
+        str(out),
+    ]
     proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-4000:]
     return out
@@ -43,8 +51,11 @@ def test_processes_step_together_and_only_rank0_writes(two_processes):
 @pytest.mark.slow
 def test_summed_share_weighted_gradients_equal_the_whole_batch_gradient(two_processes):
     gen = torch.Generator().manual_seed(1)
-    x, y, w = (torch.randn(10, 3, generator=gen), torch.randn(10, generator=gen),
-               torch.randn(3, generator=gen))  # fmt: skip
+    x, y, w = (
+        torch.randn(10, 3, generator=gen),
+        torch.randn(10, generator=gen),
+        torch.randn(3, generator=gen),
+    )
     w.requires_grad_(True)
     ((x @ w - y) ** 2).mean().backward()
     for r in (0, 1):

@@ -2,7 +2,7 @@ import pytest
 import torch
 
 from latentode.datasets import make_spirals
-from latentode.inference import kl_weight, svi_loss, train_svi
+from latentode.inference import TrainingConfig, kl_weight, svi_loss, train_svi
 from latentode.models import LatentODEModel
 
 
@@ -39,11 +39,8 @@ def test_training_lowers_the_loss_and_keeps_best_validation(batches):
         model,
         lambda idx: train[int(idx[0]) // 8],
         40,
-        max_epochs=12,
-        batch_size=8,
-        lr=0.02,
+        TrainingConfig(max_epochs=12, batch_size=8, lr=0.02, kl_anneal_epochs=2),
         validation=val,
-        kl_anneal_epochs=2,
         generator=torch.Generator().manual_seed(0),
     )
     after = sum(svi_loss(model, b).item() for b in train) / len(train)
@@ -64,11 +61,8 @@ def test_early_stopping_stops(batches):
         model,
         lambda idx: train[0],
         8,
-        max_epochs=50,
-        batch_size=8,
-        lr=1e-9,
+        TrainingConfig(max_epochs=50, batch_size=8, lr=1e-9, patience=2),
         validation=val,
-        patience=2,
     )
     assert history.stopped_early and len(history.loss) < 50
 
@@ -80,7 +74,8 @@ def test_non_finite_loss_is_retried_then_reported(batches):
         model.decoder.net[0].weight.fill_(float("nan"))
     with pytest.warns(RuntimeWarning, match="retrying with learning rate") as record:
         with pytest.raises(FloatingPointError, match="after 3 retries"):
-            train_svi(model, lambda idx: train[0], 8, max_epochs=1, batch_size=8, lr=0.01)
+            config = TrainingConfig(max_epochs=1, batch_size=8, lr=0.01)
+            train_svi(model, lambda idx: train[0], 8, config)
     assert len(record) == 3
     rates = [r.message.args[0].split("rate ")[-1] for r in record]
     assert rates == ["0.005.", "0.0025.", "0.00125."]
@@ -115,7 +110,7 @@ def test_snapshot_copies_state_dicts_like_deepcopy():
     assert all(torch.equal(a, before[k]) for k, a in model.state_dict().items())
 
 
-def _fit(train, val=None, *, seed=0, **options):
+def _fit(train, val=None, *, seed=0, resume_from=None, **options):
     torch.manual_seed(seed)
     model = LatentODEModel(2, latent_dim=3)
     states = []
@@ -123,12 +118,11 @@ def _fit(train, val=None, *, seed=0, **options):
         model,
         lambda idx: train[int(idx[0]) // 8],
         40,
-        batch_size=8,
-        lr=0.02,
+        TrainingConfig(**{"max_epochs": 6, "batch_size": 8, "lr": 0.02, **options}),
         validation=val,
         generator=torch.Generator().manual_seed(seed),
         checkpoint=states.append,
-        **{"max_epochs": 6, **options},
+        resume_from=resume_from,
     )
     return model, history, states
 
@@ -189,8 +183,9 @@ def test_observation_weights_enter_the_training_loss_but_not_the_elbo(batches):
         torch.manual_seed(3)  # the same z0 draws each time
         return svi_loss(model, b).item()
 
-    plain, w1, w2, w3 = (loss(b) for b in (batch, *(batch.weight_pairs(20.0 * k)
-                                                     for k in (1, 2, 3))))
+    plain, w1, w2, w3 = (
+        loss(b) for b in (batch, *(batch.weight_pairs(20.0 * k) for k in (1, 2, 3)))
+    )
     assert w1 == pytest.approx(plain, rel=1e-6)  # weights of 1: the ELBO
     # the likelihood term scales with the weight, the KL term does not: linear in the weight
     assert w3 - w2 == pytest.approx(w2 - w1, rel=1e-4)

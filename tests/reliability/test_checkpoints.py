@@ -126,11 +126,14 @@ def test_damaged_and_truncated_checkpoints_give_clear_errors(params, data, tmp_p
 CHILD = textwrap.dedent(
     """
     import os, signal, sys
+    import torch
     import latentode._io as io
     from latentode import LatentODE
     from latentode.datasets import make_spirals
 
     params, path, mode = eval(sys.argv[1]), sys.argv[2], sys.argv[3]
+    # exact resumption is promised for the same number of threads (the order of reductions)
+    torch.set_num_threads(int(sys.argv[4]))
     data = make_spirals(n_series=60, n_obs=15, random_state=0)
     if mode == "kill-during-write":
         original, writes = io.torch.save, {"n": 0}
@@ -152,7 +155,7 @@ CHILD = textwrap.dedent(
 
 def run_child(path, mode, params):
     return subprocess.Popen(
-        [sys.executable, "-c", CHILD, repr(params), str(path), mode],
+        [sys.executable, "-c", CHILD, repr(params), str(path), mode, str(torch.get_num_threads())],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,

@@ -1,0 +1,464 @@
+"""Machinery shared by the estimators: validation, scaling, batching, seeding, persistence.
+
+:class:`IrregularSeriesEstimator` is the base of every estimator of the package (the Latent
+ODE, its classifier and the baselines); :class:`LabelledSeriesMixin` adds the two forms of
+labels (one per series, one per observation time) that the classifiers share. Nothing here is
+public API; the estimators are.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import inspect
+import json
+import re
+
+import numpy as np
+import pandas as pd
+import torch
+from sklearn.base import BaseEstimator, ClassifierMixin
+from sklearn.utils.validation import check_is_fitted
+
+from ._io import read_model, write_model
+from ._validation import check_params
+from .datasets import IrregularDataset, as_dataset, collate
+from .inference import TrainingHistory
+
+__all__ = [
+    "PREDICT_CHUNK",
+    "IrregularSeriesEstimator",
+    "LabelledSeriesMixin",
+    "batch_labels",
+    "resolve_device",
+    "seed_from",
+    "with_parameter",
+]
+
+#: Series per chunk when predicting or scoring (bounds the memory of one solve).
+PREDICT_CHUNK = 512
+
+
+def resolve_device(device) -> torch.device:
+    """Map ``"auto"``, ``"cpu"``, ``"cuda"`` (or a torch.device) to a torch.device."""
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        dev = torch.device(device)
+    except (RuntimeError, TypeError):
+        raise ValueError(
+            f"device={device!r} is not a device; use 'auto', 'cpu' or 'cuda'."
+        ) from None
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(
+            "device='cuda' was asked for but CUDA is not available; use device='auto' or 'cpu'."
+        )
+    return dev
+
+
+def seed_from(random_state) -> int:
+    """An int seed from ``random_state`` (None draws one from the operating system)."""
+    if random_state is None:
+        return int(np.random.SeedSequence().generate_state(1)[0])
+    if isinstance(random_state, (int, np.integer)) and not isinstance(random_state, bool):
+        return int(random_state)
+    raise TypeError(
+        f"random_state must be None or an int (for save/load and reproducibility); got "
+        f"{type(random_state).__name__}."
+    )
+
+
+_DEFAULT_NAME = re.compile(r"^x\d+$")
+
+
+class IrregularSeriesEstimator(BaseEstimator):
+    """Shared machinery: validation, scaling of values and time, batching, persistence.
+
+    Subclasses define ``_build_module()`` and their own ``fit``; parameters live in
+    ``__init__`` as in scikit-learn, and ``_parameter_constraints`` lists what each may be
+    (checked by :meth:`_validate_params` at the start of ``fit``).
+    """
+
+    _parameter_constraints: tuple = ()
+
+    def _validate_params(self) -> None:
+        """Check the parameters against ``_parameter_constraints`` (ValueError naming one)."""
+        check_params(self.get_params(deep=False), self._parameter_constraints)
+
+    # -- validation and scaling ------------------------------------------------------------
+    def _fit_scaling(self, data: IrregularDataset) -> None:
+        values = np.concatenate([s.values for s in data], axis=0)
+        seen = (~np.isnan(values)).any(axis=0)
+        never = [f for f, ok in zip(data.feature_names, seen, strict=True) if not ok]
+        if never:
+            raise ValueError(
+                f"X: feature(s) {never} are never observed in the training data; drop those "
+                "columns or add observations of them."
+            )
+        mean = np.nanmean(values, axis=0)
+        scale = np.nanstd(values, axis=0)
+        mean = np.where(np.isfinite(mean), mean, 0.0)
+        scale = np.where(np.isfinite(scale) & (scale > 0), scale, 1.0)
+        self.feature_names_in_ = np.asarray(data.feature_names, dtype=object)
+        self.n_features_in_ = data.n_features
+        self.value_mean_ = mean
+        self.value_scale_ = scale
+        self.time_origin_ = data.t_min
+        span = data.t_max - data.t_min
+        self.time_scale_ = float(span) if span > 0 else 1.0
+
+    def _check_data(self, X, *, name: str = "X") -> IrregularDataset:
+        data = as_dataset(X, name=name)
+        if data.n_features != self.n_features_in_:
+            raise ValueError(
+                f"{name} has {data.n_features} features but the model was fitted with "
+                f"{self.n_features_in_} ({list(self.feature_names_in_)}); pass the same features."
+            )
+        names = data.feature_names
+        if not all(_DEFAULT_NAME.match(n) for n in names) and names != list(self.feature_names_in_):
+            raise ValueError(
+                f"{name} has features {names} but the model was fitted with "
+                f"{list(self.feature_names_in_)}; select and order the columns the same way."
+            )
+        early = [s.id for s in data if s.times[0] < self.time_origin_]
+        if early:
+            raise ValueError(
+                f"{name}: series {early[0]!r} (and {len(early) - 1} more) has observations before "
+                f"the time origin {self.time_origin_} of the training data; times must be "
+                "measured from the same origin as in fit."
+            )
+        return data
+
+    def _check_times(self, times, data: IrregularDataset, *, name: str = "times") -> np.ndarray:
+        if times is None:
+            return np.unique(np.concatenate([s.times for s in data]))
+        if torch.is_tensor(times):
+            times = times.detach().cpu().to(torch.float64).numpy()
+        t = np.asarray(times)
+        if np.issubdtype(t.dtype, np.timedelta64) or np.issubdtype(t.dtype, np.datetime64):
+            raise TypeError(
+                f"{name} are {t.dtype} values; pass numbers in the unit the training data was "
+                "converted with (time_unit)."
+            )
+        if t.ndim == 0:
+            t = t[None]
+        if t.ndim != 1 or t.size == 0:
+            raise ValueError(f"{name} must be a non-empty 1-D array of times; got shape {t.shape}.")
+        try:
+            t = t.astype(np.float64)
+        except (TypeError, ValueError):
+            raise TypeError(f"{name} must be numeric; got dtype {t.dtype}.") from None
+        if not np.all(np.isfinite(t)):
+            raise ValueError(f"{name} contains non-finite values; pass finite times.")
+        if np.any(np.diff(t) <= 0):
+            raise ValueError(f"{name} must be strictly increasing; sort it and drop duplicates.")
+        if t[0] < self.time_origin_:
+            raise ValueError(
+                f"{name} starts at {t[0]}, before the time origin {self.time_origin_} of the "
+                "training data; query times at or after it."
+            )
+        return t
+
+    def _scale_times(self, t):
+        return (t - self.time_origin_) / self.time_scale_
+
+    def _scale_values(self, v):
+        return (v - self.value_mean_) / self.value_scale_
+
+    def _unscale_values(self, v: torch.Tensor) -> np.ndarray:
+        v = v.detach().cpu().double().numpy()
+        return v * self.value_scale_ + self.value_mean_
+
+    def _batch(self, series, device):
+        return collate(
+            series,
+            device=device,
+            times_transform=self._scale_times,
+            values_transform=self._scale_values,
+        )
+
+    def _coords(self, data: IrregularDataset, t: np.ndarray) -> dict:
+        return {
+            "series": np.asarray(data.ids, dtype=object),
+            "time": t,
+            "feature": [str(f) for f in self.feature_names_in_],
+        }
+
+    def _model_times(self, t: np.ndarray, device) -> torch.Tensor:
+        return torch.as_tensor(self._scale_times(t), dtype=torch.float32, device=device)
+
+    @contextlib.contextmanager
+    def _seeded(self, seed: int, device: torch.device):
+        devices = [device] if device.type == "cuda" else []
+        with torch.random.fork_rng(devices=devices):
+            torch.manual_seed(seed)
+            yield
+
+    @contextlib.contextmanager
+    def _keep_state_on_failure(self):
+        """Restore every attribute if fitting fails, so a fitted model is never half-replaced."""
+        snapshot = dict(self.__dict__)
+        try:
+            yield
+        except BaseException:
+            self.__dict__.clear()
+            self.__dict__.update(snapshot)
+            raise
+
+    def _generator(self, device: torch.device, offset: int = 0) -> torch.Generator:
+        gen = torch.Generator(device=device)
+        gen.manual_seed(seed_from(self.random_state) + offset)
+        return gen
+
+    # -- persistence -----------------------------------------------------------------------
+    def _fitted_state(self) -> dict:
+        history = getattr(self, "history_", None)
+        return {
+            "feature_names_in_": [str(f) for f in self.feature_names_in_],
+            "value_mean_": self.value_mean_.tolist(),
+            "value_scale_": self.value_scale_.tolist(),
+            "time_origin_": self.time_origin_,
+            "time_scale_": self.time_scale_,
+            "history_": history.to_dict() if history is not None else None,
+        }
+
+    def _set_fitted_state(self, state: dict) -> None:
+        self.feature_names_in_ = np.asarray(state["feature_names_in_"], dtype=object)
+        self.n_features_in_ = len(self.feature_names_in_)
+        self.value_mean_ = np.asarray(state["value_mean_"], dtype=np.float64)
+        self.value_scale_ = np.asarray(state["value_scale_"], dtype=np.float64)
+        self.time_origin_ = float(state["time_origin_"])
+        self.time_scale_ = float(state["time_scale_"])
+        if state.get("history_") is not None:
+            self.history_ = TrainingHistory(**state["history_"])
+
+    def save(self, path) -> None:
+        """Write the fitted estimator to ``path`` (weights and JSON configuration).
+
+        The file holds only tensors, numbers and strings, and is read back with
+        ``torch.load(..., weights_only=True)`` by :meth:`load`. It is written to a temporary
+        file first and renamed, so an interrupted save leaves any earlier file intact.
+        """
+        check_is_fitted(self)
+        try:
+            params = json.dumps(self.get_params(deep=False))
+        except TypeError as err:
+            raise TypeError(
+                f"cannot save: a parameter is not JSON-serialisable ({err}); use plain numbers, "
+                "strings, lists and dicts."
+            ) from None
+        write_model(
+            path,
+            cls_name=type(self).__name__,
+            params=params,
+            fitted=json.dumps(self._fitted_state()),
+            state_dict=self.model_.state_dict(),
+        )
+
+    @classmethod
+    def load(cls, path, *, device=None):
+        """Read an estimator written by :meth:`save`.
+
+        Parameters
+        ----------
+        path : str or path-like
+        device : str, optional
+            Overrides the saved ``device`` parameter (e.g. ``"cpu"`` to load a GPU model on a
+            machine without one).
+        """
+        payload = read_model(path, cls_name=cls.__name__)
+        est = cls(**json.loads(payload["params"]))
+        if device is not None:
+            est.set_params(device=device)
+        est._set_fitted_state(json.loads(payload["fitted"]))
+        est.device_ = resolve_device(est.device)
+        module = est._build_module()
+        module.load_state_dict(payload["state_dict"])
+        est.model_ = module.to(est.device_).eval()
+        return est
+
+
+def with_parameter(init, name: str, default):
+    """The signature of ``init`` with one more keyword-only parameter (for scikit-learn)."""
+    sig = inspect.signature(init)
+    extra = inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, default=default)
+    return sig.replace(parameters=[*sig.parameters.values(), extra])
+
+
+def batch_labels(labels, idx: list, series: list) -> torch.Tensor:
+    """Labels of the chosen series: (batch,), or on the batch's union grid (batch, time).
+
+    Parameters
+    ----------
+    labels : LongTensor of shape (series,), or list of LongTensor of shape (n_obs_i,)
+    idx : list of int
+        Indices of the chosen series.
+    series : list of IrregularSeries
+        The chosen series, in the order of ``idx``.
+    """
+    if not isinstance(labels, list):
+        return labels[idx]
+    grid = np.unique(np.concatenate([s.times for s in series]))  # the grid collate builds
+    out = torch.full((len(idx), grid.size), -1, dtype=torch.long)
+    for row, (i, s) in enumerate(zip(idx, series, strict=True)):
+        out[row, np.searchsorted(grid, s.times)] = labels[i]
+    return out
+
+
+class LabelledSeriesMixin:
+    """Labels for classifiers of irregular series: one per series, or one per observation time.
+
+    Parses and validates ``y`` in either form, keeps ``classes_`` and ``label_per_time_``, and
+    turns ``predict_proba`` into ``predict`` and an accuracy ``score``. Subclasses implement
+    ``predict_proba``: an array (series, classes), or for per-time labels an
+    :class:`xarray.DataArray` (series, time, class) covering each series' observation times.
+    """
+
+    @staticmethod
+    def _is_per_time(y, data: IrregularDataset) -> bool:
+        if isinstance(y, pd.Series):
+            return isinstance(y.index, pd.MultiIndex) and y.index.nlevels == 2
+        if isinstance(y, (list, tuple)) and len(y) == len(data) and len(y) > 0:
+            return all(np.ndim(v) == 1 for v in y)
+        return False
+
+    def _per_time_labels(self, y, data: IrregularDataset) -> list:
+        """Per-time labels as one object array per series, aligned with its times."""
+        if isinstance(y, pd.Series):
+            out = []
+            for s in data:
+                try:
+                    out.append(y.loc[s.id].reindex(s.times).to_numpy(dtype=object))
+                except KeyError:
+                    raise ValueError(
+                        f"y: series {s.id!r} has no labels; y is indexed by (series id, time)."
+                    ) from None
+            return out
+        out = []
+        for s, v in zip(data, y, strict=True):
+            v = np.asarray(v, dtype=object)
+            if v.shape != (s.n_obs,):
+                raise ValueError(
+                    f"y: series {s.id!r} has {s.n_obs} observation times but {v.shape[0]} "
+                    "labels; give one label per observation time (None or NaN where unknown), "
+                    "in the order of the series' sorted times."
+                )
+            out.append(v)
+        return out
+
+    def _check_labels(self, y, data: IrregularDataset, *, fit: bool = True):
+        """Class indices of ``y``; ``fit`` sets ``classes_``, otherwise they are checked."""
+        if y is None:
+            raise ValueError(
+                f"{type(self).__name__}.fit needs y: one label per series, or one array of "
+                "labels per series (one per observation time)."
+            )
+        per_time = self._is_per_time(y, data)
+        if not fit and per_time != self.label_per_time_:
+            kind = "one per observation time" if self.label_per_time_ else "one per series"
+            raise ValueError(f"y_val: labels must have the form of y ({kind}).")
+        self.label_per_time_ = per_time
+        if self.label_per_time_:
+            per_series = self._per_time_labels(y, data)
+            flat = np.concatenate(per_series)
+            known = ~pd.isna(flat)
+            if not known.any():
+                raise ValueError("y holds no label at all; give at least one per class.")
+            classes = self._classes_for(np.asarray(flat[known].tolist()), fit=fit)
+            out = []
+            for v in per_series:
+                codes = np.full(v.shape, -1, dtype=np.int64)
+                ok = ~pd.isna(v)
+                if ok.any():
+                    values = np.asarray(v[ok].tolist(), dtype=classes.dtype)
+                    codes[ok] = np.searchsorted(classes, values)
+                out.append(torch.as_tensor(codes))
+            return out
+        if isinstance(y, pd.Series) and set(y.index) == set(data.ids):
+            y = y.loc[data.ids]  # aligned by series id
+        y = np.asarray(y)
+        if y.ndim != 1 or y.shape[0] != len(data):
+            raise ValueError(
+                f"y must hold one label per series: {len(data)} series but y has shape "
+                f"{y.shape}; pass a 1-D array in the order of the series, or a pandas Series "
+                "indexed by series id (per-time labels: one array per series)."
+            )
+        if pd.isna(y).any():
+            first = data.ids[int(np.flatnonzero(pd.isna(y))[0])]
+            raise ValueError(f"y: the label of series {first!r} is missing; drop the series.")
+        classes = self._classes_for(y, fit=fit)
+        return torch.as_tensor(np.searchsorted(classes, y), dtype=torch.long)
+
+    def _classes_for(self, labels: np.ndarray, *, fit: bool) -> np.ndarray:
+        classes = np.unique(labels)
+        if not fit:
+            unknown = [c for c in classes.tolist() if c not in self.classes_.tolist()]
+            if unknown:
+                raise ValueError(
+                    f"y_val has classes {unknown} that y does not; validation labels must be "
+                    f"among {self.classes_.tolist()}."
+                )
+            return self.classes_
+        if len(classes) < 2:
+            raise ValueError(f"y has a single class {classes.tolist()}; a classifier needs two.")
+        self.classes_ = classes
+        return classes
+
+    def _fitted_state(self) -> dict:
+        return {
+            **super()._fitted_state(),
+            "classes_": self.classes_.tolist(),
+            "label_per_time_": bool(self.label_per_time_),
+        }
+
+    def _set_fitted_state(self, state: dict) -> None:
+        super()._set_fitted_state(state)
+        self.classes_ = np.asarray(state["classes_"])
+        self.label_per_time_ = bool(state.get("label_per_time_", False))
+
+    def predict(self, X, **kwargs):
+        """Most probable class of each series, or of each observation time.
+
+        Parameters
+        ----------
+        X : IrregularDataset, DataFrame or list of (times, values)
+        **kwargs
+            Passed to ``predict_proba`` (e.g. ``n_samples``).
+
+        Returns
+        -------
+        ndarray of shape (series,)
+            For one label per series.
+        list of ndarray of shape (n_obs_i,)
+            For per-time labels: for each series, the class at each of its observation times.
+        """
+        proba = self.predict_proba(X, **kwargs)
+        if not self.label_per_time_:
+            return self.classes_[proba.argmax(1)]
+        data = self._check_data(X)
+        best = proba.argmax("class")
+        return [self.classes_[best.sel(series=s.id, time=s.times).values] for s in data]
+
+    def score(self, X, y, sample_weight=None) -> float:
+        """Accuracy of :meth:`predict` on ``X`` against the labels ``y`` (higher is better).
+
+        For per-time labels, the share of labelled observation times classified correctly.
+        The evidence lower bound of the series is :meth:`score_samples`.
+
+        Parameters
+        ----------
+        X : IrregularDataset, DataFrame or list of (times, values)
+        y : labels in either form :meth:`fit` takes
+        sample_weight : array-like of shape (series,), optional
+            One label per series only.
+
+        Returns
+        -------
+        float
+        """
+        if not self.label_per_time_:
+            return ClassifierMixin.score(self, X, y, sample_weight=sample_weight)
+        data = self._check_data(X)
+        truth = np.concatenate(self._per_time_labels(y, data))
+        pred = np.concatenate(self.predict(data))
+        known = ~pd.isna(truth)
+        return float(np.mean(pred[known].astype(str) == truth[known].astype(str)))

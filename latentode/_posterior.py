@@ -1,0 +1,295 @@
+"""The posterior predictive of a fitted Latent ODE: point forecasts, draws, quantiles, scores.
+
+:class:`PosteriorPredictiveMixin` gives an estimator whose ``model_`` is a
+:class:`~latentode.models.LatentODEModel` its ``predict``, ``sample``, ``predict_quantiles``,
+``predict_interval``, ``to_inference_data``, ``score_samples`` and ``score``, all in the data's
+units and on the xarray and pandas layouts of the package.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pandas as pd
+import torch
+import xarray as xr
+from sklearn.utils.validation import check_is_fitted
+
+from ._base import PREDICT_CHUNK, seed_from
+from ._validation import integer, real
+from .datasets import collate
+from .inference import make_inference_data, per_series_elbo, posterior_predictive
+
+__all__ = ["PosteriorPredictiveMixin"]
+
+_N_SAMPLES = integer("n_samples", low=1)
+_LEVEL = real("coverage", low=0, low_open=True, high=1, high_open=True)
+
+
+class PosteriorPredictiveMixin:
+    """Prediction and scoring through the posterior predictive of a fitted Latent ODE.
+
+    Needs the scaling, batching and seeding of
+    :class:`~latentode._base.IrregularSeriesEstimator` and a fitted ``model_``.
+    """
+
+    def _draw(self, X, times, n_samples: int, *, sites):
+        """Posterior predictive draws at query times, chunked over series.
+
+        Returns
+        -------
+        data : IrregularDataset
+        t : ndarray of shape (time,)
+        draws : dict of str to Tensor
+            As :func:`latentode.inference.posterior_predictive` returns them (model units),
+            concatenated over series.
+        """
+        check_is_fitted(self)
+        _N_SAMPLES.check(n_samples)
+        data = self._check_data(X)
+        t = self._check_times(times, data)
+        query = self._model_times(t, self.device_)
+        chunks = []
+        with self._seeded(seed_from(self.random_state), self.device_):
+            for i in range(0, len(data), PREDICT_CHUNK):
+                batch = self._batch(data[i : i + PREDICT_CHUNK], self.device_)
+                chunks.append(
+                    posterior_predictive(
+                        self.model_,
+                        batch.times,
+                        batch.values,
+                        batch.mask,
+                        query,
+                        n_samples=n_samples,
+                        sites=sites,
+                    )
+                )
+        return data, t, {s: torch.cat([c[s] for c in chunks], dim=1) for s in sites}
+
+    def predict(self, X, *, times=None, n_samples: int = 32) -> xr.DataArray:
+        """Posterior mean of the series at query times, given their observed points.
+
+        Times inside a series' observed window interpolate it; later times extrapolate.
+
+        Parameters
+        ----------
+        X : IrregularDataset, DataFrame or list of (times, values)
+            The series to condition on.
+        times : array-like of shape (time,), optional
+            Increasing query times in the data's units; default the union of the series'
+            observation times. Any time at or after the training data's time origin is
+            allowed, also before a series' own first observation (``z0`` is the state at the
+            origin).
+        n_samples : int, default 32
+            Monte Carlo draws of ``z0`` averaged for the mean.
+
+        Returns
+        -------
+        xarray.DataArray of shape (series, time, feature)
+            In the data's units, with series ids, times and feature names as coordinates.
+        """
+        data, t, draws = self._draw(X, times, n_samples, sites=("mean",))
+        values = self._unscale_values(draws["mean"].mean(0))
+        return xr.DataArray(
+            values,
+            dims=("series", "time", "feature"),
+            coords=self._coords(data, t),
+            name="mean",
+        )
+
+    def sample(
+        self, X, *, times=None, n_samples: int = 100, include_latent: bool = False
+    ) -> xr.Dataset:
+        """Draws from the posterior predictive distribution at query times.
+
+        Runs the model's guide and its generative mode through
+        :class:`pyro.infer.Predictive` (see :func:`latentode.inference.posterior_predictive`):
+        ``z0 ~ q(z0 | x)``, solved to ``times``, decoded, and observation noise drawn. Draws are
+        reproducible for a given ``random_state``.
+
+        Parameters
+        ----------
+        X : IrregularDataset, DataFrame or list of (times, values)
+        times : array-like of shape (time,), optional
+            Default the union of the series' observation times.
+        n_samples : int, default 100
+        include_latent : bool, default False
+            Also return the latent trajectories ``z``.
+
+        Returns
+        -------
+        xarray.Dataset
+            ``obs (sample, series, time, feature)``: draws including observation noise;
+            ``mean (sample, series, time, feature)``: the decoded trajectory of each draw;
+            ``intensity (sample, series, time, feature)``: the expected number of observations
+            per unit of time of each feature, for models fitted with ``poisson=True``;
+            ``z0 (sample, series, latent)`` and ``z (sample, series, time, latent)`` when
+            ``include_latent``. Values in the data's units, times in the data's time units.
+        """
+        sites = ["mean", "obs"]
+        if self.poisson:
+            sites.append("intensity")
+        if include_latent:
+            sites += ["z0", "z"]
+        data, t, draws = self._draw(X, times, n_samples, sites=tuple(sites))
+        coords = self._coords(data, t)
+        coords["sample"] = np.arange(n_samples)
+        dims = ("sample", "series", "time", "feature")
+        variables = {
+            "obs": (dims, self._unscale_values(draws["obs"])),
+            "mean": (dims, self._unscale_values(draws["mean"])),
+        }
+        if self.poisson:
+            # model intensities are per unit of rescaled time
+            rate = draws["intensity"].cpu().double().numpy() / self.time_scale_
+            variables["intensity"] = (dims, rate)
+        if include_latent:
+            coords["latent"] = np.arange(self.latent_dim)
+            variables["z0"] = (("sample", "series", "latent"), draws["z0"].cpu().numpy())
+            variables["z"] = (("sample", "series", "time", "latent"), draws["z"].cpu().numpy())
+        return xr.Dataset(variables, coords=coords)
+
+    def predict_quantiles(
+        self, X, *, times=None, q=(0.05, 0.5, 0.95), n_samples: int = 200
+    ) -> pd.DataFrame:
+        """Quantiles of the posterior predictive (observation noise included).
+
+        Parameters
+        ----------
+        X : IrregularDataset, DataFrame or list of (times, values)
+        times : array-like of shape (time,), optional
+        q : float or sequence of float in (0, 1), default (0.05, 0.5, 0.95)
+        n_samples : int, default 200
+            Draws from which the quantiles are estimated.
+
+        Returns
+        -------
+        DataFrame of shape (series * time, features * len(q))
+            Indexed by (series, time); columns a MultiIndex (feature, quantile), as sktime's
+            ``predict_quantiles`` for panel data. In the data's units.
+        """
+        levels = np.atleast_1d(np.asarray(q, dtype=np.float64))
+        if levels.ndim != 1 or not ((levels > 0) & (levels < 1)).all():
+            raise ValueError(f"q must be quantile levels in (0, 1); got {q!r}.")
+        obs = self.sample(X, times=times, n_samples=n_samples)["obs"]
+        table = obs.quantile(levels, dim="sample").transpose("series", "time", "feature", ...)
+        frame = table.to_series().unstack(["feature", "quantile"])
+        columns = pd.MultiIndex.from_product(
+            [list(obs.feature.values), list(levels)], names=["feature", "quantile"]
+        )
+        return frame.reindex(columns=columns)
+
+    def predict_interval(
+        self, X, *, times=None, coverage=0.9, n_samples: int = 200
+    ) -> pd.DataFrame:
+        """Central predictive intervals (observation noise included).
+
+        Parameters
+        ----------
+        X, times, n_samples
+            As in :meth:`predict_quantiles`.
+        coverage : float or sequence of float in (0, 1), default 0.9
+
+        Returns
+        -------
+        DataFrame
+            Indexed by (series, time); columns a MultiIndex (feature, coverage, "lower" or
+            "upper"), as sktime's ``predict_interval``.
+        """
+        levels = np.atleast_1d(np.asarray(coverage, dtype=np.float64))
+        if levels.ndim != 1 or not all(map(_LEVEL.ok, levels.tolist())):
+            raise ValueError(_LEVEL.message(coverage))
+        bounds = np.concatenate([(1 - levels) / 2, (1 + levels) / 2])
+        quantiles = self.predict_quantiles(X, times=times, q=bounds, n_samples=n_samples)
+        out = {}
+        for feature in quantiles.columns.get_level_values(0).unique():
+            for k, c in enumerate(levels):
+                out[(feature, c, "lower")] = quantiles[(feature, bounds[k])]
+                out[(feature, c, "upper")] = quantiles[(feature, bounds[len(levels) + k])]
+        frame = pd.DataFrame(out)
+        frame.columns.names = ["feature", "coverage", "bound"]
+        return frame
+
+    def to_inference_data(self, X, *, n_samples: int = 100):
+        """Posterior draws of the fitted model on ``X`` in ArviZ's container.
+
+        Draws of ``z0`` come from the variational posterior ``q(z0 | x)`` (one chain).
+
+        Parameters
+        ----------
+        X : IrregularDataset, DataFrame or list of (times, values)
+        n_samples : int, default 100
+
+        Returns
+        -------
+        arviz.InferenceData (arviz < 1) or xarray.DataTree (arviz >= 1)
+            Groups: ``posterior`` with ``z0 (chain, draw, series, latent)``;
+            ``posterior_predictive`` with ``obs (chain, draw, series, time, feature)``;
+            ``observed_data`` with ``obs (series, time, feature)``, NaN where not observed;
+            ``log_likelihood`` with ``obs (chain, draw, series)``, each series' Gaussian
+            log-likelihood of its observed values in the data's units, so that ``az.loo``
+            and ``az.waic`` leave out one series at a time. Times are the union of the
+            series' observation times.
+        """
+        data, t, draws = self._draw(X, None, n_samples, sites=("z0", "mean", "obs"))
+        z0, noise = draws["z0"], self.model_.noise().detach()
+        predictive = self._unscale_values(draws["obs"])[None]
+        loc = self._unscale_values(draws["mean"])[None]
+        sigma = noise.cpu().double().numpy() * self.value_scale_
+        batch = collate(data, times_transform=None)
+        observed = np.where(batch.mask.numpy(), batch.values.double().numpy(), np.nan)
+        log_density = (
+            -0.5 * ((observed - loc) / sigma) ** 2 - np.log(sigma) - 0.5 * math.log(2 * math.pi)
+        )
+        log_lik = np.nansum(log_density, axis=(-2, -1))
+        coords = self._coords(data, t)
+        coords.update(chain=[0], draw=np.arange(n_samples), latent=np.arange(self.latent_dim))
+        draws = ("chain", "draw", "series")
+        groups = {
+            "posterior": xr.Dataset(
+                {"z0": (draws + ("latent",), z0.cpu().double().numpy()[None])}, coords=coords
+            ),
+            "posterior_predictive": xr.Dataset(
+                {"obs": (draws + ("time", "feature"), predictive)}, coords=coords
+            ),
+            "observed_data": xr.Dataset(
+                {"obs": (("series", "time", "feature"), observed)}, coords=coords
+            ),
+            "log_likelihood": xr.Dataset({"obs": (draws, log_lik)}, coords=coords),
+        }
+        for name, group in groups.items():  # keep only the coordinates a variable uses
+            used = {dim for var in group.data_vars.values() for dim in var.dims}
+            groups[name] = group.drop_vars([c for c in group.coords if c not in used])
+        return make_inference_data(groups)
+
+    # -- evaluation --------------------------------------------------------------------------
+    def score_samples(self, X, *, num_particles: int = 16) -> np.ndarray:
+        """Evidence lower bound of each series, in the data's units (higher is better).
+
+        The ELBO of the standardised data is corrected by the Jacobian of the standardisation
+        (and of the time rescaling for the Poisson term), so it bounds the log-density of the
+        series as given.
+
+        Returns
+        -------
+        ndarray of shape (series,)
+        """
+        check_is_fitted(self)
+        data = self._check_data(X)
+        out = []
+        log_scale = torch.as_tensor(np.log(self.value_scale_), dtype=torch.float32)
+        with self._seeded(seed_from(self.random_state), self.device_):
+            for i in range(0, len(data), PREDICT_CHUNK):
+                batch = self._batch(data[i : i + PREDICT_CHUNK], self.device_)
+                elbo = per_series_elbo(self.model_, batch, num_particles=num_particles).cpu()
+                counts = batch.mask.sum(1).float().cpu()  # (batch, features)
+                elbo = elbo - (counts * log_scale).sum(-1)
+                if self.poisson:
+                    elbo = elbo - counts.sum(-1) * math.log(self.time_scale_)
+                out.append(elbo.double().numpy())
+        return np.concatenate(out)
+
+    def score(self, X, y=None) -> float:
+        """Mean per-series evidence lower bound (see :meth:`score_samples`); higher is better."""
+        return float(np.mean(self.score_samples(X)))

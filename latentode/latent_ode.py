@@ -1,0 +1,590 @@
+"""The Latent ODE estimator: parameters, solver settings and fitting.
+
+:class:`LatentODE` ties the data containers, the Pyro model, the solver and the SVI loop
+together behind ``fit``; prediction and scoring come from
+:class:`~latentode._posterior.PosteriorPredictiveMixin`, validation, scaling and files from
+:class:`~latentode._base.IrregularSeriesEstimator`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import os
+import warnings
+
+import numpy as np
+import torch
+
+from ._base import (
+    PREDICT_CHUNK,
+    IrregularSeriesEstimator,
+    batch_labels,
+    resolve_device,
+    seed_from,
+)
+from ._io import content_digest, data_fingerprint, read_checkpoint, write_checkpoint
+from ._posterior import PosteriorPredictiveMixin
+from ._validation import choice, custom, integer, real
+from .datasets import as_dataset
+from .inference import DataParallel, TrainingConfig, train_svi
+from .models import ENCODERS, POSTERIORS, PRECISIONS, LatentODEModel
+from .solvers import BACKENDS, SolverSettings
+
+__all__ = ["LatentODE", "OBS_WEIGHTINGS"]
+
+#: Weightings of the observations in the training likelihood (see ``LatentODE``).
+OBS_WEIGHTINGS = ("point", "series_feature")
+
+
+def _positive_stds(value) -> bool:
+    std = np.asarray(value, dtype=float)
+    return std.ndim <= 1 and std.size > 0 and bool(np.all(np.isfinite(std) & (std > 0)))
+
+
+#: What each parameter of :class:`LatentODE` may be (the solver's settings are checked by
+#: :class:`~latentode.solvers.SolverSettings`).
+PARAMETERS = (
+    integer("latent_dim", low=1),
+    integer("ode_hidden_dim", low=1),
+    integer("ode_layers", low=1),
+    choice("encoder", ENCODERS),
+    choice("guide", POSTERIORS),
+    integer("encoder_hidden_dim", low=1),
+    integer("decoder_hidden_dim", low=1),
+    custom(
+        "obs_std",
+        _positive_stds,
+        "a positive number, or a list of positive numbers (one per feature)",
+        none=True,
+        hint="None learns the noise.",
+    ),
+    choice("solver_backend", BACKENDS),
+    real("kinetic_weight", low=0),
+    real("jacobian_weight", low=0),
+    choice("precision", PRECISIONS),
+    integer("max_nfe", low=1, none=True),
+    integer("max_epochs", low=1),
+    integer("batch_size", low=1),
+    real("lr", low=0, low_open=True),
+    real("lr_decay", low=0, low_open=True, high=1),
+    integer("average_epochs", low=0, high="max_epochs"),
+    integer("num_particles", low=1),
+    integer("kl_anneal_epochs", low=0),
+    real("kl_weight", low=0, low_open=True, hint="1 gives the ELBO."),
+    choice("obs_weighting", OBS_WEIGHTINGS),
+    real("clip_norm", low=0, low_open=True, none=True),
+    real("subsample", low=0, low_open=True, high=1),
+    real("encode_fraction", low=0, low_open=True, high=1),
+    integer("patience", low=1, none=True),
+)
+_CHECKPOINT_EVERY = integer("checkpoint_every", low=1)
+
+
+class LatentODE(PosteriorPredictiveMixin, IrregularSeriesEstimator):
+    """Latent ODE for irregularly sampled series, fitted by stochastic variational inference.
+
+    The model of Chen et al. (2018) and Rubanova et al. (2019): a recognition network reads a
+    series backwards in time and gives ``q(z0 | x)``; a latent ODE ``dz/dt = f(z)`` carries
+    ``z0`` to every query time; a decoder maps ``z(t)`` to the observations. Optionally a
+    Poisson process scores *when* observations were taken.
+
+    Parameters
+    ----------
+    latent_dim : int, default 4
+        Size of the latent state.
+    ode_hidden_dim : int, default 50
+        Width of the dynamics MLP.
+    ode_layers : int, default 3
+        Linear layers of the dynamics MLP.
+    encoder : {"gru", "rnn", "odernn"}, default "gru"
+        Recognition network run backwards in time: a GRU over (values, mask, time gaps); a
+        plain ``tanh`` RNN over the same inputs, as in Chen et al. (2018) — cheaper than the
+        GRU, for series without long-range dependencies; or the ODE-RNN
+        of Rubanova et al. (2019), whose state follows an ODE between observations and takes a
+        mask-aware GRU update at each.
+    guide : {"normal", "cnf"}, default "normal"
+        Family of the variational posterior ``q(z0 | x)``: the encoder's diagonal Gaussian, or
+        that Gaussian pushed through a continuous normalizing flow shared by all series
+        (:class:`latentode.flows.CNF`), for posteriors that are skewed, curved or multimodal.
+        The flow's solves make training several times slower.
+    encoder_hidden_dim : int, default 50
+        Width of the recognition network's state.
+    decoder_hidden_dim : int, default 50
+        Width of the decoder MLP.
+    poisson : bool, default False
+        Add the Poisson-process likelihood of the observation times.
+    obs_std : float, list of float or None, default None
+        Fixed observation standard deviation in the data's units: one number for every
+        feature, or a list with one per feature (e.g. known measurement noise); None learns
+        one per feature.
+    method : str, default "dopri5"
+        ODE solver (see :data:`latentode.solvers.SOLVER_METHODS`). ``method``, ``rtol``,
+        ``atol``, ``solver_options``, ``adjoint``, ``solver_backend`` and ``max_nfe`` make
+        the model's :class:`~latentode.solvers.SolverSettings` (:meth:`solver_settings`).
+    rtol, atol : float, default 1e-3, 1e-4
+        Solver tolerances (on the internally standardised scale).
+    solver_options : dict, optional
+        Passed to the solver, e.g. ``{"step_size": 0.05}`` (fixed-step methods) or
+        ``{"max_num_steps": 1000}``.
+    adjoint : {False, True, "checkpoint"}, default False
+        How gradients go through the solves: False backpropagates through the solver; True
+        uses the continuous adjoint (memory flat in the number of solver steps, slower);
+        ``"checkpoint"`` recomputes one step at a time in the backward pass (memory of one
+        state per step, backward cost about one forward). See
+        :class:`~latentode.solvers.SolverSettings`.
+    kinetic_weight, jacobian_weight : float, default 0.0
+        Regularise the dynamics in training by the integrated kinetic energy and Jacobian
+        Frobenius norm of the latent paths (Finlay et al. 2020; computed along the same
+        solve): straighter, smoother paths that the adaptive solver crosses in fewer steps.
+        Typical weights 0.01–0.1; ``history_.nfe_forward`` shows the effect.
+    solver_backend : {"auto", "native", "torchdiffeq"}, default "auto"
+        ``"auto"`` uses this package's Dormand–Prince loop for ``method="dopri5"`` (faster
+        for these small networks) and torchdiffeq otherwise; ``"torchdiffeq"`` forces the
+        reference implementation.
+    precision : {"32", "bf16-mixed"}, default "32"
+        ``"bf16-mixed"``: the recognition network, decoder and classifier compute in bfloat16
+        under ``torch.autocast`` (a speed-up on GPUs with bfloat16 units; none on most CPUs),
+        while the ODE solves, likelihoods, parameters and gradients stay float32. See
+        :class:`~latentode.models.LatentODEModel`.
+    max_nfe : int or None, default 10000
+        Cap on function evaluations of one ODE solve; a solve that needs more (stiff or
+        exploding dynamics) fails with :class:`~latentode.SolverError` instead of running on.
+    max_epochs : int, default 100
+    batch_size : int, default 50
+    lr : float, default 1e-2
+        Adam learning rate.
+    lr_decay : float, default 0.99
+        Learning-rate factor per epoch.
+    average_epochs : int, default 0
+        Weight averaging: the fitted parameters are the mean of those at the end of each of
+        the last ``average_epochs`` epochs (Izmailov et al. 2018), which evens out the noise
+        of the last stochastic steps; 0 keeps the last epoch's. With validation data the
+        average is kept only if it scores no worse than the best epoch. Its effect on
+        PhysioNet is measured on the documentation's benchmarks page.
+    num_particles : int, default 1
+        ``z0`` samples per series in each ELBO estimate.
+    kl_anneal_epochs : int, default 0
+        Epochs over which the weight of the KL term rises linearly to ``kl_weight``.
+    kl_weight : float, default 1.0
+        Weight of the KL term once annealing is over. 1 maximises the ELBO. Below 1 (a
+        beta-VAE's weighting) the posterior ``q(z0 | x)`` may sit tighter than the prior
+        allows, which sharpens reconstructions and forecasts at the cost of calibration: the
+        credible bands of :meth:`predict` narrow, and the training loss is no longer a bound on
+        the data's likelihood. Rubanova et al. (2019) trained their PhysioNet models so: a
+        weight of 0 for 50 epochs, then ``1 - 0.993 ** (epoch - 50)``, at most 0.30 after
+        100 epochs. Validation (best epoch, early stopping) always scores the full ELBO.
+    obs_weighting : {"point", "series_feature"}, default "point"
+        How the training likelihood weighs observations. ``"point"``: each observed value
+        counts once (the ELBO). ``"series_feature"``: each observed (series, feature) pair
+        counts the same in total, its observations sharing it equally, so a channel measured
+        twice in a series weighs as much as one measured a hundred times — the weighting of
+        the per-(series, feature) error of :func:`latentode.metrics.series_feature_mse` and
+        of the training loss in the reference code of Rubanova et al. (2019). The pairs'
+        common weight is the training data's mean number of observations per observed pair,
+        so the likelihood keeps its overall weight against the KL term. A weighted objective,
+        not the ELBO; validation (best epoch, early stopping) and :meth:`score` always use the
+        unweighted ELBO. It trades the error per observed value for the error per (series,
+        feature) pair (measured on the documentation's benchmarks page): choose the weighting
+        of the metric that matters.
+    clip_norm : float or None, default 10.0
+        Gradient-norm clipping.
+    subsample : float, default 1.0
+        Fraction of each training series' observed time points kept in each mini-batch, drawn
+        afresh every time (data augmentation as in Rubanova et al. 2019); 1 keeps all.
+    encode_fraction : float, default 1.0
+        Below 1, forecast training: in each mini-batch the encoder reads each series only up to
+        a random fraction ``u ~ Uniform(encode_fraction, 1)`` of its observed span while the
+        likelihood scores all of it, so that ``z0`` inferred from early observations must
+        explain later ones. Helps long extrapolation; 1 encodes everything.
+    patience : int or None, default None
+        Early stopping on validation data given to :meth:`fit`.
+    device : {"auto", "cpu", "cuda"}, default "auto"
+    random_state : int or None, default None
+        Seeds initialisation, shuffling and sampling; the same value gives the same results
+        (bit for bit on the CPU with the same number of threads, see :meth:`fit`).
+    verbose : bool or "force", default False
+        Progress bar during fit (on a terminal, or always with "force").
+
+    Attributes
+    ----------
+    model_ : LatentODEModel
+        The fitted Pyro model and guide.
+    history_ : TrainingHistory
+    feature_names_in_ : ndarray of str, shape (features,)
+    n_features_in_ : int
+    value_mean_, value_scale_ : ndarray of shape (features,)
+        Per-feature standardisation fitted on the training data.
+    time_origin_, time_scale_ : float
+        Model time is ``(t - time_origin_) / time_scale_``; ``z0`` is the state at the origin.
+    device_ : torch.device
+
+    Examples
+    --------
+    >>> from latentode import LatentODE
+    >>> from latentode.datasets import make_spirals
+    >>> data = make_spirals(n_series=40, n_obs=20, random_state=0)
+    >>> model = LatentODE(max_epochs=2, random_state=0).fit(data.train)
+    >>> model.predict(data.test, times=data.test_extrapolation_times).dims
+    ('series', 'time', 'feature')
+    """
+
+    def __init__(
+        self,
+        *,
+        latent_dim: int = 4,
+        ode_hidden_dim: int = 50,
+        ode_layers: int = 3,
+        encoder: str = "gru",
+        guide: str = "normal",
+        encoder_hidden_dim: int = 50,
+        decoder_hidden_dim: int = 50,
+        poisson: bool = False,
+        obs_std: float | None = None,
+        method: str = "dopri5",
+        rtol: float = 1e-3,
+        atol: float = 1e-4,
+        solver_options: dict | None = None,
+        adjoint: bool | str = False,
+        solver_backend: str = "auto",
+        kinetic_weight: float = 0.0,
+        jacobian_weight: float = 0.0,
+        precision: str = "32",
+        max_nfe: int | None = 10_000,
+        max_epochs: int = 100,
+        batch_size: int = 50,
+        lr: float = 1e-2,
+        lr_decay: float = 0.99,
+        average_epochs: int = 0,
+        num_particles: int = 1,
+        kl_anneal_epochs: int = 0,
+        kl_weight: float = 1.0,
+        obs_weighting: str = "point",
+        clip_norm: float | None = 10.0,
+        subsample: float = 1.0,
+        encode_fraction: float = 1.0,
+        patience: int | None = None,
+        device: str = "auto",
+        random_state: int | None = None,
+        verbose: bool | str = False,
+    ):
+        self.latent_dim = latent_dim
+        self.ode_hidden_dim = ode_hidden_dim
+        self.ode_layers = ode_layers
+        self.encoder = encoder
+        self.guide = guide
+        self.encoder_hidden_dim = encoder_hidden_dim
+        self.decoder_hidden_dim = decoder_hidden_dim
+        self.poisson = poisson
+        self.obs_std = obs_std
+        self.method = method
+        self.rtol = rtol
+        self.atol = atol
+        self.solver_options = solver_options
+        self.adjoint = adjoint
+        self.solver_backend = solver_backend
+        self.kinetic_weight = kinetic_weight
+        self.jacobian_weight = jacobian_weight
+        self.precision = precision
+        self.max_nfe = max_nfe
+        self.max_epochs = max_epochs
+        self.batch_size = batch_size
+        self.lr = lr
+        self.lr_decay = lr_decay
+        self.average_epochs = average_epochs
+        self.num_particles = num_particles
+        self.kl_anneal_epochs = kl_anneal_epochs
+        self.kl_weight = kl_weight
+        self.obs_weighting = obs_weighting
+        self.clip_norm = clip_norm
+        self.subsample = subsample
+        self.encode_fraction = encode_fraction
+        self.patience = patience
+        self.device = device
+        self.random_state = random_state
+        self.verbose = verbose
+
+    _parameter_constraints = PARAMETERS
+
+    def solver_settings(self) -> SolverSettings:
+        """The :class:`~latentode.solvers.SolverSettings` of the parameters (validated).
+
+        Returns
+        -------
+        SolverSettings
+        """
+        return SolverSettings(
+            method=self.method,
+            rtol=self.rtol,
+            atol=self.atol,
+            options=self.solver_options,
+            adjoint=self.adjoint,
+            max_nfe=self.max_nfe,
+            backend=self.solver_backend,
+        )
+
+    def _validate_params(self) -> None:
+        super()._validate_params()
+        self.solver_settings()
+
+    def _build_module(self) -> LatentODEModel:
+        obs_std = None
+        if self.obs_std is not None:
+            std = np.asarray(self.obs_std, dtype=float)
+            if std.ndim == 1 and std.size != self.n_features_in_:
+                raise ValueError(
+                    f"obs_std has {std.size} values but the data have {self.n_features_in_} "
+                    f"features ({list(self.feature_names_in_)}); give one per feature or one "
+                    "number for all."
+                )
+            obs_std = torch.as_tensor(std / self.value_scale_, dtype=torch.float32)
+        return LatentODEModel(
+            self.n_features_in_,
+            latent_dim=self.latent_dim,
+            ode_hidden_dim=self.ode_hidden_dim,
+            ode_layers=self.ode_layers,
+            encoder=self.encoder,
+            encoder_hidden_dim=self.encoder_hidden_dim,
+            decoder_hidden_dim=self.decoder_hidden_dim,
+            poisson=self.poisson,
+            obs_std=obs_std,
+            posterior=self.guide,
+            kinetic_weight=self.kinetic_weight,
+            jacobian_weight=self.jacobian_weight,
+            precision=self.precision,
+            solver=self.solver_settings(),
+            **self._head_kwargs(),
+        )
+
+    def _head_kwargs(self) -> dict:
+        """Extra arguments of the Pyro module (a classifier head in subclasses)."""
+        return {}
+
+    def _check_labels(self, y, data):
+        """Labels as a LongTensor of shape (series,) for supervised subclasses; here None."""
+        return None
+
+    def fit(
+        self,
+        X,
+        y=None,
+        *,
+        validation_data=None,
+        checkpoint=None,
+        checkpoint_every: int = 10,
+        resume: bool = False,
+    ):
+        """Fit the model to irregular series.
+
+        Parameters
+        ----------
+        X : IrregularDataset, DataFrame indexed by (series id, time), or list of (times, values)
+            Training series; NaN marks unobserved values.
+        y : None
+            Ignored (unsupervised).
+        validation_data : same types as ``X``, optional
+            Held-out series; the parameters of the epoch with the best validation ELBO are
+            kept, and ``patience`` stops training early.
+        checkpoint : str or path-like, optional
+            File to which the whole training state (parameters, optimiser, random streams,
+            history) is written every ``checkpoint_every`` epochs, at the end and on
+            ``KeyboardInterrupt``. Each write goes to a temporary file that is then renamed, so
+            a killed process leaves the previous checkpoint intact.
+        checkpoint_every : int, default 10
+        resume : bool, default False
+            Continue from ``checkpoint`` if it exists (else start afresh). The data and the
+            parameters must be those of the interrupted fit, except ``max_epochs``,
+            ``patience``, ``verbose`` and ``device``. A seeded fit resumed on the CPU ends with
+            exactly the parameters of an uninterrupted one when both run with the same number
+            of threads (``torch.get_num_threads()``): the order of floating-point reductions,
+            and so the last digits, depend on it.
+
+        Returns
+        -------
+        self
+
+        Notes
+        -----
+        A step whose loss or gradients are not finite, or whose ODE solve fails, is rolled
+        back to the start of its epoch and retried with half the learning rate (three times at
+        most, with a ``RuntimeWarning``); then :class:`FloatingPointError` is raised and the
+        estimator keeps what it held before ``fit``. ``KeyboardInterrupt`` (Ctrl-C) ends
+        training at the last completed epoch with a warning: the estimator is fitted and
+        usable, and ``history_.interrupted`` is True.
+        """
+        self._validate_params()
+        _CHECKPOINT_EVERY.check(checkpoint_every)
+        if resume and checkpoint is None:
+            raise ValueError("resume=True needs checkpoint=<path of the checkpoint file>.")
+        if checkpoint is not None:
+            _check_folder(checkpoint)
+        data = as_dataset(X, name="X")
+        with self._keep_state_on_failure():
+            labels = self._check_labels(y, data)
+            self._fit(data, validation_data, checkpoint, checkpoint_every, resume, labels=labels)
+        if self.history_.interrupted:
+            warnings.warn(
+                f"fit was interrupted after {len(self.history_.loss)} epochs; the estimator "
+                "holds the parameters of the last completed (or best validated) epoch"
+                + (
+                    " and can continue with fit(..., checkpoint=..., resume=True)."
+                    if checkpoint is not None
+                    else "."
+                ),
+                RuntimeWarning,
+                stacklevel=2,
+            )
+        return self
+
+    def _fit(
+        self, data, validation_data, checkpoint, checkpoint_every, resume, *, labels=None
+    ) -> None:
+        """Fit on validated ``data``.
+
+        ``labels`` is None, a LongTensor of shape (series,), or for per-time labels a list of
+        LongTensors of shape (n_obs_i,) (``-1`` = no label).
+        """
+        seed = seed_from(self.random_state)
+        self.device_ = _process_device(resolve_device(self.device))
+        parallel = DataParallel.from_environment(self.device_)
+        if parallel is not None:  # every process starts from rank 0's seed
+            seed = parallel.broadcast_int(seed)
+        self._fit_scaling(data)
+        validation = None
+        if validation_data is not None:
+            validation = _validation_batches(self, validation_data, labels is not None)
+        resume_from, write = None, None
+        if checkpoint is not None:  # the data's fingerprint is needed only to checkpoint
+            resume_from, write = _checkpointing(self, checkpoint, data, labels, resume)
+        if parallel is not None and not parallel.is_main:
+            write = None  # only rank 0 writes checkpoints
+        with self._seeded(seed, self.device_):
+            module = self._build_module().to(self.device_)
+            generator = torch.Generator().manual_seed(seed)  # shuffles: the same everywhere
+            draws = generator
+            if parallel is not None:  # each process draws its own noise for its own series
+                draws = torch.Generator().manual_seed(seed + 1 + parallel.rank)
+                torch.manual_seed(seed + 1 + parallel.rank)
+            verbose = self.verbose if parallel is None or parallel.is_main else False
+            self.history_ = train_svi(
+                module,
+                _BatchMaker(self, list(data), labels, draws),
+                len(data),
+                _training_config(self, checkpoint_every, verbose),
+                validation=validation,
+                generator=generator,
+                checkpoint=write,
+                resume_from=resume_from,
+                parallel=parallel,
+            )
+        self.model_ = module
+
+
+def _process_device(device: torch.device) -> torch.device:
+    """``device``, or under torchrun with an unnumbered CUDA device, this process's GPU."""
+    if device.type == "cuda" and device.index is None and "LOCAL_RANK" in os.environ:
+        device = torch.device("cuda", int(os.environ["LOCAL_RANK"]))
+        torch.cuda.set_device(device)
+    return device
+
+
+def _training_config(est, checkpoint_every: int, verbose) -> TrainingConfig:
+    """The SVI loop's settings from the estimator's parameters."""
+    return TrainingConfig(
+        max_epochs=est.max_epochs,
+        batch_size=est.batch_size,
+        lr=est.lr,
+        lr_decay=est.lr_decay,
+        num_particles=est.num_particles,
+        kl_anneal_epochs=est.kl_anneal_epochs,
+        kl_final=float(est.kl_weight),
+        clip_norm=est.clip_norm,
+        patience=est.patience,
+        verbose=verbose,
+        checkpoint_every=checkpoint_every,
+        average_epochs=est.average_epochs,
+    )
+
+
+def _checkpointing(est, checkpoint, data, labels, resume: bool):
+    """The state to resume from (or None) and the function that writes checkpoints."""
+    fingerprint = data_fingerprint(data)
+    if labels is not None:
+        flat = torch.cat(labels) if isinstance(labels, list) else labels
+        fingerprint += ":" + content_digest(flat)
+    identity = dict(cls_name=type(est).__name__, params=est.get_params(deep=False))
+    resume_from = None
+    if resume:
+        resume_from = read_checkpoint(checkpoint, fingerprint=fingerprint, **identity)
+    write = functools.partial(
+        write_checkpoint, os.fspath(checkpoint), fingerprint=fingerprint, **identity
+    )
+    return resume_from, write
+
+
+def _check_folder(path) -> None:
+    """Raise ValueError unless the folder of the file ``path`` exists and is writable."""
+    folder = os.path.dirname(os.path.abspath(os.fspath(path)))
+    if not os.path.isdir(folder) or not os.access(folder, os.W_OK):
+        raise ValueError(
+            f"checkpoint={os.fspath(path)!r}: the folder {folder!r} does not exist "
+            "or is not writable; create it first (checked now rather than after the "
+            "first epochs of training)."
+        )
+
+
+def _validation_batches(est, validation_data, labelled: bool) -> list:
+    """Validation series (and labels) collated in chunks on the estimator's device."""
+    val_x, val_y = validation_data, None
+    if labelled and isinstance(validation_data, tuple):
+        if len(validation_data) != 2:
+            raise ValueError(
+                "validation_data must be X_val or a pair (X_val, y_val); got a tuple of "
+                f"{len(validation_data)}."
+            )
+        val_x, val_y = validation_data
+    val = est._check_data(val_x, name="validation_data")
+    val_labels = None if val_y is None else est._check_labels(val_y, val, fit=False)
+    batches = []
+    for i in range(0, len(val), PREDICT_CHUNK):
+        chunk = val[i : i + PREDICT_CHUNK]
+        batch = est._batch(chunk, est.device_)
+        if val_labels is not None:
+            chosen = batch_labels(val_labels, list(range(i, i + len(chunk))), list(chunk))
+            batch = dataclasses.replace(batch, labels=chosen.to(est.device_))
+        batches.append(batch)
+    return batches
+
+
+class _BatchMaker:
+    """The training batches of a fit: series indices to a :class:`Batch` in model units.
+
+    Applies the estimator's ``subsample``, pair weighting, labels and ``encode_fraction``,
+    drawing with ``draws``. A batch of every series reuses one collation of the whole set
+    (full-batch training), reordering its rows.
+    """
+
+    def __init__(self, est, series: list, labels, draws: torch.Generator):
+        self.est, self.series, self.labels, self.draws = est, series, labels, draws
+        self.whole = None
+        self.pair_weight = None
+        if est.obs_weighting == "series_feature":  # observations per observed pair
+            counts = np.concatenate([np.isfinite(s.values).sum(0) for s in series])
+            self.pair_weight = float(counts.sum() / max(np.count_nonzero(counts), 1))
+
+    def __call__(self, idx: torch.Tensor):
+        est, device = self.est, self.est.device_
+        chosen = [self.series[i] for i in idx.tolist()]
+        if len(idx) == len(self.series):  # same union grid: reorder the rows
+            if self.whole is None:
+                self.whole = est._batch(self.series, device)
+            batch = self.whole.rows(idx)
+        else:
+            batch = est._batch(chosen, device)
+        batch = batch.subsample(est.subsample, generator=self.draws)
+        if self.pair_weight is not None:
+            batch = batch.weight_pairs(self.pair_weight)
+        if self.labels is not None:
+            labels = batch_labels(self.labels, idx.tolist(), chosen)
+            batch = dataclasses.replace(batch, labels=labels.to(device))
+        return batch.truncate_encoder(est.encode_fraction, generator=self.draws)

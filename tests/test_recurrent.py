@@ -1,0 +1,117 @@
+"""The recurrent networks: recognition networks and the ODE-RNN forecasters."""
+
+import pytest
+import torch
+
+from latentode.datasets import collate, from_arrays
+from latentode.recurrent import GapRNN, GRUEncoder, ODERNNEncoder, RNNEncoder, observed_sequences
+
+
+def batch():
+    nan = float("nan")
+    return collate(
+        from_arrays(
+            [
+                ([0.0, 0.4, 1.0], [[1.0, nan], [2.0, 3.0], [nan, 4.0]]),
+                ([0.2, 0.7], [[5.0, 6.0], [7.0, nan]]),
+                ([0.9], [[8.0, 9.0]]),
+            ]
+        )
+    )
+
+
+def test_observed_sequences_reverse_order():
+    b = batch()
+    x, m, t, lengths = observed_sequences(b.values, b.mask, b.times, reverse=True)
+    assert lengths.tolist() == [3, 2, 1]
+    assert torch.allclose(t[0], torch.tensor([1.0, 0.4, 0.0]))
+    assert torch.allclose(t[1, :2], torch.tensor([0.7, 0.2]))
+    assert x[0, 0].tolist() == [0.0, 4.0] and m[0, 0].tolist() == [0.0, 1.0]
+    _, _, t_fwd, _ = observed_sequences(b.values, b.mask, b.times, reverse=False)
+    assert torch.allclose(t_fwd[0], torch.tensor([0.0, 0.4, 1.0]))
+
+
+@pytest.mark.parametrize("kind", [GRUEncoder, RNNEncoder, ODERNNEncoder])
+def test_encoder_ignores_masked_values_and_other_series(kind):
+    torch.manual_seed(0)
+    enc = kind(2, 4, 8)
+    b = batch()
+    loc, scale = enc(b.values, b.mask, b.times)
+    assert loc.shape == (3, 4) and (scale > 0).all()
+    # garbage where nothing is observed changes nothing
+    noisy = torch.where(b.mask, b.values, torch.full_like(b.values, 1e3))
+    loc2, scale2 = enc(noisy, b.mask, b.times)
+    assert torch.allclose(loc, loc2) and torch.allclose(scale, scale2)
+    # a series encodes the same alone as in a batch (on its own, shorter grid)
+    alone = collate(from_arrays([([0.2, 0.7], [[5.0, 6.0], [7.0, float("nan")]])]))
+    loc_alone, _ = enc(alone.values, alone.mask, alone.times)
+    # (the ODE-RNN's RK4 steps follow the batch's grid: equal to integration accuracy)
+    assert torch.allclose(loc_alone[0], loc[1], atol=1e-4 if kind is ODERNNEncoder else 1e-6)
+
+
+def test_rnn_encoder_is_the_tanh_recurrence_read_at_each_series_last_step():
+    """The sigmoid-rewritten loop equals h <- tanh(W x + U h + b) stopped at each series' end."""
+    torch.manual_seed(0)
+    enc = RNNEncoder(2, 3, 6)
+    b = batch()  # ragged: 3, 2 and 1 observed steps
+    x, m, t, lengths = observed_sequences(b.values, b.mask, b.times, reverse=True)
+    gaps = torch.cat([torch.zeros_like(t[:, :1]), t[:, :-1] - t[:, 1:]], dim=1)
+    inputs = torch.cat([x, m, gaps.unsqueeze(-1)], dim=-1)
+    expected = []
+    for row, n in zip(inputs, lengths.tolist(), strict=True):
+        h = torch.zeros(6)
+        for step in row[:n]:  # the series' own steps only, no padding
+            h = torch.tanh(enc.input(step) + enc.recurrent(h))
+        expected.append(h)
+    expected = torch.stack(expected)
+    assert torch.allclose(enc._run(inputs, lengths), expected, atol=1e-6)
+    loc, raw = enc.out(torch.cat([expected, t.gather(1, (lengths - 1)[:, None])], -1)).chunk(2, -1)
+    got_loc, got_scale = enc(b.values, b.mask, b.times)
+    assert torch.allclose(got_loc, loc, atol=1e-6)
+    assert torch.allclose(got_scale, torch.nn.functional.softplus(raw) + 1e-4, atol=1e-6)
+    # gradients reach every parameter, through the rewritten weights
+    (got_loc.sum() + got_scale.sum()).backward()
+    assert all(p.grad is not None and p.grad.abs().sum() > 0 for p in enc.parameters())
+
+
+def test_odernn_state_evolves_between_observations_and_updates_per_feature():
+    torch.manual_seed(0)
+    enc = ODERNNEncoder(2, 3, 8)
+    one = collate(from_arrays([([0.5], [[1.0, 2.0]])]))
+    later = collate(from_arrays([([0.8], [[1.0, 2.0]])]))
+    half = collate(from_arrays([([0.5], [[1.0, float("nan")]])]))
+    loc_one, _ = enc(one.values, one.mask, one.times)
+    # the same reading further from the origin is carried back by the ODE over a longer span
+    assert not torch.allclose(loc_one, enc(later.values, later.mask, later.times)[0])
+    # a partly observed time is read through the mask, not as a zero value
+    assert not torch.allclose(loc_one, enc(half.values, half.mask, half.times)[0])
+    # with zero dynamics the span does not matter
+    with torch.no_grad():
+        for p in enc.dynamics.parameters():
+            p.zero_()
+    assert torch.allclose(
+        enc(one.values, one.mask, one.times)[0], enc(later.values, later.mask, later.times)[0]
+    )
+
+
+def test_odernn_gradients_reach_the_hidden_dynamics():
+    torch.manual_seed(0)
+    enc = ODERNNEncoder(2, 3, 8)
+    b = batch()
+    loc, scale = enc(b.values, b.mask, b.times)
+    (loc.sum() + scale.sum()).backward()
+    assert all(p.grad is not None and p.grad.abs().sum() > 0 for p in enc.dynamics.parameters())
+
+
+def test_gap_rnn_one_step_targets():
+    torch.manual_seed(0)
+    net = GapRNN(2, 8)
+    b = batch()
+    pred, target, target_mask, h, t_last = net(b.values, b.mask, b.times)
+    assert pred.shape == target.shape == (3, 2, 2)
+    # series 2 has a single observation: no target; series 1 one target
+    assert target_mask[2].sum() == 0 and target_mask[1, 1].sum() == 0
+    assert target[0, 1].tolist() == [0.0, 4.0]
+    assert torch.allclose(t_last, torch.tensor([1.0, 0.7, 0.9]))
+    out = net.rollout(h, t_last, torch.tensor([1.5, 2.0]))
+    assert out.shape == (3, 2, 2)
