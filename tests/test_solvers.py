@@ -281,3 +281,37 @@ def test_solves_stay_float32_under_autocast(kwargs):
     assert mixed[2] == plain[2]  # the same steps: the error control saw float32 numbers
     assert torch.allclose(mixed[0], plain[0], rtol=1e-6, atol=1e-7)
     assert torch.allclose(mixed[1], plain[1], rtol=1e-5, atol=1e-6)
+
+
+def test_solver_settings_are_frozen_validated_once_and_passed_through():
+    import dataclasses
+    import pickle
+
+    from latentode import LatentODE, SolverSettings
+    from latentode.flows import CNF
+    from latentode.models import LatentODEModel
+    from latentode.nn import ODEBlock
+
+    options = {"step_size": 0.1}
+    fixed = SolverSettings(method="rk4", options=options, max_nfe=50)
+    options["step_size"] = 9.0  # the settings keep their own copy
+    assert fixed.options == {"step_size": 0.1} and fixed.resolved_backend == "torchdiffeq"
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        fixed.rtol = 1.0
+    with pytest.raises(TypeError):
+        fixed.options["step_size"] = 1.0  # read-only
+    with pytest.raises(ValueError, match="rtol"):
+        fixed.replace(rtol=0.0)  # a copy is validated like the original
+    assert pickle.loads(pickle.dumps(fixed)) == fixed
+    # one object reaches every solve: the solver, an ODE block, a flow, the model
+    field = Linear()
+    assert ODESolver(field, fixed).settings is fixed
+    assert ODESolver(field, fixed, max_nfe=7).settings == fixed.replace(max_nfe=7)
+    assert ODEBlock(field, settings=fixed).solver.settings is fixed
+    assert CNF(2, settings=fixed).solver.settings is fixed
+    model = LatentODEModel(2, latent_dim=3, solver=fixed)
+    assert model.solver.settings is fixed
+    est = LatentODE(method="rk4", solver_options={"step_size": 0.1}, max_nfe=50)
+    assert est.solver_settings() == fixed
+    with pytest.raises(TypeError, match="settings must be a SolverSettings"):
+        ODESolver(field, {"method": "rk4"})
