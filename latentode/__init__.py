@@ -5,6 +5,7 @@ from importlib.metadata import PackageNotFoundError, version
 from .baselines import ODERNNBaseline, ODERNNClassifier, RNNBaseline
 from .classifier import LatentODEClassifier
 from .latent_ode import LatentODE
+from .naive import FeatureMean, LastValue, LinearInterpolation
 from .solvers import ODESolver, SolverError, SolverSettings
 
 try:
@@ -13,6 +14,9 @@ except PackageNotFoundError:  # pragma: no cover - running from a source tree
     __version__ = "0.0.0"
 
 __all__ = [
+    "FeatureMean",
+    "LastValue",
+    "LinearInterpolation",
     "LatentODE",
     "LatentODEClassifier",
     "ODERNNBaseline",

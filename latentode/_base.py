@@ -12,6 +12,7 @@ import contextlib
 import inspect
 import json
 import re
+import warnings
 
 import numpy as np
 import pandas as pd
@@ -20,12 +21,13 @@ from sklearn.base import BaseEstimator, ClassifierMixin
 from sklearn.utils.validation import check_is_fitted
 
 from ._io import read_model, write_model
-from ._validation import check_params
+from ._validation import check_params, real
 from .datasets import IrregularDataset, as_dataset, collate
 from .inference import TrainingHistory
 
 __all__ = [
     "PREDICT_CHUNK",
+    "IntervalMixin",
     "IrregularSeriesEstimator",
     "LabelledSeriesMixin",
     "batch_labels",
@@ -36,6 +38,9 @@ __all__ = [
 
 #: Series per chunk when predicting or scoring (bounds the memory of one solve).
 PREDICT_CHUNK = 512
+#: Query times further than this many training spans past the training data's end warn.
+_FAR = 2.0
+_COVERAGE = real("coverage", low=0, low_open=True, high=1, high_open=True)
 
 
 def resolve_device(device) -> torch.device:
@@ -79,6 +84,9 @@ class IrregularSeriesEstimator(BaseEstimator):
     """
 
     _parameter_constraints: tuple = ()
+    #: Whether predictions depend on the time since the training data's origin (models that
+    #: solve from it), so that data and query times before it are refused and far ones warn.
+    _time_origin_matters = True
 
     def _validate_params(self) -> None:
         """Check the parameters against ``_parameter_constraints`` (ValueError naming one)."""
@@ -120,7 +128,7 @@ class IrregularSeriesEstimator(BaseEstimator):
                 f"{list(self.feature_names_in_)}; select and order the columns the same way."
             )
         early = [s.id for s in data if s.times[0] < self.time_origin_]
-        if early:
+        if early and self._time_origin_matters:
             raise ValueError(
                 f"{name}: series {early[0]!r} (and {len(early) - 1} more) has observations before "
                 f"the time origin {self.time_origin_} of the training data; times must be "
@@ -151,10 +159,21 @@ class IrregularSeriesEstimator(BaseEstimator):
             raise ValueError(f"{name} contains non-finite values; pass finite times.")
         if np.any(np.diff(t) <= 0):
             raise ValueError(f"{name} must be strictly increasing; sort it and drop duplicates.")
+        if not self._time_origin_matters:
+            return t
         if t[0] < self.time_origin_:
             raise ValueError(
                 f"{name} starts at {t[0]}, before the time origin {self.time_origin_} of the "
                 "training data; query times at or after it."
+            )
+        end = self.time_origin_ + self.time_scale_  # the training data's last time
+        if t[-1] > end + _FAR * self.time_scale_:
+            warnings.warn(
+                f"{name} reach {t[-1]:g}, {(t[-1] - end) / self.time_scale_:.1f} times the span "
+                f"of the training data ({self.time_scale_:g}) past its last time {end:g}: "
+                "predictions that far out follow dynamics never checked against data there.",
+                UserWarning,
+                stacklevel=3,
             )
         return t
 
@@ -275,6 +294,40 @@ class IrregularSeriesEstimator(BaseEstimator):
         module.load_state_dict(payload["state_dict"])
         est.model_ = module.to(est.device_).eval()
         return est
+
+
+class IntervalMixin:
+    """Central predictive intervals from an estimator's ``predict_quantiles``."""
+
+    def predict_interval(self, X, *, times=None, coverage=0.9, n_samples=None) -> pd.DataFrame:
+        """Central predictive intervals (observation noise included).
+
+        Parameters
+        ----------
+        X, times, n_samples
+            As in the estimator's ``predict_quantiles``.
+        coverage : float or sequence of float in (0, 1), default 0.9
+
+        Returns
+        -------
+        DataFrame
+            Indexed by (series, time); columns a MultiIndex (feature, coverage, "lower" or
+            "upper"), as sktime's ``predict_interval``.
+        """
+        levels = np.atleast_1d(np.asarray(coverage, dtype=np.float64))
+        if levels.ndim != 1 or not all(map(_COVERAGE.ok, levels.tolist())):
+            raise ValueError(_COVERAGE.message(coverage))
+        bounds = np.concatenate([(1 - levels) / 2, (1 + levels) / 2])
+        kwargs = {} if n_samples is None else {"n_samples": n_samples}
+        quantiles = self.predict_quantiles(X, times=times, q=bounds, **kwargs)
+        out = {}
+        for feature in quantiles.columns.get_level_values(0).unique():
+            for k, c in enumerate(levels):
+                out[(feature, c, "lower")] = quantiles[(feature, bounds[k])]
+                out[(feature, c, "upper")] = quantiles[(feature, bounds[len(levels) + k])]
+        frame = pd.DataFrame(out)
+        frame.columns.names = ["feature", "coverage", "bound"]
+        return frame
 
 
 def with_parameter(init, name: str, default):

@@ -16,18 +16,23 @@ import torch
 import xarray as xr
 from sklearn.utils.validation import check_is_fitted
 
-from ._base import PREDICT_CHUNK, seed_from
-from ._validation import integer, real
+from ._base import PREDICT_CHUNK, IntervalMixin, seed_from
+from ._empirical import BinnedEmpirical
+from ._validation import integer
 from .datasets import collate
+from .evaluation import gaps_to, held_out_draws, hold_out
 from .inference import make_inference_data, per_series_elbo, posterior_predictive
 
 __all__ = ["PosteriorPredictiveMixin"]
 
 _N_SAMPLES = integer("n_samples", low=1)
-_LEVEL = real("coverage", low=0, low_open=True, high=1, high_open=True)
+#: Held-out values a feature needs for a calibration of its own (else all features pooled).
+_MIN_PER_FEATURE = 30
+#: Standardised errors kept per bin in a saved calibration.
+_KEEP = 1000
 
 
-class PosteriorPredictiveMixin:
+class PosteriorPredictiveMixin(IntervalMixin):
     """Prediction and scoring through the posterior predictive of a fitted Latent ODE.
 
     Needs the scaling, batching and seeding of
@@ -99,7 +104,13 @@ class PosteriorPredictiveMixin:
         )
 
     def sample(
-        self, X, *, times=None, n_samples: int = 100, include_latent: bool = False
+        self,
+        X,
+        *,
+        times=None,
+        n_samples: int = 100,
+        include_latent: bool = False,
+        calibrated: bool = True,
     ) -> xr.Dataset:
         """Draws from the posterior predictive distribution at query times.
 
@@ -116,11 +127,15 @@ class PosteriorPredictiveMixin:
         n_samples : int, default 100
         include_latent : bool, default False
             Also return the latent trajectories ``z``.
+        calibrated : bool, default True
+            After :meth:`calibrate`, ``obs`` is drawn from the calibrated predictive (False:
+            the model's own); without a calibration it has no effect.
 
         Returns
         -------
         xarray.Dataset
-            ``obs (sample, series, time, feature)``: draws including observation noise;
+            ``obs (sample, series, time, feature)``: draws including observation noise (and
+            the calibration, if any);
             ``mean (sample, series, time, feature)``: the decoded trajectory of each draw;
             ``intensity (sample, series, time, feature)``: the expected number of observations
             per unit of time of each feature, for models fitted with ``poisson=True``;
@@ -136,8 +151,11 @@ class PosteriorPredictiveMixin:
         coords = self._coords(data, t)
         coords["sample"] = np.arange(n_samples)
         dims = ("sample", "series", "time", "feature")
+        obs = self._unscale_values(draws["obs"])
+        if calibrated and getattr(self, "calibration_", None) is not None:
+            obs = self._calibrated(obs, data, t)
         variables = {
-            "obs": (dims, self._unscale_values(draws["obs"])),
+            "obs": (dims, obs),
             "mean": (dims, self._unscale_values(draws["mean"])),
         }
         if self.poisson:
@@ -179,37 +197,6 @@ class PosteriorPredictiveMixin:
             [list(obs.feature.values), list(levels)], names=["feature", "quantile"]
         )
         return frame.reindex(columns=columns)
-
-    def predict_interval(
-        self, X, *, times=None, coverage=0.9, n_samples: int = 200
-    ) -> pd.DataFrame:
-        """Central predictive intervals (observation noise included).
-
-        Parameters
-        ----------
-        X, times, n_samples
-            As in :meth:`predict_quantiles`.
-        coverage : float or sequence of float in (0, 1), default 0.9
-
-        Returns
-        -------
-        DataFrame
-            Indexed by (series, time); columns a MultiIndex (feature, coverage, "lower" or
-            "upper"), as sktime's ``predict_interval``.
-        """
-        levels = np.atleast_1d(np.asarray(coverage, dtype=np.float64))
-        if levels.ndim != 1 or not all(map(_LEVEL.ok, levels.tolist())):
-            raise ValueError(_LEVEL.message(coverage))
-        bounds = np.concatenate([(1 - levels) / 2, (1 + levels) / 2])
-        quantiles = self.predict_quantiles(X, times=times, q=bounds, n_samples=n_samples)
-        out = {}
-        for feature in quantiles.columns.get_level_values(0).unique():
-            for k, c in enumerate(levels):
-                out[(feature, c, "lower")] = quantiles[(feature, bounds[k])]
-                out[(feature, c, "upper")] = quantiles[(feature, bounds[len(levels) + k])]
-        frame = pd.DataFrame(out)
-        frame.columns.names = ["feature", "coverage", "bound"]
-        return frame
 
     def to_inference_data(self, X, *, n_samples: int = 100):
         """Posterior draws of the fitted model on ``X`` in ArviZ's container.
@@ -293,3 +280,81 @@ class PosteriorPredictiveMixin:
     def score(self, X, y=None) -> float:
         """Mean per-series evidence lower bound (see :meth:`score_samples`); higher is better."""
         return float(np.mean(self.score_samples(X)))
+
+    # -- calibration -----------------------------------------------------------------------
+    def calibrate(self, X, *, last=None, fraction=None, n_samples: int = 200):
+        """Calibrate the predictive distribution on held-out values of ``X`` (split conformal).
+
+        Parts of the series in ``X`` — which the model must not have been fitted on — are
+        hidden (:func:`latentode.evaluation.hold_out`) and predicted from the rest; the
+        standardised errors ``z = (y - mean) / sd`` of the draws, per feature and in bins of
+        the time from the nearest observation, make the calibrated predictive ``mean + sd *
+        Z`` with ``Z`` drawn from them. Its central intervals then cover their nominal share
+        of values like those held out, whatever the model's own spread. :meth:`sample`,
+        :meth:`predict_quantiles` and :meth:`predict_interval` use it from then on (and it
+        is saved with the model); :meth:`predict` (the mean) is unchanged.
+
+        Parameters
+        ----------
+        X : IrregularDataset, DataFrame or list of (times, values)
+            Calibration series, not seen in ``fit``.
+        last : float, optional
+            Hide each series' observations later than its last time minus ``last``
+            (forecasting).
+        fraction : float in (0, 1), optional
+            Hide this share of the observed values at random (imputation).
+
+            Without either, both are done and pooled: the last quarter of the median span
+            and 10% of the rest's values.
+        n_samples : int, default 200
+            Draws per held-out value.
+
+        Returns
+        -------
+        self
+        """
+        check_is_fitted(self)
+        data = self._check_data(X)
+        if last is None and fraction is None:
+            last = 0.25 * float(np.median([s.times[-1] - s.times[0] for s in data]))
+            fraction = 0.1
+        self.calibration_ = None  # the model's own draws are standardised
+        pooled = []
+        seed = seed_from(self.random_state)
+        for option in ({"last": last}, {"fraction": fraction}):
+            if next(iter(option.values())) is not None:
+                context, target = hold_out(data, **option, random_state=seed)
+                y, f, gap, x = held_out_draws(self, context, target, n_samples)
+                x = x.astype(np.float64)
+                sd = np.maximum(x.std(0), 1e-9 * self.value_scale_[f])
+                pooled.append((f, gap, (y - x.mean(0)) / sd))
+        f, gap, z = (np.concatenate(parts) for parts in zip(*pooled, strict=True))
+        gaps, scores = [], []
+        for d in range(self.n_features_in_):  # a feature held out too rarely borrows them all
+            mine = f == d if np.count_nonzero(f == d) >= _MIN_PER_FEATURE else slice(None)
+            gaps.append(gap[mine])
+            scores.append(z[mine])
+        self.calibration_ = BinnedEmpirical(gaps, scores, n_bins=8, keep=_KEEP)
+        return self
+
+    def _calibrated(self, obs: np.ndarray, data, t: np.ndarray) -> np.ndarray:
+        """Calibrated draws from raw ones (sample, series, time, feature), same shape."""
+        mean, sd = obs.mean(0), obs.std(0)
+        gap = np.stack([gaps_to(s.times, t) for s in data])  # (series, time)
+        rng = np.random.default_rng(seed_from(self.random_state) + 2)
+        z = np.empty_like(obs)
+        for d in range(obs.shape[-1]):
+            z[..., d] = self.calibration_.draw(d, gap.ravel(), obs.shape[0], rng).reshape(
+                obs.shape[:-1]
+            )
+        return mean + sd * z
+
+    def _fitted_state(self) -> dict:
+        calibration = getattr(self, "calibration_", None)
+        state = None if calibration is None else calibration.to_state()
+        return {**super()._fitted_state(), "calibration_": state}
+
+    def _set_fitted_state(self, state: dict) -> None:
+        super()._set_fitted_state(state)
+        saved = state.get("calibration_")
+        self.calibration_ = None if saved is None else BinnedEmpirical.from_state(saved)

@@ -4,6 +4,8 @@
     latentode predict model.pt data.csv --id-col patient --time-col hours \\
         --horizon 24 --step 1 --output forecast.csv
     latentode plot model.pt data.csv --id-col patient --time-col hours --output plot.png
+    latentode evaluate model.pt data.csv --id-col patient --time-col hours --last 24 \\
+        --output scores.csv --plot reliability.png
     latentode demo
 
 Input is a long table, one row per (series, time) and one column per feature (CSV, Parquet,
@@ -150,6 +152,49 @@ def _plot(args) -> None:
     print(f"wrote {args.output}")
 
 
+def _evaluate(args) -> None:
+    from . import FeatureMean, LastValue, LinearInterpolation
+    from .evaluation import RELIABILITY_LEVELS, evaluate, hold_out, reliability
+
+    output = Path(args.output)
+    if output.suffix.lower() != ".csv":
+        raise CommandError(f"--output {args.output}: write a .csv file.")
+    for path in (output, Path(args.plot) if args.plot else None):
+        if path is not None and not path.resolve().parent.is_dir():
+            raise CommandError(f"{path}: the folder {path.resolve().parent} does not exist.")
+    model, data = _load_model(args.model), _load_data(args)
+    holdout = {
+        k: v
+        for k, v in dict(last=args.last, after=args.after, n_last=args.n_last).items()
+        if v is not None
+    }
+    if args.fraction is not None:
+        holdout = {"fraction": args.fraction, "random_state": args.seed}
+    context, target = hold_out(data, **holdout)
+    # the baselines learn their bands from the context: what the model reads too
+    models = {
+        "latentode": model,
+        "last value": LastValue(random_state=args.seed).fit(context),
+        "interpolation": LinearInterpolation(random_state=args.seed).fit(context),
+        "mean": FeatureMean(random_state=args.seed).fit(context),
+    }
+    levels = [float(x) for x in args.levels.split(",")]
+    if args.plot:  # one set of draws for the table and the diagram
+        levels = sorted(set(levels) | set(RELIABILITY_LEVELS))
+    table = evaluate(models, context, target, levels=levels, n_samples=args.samples)
+    table.to_csv(output, index=False)
+    print(table[table.feature == "all"].drop(columns="feature").to_string(index=False))
+    print(f"wrote {len(table)} rows ({len(target)} series held out) to {output}")
+    if args.plot:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        from .plotting import plot_reliability
+
+        plot_reliability(reliability(table)).figure.savefig(args.plot, dpi=120, bbox_inches="tight")
+        print(f"wrote {args.plot}")
+
+
 def _demo(args) -> None:
     from . import LatentODE
     from .datasets import make_spirals
@@ -224,6 +269,35 @@ def build_parser() -> argparse.ArgumentParser:
     plot.add_argument("--max-series", type=integer("max_series", low=1).parse, default=3)
     plot.add_argument("--output", required=True, help="PNG file")
     plot.set_defaults(run=_plot)
+
+    evaluate = sub.add_parser(
+        "evaluate",
+        help="hide part of each series, predict it with the model and the baselines, score",
+        description="Hide part of each series (give one of --last, --after, --n-last, "
+        "--fraction), predict it from the rest with the model and with last value carried "
+        "forward, linear interpolation and the feature mean (fitted on the rest), and write "
+        "MSE, MAE, CRPS and the coverage and width of central intervals per model and feature.",
+    )
+    evaluate.add_argument("model", help="a file written by 'latentode fit'")
+    _data_arguments(evaluate)
+    what = evaluate.add_mutually_exclusive_group(required=True)
+    positive = real("last", low=0, low_open=True)
+    what.add_argument("--last", type=positive.parse, help="hide each series' last window")
+    what.add_argument("--after", type=real("after").parse, help="hide what follows this time")
+    what.add_argument(
+        "--n-last", type=integer("n_last", low=1).parse, help="hide the last N observation times"
+    )
+    what.add_argument(
+        "--fraction",
+        type=real("fraction", low=0, low_open=True, high=1, high_open=True).parse,
+        help="hide this share of the observed values at random",
+    )
+    evaluate.add_argument("--levels", default="0.5,0.9", help="central interval levels")
+    evaluate.add_argument("--samples", type=integer("samples", low=1).parse, default=200)
+    evaluate.add_argument("--seed", type=_SEED.parse, default=0)
+    evaluate.add_argument("--output", required=True, help="CSV of the scores")
+    evaluate.add_argument("--plot", help="PNG of the reliability diagram")
+    evaluate.set_defaults(run=_evaluate)
 
     demo = sub.add_parser("demo", help="fit the spiral model and print its RMSE")
     demo.add_argument(

@@ -17,6 +17,7 @@ from ._validation import choice, real
 __all__ = [
     "crps",
     "interval_coverage",
+    "interval_score",
     "mae",
     "masked_mse",
     "nlpd",
@@ -188,6 +189,36 @@ def interval_coverage(y_true, samples, mask=None, *, coverage: float = 0.9, samp
     low, high = np.quantile(x, [(1 - coverage) / 2, (1 + coverage) / 2], axis=0)
     y = y[observed]
     return float(np.mean((y >= low) & (y <= high)))
+
+
+def interval_score(y_true, samples, mask=None, *, coverage: float = 0.9, sample_axis=0):
+    """Interval score of the central ``coverage`` interval of the draws (lower is better).
+
+    ``(u - l) + (2 / a) (l - y) [y < l] + (2 / a) (y - u) [y > u]`` with ``a = 1 - coverage``
+    (Gneiting and Raftery 2007, section 6.2): the width of the interval plus a penalty for each
+    value outside it, so that neither bands too narrow nor too wide score well. In the units of
+    the data, averaged over observed entries.
+
+    Parameters
+    ----------
+    y_true : array of shape S, NaN = not observed
+    samples : array with one more axis than ``y_true``
+    mask : bool array of shape S, optional
+    coverage : float in (0, 1), default 0.9
+    sample_axis : int, default 0
+
+    Returns
+    -------
+    float
+    """
+    real("coverage", low=0, low_open=True, high=1, high_open=True).check(coverage)
+    y, observed = _observed(y_true, mask)
+    x = _samples(samples, y.shape, sample_axis)[:, observed]
+    low, high = np.quantile(x, [(1 - coverage) / 2, (1 + coverage) / 2], axis=0)
+    y = y[observed]
+    alpha = 1 - coverage
+    penalty = (2 / alpha) * (np.maximum(low - y, 0) + np.maximum(y - high, 0))
+    return float(np.mean(high - low + penalty))
 
 
 def nlpd(y_true, means, scale, mask=None, *, sample_axis: int = 0) -> float:

@@ -8,7 +8,13 @@ import xarray as xr
 
 from .datasets import as_dataset
 
-__all__ = ["plot_latent", "plot_posterior", "plot_posterior_grid", "plot_training_curve"]
+__all__ = [
+    "plot_latent",
+    "plot_posterior",
+    "plot_posterior_grid",
+    "plot_reliability",
+    "plot_training_curve",
+]
 
 
 def _pyplot():
@@ -201,4 +207,42 @@ def plot_training_curve(history, *, ax=None):
     ax.set_yscale("symlog")
     ax.grid(alpha=0.3)
     ax.legend()
+    return ax
+
+
+def plot_reliability(table, *, ax=None):
+    """Empirical against nominal coverage of central intervals, one line per model.
+
+    Parameters
+    ----------
+    table : DataFrame
+        Columns ``model``, ``nominal``, ``empirical``, as
+        :func:`latentode.evaluation.reliability` returns it.
+    ax : matplotlib Axes, optional
+
+    Returns
+    -------
+    matplotlib Axes
+        Points above the diagonal: bands wider than they claim; below: too narrow.
+    """
+    plt = _pyplot()
+    missing = {"model", "nominal", "empirical"} - set(getattr(table, "columns", []))
+    if missing:
+        raise ValueError(
+            f"table lacks the columns {sorted(missing)}; pass what "
+            "latentode.evaluation.reliability returns."
+        )
+    if ax is None:
+        _, ax = plt.subplots(figsize=(4.5, 4.5))
+    ax.plot([0, 1], [0, 1], color="0.6", lw=1, ls="--", label="calibrated")
+    for name, rows in table.groupby("model", sort=False):
+        rows = rows.sort_values("nominal")
+        ax.plot(rows["nominal"], rows["empirical"], marker="o", ms=3, label=str(name))
+    ax.set_xlim(0, 1)
+    ax.set_ylim(0, 1)
+    ax.set_aspect("equal")
+    ax.set_xlabel("nominal coverage of the central interval")
+    ax.set_ylabel("empirical coverage on held-out values")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize="small", loc="upper left")
     return ax

@@ -141,3 +141,25 @@ def test_netcdf_in_and_out(table, model):
     with xr.open_dataset(out) as result:
         assert result["x_q0.5"].dims == ("series", "time")
         assert result.sizes["series"] == frame["spiral"].nunique()
+
+
+def test_evaluate_scores_the_model_beside_the_baselines(table, model, capsys):
+    folder, path, frame = table
+    out, png = folder / "scores.csv", folder / "reliability.png"
+    common = [str(model), str(path), "--id-col", "spiral", "--time-col", "t"]
+    assert (
+        main(["evaluate", *common, "--n-last", "3", "--output", str(out), "--plot", str(png)]) == 0
+    )
+    scores = pd.read_csv(out)
+    assert list(scores.model.unique()) == ["latentode", "last value", "interpolation", "mean"]
+    overall = scores[scores.feature == "all"]
+    assert (overall.n == 3 * 2 * frame["spiral"].nunique()).all()  # 3 times x 2 features each
+    assert {"mse", "crps", "coverage_90", "width_90", "coverage_50"} <= set(scores.columns)
+    assert png.stat().st_size > 10_000
+    assert "last value" in capsys.readouterr().out
+    # a missing folder is refused before any work; one rule at a time
+    assert (
+        main(["evaluate", *common, "--n-last", "3", "--output", str(folder / "no" / "s.csv")]) == 2
+    )
+    with pytest.raises(SystemExit):
+        main(["evaluate", *common, "--n-last", "3", "--last", "2", "--output", str(out)])

@@ -1,0 +1,118 @@
+"""The rules users compare with: last value carried forward, interpolation, the mean."""
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from latentode import FeatureMean, LastValue, LinearInterpolation
+from latentode.datasets import from_arrays
+from latentode.evaluation import evaluate, hold_out
+
+
+def random_walks(n_series=200, n_obs=40, sd=1.0, seed=0):
+    """Brownian motions observed at random times: the error of carrying a value over a gap g
+    is Normal(0, sd^2 g), so calibrated bands widen like sqrt(g)."""
+    rng = np.random.default_rng(seed)
+    series = []
+    for _ in range(n_series):
+        t = np.sort(rng.uniform(0, 10, n_obs))
+        steps = rng.normal(0, sd * np.sqrt(np.diff(t, prepend=0.0)))
+        values = np.stack([np.cumsum(steps), 5.0 + rng.normal(0, 0.1, n_obs)], axis=1)
+        series.append((t, values))
+    return from_arrays(series, feature_names=["walk", "level"])
+
+
+def test_last_value_carries_each_feature_on_its_own():
+    nan = np.nan
+    train = from_arrays(
+        [
+            (np.array([0.0, 1.0, 2.0]), np.array([[1.0, nan], [2.0, 10.0], [nan, 30.0]])),
+            (np.array([0.0, 3.0]), np.array([[5.0, nan], [7.0, nan]])),  # never sees feature 1
+        ]
+    )
+    locf = LastValue(random_state=0).fit(train)
+    pred = locf.predict(train, times=[0.0, 0.5, 1.5, 2.5]).values
+    assert pred[0, :, 0].tolist() == [1.0, 1.0, 2.0, 2.0]
+    assert pred[0, :, 1].tolist() == [10.0, 10.0, 10.0, 30.0]  # before its first: the first
+    assert pred[1, :, 0].tolist() == [5.0, 5.0, 5.0, 5.0]
+    assert np.allclose(pred[1, :, 1], 20.0)  # never observed: the training mean
+
+
+def test_interpolation_is_exact_on_lines_and_carries_beyond_the_ends():
+    t = np.array([1.0, 2.0, 4.0])
+    train = from_arrays([(t, np.stack([3 * t, -t], axis=1))] * 5)
+    interp = LinearInterpolation(random_state=0).fit(train)
+    pred = interp.predict(train[:1], times=[1.0, 1.5, 3.0, 4.0, 6.0]).values[0]
+    assert np.allclose(pred[:, 0], [3.0, 4.5, 9.0, 12.0, 12.0])
+    assert np.allclose(pred[:, 1], [-1.0, -1.5, -3.0, -4.0, -4.0])
+
+
+def test_empirical_bands_widen_with_the_gap_and_cover_held_out_values():
+    walks = random_walks(n_series=600)
+    train, test = walks[:200], walks[200:]  # 400 test series: errors of different paths
+    models = {
+        "LOCF": LastValue(random_state=0).fit(train),
+        "interpolation": LinearInterpolation(random_state=0).fit(train),
+    }
+    bands = models["LOCF"].predict_quantiles(test[:1], times=[10.0, 20.0], q=[0.05, 0.95])
+    width = (bands[("walk", 0.95)] - bands[("walk", 0.05)]).to_numpy()
+    assert width[1] > 1.5 * width[0]  # the sd grows like sqrt(gap)
+    for option in ({"last": 3.0}, {"fraction": 0.1, "random_state": 0}):
+        context, target = hold_out(test, **option)
+        table = evaluate(models, context, target, levels=[0.5, 0.9], n_samples=400)
+        walk = table[table.feature == "walk"]
+        assert walk.coverage_90.between(0.85, 0.95).all(), (option, walk)
+        assert walk.coverage_50.between(0.44, 0.56).all(), (option, walk)
+
+
+def test_interpolation_bands_are_narrower_inside_than_beyond():
+    walks = random_walks(n_series=100)
+    interp = LinearInterpolation(random_state=0).fit(walks)
+    s = walks[0]
+    inside = 0.5 * (s.times[10] + s.times[11])
+    bands = interp.predict_quantiles(walks[:1], times=[inside, s.times[-1] + 2.0], q=[0.05, 0.95])
+    width = (bands[("walk", 0.95)] - bands[("walk", 0.05)]).to_numpy()
+    assert width[0] < width[1] / 2
+
+
+def test_feature_mean_predicts_the_training_mean_with_its_spread():
+    walks = random_walks(n_series=50)
+    mean = FeatureMean().fit(walks)
+    values = np.concatenate([s.values for s in walks])
+    pred = mean.predict(walks[:3], times=[0.5, 7.0]).values
+    assert np.allclose(pred, values.mean(0))
+    q = mean.predict_quantiles(walks[:1], times=[1.0], q=[0.1, 0.9])
+    expected = np.quantile(values[:, 1], [0.1, 0.9])
+    assert np.allclose(q["level"].to_numpy()[0], expected, atol=1e-2)
+
+
+def test_sample_quantiles_interval_share_the_latent_ode_layout():
+    walks = random_walks(n_series=60)
+    locf = LastValue(random_state=3).fit(walks)
+    draws = locf.sample(walks[:4], times=[10.5, 11.0], n_samples=50)
+    assert draws["obs"].dims == ("sample", "series", "time", "feature")
+    assert draws.equals(
+        LastValue(random_state=3).fit(walks).sample(walks[:4], times=[10.5, 11.0], n_samples=50)
+    )
+    table = locf.predict_quantiles(walks[:4], times=[10.5, 11.0])
+    assert table.index.names == ["series", "time"] and table.columns.names == [
+        "feature",
+        "quantile",
+    ]
+    assert table.shape == (8, 6)
+    interval = locf.predict_interval(walks[:4], times=[10.5, 11.0], coverage=[0.5, 0.9])
+    assert (interval[("walk", 0.9, "lower")] <= interval[("walk", 0.5, "lower")]).all()
+    assert isinstance(interval, pd.DataFrame)
+
+
+def test_bad_parameters_and_unsaveable_rules_say_so(tmp_path):
+    walks = random_walks(n_series=10)
+    with pytest.raises(ValueError, match="n_bins"):
+        LastValue(n_bins=0).fit(walks)
+    locf = LastValue().fit(walks)
+    with pytest.raises(ValueError, match="q must be"):
+        locf.predict_quantiles(walks, q=[0.0, 0.5])
+    with pytest.raises(ValueError, match="n_samples"):
+        locf.sample(walks, n_samples=0)
+    with pytest.raises(NotImplementedError, match="fit it again"):
+        locf.save(tmp_path / "locf.pt")

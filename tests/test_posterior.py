@@ -1,0 +1,69 @@
+"""The Latent ODE's predictive: calibration on held-out values, and its warnings."""
+
+import numpy as np
+import pytest
+
+from latentode import LatentODE
+from latentode.datasets import make_spirals
+from latentode.evaluation import evaluate, hold_out
+
+FAST = dict(max_epochs=4, batch_size=32, latent_dim=3, random_state=0, obs_std=0.02)
+
+
+@pytest.fixture(scope="module")
+def spirals():
+    return make_spirals(n_series=300, n_obs=20, noise_std=0.3, random_state=0)
+
+
+@pytest.fixture(scope="module")
+def fitted(spirals):
+    # a fixed noise far below the data's makes the model's own bands much too narrow
+    return LatentODE(**FAST).fit(spirals.train)
+
+
+def test_calibration_brings_coverage_to_its_nominal_level(spirals, fitted, tmp_path):
+    calibration, held_out = spirals.test[:30], spirals.test[30:]
+    context, target = hold_out(held_out, last=2.0)
+    raw = evaluate({"raw": fitted}, context, target, levels=[0.5, 0.9])
+    assert raw.coverage_90.iloc[-1] < 0.6  # the premise: overconfident
+    calibrated = LatentODE.load(_saved(fitted, tmp_path)).calibrate(calibration)
+    table = evaluate({"calibrated": calibrated}, context, target, levels=[0.5, 0.9])
+    overall = table[table.feature == "all"].iloc[0]
+    assert 0.8 <= overall.coverage_90 <= 0.97 and 0.38 <= overall.coverage_50 <= 0.62
+    assert overall.crps < raw.crps.iloc[-1]  # better bands score better, not just wider
+    # the point forecast is the model's: calibration changes the spread, not the mean
+    t = target[0].times
+    assert np.allclose(
+        calibrated.predict(context[:1], times=t), fitted.predict(context[:1], times=t)
+    )
+    # saved with the model; calibrated=False gives the model's own draws back
+    again = LatentODE.load(_saved(calibrated, tmp_path))
+    q = dict(times=t, q=[0.05, 0.95])
+    assert np.allclose(
+        again.predict_quantiles(context[:1], **q), calibrated.predict_quantiles(context[:1], **q)
+    )
+    own = calibrated.sample(context[:1], times=t, calibrated=False)
+    assert own.equals(fitted.sample(context[:1], times=t))
+
+
+def _saved(model, folder):
+    path = folder / f"m{np.random.randint(1_000_000)}.pt"
+    model.save(path)
+    return path
+
+
+def test_calibration_needs_a_fitted_model_and_valid_options(spirals, fitted):
+    from sklearn.exceptions import NotFittedError
+
+    with pytest.raises(NotFittedError):
+        LatentODE().calibrate(spirals.test)
+    with pytest.raises(ValueError, match="fraction"):
+        LatentODE(**FAST).fit(spirals.train[:40]).calibrate(spirals.test, fraction=2.0)
+
+
+def test_far_query_times_warn(spirals, fitted):
+    end = spirals.train.t_max
+    span = end - spirals.train.t_min
+    fitted.predict(spirals.test[:2], times=[end + 1.5 * span])  # within reach: no warning
+    with pytest.warns(UserWarning, match="times the span of the training data"):
+        fitted.predict(spirals.test[:2], times=[end + 3 * span])
