@@ -1,0 +1,146 @@
+"""Forecast quality on held-out series: accuracy and calibration beside the simple baselines.
+
+Splits the series of a data set into training (70%), calibration (10%) and test (20%) series;
+fits a Latent ODE on the training series and calibrates its predictive on the calibration
+series (:meth:`LatentODE.calibrate`); fits the baselines (last value carried forward, linear
+interpolation, the feature mean, each with empirical bands) on the training series; then, on
+the test series, hides
+
+- extrapolation: each series' second half (periodic) or everything after 24 h (PhysioNet),
+- imputation: 10% of the observed values at random,
+
+and scores every model on the hidden values with :func:`latentode.evaluation.evaluate`: MSE
+per observed value, MAE, CRPS, the coverage, width and interval score of central intervals
+(10% to 95%), per feature and overall. The Latent ODE is scored with and without its
+calibration. Writes ``benchmarks/results/forecast_quality_<dataset>.json`` and a reliability
+diagram per task (PNG), and prints the overall rows.
+
+    python benchmarks/forecast_quality.py --dataset periodic
+    python benchmarks/forecast_quality.py --dataset physionet --physionet-path DIR
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import numpy as np  # noqa: E402
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _common import versions  # noqa: E402
+
+from latentode import FeatureMean, LastValue, LatentODE, LinearInterpolation  # noqa: E402
+from latentode.evaluation import RELIABILITY_LEVELS, evaluate, hold_out, reliability  # noqa: E402
+from latentode.plotting import plot_reliability  # noqa: E402
+from latentode.profiling import peak_rss_mib  # noqa: E402
+
+
+class Uncalibrated:
+    """A calibrated model's own predictive, for scoring it beside the calibrated one."""
+
+    def __init__(self, model):
+        self.model = model
+
+    def sample(self, X, **options):
+        return self.model.sample(X, calibrated=False, **options)
+
+
+def load(args):
+    """The data set as one IrregularDataset, and the extrapolation rule of hold_out."""
+    if args.dataset == "periodic":
+        from latentode.datasets import make_periodic
+
+        data = make_periodic(n_series=args.n_series, random_state=args.seed)
+        series = type(data.train)([*data.train, *data.test], data.train.feature_names)
+        span = float(data.times[-1] - data.times[0])
+        return series, {"last": span / 2}
+    from latentode.datasets import load_physionet2012
+
+    icu = load_physionet2012(args.physionet_path, quantization=args.quantization)
+    return icu.data, {"after": 24.0}
+
+
+def main(argv=None) -> dict:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--dataset", choices=["periodic", "physionet"], default="periodic")
+    parser.add_argument("--physionet-path", help="folder with set-a.tar.gz and Outcomes-a.txt")
+    parser.add_argument("--quantization", type=float, default=0.1, help="PhysioNet: hours")
+    parser.add_argument("--n-series", type=int, default=1000, help="periodic: series")
+    parser.add_argument("--epochs", type=int, default=100)
+    parser.add_argument("--encoder", default="odernn", help="the Latent ODE's encoder")
+    parser.add_argument("--encode-fraction", type=float, default=0.5)
+    parser.add_argument("--samples", type=int, default=200, help="draws per held-out value")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--output", help="JSON to write (default in benchmarks/results)")
+    args = parser.parse_args(argv)
+    if args.dataset == "physionet" and not args.physionet_path:
+        parser.error("--dataset physionet needs --physionet-path")
+    out = Path(
+        args.output or Path(__file__).parent / "results" / f"forecast_quality_{args.dataset}.json"
+    )
+
+    data, extrapolation = load(args)
+    order = np.random.default_rng(args.seed).permutation(len(data))
+    n_train, n_cal = int(0.7 * len(data)), int(0.1 * len(data))
+    train = data[order[:n_train]]
+    calibration = data[order[n_train : n_train + n_cal]]
+    test = data[order[n_train + n_cal :]]
+    sizes = f"{len(train)} training, {len(calibration)} calibration, {len(test)} test series"
+    print(f"{args.dataset}: {sizes}")
+
+    start = time.perf_counter()
+    model = LatentODE(
+        encoder=args.encoder,
+        encode_fraction=args.encode_fraction,
+        max_epochs=args.epochs,
+        random_state=args.seed,
+    ).fit(train)
+    fit_seconds = time.perf_counter() - start
+    start = time.perf_counter()
+    model.calibrate(calibration)
+    calibration_seconds = time.perf_counter() - start
+    models = {
+        "latent ODE, calibrated": model,
+        "latent ODE, own bands": Uncalibrated(model),
+        "last value": LastValue(random_state=args.seed).fit(train),
+        "linear interpolation": LinearInterpolation(random_state=args.seed).fit(train),
+        "feature mean": FeatureMean(random_state=args.seed).fit(train),
+    }
+    results = {}
+    for task, rule in (("extrapolation", extrapolation), ("imputation", {"fraction": 0.1})):
+        context, target = hold_out(test, **rule, random_state=args.seed)
+        table = evaluate(models, context, target, levels=RELIABILITY_LEVELS, n_samples=args.samples)
+        results[task] = table.to_dict("records")
+        overall = table[table.feature == "all"].set_index("model")
+        print(f"\n{task} ({rule}): {int(overall.n.iloc[0])} held-out values")
+        print(
+            overall[["mse", "mae", "crps", "coverage_50", "coverage_90", "width_90"]]
+            .round(4)
+            .to_string()
+        )
+        ax = plot_reliability(reliability(table))
+        ax.set_title(f"{args.dataset}, {task}")
+        ax.figure.savefig(out.with_name(f"{out.stem}_{task}.png"), dpi=120, bbox_inches="tight")
+    record = {
+        "dataset": args.dataset,
+        "configuration": vars(args),
+        "series": {"train": len(train), "calibration": len(calibration), "test": len(test)},
+        "fit_seconds": fit_seconds,
+        "calibration_seconds": calibration_seconds,
+        "peak_rss_mib": peak_rss_mib(),
+        "results": results,
+        "versions": versions(),
+    }
+    out.write_text(json.dumps(record, indent=1, default=str))
+    print(f"\nwrote {out}")
+    return record
+
+
+if __name__ == "__main__":
+    main()
