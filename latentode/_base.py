@@ -88,6 +88,10 @@ class IrregularSeriesEstimator(BaseEstimator):
     #: solve from it), so that data and query times before it are refused and far ones warn.
     _time_origin_matters = True
 
+    def _check_labels(self, y, data: IrregularDataset):
+        """Labels as a LongTensor of shape (series,) for supervised subclasses; here None."""
+        return None
+
     def _validate_params(self) -> None:
         """Check the parameters against ``_parameter_constraints`` (ValueError naming one)."""
         check_params(self.get_params(deep=False), self._parameter_constraints)

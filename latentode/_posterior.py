@@ -8,7 +8,9 @@ units and on the xarray and pandas layouts of the package.
 
 from __future__ import annotations
 
+import logging
 import math
+import warnings
 
 import numpy as np
 import pandas as pd
@@ -20,14 +22,18 @@ from ._base import PREDICT_CHUNK, IntervalMixin, seed_from
 from ._empirical import BinnedEmpirical
 from ._validation import integer
 from .datasets import collate
-from .evaluation import gaps_to, held_out_draws, hold_out
+from .evaluation import NothingHeldOut, gaps_to, held_out_draws, hold_out
 from .inference import make_inference_data, per_series_elbo, posterior_predictive
 
 __all__ = ["PosteriorPredictiveMixin"]
 
+logger = logging.getLogger(__name__)
+
 _N_SAMPLES = integer("n_samples", low=1)
 #: Held-out values a feature needs for a calibration of its own (else all features pooled).
 _MIN_PER_FEATURE = 30
+#: Held-out values a calibration needs at the least.
+_MIN_VALUES = 50
 #: Standardised errors kept per bin in a saved calibration.
 _KEEP = 1000
 
@@ -305,37 +311,67 @@ class PosteriorPredictiveMixin(IntervalMixin):
             Hide this share of the observed values at random (imputation).
 
             Without either, both are done and pooled: the last quarter of the median span
-            and 10% of the rest's values.
+            and 10% of the values. Series too short to split are skipped.
         n_samples : int, default 200
             Draws per held-out value.
 
         Returns
         -------
         self
+
+        Raises
+        ------
+        ValueError
+            Fewer than 50 values could be held out; the estimator keeps what it had.
         """
         check_is_fitted(self)
         data = self._check_data(X)
         if last is None and fraction is None:
             last = 0.25 * float(np.median([s.times[-1] - s.times[0] for s in data]))
             fraction = 0.1
-        self.calibration_ = None  # the model's own draws are standardised
+        with self._keep_state_on_failure():
+            self.calibration_ = None  # the model's own draws are standardised
+            f, gap, z = self._standardised_errors(data, last, fraction, n_samples)
+            if z.size < _MIN_VALUES:
+                raise NothingHeldOut(
+                    f"X: only {z.size} values could be held out to calibrate (at least "
+                    f"{_MIN_VALUES} are needed); pass more or longer series."
+                )
+            gaps, scores = [], []
+            for d in range(self.n_features_in_):  # a feature held out rarely borrows them all
+                mine = f == d if np.count_nonzero(f == d) >= _MIN_PER_FEATURE else slice(None)
+                gaps.append(gap[mine])
+                scores.append(z[mine])
+            self.calibration_ = BinnedEmpirical(gaps, scores, n_bins=8, keep=_KEEP)
+        return self
+
+    def _standardised_errors(self, data, last, fraction, n_samples):
+        """Feature, gap and ``(y - mean) / sd`` of each held-out value, both hold-outs pooled."""
         pooled = []
         seed = seed_from(self.random_state)
         for option in ({"last": last}, {"fraction": fraction}):
-            if next(iter(option.values())) is not None:
-                context, target = hold_out(data, **option, random_state=seed)
-                y, f, gap, x = held_out_draws(self, context, target, n_samples)
-                x = x.astype(np.float64)
-                sd = np.maximum(x.std(0), 1e-9 * self.value_scale_[f])
-                pooled.append((f, gap, (y - x.mean(0)) / sd))
-        f, gap, z = (np.concatenate(parts) for parts in zip(*pooled, strict=True))
-        gaps, scores = [], []
-        for d in range(self.n_features_in_):  # a feature held out too rarely borrows them all
-            mine = f == d if np.count_nonzero(f == d) >= _MIN_PER_FEATURE else slice(None)
-            gaps.append(gap[mine])
-            scores.append(z[mine])
-        self.calibration_ = BinnedEmpirical(gaps, scores, n_bins=8, keep=_KEEP)
-        return self
+            if next(iter(option.values())) is None:
+                continue
+            with warnings.catch_warnings():  # series too short to split are simply skipped
+                warnings.filterwarnings("ignore", message="hold_out:", category=UserWarning)
+                try:
+                    context, target = hold_out(data, **option, random_state=seed)
+                except NothingHeldOut:
+                    continue
+            y, f, gap, x = held_out_draws(self, context, target, n_samples)
+            x = x.astype(np.float64)
+            sd = np.maximum(x.std(0), 1e-9 * self.value_scale_[f])
+            pooled.append((f, gap, (y - x.mean(0)) / sd))
+        if not pooled:
+            return np.zeros(0, dtype=int), np.zeros(0), np.zeros(0)
+        return tuple(np.concatenate(parts) for parts in zip(*pooled, strict=True))
+
+    def _calibrate_if_possible(self, X) -> None:
+        """:meth:`calibrate` on ``X``, or log why not (the automatic step of ``fit``)."""
+        try:
+            self.calibrate(X)
+        except NothingHeldOut as err:
+            logger.info("the predictive was left uncalibrated: %s", err)
 
     def _calibrated(self, obs: np.ndarray, data, t: np.ndarray) -> np.ndarray:
         """Calibrated draws from raw ones (sample, series, time, feature), same shape."""

@@ -23,6 +23,7 @@ from .datasets import IrregularDataset, IrregularSeries, as_dataset
 from .metrics import crps, interval_coverage, interval_score
 
 __all__ = [
+    "NothingHeldOut",
     "RELIABILITY_LEVELS",
     "evaluate",
     "gaps_to",
@@ -35,6 +36,10 @@ _LEVEL = real("levels", low=0, low_open=True, high=1, high_open=True)
 _N_SAMPLES = integer("n_samples", low=1)
 #: Upper bound on series x query times x samples x features drawn at once.
 _CELLS = 20_000_000
+
+
+class NothingHeldOut(ValueError):
+    """:func:`hold_out` could split no series into a context and a target."""
 
 
 def hold_out(
@@ -72,6 +77,11 @@ def hold_out(
         The same series, in the same order; ``target`` holds only the held-out values (NaN
         elsewhere), ``context`` the rest. Series left with an empty context or target are
         dropped from both, with a warning that counts them.
+
+    Raises
+    ------
+    NothingHeldOut
+        No series could be split (a ``ValueError``).
 
     Examples
     --------
@@ -126,7 +136,7 @@ def hold_out(
             stacklevel=2,
         )
     if not contexts:
-        raise ValueError("hold_out left no series with both a context and a target.")
+        raise NothingHeldOut("hold_out left no series with both a context and a target.")
     names = data.feature_names
     return IrregularDataset(contexts, names), IrregularDataset(targets, names)
 

@@ -360,10 +360,6 @@ class LatentODE(PosteriorPredictiveMixin, IrregularSeriesEstimator):
         """Extra arguments of the Pyro module (a classifier head in subclasses)."""
         return {}
 
-    def _check_labels(self, y, data):
-        """Labels as a LongTensor of shape (series,) for supervised subclasses; here None."""
-        return None
-
     def fit(
         self,
         X,
@@ -384,7 +380,8 @@ class LatentODE(PosteriorPredictiveMixin, IrregularSeriesEstimator):
             Ignored (unsupervised).
         validation_data : same types as ``X``, optional
             Held-out series; the parameters of the epoch with the best validation ELBO are
-            kept, and ``patience`` stops training early.
+            kept, ``patience`` stops training early, and the predictive is calibrated on them
+            (:meth:`calibrate`, when at least 50 values can be held out).
         checkpoint : str or path-like, optional
             File to which the whole training state (parameters, optimiser, random streams,
             history) is written every ``checkpoint_every`` epochs, at the end and on
@@ -477,7 +474,16 @@ class LatentODE(PosteriorPredictiveMixin, IrregularSeriesEstimator):
                 resume_from=resume_from,
                 parallel=parallel,
             )
-        self.model_ = module
+        self.model_, self.calibration_ = module, None
+        if validation_data is not None:  # held-out series: calibrate the bands on them
+            self._calibrate_if_possible(_series_of(validation_data, labels is not None))
+
+
+def _series_of(validation_data, labelled: bool):
+    """The series of ``validation_data`` (X_val, or X_val of a pair (X_val, y_val))."""
+    return (
+        validation_data[0] if labelled and isinstance(validation_data, tuple) else validation_data
+    )
 
 
 def _process_device(device: torch.device) -> torch.device:

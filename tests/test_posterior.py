@@ -67,3 +67,17 @@ def test_far_query_times_warn(spirals, fitted):
     fitted.predict(spirals.test[:2], times=[end + 1.5 * span])  # within reach: no warning
     with pytest.warns(UserWarning, match="times the span of the training data"):
         fitted.predict(spirals.test[:2], times=[end + 3 * span])
+
+
+def test_fit_calibrates_on_validation_series_when_it_can(spirals):
+    with_validation = LatentODE(**FAST).fit(spirals.train, validation_data=spirals.test[:30])
+    assert with_validation.calibration_ is not None
+    plain = LatentODE(**FAST).fit(spirals.train)
+    assert plain.calibration_ is None
+    # a refit replaces the calibration of the earlier fit
+    assert with_validation.fit(spirals.train).calibration_ is None
+    # two short validation series: too few values to calibrate, fit goes on uncalibrated
+    few = LatentODE(**FAST).fit(spirals.train, validation_data=spirals.test[:2])
+    assert few.calibration_ is None
+    with pytest.raises(ValueError, match="values could be held out"):
+        few.calibrate(spirals.test[:2])
