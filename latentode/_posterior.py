@@ -288,7 +288,9 @@ class PosteriorPredictiveMixin(IntervalMixin):
         return float(np.mean(self.score_samples(X)))
 
     # -- calibration -----------------------------------------------------------------------
-    def calibrate(self, X, *, last=None, fraction=None, n_samples: int = 200):
+    def calibrate(
+        self, X, *, last=None, after=None, n_last=None, fraction=None, n_samples: int = 200
+    ):
         """Calibrate the predictive distribution on held-out values of ``X`` (split conformal).
 
         Parts of the series in ``X`` — which the model must not have been fitted on — are
@@ -304,14 +306,12 @@ class PosteriorPredictiveMixin(IntervalMixin):
         ----------
         X : IrregularDataset, DataFrame or list of (times, values)
             Calibration series, not seen in ``fit``.
-        last : float, optional
-            Hide each series' observations later than its last time minus ``last``
-            (forecasting).
-        fraction : float in (0, 1), optional
-            Hide this share of the observed values at random (imputation).
-
-            Without either, both are done and pooled: the last quarter of the median span
-            and 10% of the values. Series too short to split are skipped.
+        last, after, n_last, fraction : optional
+            How to hide values, as in :func:`latentode.evaluation.hold_out`: each series'
+            last window, what follows a common time, the last observation times, a random
+            share of the values. Hide what the model will be asked to predict; several
+            options are pooled. Without any: the last quarter of the median span and 10% of
+            the values, pooled. Series too short to split are skipped.
         n_samples : int, default 200
             Draws per held-out value.
 
@@ -326,12 +326,17 @@ class PosteriorPredictiveMixin(IntervalMixin):
         """
         check_is_fitted(self)
         data = self._check_data(X)
-        if last is None and fraction is None:
-            last = 0.25 * float(np.median([s.times[-1] - s.times[0] for s in data]))
-            fraction = 0.1
+        rules = [
+            {k: v}
+            for k, v in dict(last=last, after=after, n_last=n_last, fraction=fraction).items()
+            if v is not None
+        ]
+        if not rules:
+            span = float(np.median([s.times[-1] - s.times[0] for s in data]))
+            rules = [{"last": 0.25 * span}, {"fraction": 0.1}]
         with self._keep_state_on_failure():
             self.calibration_ = None  # the model's own draws are standardised
-            f, gap, z = self._standardised_errors(data, last, fraction, n_samples)
+            f, gap, z = self._standardised_errors(data, rules, n_samples)
             if z.size < _MIN_VALUES:
                 raise NothingHeldOut(
                     f"X: only {z.size} values could be held out to calibrate (at least "
@@ -345,13 +350,12 @@ class PosteriorPredictiveMixin(IntervalMixin):
             self.calibration_ = BinnedEmpirical(gaps, scores, n_bins=8, keep=_KEEP)
         return self
 
-    def _standardised_errors(self, data, last, fraction, n_samples):
-        """Feature, gap and ``(y - mean) / sd`` of each held-out value, both hold-outs pooled."""
+    def _standardised_errors(self, data, rules: list, n_samples: int):
+        """Feature, gap and ``(y - mean) / sd`` of each held-out value, the hold-outs of
+        ``rules`` (keyword sets of ``hold_out``) pooled."""
         pooled = []
         seed = seed_from(self.random_state)
-        for option in ({"last": last}, {"fraction": fraction}):
-            if next(iter(option.values())) is None:
-                continue
+        for option in rules:
             with warnings.catch_warnings():  # series too short to split are simply skipped
                 warnings.filterwarnings("ignore", message="hold_out:", category=UserWarning)
                 try:
