@@ -58,6 +58,16 @@ def _samples(samples, shape, sample_axis: int) -> np.ndarray:
     return s
 
 
+def _central_interval(y_true, samples, mask, coverage, sample_axis):
+    """Observed values and the bounds of the central ``coverage`` interval of their draws."""
+    real("coverage", low=0, low_open=True, high=1, high_open=True).check(coverage)
+    y, observed = _observed(y_true, mask)
+    x = _samples(samples, y.shape, sample_axis)[:, observed]
+    low, high = np.quantile(x, [(1 - coverage) / 2, (1 + coverage) / 2], axis=0)
+    y = y[observed]
+    return y, low, high
+
+
 def masked_mse(y_true, y_pred, mask=None) -> float:
     """Mean squared error over the observed entries.
 
@@ -183,11 +193,7 @@ def interval_coverage(y_true, samples, mask=None, *, coverage: float = 0.9, samp
     -------
     float
     """
-    real("coverage", low=0, low_open=True, high=1, high_open=True).check(coverage)
-    y, observed = _observed(y_true, mask)
-    x = _samples(samples, y.shape, sample_axis)[:, observed]
-    low, high = np.quantile(x, [(1 - coverage) / 2, (1 + coverage) / 2], axis=0)
-    y = y[observed]
+    y, low, high = _central_interval(y_true, samples, mask, coverage, sample_axis)
     return float(np.mean((y >= low) & (y <= high)))
 
 
@@ -211,11 +217,7 @@ def interval_score(y_true, samples, mask=None, *, coverage: float = 0.9, sample_
     -------
     float
     """
-    real("coverage", low=0, low_open=True, high=1, high_open=True).check(coverage)
-    y, observed = _observed(y_true, mask)
-    x = _samples(samples, y.shape, sample_axis)[:, observed]
-    low, high = np.quantile(x, [(1 - coverage) / 2, (1 + coverage) / 2], axis=0)
-    y = y[observed]
+    y, low, high = _central_interval(y_true, samples, mask, coverage, sample_axis)
     alpha = 1 - coverage
     penalty = (2 / alpha) * (np.maximum(low - y, 0) + np.maximum(y - high, 0))
     return float(np.mean(high - low + penalty))

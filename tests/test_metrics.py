@@ -105,3 +105,16 @@ def test_series_feature_mse_averages_per_pair_and_handles_unobserved_pairs():
         series_feature_mse(y, pred[:, :2])
     with pytest.raises(ValueError, match=r"\(series, time, feature\)"):
         series_feature_mse(y[0], pred[0])
+
+
+def test_interval_score_is_width_plus_the_penalty_for_values_outside():
+    from latentode.metrics import interval_score
+
+    draws = np.linspace(-1, 1, 1001)[:, None] * np.ones((1, 3))  # central 90%: [-0.9, 0.9]
+    y = np.array([0.0, 1.4, np.nan])  # inside; 0.5 above the interval; not observed
+    # widths 1.8 each; the value outside adds (2 / 0.1) * 0.5 = 10
+    assert interval_score(y, draws, coverage=0.9) == pytest.approx((1.8 + 1.8 + 10) / 2)
+    narrow = interval_score(y, 0.1 * draws, coverage=0.9)
+    assert narrow > interval_score(y, draws, coverage=0.9)  # too narrow scores worse
+    with pytest.raises(ValueError, match="coverage"):
+        interval_score(y, draws, coverage=1.0)
