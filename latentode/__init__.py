@@ -5,7 +5,7 @@ from importlib.metadata import PackageNotFoundError, version
 from .baselines import ODERNNBaseline, ODERNNClassifier, RNNBaseline
 from .classifier import LatentODEClassifier
 from .latent_ode import LatentODE
-from .naive import FeatureMean, LastValue, LinearInterpolation
+from .naive import FeatureMean, LastValue, LinearInterpolation, SummaryLogisticRegression
 from .solvers import ODESolver, SolverError, SolverSettings
 
 try:
@@ -25,5 +25,6 @@ __all__ = [
     "RNNBaseline",
     "SolverError",
     "SolverSettings",
+    "SummaryLogisticRegression",
     "__version__",
 ]

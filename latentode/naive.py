@@ -1,4 +1,5 @@
-"""What users would do without a model: carry the last value forward, interpolate, the mean.
+"""What users would do without a model: carry the last value forward, interpolate, the mean,
+and for labels a logistic regression on per-series summaries.
 
 Each rule is an estimator with the API of :class:`~latentode.LatentODE` — ``fit``,
 ``predict``, ``sample``, ``predict_quantiles``, ``predict_interval`` — so that every example,
@@ -13,14 +14,15 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 import xarray as xr
+from sklearn.base import BaseEstimator, ClassifierMixin
 from sklearn.utils.validation import check_is_fitted
 
 from ._base import IntervalMixin, IrregularSeriesEstimator, seed_from
 from ._empirical import BinnedEmpirical
-from ._validation import integer, real
+from ._validation import check_params, integer, real
 from .datasets import IrregularDataset, as_dataset
 
-__all__ = ["FeatureMean", "LastValue", "LinearInterpolation"]
+__all__ = ["FeatureMean", "LastValue", "LinearInterpolation", "SummaryLogisticRegression"]
 
 _N_SAMPLES = integer("n_samples", low=1)
 _LEVEL = real("q", low=0, low_open=True, high=1, high_open=True)
@@ -355,3 +357,107 @@ def _concat(gaps: list, errors: list) -> tuple[np.ndarray, np.ndarray]:
     if not gaps:
         return np.zeros(0), np.zeros(0)
     return np.concatenate(gaps), np.concatenate(errors)
+
+
+class SummaryLogisticRegression(ClassifierMixin, BaseEstimator):
+    """Logistic regression on per-series summaries: the classifier users reach for first.
+
+    Each series becomes, for every feature, its first, last, minimum, maximum and mean observed
+    value and the log of its number of observations; a feature a series never observed is
+    imputed with the training median and flagged. The summaries are standardised and fed to
+    scikit-learn's :class:`~sklearn.linear_model.LogisticRegression`. One label per series.
+
+    Parameters
+    ----------
+    C : float, default 1.0
+        Inverse strength of the L2 penalty.
+    max_iter : int, default 1000
+
+    Attributes
+    ----------
+    classes_ : ndarray of shape (classes,)
+    feature_names_in_ : ndarray of str, shape (features,)
+    pipeline_ : sklearn.pipeline.Pipeline
+
+    Examples
+    --------
+    >>> from latentode import SummaryLogisticRegression
+    >>> from latentode.datasets import make_spirals
+    >>> data = make_spirals(n_series=60, n_obs=20, random_state=0)
+    >>> clf = SummaryLogisticRegression().fit(data.train, data.clockwise_train)
+    >>> clf.predict_proba(data.test).shape
+    (12, 2)
+    """
+
+    _parameter_constraints = (real("C", low=0, low_open=True), integer("max_iter", low=1))
+
+    def __init__(self, *, C: float = 1.0, max_iter: int = 1000):
+        self.C = C
+        self.max_iter = max_iter
+
+    @staticmethod
+    def summaries(data: IrregularDataset) -> np.ndarray:
+        """Summary features of each series: array of shape (series, 6 * features).
+
+        Per feature: first, last, min, max, mean, log(1 + count); NaN where the series never
+        observed the feature (count 0).
+        """
+        out = np.full((len(data), data.n_features, 6), np.nan)
+        for i, s in enumerate(data):
+            for d in range(data.n_features):
+                v = s.values[np.isfinite(s.values[:, d]), d]
+                out[i, d, 5] = np.log1p(v.size)
+                if v.size:
+                    out[i, d, :5] = v[0], v[-1], v.min(), v.max(), v.mean()
+        return out.reshape(len(data), -1)
+
+    def fit(self, X, y):
+        """Fit on series ``X`` with one label per series ``y``.
+
+        Parameters
+        ----------
+        X : IrregularDataset, DataFrame indexed by (series id, time), or list of (times, values)
+        y : array-like of shape (series,)
+
+        Returns
+        -------
+        self
+        """
+        from sklearn.impute import SimpleImputer
+        from sklearn.linear_model import LogisticRegression
+        from sklearn.pipeline import make_pipeline
+        from sklearn.preprocessing import StandardScaler
+
+        check_params(self.get_params(deep=False), self._parameter_constraints)
+        data = as_dataset(X, name="X")
+        y = np.asarray(y)
+        if y.shape != (len(data),):
+            raise ValueError(
+                f"y must hold one label per series: {len(data)} series but y has shape {y.shape}."
+            )
+        self.feature_names_in_ = np.asarray(data.feature_names, dtype=object)
+        self.pipeline_ = make_pipeline(
+            SimpleImputer(strategy="median", add_indicator=True, keep_empty_features=True),
+            StandardScaler(),
+            LogisticRegression(C=self.C, max_iter=self.max_iter),
+        ).fit(self.summaries(data), y)
+        self.classes_ = self.pipeline_.classes_
+        return self
+
+    def _features(self, X) -> np.ndarray:
+        check_is_fitted(self)
+        data = as_dataset(X, name="X")
+        if data.feature_names != list(self.feature_names_in_):
+            raise ValueError(
+                f"X has features {data.feature_names} but the model was fitted with "
+                f"{list(self.feature_names_in_)}; select and order the columns the same way."
+            )
+        return self.summaries(data)
+
+    def predict_proba(self, X) -> np.ndarray:
+        """Class probabilities: array of shape (series, classes), columns as ``classes_``."""
+        return self.pipeline_.predict_proba(self._features(X))
+
+    def predict(self, X) -> np.ndarray:
+        """Most probable class of each series: array of shape (series,)."""
+        return self.pipeline_.predict(self._features(X))

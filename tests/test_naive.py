@@ -116,3 +116,35 @@ def test_bad_parameters_and_unsaveable_rules_say_so(tmp_path):
         locf.sample(walks, n_samples=0)
     with pytest.raises(NotImplementedError, match="fit it again"):
         locf.save(tmp_path / "locf.pt")
+
+
+def test_summary_logistic_regression_learns_from_summaries_with_missing_features():
+    from latentode import SummaryLogisticRegression
+
+    rng = np.random.default_rng(0)
+    series, labels = [], []
+    for i in range(300):
+        label = i % 2
+        t = np.sort(rng.uniform(0, 10, 12))
+        level = rng.normal(1.5 if label else -1.5, 1.0)
+        values = np.stack([level + rng.normal(0, 1, 12), rng.normal(0, 1, 12)], axis=1)
+        if i % 3 == 0:
+            values[:, 1] = np.nan  # some series never observe the second feature
+        series.append((t, values))
+        labels.append(["survived", "died"][label])
+    data = from_arrays(series, feature_names=["lactate", "hr"])
+    clf = SummaryLogisticRegression().fit(data[:200], labels[:200])
+    assert clf.classes_.tolist() == ["died", "survived"]
+    proba = clf.predict_proba(data[200:])
+    assert proba.shape == (100, 2) and np.allclose(proba.sum(1), 1)
+    assert clf.score(data[200:], labels[200:]) > 0.85
+    assert clf.summaries(data[:1]).shape == (1, 12)
+    with pytest.raises(ValueError, match="one label per series"):
+        SummaryLogisticRegression().fit(data, labels[:5])
+    with pytest.raises(ValueError, match="C must be"):
+        SummaryLogisticRegression(C=0).fit(data, labels)
+    swapped = from_arrays(
+        [(s.times, s.values[:, ::-1]) for s in data[:3]], feature_names=["hr", "lactate"]
+    )
+    with pytest.raises(ValueError, match="select and order the columns"):
+        clf.predict(swapped)
