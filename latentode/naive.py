@@ -461,3 +461,18 @@ class SummaryLogisticRegression(ClassifierMixin, BaseEstimator):
     def predict(self, X) -> np.ndarray:
         """Most probable class of each series: array of shape (series,)."""
         return self.pipeline_.predict(self._features(X))
+
+    def score(self, X, y, sample_weight=None) -> float:
+        """Accuracy of :meth:`predict` on ``X`` against one label per series ``y``.
+
+        Parameters
+        ----------
+        X : IrregularDataset, DataFrame or list of (times, values)
+        y : array-like of shape (series,)
+        sample_weight : array-like of shape (series,), optional
+
+        Returns
+        -------
+        float
+        """
+        return ClassifierMixin.score(self, X, y, sample_weight=sample_weight)
