@@ -20,7 +20,7 @@ import pandas as pd
 
 from ._validation import integer, real
 from .datasets import IrregularDataset, IrregularSeries, as_dataset
-from .metrics import crps, interval_coverage, interval_score
+from .metrics import crps, interval_metrics
 
 __all__ = [
     "NothingHeldOut",
@@ -205,12 +205,9 @@ def _scores(y: np.ndarray, x: np.ndarray, levels: Sequence[float]) -> dict:
         "mae": float(np.mean(np.abs(point - y))),
         "crps": crps(y, x),
     }
-    for level in levels:
-        low, high = np.quantile(x, [(1 - level) / 2, (1 + level) / 2], axis=0)
-        tag = f"{100 * level:g}"
-        row[f"coverage_{tag}"] = interval_coverage(y, x, coverage=level)
-        row[f"width_{tag}"] = float(np.mean(high - low))
-        row[f"interval_score_{tag}"] = interval_score(y, x, coverage=level)
+    for level, scores in interval_metrics(y, x, levels=list(levels)).items():
+        for name, value in scores.items():
+            row[f"{name}_{100 * level:g}"] = value
     return row
 
 

@@ -17,6 +17,7 @@ from ._validation import choice, real
 __all__ = [
     "crps",
     "interval_coverage",
+    "interval_metrics",
     "interval_score",
     "mae",
     "masked_mse",
@@ -56,16 +57,6 @@ def _samples(samples, shape, sample_axis: int) -> np.ndarray:
             f"{shape}; they must match."
         )
     return s
-
-
-def _central_interval(y_true, samples, mask, coverage, sample_axis):
-    """Observed values and the bounds of the central ``coverage`` interval of their draws."""
-    real("coverage", low=0, low_open=True, high=1, high_open=True).check(coverage)
-    y, observed = _observed(y_true, mask)
-    x = _samples(samples, y.shape, sample_axis)[:, observed]
-    low, high = np.quantile(x, [(1 - coverage) / 2, (1 + coverage) / 2], axis=0)
-    y = y[observed]
-    return y, low, high
 
 
 def masked_mse(y_true, y_pred, mask=None) -> float:
@@ -193,8 +184,8 @@ def interval_coverage(y_true, samples, mask=None, *, coverage: float = 0.9, samp
     -------
     float
     """
-    y, low, high = _central_interval(y_true, samples, mask, coverage, sample_axis)
-    return float(np.mean((y >= low) & (y <= high)))
+    scores = interval_metrics(y_true, samples, mask, levels=[coverage], sample_axis=sample_axis)
+    return scores[coverage]["coverage"]
 
 
 def interval_score(y_true, samples, mask=None, *, coverage: float = 0.9, sample_axis=0):
@@ -217,10 +208,56 @@ def interval_score(y_true, samples, mask=None, *, coverage: float = 0.9, sample_
     -------
     float
     """
-    y, low, high = _central_interval(y_true, samples, mask, coverage, sample_axis)
-    alpha = 1 - coverage
-    penalty = (2 / alpha) * (np.maximum(low - y, 0) + np.maximum(y - high, 0))
-    return float(np.mean(high - low + penalty))
+    scores = interval_metrics(y_true, samples, mask, levels=[coverage], sample_axis=sample_axis)
+    return scores[coverage]["interval_score"]
+
+
+def interval_metrics(y_true, samples, mask=None, *, levels, sample_axis: int = 0) -> dict:
+    """Coverage, width and interval score of central intervals at several levels at once.
+
+    The draws are sorted once and each level's bounds read off them (linear interpolation
+    between order statistics, as ``numpy.quantile``), so many levels cost little more than
+    one.
+
+    Parameters
+    ----------
+    y_true : array of shape S, NaN = not observed
+    samples : array with one more axis than ``y_true``
+    mask : bool array of shape S, optional
+    levels : sequence of float in (0, 1)
+    sample_axis : int, default 0
+
+    Returns
+    -------
+    dict
+        For each level, ``{"coverage", "width", "interval_score"}`` (see
+        :func:`interval_coverage`, :func:`interval_score`), averaged over observed entries.
+    """
+    check = real("coverage", low=0, low_open=True, high=1, high_open=True)
+    for level in levels:
+        check.check(level)
+    y, observed = _observed(y_true, mask)
+    x = np.sort(_samples(samples, y.shape, sample_axis)[:, observed], axis=0)
+    y = y[observed]
+    out = {}
+    for level in levels:
+        low, high = _order_statistic(x, (1 - level) / 2), _order_statistic(x, (1 + level) / 2)
+        outside = np.maximum(low - y, 0) + np.maximum(y - high, 0)
+        out[level] = {
+            "coverage": float(np.mean((y >= low) & (y <= high))),
+            "width": float(np.mean(high - low)),
+            "interval_score": float(np.mean(high - low + 2 / (1 - level) * outside)),
+        }
+    return out
+
+
+def _order_statistic(sorted_draws: np.ndarray, q: float) -> np.ndarray:
+    """The ``q`` quantile along axis 0 of draws already sorted along it (numpy's "linear")."""
+    position = q * (sorted_draws.shape[0] - 1)
+    below = int(np.floor(position))
+    above = min(below + 1, sorted_draws.shape[0] - 1)
+    weight = position - below
+    return sorted_draws[below] + weight * (sorted_draws[above] - sorted_draws[below])
 
 
 def nlpd(y_true, means, scale, mask=None, *, sample_axis: int = 0) -> float:
