@@ -129,7 +129,12 @@ def main(argv=None) -> dict:
         ax.figure.savefig(out.with_name(f"{out.stem}_{task}.png"), dpi=120, bbox_inches="tight")
     record = {
         "dataset": args.dataset,
-        "configuration": vars(args),
+        # the data folder by its name only: results never name paths of the machine
+        "configuration": {
+            **vars(args),
+            "physionet_path": args.physionet_path and Path(args.physionet_path).name,
+            "output": out.name,
+        },
         "series": {"train": len(train), "calibration": len(calibration), "test": len(test)},
         "fit_seconds": fit_seconds,
         "calibration_seconds": calibration_seconds,
