@@ -120,7 +120,7 @@ def main(argv=None) -> dict:
         overall = table[table.feature == "all"].set_index("model")
         print(f"\n{task} ({rule}): {int(overall.n.iloc[0])} held-out values")
         print(
-            overall[["mse", "mae", "crps", "coverage_50", "coverage_90", "width_90"]]
+            overall[["mse", "mse_scaled", "crps", "coverage_50", "coverage_90", "width_90"]]
             .round(4)
             .to_string()
         )

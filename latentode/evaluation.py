@@ -253,7 +253,10 @@ def evaluate(
     -------
     DataFrame
         One row per model and feature, and a row per model with feature ``"all"`` (every
-        held-out value counted once): ``n``, ``mse``, ``mae``, ``crps``, and for each level
+        held-out value counted once): ``n``, ``mse``, ``mae``, ``crps``; ``mse_scaled``, the
+        MSE over the variance of the feature's held-out values (1: no better than their mean;
+        unit-free), whose ``"all"`` row averages the features' with equal weight, where the
+        pooled ``mse`` is dominated by the features of the largest units; and for each level
         (in percent) ``coverage_90``, ``width_90``, ``interval_score_90`` (see
         :func:`latentode.metrics.interval_score`), ... In the data's units.
     """
@@ -267,11 +270,18 @@ def evaluate(
     rows = []
     for name, model in models.items():
         y, f, _, x = held_out_draws(model, context, target, n_samples)
+        scaled = []
         for d, feature in enumerate(target.feature_names):
             if (f == d).any():
                 scores = _scores(y[f == d], x[:, f == d], levels)
+                spread = float(np.var(y[f == d].astype(np.float64)))
+                scores["mse_scaled"] = scores["mse"] / spread if spread > 0 else np.nan
+                scaled.append(scores["mse_scaled"])
                 rows.append({"model": name, "feature": feature, **scores})
-        rows.append({"model": name, "feature": "all", **_scores(y, x, levels)})
+        overall = _scores(y, x, levels)
+        finite = [v for v in scaled if np.isfinite(v)]
+        overall["mse_scaled"] = float(np.mean(finite)) if finite else np.nan
+        rows.append({"model": name, "feature": "all", **overall})
     return pd.DataFrame(rows)
 
 

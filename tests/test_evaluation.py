@@ -82,6 +82,13 @@ def test_evaluate_scores_models_side_by_side(data, monkeypatch):
     locf = table[(table.model == "LOCF")].set_index("feature")
     assert locf.loc["all", "n"] == locf.loc["x", "n"] + locf.loc["y", "n"] == len(_cells(target))
     assert locf.loc["all", "mse"] > 0 and locf.loc["all", "width_90"] > locf.loc["all", "width_50"]
+    # unit-free: each feature's MSE over its held-out variance, averaged with equal weight
+    truth = {d: np.concatenate([s.values[:, d] for s in target]) for d in (0, 1)}
+    for d, name in enumerate("xy"):
+        variance = np.nanvar(truth[d].astype(np.float32).astype(np.float64))
+        assert locf.loc[name, "mse_scaled"] == pytest.approx(locf.loc[name, "mse"] / variance)
+    assert locf.loc["all", "mse_scaled"] == pytest.approx(locf.loc[["x", "y"], "mse_scaled"].mean())
+    assert oracle.mse_scaled == 0
     # drawing in small chunks of series gives the same scores
     import latentode.evaluation as ev
 
