@@ -122,6 +122,14 @@ class _Rule(IntervalMixin, IrregularSeriesEstimator):
                 pred[i, :, d], gap[i, :, d], kind[i, :, d] = self._point(t_obs, v_obs, t)
         return pred, gap, kind
 
+    def _tables(self, gap: np.ndarray, kind: np.ndarray):
+        """Yield (error table, feature, cells (series, time) it covers, their gaps)."""
+        for d in range(self.n_features_in_):
+            for k in range(self._kinds):
+                chosen = kind[..., d] == k
+                if chosen.any():
+                    yield self.errors_[k], d, chosen, gap[..., d][chosen]
+
     def _checked(self, X, times):
         check_is_fitted(self)
         data = self._check_data(X)
@@ -168,13 +176,8 @@ class _Rule(IntervalMixin, IrregularSeriesEstimator):
         pred, gap, kind = self._evaluate(data, t)
         rng = np.random.default_rng(seed_from(self.random_state) + 1)
         draws = np.repeat(pred[None], n_samples, axis=0)
-        for d in range(self.n_features_in_):
-            g, k = gap[..., d], kind[..., d]
-            for k_value in range(self._kinds):
-                chosen = k == k_value
-                if chosen.any():
-                    noise = self.errors_[k_value].draw(d, g[chosen], n_samples, rng)
-                    draws[:, chosen, d] += noise
+        for table, d, chosen, gaps in self._tables(gap, kind):
+            draws[:, chosen, d] += table.draw(d, gaps, n_samples, rng)
         coords = self._coords(data, t)
         coords["sample"] = np.arange(n_samples)
         dims = ("series", "time", "feature")
@@ -201,12 +204,8 @@ class _Rule(IntervalMixin, IrregularSeriesEstimator):
         data, t = self._checked(X, times)
         pred, gap, kind = self._evaluate(data, t)
         out = np.repeat(pred[..., None], len(levels), axis=-1)  # (series, time, feature, q)
-        for d in range(self.n_features_in_):
-            g, k = gap[..., d], kind[..., d]
-            for k_value in range(self._kinds):
-                chosen = k == k_value
-                if chosen.any():
-                    out[chosen, d] += self.errors_[k_value].quantiles(d, g[chosen], levels)
+        for table, d, chosen, gaps in self._tables(gap, kind):
+            out[chosen, d] += table.quantiles(d, gaps, levels)
         index = pd.MultiIndex.from_product(
             [np.asarray(data.ids, dtype=object), t], names=["series", "time"]
         )

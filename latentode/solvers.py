@@ -233,7 +233,11 @@ class ODESolver(nn.Module):
         self.settings = settings.replace(**changes) if changes else settings
         self.counted = _Counted(func, self.settings.max_nfe)
         self.counted.describe = self._advice
-        self.backend = self.settings.resolved_backend
+
+    @property
+    def backend(self) -> str:
+        """``"native"`` or ``"torchdiffeq"``: the backend in use."""
+        return self.settings.resolved_backend
 
     @property
     def method(self) -> str:
