@@ -93,6 +93,9 @@ def _fit(args) -> None:
         max_epochs=args.epochs,
         lr=args.lr,
         encoder=args.encoder,
+        encode_fraction=args.encode_fraction,
+        anchor=args.anchor,
+        likelihood=args.likelihood,
         random_state=args.seed,
         verbose="force" if args.progress else False,
     )
@@ -247,6 +250,23 @@ def build_parser() -> argparse.ArgumentParser:
     fit.add_argument("--latent-dim", type=_ESTIMATOR["latent_dim"].parse, default=4)
     fit.add_argument("--lr", type=_ESTIMATOR["lr"].parse, default=1e-2)
     fit.add_argument("--encoder", choices=list(_ESTIMATOR["encoder"].choices), default="gru")
+    fit.add_argument(
+        "--encode-fraction",
+        type=_ESTIMATOR["encode_fraction"].parse,
+        default=1.0,
+        help="below 1, train to forecast from the first part of each series (e.g. 0.5)",
+    )
+    fit.add_argument(
+        "--anchor",
+        action="store_true",
+        help="blend forecasts with each feature's nearest observations (see LatentODE)",
+    )
+    fit.add_argument(
+        "--likelihood",
+        choices=list(_ESTIMATOR["likelihood"].choices),
+        default="normal",
+        help="observation noise; student_t for data with gross entry errors",
+    )
     fit.add_argument("--seed", type=_SEED.parse, default=0)
     fit.add_argument("--checkpoint", help="checkpoint file, written during training")
     fit.add_argument("--resume", action="store_true", help="continue from --checkpoint")

@@ -25,10 +25,10 @@ from ._base import (
 )
 from ._io import content_digest, data_fingerprint, read_checkpoint, write_checkpoint
 from ._posterior import PosteriorPredictiveMixin
-from ._validation import choice, custom, integer, real
+from ._validation import choice, custom, flag, integer, real
 from .datasets import as_dataset
 from .inference import DataParallel, TrainingConfig, train_svi
-from .models import ENCODERS, POSTERIORS, PRECISIONS, LatentODEModel
+from .models import ENCODERS, LIKELIHOODS, POSTERIORS, PRECISIONS, LatentODEModel
 from .solvers import BACKENDS, SolverSettings
 
 __all__ = ["LatentODE", "OBS_WEIGHTINGS"]
@@ -52,6 +52,7 @@ PARAMETERS = (
     choice("guide", POSTERIORS),
     integer("encoder_hidden_dim", low=1),
     integer("decoder_hidden_dim", low=1),
+    flag("anchor"),
     custom(
         "obs_std",
         _positive_stds,
@@ -59,6 +60,7 @@ PARAMETERS = (
         none=True,
         hint="None learns the noise.",
     ),
+    choice("likelihood", LIKELIHOODS),
     choice("solver_backend", BACKENDS),
     real("kinetic_weight", low=0),
     real("jacobian_weight", low=0),
@@ -114,10 +116,19 @@ class LatentODE(PosteriorPredictiveMixin, IrregularSeriesEstimator):
         Width of the decoder MLP.
     poisson : bool, default False
         Add the Poisson-process likelihood of the observation times.
+    anchor : bool, default False
+        Blend each forecast mean with the feature's nearest observations before and after
+        that time, by weights learned per feature that decay with the distance (GRU-D's decay,
+        Che et al. 2018, on the output; :class:`~latentode.nn.Anchor`): levels of slowly
+        varying features persist and gaps are bridged while the latent path carries the
+        change. Measured on the benchmarks page.
     obs_std : float, list of float or None, default None
         Fixed observation standard deviation in the data's units: one number for every
         feature, or a list with one per feature (e.g. known measurement noise); None learns
         one per feature.
+    likelihood : {"normal", "student_t"}, default "normal"
+        Observation noise: Gaussian, or Student-t with degrees of freedom learned per feature
+        (above 2), for data with gross entry errors; ``obs_std`` is then its scale.
     method : str, default "dopri5"
         ODE solver (see :data:`latentode.solvers.SOLVER_METHODS`). ``method``, ``rtol``,
         ``atol``, ``solver_options``, ``adjoint``, ``solver_backend`` and ``max_nfe`` make
@@ -173,20 +184,15 @@ class LatentODE(PosteriorPredictiveMixin, IrregularSeriesEstimator):
         credible bands of :meth:`predict` narrow, and the training loss is no longer a bound on
         the data's likelihood. Rubanova et al. (2019) trained their PhysioNet models so: a
         weight of 0 for 50 epochs, then ``1 - 0.993 ** (epoch - 50)``, at most 0.30 after
-        100 epochs. Validation (best epoch, early stopping) always scores the full ELBO.
+        100 epochs. Validation always scores the full ELBO.
     obs_weighting : {"point", "series_feature"}, default "point"
         How the training likelihood weighs observations. ``"point"``: each observed value
         counts once (the ELBO). ``"series_feature"``: each observed (series, feature) pair
-        counts the same in total, its observations sharing it equally, so a channel measured
-        twice in a series weighs as much as one measured a hundred times — the weighting of
-        the per-(series, feature) error of :func:`latentode.metrics.series_feature_mse` and
-        of the training loss in the reference code of Rubanova et al. (2019). The pairs'
-        common weight is the training data's mean number of observations per observed pair,
-        so the likelihood keeps its overall weight against the KL term. A weighted objective,
-        not the ELBO; validation (best epoch, early stopping) and :meth:`score` always use the
-        unweighted ELBO. It trades the error per observed value for the error per (series,
-        feature) pair (measured on the documentation's benchmarks page): choose the weighting
-        of the metric that matters.
+        counts the same in total (scaled by the training data's mean number of observations
+        per pair), as in :func:`latentode.metrics.series_feature_mse` and the training loss of
+        Rubanova et al. (2019). Not the ELBO; validation and :meth:`score` use the ELBO. It
+        trades the error per observed value for the error per pair (measured on the
+        benchmarks page): choose the weighting of the metric that matters.
     clip_norm : float or None, default 10.0
         Gradient-norm clipping.
     subsample : float, default 1.0
@@ -240,7 +246,9 @@ class LatentODE(PosteriorPredictiveMixin, IrregularSeriesEstimator):
         encoder_hidden_dim: int = 50,
         decoder_hidden_dim: int = 50,
         poisson: bool = False,
+        anchor: bool = False,
         obs_std: float | None = None,
+        likelihood: str = "normal",
         method: str = "dopri5",
         rtol: float = 1e-3,
         atol: float = 1e-4,
@@ -276,7 +284,9 @@ class LatentODE(PosteriorPredictiveMixin, IrregularSeriesEstimator):
         self.encoder_hidden_dim = encoder_hidden_dim
         self.decoder_hidden_dim = decoder_hidden_dim
         self.poisson = poisson
+        self.anchor = anchor
         self.obs_std = obs_std
+        self.likelihood = likelihood
         self.method = method
         self.rtol = rtol
         self.atol = atol
@@ -347,7 +357,9 @@ class LatentODE(PosteriorPredictiveMixin, IrregularSeriesEstimator):
             encoder_hidden_dim=self.encoder_hidden_dim,
             decoder_hidden_dim=self.decoder_hidden_dim,
             poisson=self.poisson,
+            anchor=self.anchor,
             obs_std=obs_std,
+            likelihood=self.likelihood,
             posterior=self.guide,
             kinetic_weight=self.kinetic_weight,
             jacobian_weight=self.jacobian_weight,

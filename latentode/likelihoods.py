@@ -9,6 +9,7 @@ import torch
 
 __all__ = [
     "masked_normal",
+    "masked_student_t",
     "observation_window",
     "window_integral",
     "poisson_process_log_likelihood",
@@ -90,6 +91,35 @@ def masked_normal(
         base = _SharedScaleNormal(loc, scale)
     else:
         base = dist.Normal(loc, scale)
+    return _masked(base, mask, weight)
+
+
+def masked_student_t(
+    loc: torch.Tensor,
+    scale: torch.Tensor,
+    df: torch.Tensor,
+    mask: torch.Tensor,
+    weight: torch.Tensor | None = None,
+):
+    """Student-t likelihood of the observed entries only, as one event per series.
+
+    Heavy tails let a few gross errors (a mistyped lab value) cost a bounded amount instead of
+    pulling the fit toward them. Arguments as :func:`masked_normal`, and
+
+    Parameters
+    ----------
+    df : Tensor broadcastable to ``loc``
+        Degrees of freedom, e.g. one per feature of shape (features,).
+
+    Returns
+    -------
+    pyro.distributions.Distribution
+        ``batch_shape (..., batch)``, ``event_shape (time, features)``.
+    """
+    return _masked(dist.StudentT(df, loc, scale), mask, weight)
+
+
+def _masked(base, mask, weight):
     if weight is None:
         return base.mask(mask).to_event(2)
     return _WeightedMasked(base, mask, weight.expand(base.batch_shape)).to_event(2)

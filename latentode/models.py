@@ -5,6 +5,7 @@ Generative model, for series ``b`` on the batch grid ``t`` (time origin 0)::
     z0_b ~ Normal(0, I)                                   site "z0"
     z_b(t) = ODESolve(f, z0_b, t)
     x_b(t_i) ~ Normal(decoder(z_b(t_i)), sigma)  where observed      site "obs"
+        (with ``anchor``, the mean is blended with the nearest observations)
     log p(times_b) = Σ_i log λ(z_b(t_i)) − ∫ λ(z_b(t)) dt              site "obs_times" (optional)
 
 Guide: ``q(z0_b | x_b) = Normal(loc_b, scale_b)`` from the recognition network.
@@ -22,17 +23,34 @@ from torch import nn
 
 from ._validation import check_params, choice, real
 from .flows import CNF, CNFDynamics
-from .likelihoods import masked_normal, poisson_process_log_likelihood, window_integral
-from .nn import AugmentedDynamics, Decoder, IntensityNet, ODEFunc, RegularisedDynamics, mlp
+from .likelihoods import (
+    masked_normal,
+    masked_student_t,
+    poisson_process_log_likelihood,
+    window_integral,
+)
+from .nn import (
+    AugmentedDynamics,
+    Anchor,
+    Decoder,
+    IntensityNet,
+    ODEFunc,
+    RegularisedDynamics,
+    last_observed,
+    mlp,
+    next_observed,
+)
 from .recurrent import GRUEncoder, ODERNNEncoder, RNNEncoder
 from .solvers import ODESolver, SolverSettings
 
 __all__ = [
     "ENCODERS",
+    "LIKELIHOODS",
     "POSTERIORS",
     "PRECISIONS",
     "LatentODEModel",
     "ObservationNoise",
+    "TailWeight",
     "SERIES_PLATE",
 ]
 
@@ -41,6 +59,9 @@ SERIES_PLATE = "series"
 
 #: Recognition networks selectable by name.
 ENCODERS = {"gru": GRUEncoder, "rnn": RNNEncoder, "odernn": ODERNNEncoder}
+
+#: Families of the observation noise.
+LIKELIHOODS = ("normal", "student_t")
 
 #: Families of the variational posterior q(z0 | x).
 POSTERIORS = ("normal", "cnf")
@@ -53,6 +74,7 @@ _PARAMETERS = (
     choice("precision", PRECISIONS),
     choice("encoder", tuple(ENCODERS)),
     choice("posterior", POSTERIORS),
+    choice("likelihood", LIKELIHOODS),
     real("kinetic_weight", low=0),
     real("jacobian_weight", low=0),
 )
@@ -86,6 +108,24 @@ class ObservationNoise(nn.Module):
         return self.value
 
 
+class TailWeight(nn.Module):
+    """Per-feature degrees of freedom of a Student-t observation noise, learned, above 2
+    (finite variance), starting at 5.
+
+    Parameters
+    ----------
+    n_features : int
+    """
+
+    def __init__(self, n_features: int):
+        super().__init__()
+        self.raw = nn.Parameter(torch.full((n_features,), 2.9489))  # softplus -> 3
+
+    def forward(self) -> torch.Tensor:
+        """Tensor of shape (features,)."""
+        return F.softplus(self.raw) + 2.0
+
+
 class LatentODEModel(PyroModule):
     """Latent ODE with a recognition network, as ``model`` and ``guide`` methods.
 
@@ -107,6 +147,10 @@ class LatentODEModel(PyroModule):
         Add the Poisson-process likelihood of observation times (site ``obs_times``).
     obs_std : float or None, default None
         Fixed observation standard deviation (scaled units); None learns it.
+    likelihood : {"normal", "student_t"}, default "normal"
+        Family of the observation noise: Gaussian, or Student-t with degrees of freedom
+        learned per feature (:class:`TailWeight`), whose heavy tails bound what a gross
+        error (a mistyped value) costs. ``obs_std`` is then the t distribution's scale.
     solver : SolverSettings, optional
         How the latent ODE is solved (:class:`latentode.solvers.SolverSettings`); the CNF
         guide's flow uses its tolerances, gradient mode and NFE cap with the dopri5 method.
@@ -129,6 +173,11 @@ class LatentODEModel(PyroModule):
         ``∫|∂f/∂z|_F² dt`` of each series' latent path (model units), solved along with it
         (:class:`~latentode.nn.RegularisedDynamics`) and subtracted from the ELBO as the site
         ``dynamics_penalty``. Only in training mode; evaluation and prediction are unchanged.
+    anchor : bool, default False
+        Blend each decoded mean with the feature's nearest observations before and after that
+        time, by learned weights that decay with the distance (:class:`~latentode.nn.Anchor`).
+        Only observations the guide reads count: in training with ``encode_mask`` those, in
+        the generative mode the conditioning series; never the value being scored.
     precision : {"32", "bf16-mixed"}, default "32"
         ``"bf16-mixed"`` runs the recognition network, the decoder and the classifier under
         ``torch.autocast`` in bfloat16 (faster matrix products on GPUs with bfloat16 units)
@@ -151,6 +200,7 @@ class LatentODEModel(PyroModule):
         decoder_hidden_dim: int = 50,
         poisson: bool = False,
         obs_std: float | None = None,
+        likelihood: str = "normal",
         solver: SolverSettings | None = None,
         n_classes: int | None = None,
         label_weight: float = 1.0,
@@ -159,6 +209,7 @@ class LatentODEModel(PyroModule):
         flow_hidden_dim: int = 32,
         kinetic_weight: float = 0.0,
         jacobian_weight: float = 0.0,
+        anchor: bool = False,
         precision: str = "32",
     ):
         super().__init__()
@@ -167,6 +218,7 @@ class LatentODEModel(PyroModule):
                 precision=precision,
                 encoder=encoder,
                 posterior=posterior,
+                likelihood=likelihood,
                 kinetic_weight=kinetic_weight,
                 jacobian_weight=jacobian_weight,
             ),
@@ -178,6 +230,7 @@ class LatentODEModel(PyroModule):
         self.poisson = poisson
         self.encoder = ENCODERS[encoder](n_features, latent_dim, encoder_hidden_dim)
         self.decoder = Decoder(latent_dim, n_features, decoder_hidden_dim)
+        self.anchor = Anchor(n_features) if anchor else None
         func = ODEFunc(latent_dim, ode_hidden_dim, n_layers=ode_layers)
         if poisson:
             func = AugmentedDynamics(func, IntensityNet(latent_dim, n_features), latent_dim)
@@ -196,6 +249,7 @@ class LatentODEModel(PyroModule):
         self.noise = ObservationNoise(
             n_features, 0.1 if obs_std is None else obs_std, learn=obs_std is None
         )
+        self.tails = TailWeight(n_features) if likelihood == "student_t" else None
         self.flow = None
         if posterior == "cnf":
             self.flow = CNF(
@@ -263,6 +317,15 @@ class LatentODEModel(PyroModule):
             return ys[..., : self.latent_dim], ys[..., self.latent_dim :]
         return ys, None
 
+    def decode(self, z: torch.Tensor, context=None) -> torch.Tensor:
+        """Observation means of latent states (..., batch, time, latent), blended with the
+        nearest observations ``context`` (the outputs of :func:`~latentode.nn.last_observed`
+        and :func:`~latentode.nn.next_observed` on the same times) by an anchored model."""
+        loc = self._network(self.decoder, z)
+        if self.anchor is None or context is None:
+            return loc
+        return self.anchor(loc, *context)
+
     def intensity(self, z: torch.Tensor) -> torch.Tensor:
         """Observation intensities λ(z), (..., latent) to (..., features)."""
         return self.solver.func.intensity(z)  # through RegularisedDynamics when wrapped
@@ -315,16 +378,28 @@ class LatentODEModel(PyroModule):
         prior = dist.Normal(
             values.new_zeros(n_series, self.latent_dim), values.new_ones(n_series, self.latent_dim)
         ).to_event(1)
+        context = None
+        if self.anchor is not None:
+            seen = mask if encode_mask is None else encode_mask
+            on = times if query_times is None else query_times
+            context = (
+                last_observed(times, values, seen, on),
+                next_observed(times, values, seen, on),
+            )
         with pyro.plate(SERIES_PLATE, n_series, dim=-1):
             with poutine.scale(scale=kl_scale):
                 z0 = pyro.sample("z0", prior)
             if query_times is not None:
-                return self._generate(z0, query_times)
+                return self._generate(z0, query_times, context)
             z, cumulative = self.solve(z0, times)
             if self.penalty is not None:
                 pyro.factor("dynamics_penalty", -self.penalty)
-            loc = self._network(self.decoder, z)
-            pyro.sample("obs", masked_normal(loc, self.noise(), mask, obs_weight), obs=values)
+            loc = self.decode(z, context)
+            if self.tails is None:
+                likelihood = masked_normal(loc, self.noise(), mask, obs_weight)
+            else:
+                likelihood = masked_student_t(loc, self.noise(), self.tails(), mask, obs_weight)
+            pyro.sample("obs", likelihood, obs=values)
             if self.poisson:
                 integral = window_integral(cumulative, mask.any(-1))
                 ll = poisson_process_log_likelihood(self.intensity(z), mask, integral)
@@ -334,15 +409,18 @@ class LatentODEModel(PyroModule):
                     pyro.sample("label", self._label_dist(z0, z, labels), obs=labels.clamp(min=0))
         return loc
 
-    def _generate(self, z0: torch.Tensor, query_times: torch.Tensor) -> torch.Tensor:
+    def _generate(self, z0: torch.Tensor, query_times: torch.Tensor, context) -> torch.Tensor:
         """Sites of the generative mode of :meth:`model`, inside the series plate."""
         z, _ = self.solve(z0, query_times)
         pyro.deterministic("z", z, event_dim=2)
-        loc = pyro.deterministic("mean", self._network(self.decoder, z), event_dim=2)
+        loc = pyro.deterministic("mean", self.decode(z, context), event_dim=2)
         if self.poisson:
             pyro.deterministic("intensity", self.intensity(z), event_dim=2)
         noise = self.noise().expand(loc.shape)
-        pyro.sample("obs", dist.Normal(loc, noise).to_event(2))
+        if self.tails is None:
+            pyro.sample("obs", dist.Normal(loc, noise).to_event(2))
+        else:
+            pyro.sample("obs", dist.StudentT(self.tails().expand(loc.shape), loc, noise).to_event(2))
         if self.classifier is not None:
             pyro.sample("label", self._label_dist(z0, z))
         return loc

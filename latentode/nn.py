@@ -15,12 +15,15 @@ from .solvers import ODESolver, SolverSettings
 
 __all__ = [
     "AugmentedDynamics",
+    "Anchor",
     "Decoder",
     "IntensityNet",
     "ODEBlock",
     "ODEFunc",
     "RegularisedDynamics",
+    "last_observed",
     "mlp",
+    "next_observed",
 ]
 
 
@@ -169,6 +172,84 @@ class Decoder(nn.Module):
 
     def forward(self, z: torch.Tensor) -> torch.Tensor:
         return self.net(z)
+
+
+def last_observed(times, values, mask, query_times):
+    """Each feature's last observed value strictly before each query time, and its age.
+
+    Parameters
+    ----------
+    times : Tensor of shape (time,)
+        Increasing grid of ``values``.
+    values, mask : Tensor of shape (batch, time, features)
+    query_times : Tensor of shape (query,)
+        Increasing, on the same scale as ``times``.
+
+    Returns
+    -------
+    last, gap : Tensor of shape (batch, query, features)
+        The value and the time from it to the query time; where a feature has no observation
+        before a query time, ``last`` is 0, ``gap`` 0 and ``seen`` False.
+    seen : BoolTensor of shape (batch, query, features)
+    """
+    n_time = values.shape[-2]
+    index = torch.arange(n_time, device=values.device).view(1, n_time, 1)
+    filled = torch.where(mask.bool(), index, -1).cummax(dim=-2).values  # last seen index <= i
+    before = torch.searchsorted(times.contiguous(), query_times.contiguous()) - 1
+    source = filled[:, before.clamp(min=0), :]
+    source = torch.where((before >= 0).view(1, -1, 1), source, -1)
+    seen = source >= 0
+    source = source.clamp(min=0)
+    last = torch.where(seen, values.gather(-2, source), 0.0)
+    gap = torch.where(seen, query_times.view(1, -1, 1) - times[source], 0.0)
+    return last, gap, seen
+
+
+def next_observed(times, values, mask, query_times):
+    """Each feature's next observed value strictly after each query time, and the time to it.
+
+    The mirror image of :func:`last_observed`, with the same arguments and returns.
+    """
+    nxt, gap, seen = last_observed(
+        -times.flip(0), values.flip(-2), mask.flip(-2), -query_times.flip(0)
+    )
+    return nxt.flip(-2), gap.flip(-2), seen.flip(-2)
+
+
+class Anchor(nn.Module):
+    """Blends decoded means with each feature's nearest observations before and after.
+
+    ``mean = softmax(0, a_d − r_d Δ⁻, b_d − s_d Δ⁺) · (decoded, x⁻, x⁺)``: ``x⁻`` is
+    feature ``d``'s last observation before the time, ``Δ⁻`` the time since it, ``x⁺`` and
+    ``Δ⁺`` the next one after; ``a, b`` and the rates ``r, s > 0`` are learned per feature,
+    and an observation that does not exist has weight 0. An observation counts less the
+    further away it is — the decay of GRU-D (Che et al. 2018) toward the last observation,
+    applied to the output and on both sides — so slowly varying features (labs) keep their
+    level and gaps between observations are bridged, while the latent path carries the
+    change; where no observation is near (far forecasts) the decoder speaks alone.
+
+    Parameters
+    ----------
+    n_features : int
+    """
+
+    def __init__(self, n_features: int):
+        super().__init__()
+        self.weight = nn.Parameter(torch.zeros(2, n_features))  # before, after
+        self.rate = nn.Parameter(torch.full((2, n_features), 0.5413))  # softplus -> 1
+
+    def forward(self, loc, before, after):
+        """Blend ``loc (..., batch, query, features)`` with the outputs ``(last, gap, seen)``
+        of :func:`last_observed` and :func:`next_observed` (each of shape (batch, query,
+        features)); returns the shape of ``loc``."""
+        rate = F.softplus(self.rate)
+        logits, values = [torch.zeros_like(loc)], [loc]
+        for k, (x, gap, seen) in enumerate((before, after)):
+            logit = self.weight[k] - rate[k] * gap
+            logits.append(torch.where(seen, logit, -torch.inf).expand_as(loc))
+            values.append(x.expand_as(loc))
+        weights = torch.softmax(torch.stack(logits, -1), dim=-1)
+        return (weights * torch.stack(values, -1)).sum(-1)
 
 
 class IntensityNet(nn.Module):

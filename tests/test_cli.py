@@ -33,6 +33,20 @@ def test_fit_writes_a_loadable_model(model, capsys):
     assert LatentODE.load(model).n_features_in_ == 2
 
 
+def test_fit_passes_the_forecasting_options(table, tmp_path):
+    from latentode import LatentODE
+
+    _, path, _ = table
+    out = tmp_path / "anchored.pt"
+    args = ["fit", str(path), "--id-col", "spiral", "--time-col", "t", "--model", str(out)]
+    options = ["--anchor", "--likelihood", "student_t", "--encode-fraction", "0.5"]
+    assert main([*args, "--epochs", "1", "--latent-dim", "2", *options]) == 0
+    fitted = LatentODE.load(out)
+    assert (fitted.anchor, fitted.likelihood, fitted.encode_fraction) == (True, "student_t", 0.5)
+    with pytest.raises(SystemExit):
+        main([*args, "--encode-fraction", "1.5"])
+
+
 def test_predict_writes_quantiles_per_series_and_time(table, model):
     folder, path, frame = table
     out = folder / "forecast.csv"

@@ -436,3 +436,52 @@ def test_bf16_mixed_fit_tracks_the_float32_fit(data):
     assert b.dtype == a.dtype
     spread = float(a.std())
     assert float(np.sqrt(((a - b) ** 2).mean())) < 0.1 * spread
+
+
+def _levels(n_series, seed):
+    """Four features, each at a level of its own per series, plus a shared wave and noise."""
+    from latentode.datasets import from_arrays
+
+    rng = np.random.default_rng(seed)
+    series = []
+    for _ in range(n_series):
+        t = np.concatenate([[0.0], np.sort(rng.uniform(0, 10, 23))])  # from t = 0
+        level = rng.normal(0, 3, 4)
+        x = level + np.sin(t)[:, None] + 0.1 * rng.normal(size=(24, 4))
+        x[rng.random(x.shape) < 0.3] = np.nan
+        series.append((t, x))
+    return from_arrays(series)
+
+
+def test_anchor_and_student_t_train_round_trip_and_anchor_keeps_levels(tmp_path):
+    from latentode.evaluation import hold_out
+
+    train, test = _levels(60, 0), _levels(40, 1)
+    context, target = hold_out(test, after=6.0)
+    kw = dict(max_epochs=10, batch_size=20, latent_dim=2, encode_fraction=0.5, random_state=0)
+    errors = {}
+    for anchor in (False, True):
+        est = LatentODE(anchor=anchor, **kw).fit(train)
+        err = [
+            np.nanmean((est.predict(context[i : i + 1], times=s.times).values[0] - s.values) ** 2)
+            for i, s in enumerate(target)
+        ]
+        errors[anchor] = float(np.mean(err))
+    # two latent dimensions cannot hold four levels; the observations can
+    assert errors[True] < 0.5 * errors[False]
+    heavy = LatentODE(anchor=True, likelihood="student_t", **{**kw, "max_epochs": 3}).fit(train)
+    assert torch.all(heavy.model_.tails() > 2)
+    heavy.save(tmp_path / "t.pt")
+    back = LatentODE.load(tmp_path / "t.pt")
+    assert back.likelihood == "student_t" and back.anchor is True
+    t = [7.0, 8.0]
+    xr.testing.assert_allclose(back.predict(context, times=t), heavy.predict(context, times=t))
+    with pytest.raises(ValueError, match="likelihood"):
+        LatentODE(likelihood="laplace").fit(train)
+
+
+def test_cross_validation_on_a_data_set_keeps_series_whole(data):
+    from sklearn.model_selection import cross_val_score
+
+    scores = cross_val_score(LatentODE(**{**FAST, "max_epochs": 1}), data.train[:20], cv=2)
+    assert scores.shape == (2,) and np.all(np.isfinite(scores))

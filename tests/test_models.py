@@ -170,3 +170,49 @@ def test_bf16_mixed_runs_networks_in_bfloat16_and_the_solve_in_float32(encoder):
 def test_precision_is_checked():
     with pytest.raises(ValueError, match="precision='fp16'.*bf16-mixed"):
         LatentODEModel(2, precision="fp16")
+
+
+def test_anchor_reads_only_what_the_guide_reads():
+    """In forecast training the means after the encoded window must not see later values."""
+    model = LatentODEModel(2, latent_dim=3, anchor=True)
+    with torch.no_grad():
+        model.anchor.weight.fill_(5.0)
+    b = batch()
+    encode = b.mask.clone()
+    encode[:, 2:] = False  # the guide reads the first two grid times only
+    z0 = torch.zeros(2, 3)
+
+    def means(values, encode_mask):  # the model returns the decoded means
+        conditioned = pyro.poutine.condition(model.model, data={"z0": z0})
+        return conditioned(b.times, values, b.mask, encode_mask=encode_mask)
+
+    later = b.values.clone()
+    later[:, 2:] += 7.0  # change only values the guide does not read
+    assert torch.allclose(means(b.values, encode), means(later, encode))
+    # without the encode mask every other observation anchors the means
+    assert not torch.allclose(means(b.values, None), means(later, None))
+    plain = LatentODEModel(2, latent_dim=3)
+    assert plain.anchor is None
+
+
+def test_student_t_likelihood_bounds_what_a_gross_error_costs():
+    b = batch()
+    z0 = torch.zeros(2, 3)
+
+    def obs_log_prob(model, values):
+        conditioned = pyro.poutine.condition(model.model, data={"z0": z0})
+        tr = pyro.poutine.trace(conditioned).get_trace(b.times, values, b.mask)
+        return tr.nodes["obs"]["fn"].log_prob(values).sum().detach()
+
+    gross = b.values.clone()
+    gross[0, 2, 1] += 100.0  # one mistyped value
+    costs = {}
+    for likelihood in ("normal", "student_t"):
+        model = LatentODEModel(2, latent_dim=3, likelihood=likelihood)
+        costs[likelihood] = float(obs_log_prob(model, b.values) - obs_log_prob(model, gross))
+    assert costs["normal"] > 1e5  # quadratic in the error: 100² / (2 · 0.1²)
+    assert 0 < costs["student_t"] < 100  # logarithmic in it
+    model = LatentODEModel(2, latent_dim=3, likelihood="student_t")
+    assert torch.all(model.tails() > 2)
+    with pytest.raises(ValueError, match="likelihood"):
+        LatentODEModel(2, likelihood="cauchy")

@@ -85,3 +85,56 @@ def test_regularised_dynamics_integrate_energy_and_jacobian_norm(adjoint):
     assert torch.allclose(reg.inner.a.grad, expected, rtol=1e-6)
     reg.active = False
     assert reg(t[0], z0).shape == (5, 2)  # inactive: the wrapped dynamics unchanged
+
+
+def test_last_observed_is_strictly_earlier_per_feature():
+    from latentode.nn import last_observed
+
+    times = torch.tensor([0.0, 1.0, 2.0, 3.0])
+    values = torch.tensor([[[1.0, 0.0], [2.0, 5.0], [0.0, 0.0], [4.0, 0.0]]])
+    mask = torch.tensor([[[1, 0], [1, 1], [0, 0], [1, 0]]], dtype=torch.bool)
+    last, gap, seen = last_observed(times, values, mask, torch.tensor([0.0, 1.0, 1.5, 3.0, 10.0]))
+    # nothing precedes t=0; at t=1 only the value at t=0 (not the one at t=1 itself)
+    assert seen.tolist() == [[[False, False], [True, False], [True, True], [True, True]] + [[True, True]]]
+    assert last[0, :, 0].tolist() == [0.0, 1.0, 2.0, 2.0, 4.0]
+    assert last[0, :, 1].tolist() == [0.0, 0.0, 5.0, 5.0, 5.0]
+    assert gap[0, :, 0].tolist() == [0.0, 1.0, 0.5, 2.0, 7.0]
+    assert gap[0, :, 1].tolist() == [0.0, 0.0, 0.5, 2.0, 9.0]
+
+
+def test_next_observed_mirrors_last_observed():
+    from latentode.nn import next_observed
+
+    times = torch.tensor([0.0, 1.0, 2.0, 3.0])
+    values = torch.tensor([[[1.0, 0.0], [2.0, 5.0], [0.0, 0.0], [4.0, 0.0]]])
+    mask = torch.tensor([[[1, 0], [1, 1], [0, 0], [1, 0]]], dtype=torch.bool)
+    nxt, gap, seen = next_observed(times, values, mask, torch.tensor([-1.0, 1.0, 1.5, 3.0]))
+    assert seen[0, :, 0].tolist() == [True, True, True, False]
+    assert seen[0, :, 1].tolist() == [True, False, False, False]
+    assert nxt[0, :3, 0].tolist() == [1.0, 4.0, 4.0]
+    assert gap[0, :3, 0].tolist() == [1.0, 2.0, 1.5] and gap[0, 0, 1] == 2.0
+
+
+def test_anchor_blend_decays_with_the_distance_and_ignores_missing_neighbours():
+    from latentode.nn import Anchor
+
+    anchor = Anchor(2)
+    with torch.no_grad():
+        anchor.weight.fill_(20.0)  # an observation at distance 0 all but decides
+    loc = torch.zeros(3, 1, 4, 2)  # (samples, batch, query, features)
+    last = torch.full((1, 4, 2), 10.0)
+    gap = torch.tensor([0.0, 10.0, 30.0, 0.0]).view(1, 4, 1).expand(1, 4, 2)
+    seen = torch.ones(1, 4, 2, dtype=torch.bool)
+    seen[0, 3] = False
+    none = (torch.zeros(1, 4, 2), torch.zeros(1, 4, 2), torch.zeros(1, 4, 2, dtype=torch.bool))
+    out = anchor(loc, (last, gap, seen), none)
+    assert out.shape == loc.shape
+    assert torch.allclose(out[0, 0, 0], torch.full((2,), 10.0), atol=1e-4)
+    assert 10.0 > out[0, 0, 1, 0] > out[0, 0, 2, 0] > 0.0  # less pull as the value ages
+    assert torch.equal(out[:, :, 3], loc[:, :, 3])  # no neighbour: the decoder's mean
+    # both sides at equal distance and weight: their average
+    both = anchor(loc, (last, gap, seen), (-last, gap, seen))
+    assert torch.allclose(both[0, 0, 0], torch.zeros(2), atol=1e-4)
+    # gradients stay finite where a feature has no neighbour
+    anchor(loc.requires_grad_(), (last, gap, seen), none).sum().backward()
+    assert torch.isfinite(anchor.rate.grad).all() and torch.isfinite(anchor.weight.grad).all()

@@ -431,7 +431,7 @@ def as_dataset(X, *, name: str = "X") -> IrregularDataset:
     Parameters
     ----------
     X : IrregularDataset, DataFrame, xarray object, IrregularSeries, or list of (times, values)
-        A DataFrame must be indexed by (series id, time) with one column per feature; an
+        or of IrregularSeries (what scikit-learn's indexing makes of a data set). A DataFrame must be indexed by (series id, time) with one column per feature; an
         xarray DataArray or Dataset as :func:`from_xarray` takes it (default dim names).
     name : str
         The argument's name, used in error messages.
@@ -455,6 +455,13 @@ def as_dataset(X, *, name: str = "X") -> IrregularDataset:
     if isinstance(X, (list, tuple)):
         if len(X) == 0:
             raise ValueError(f"{name} is empty; pass at least one (times, values) pair.")
+        if all(isinstance(s, IrregularSeries) for s in X):
+            widths = {s.values.shape[1] for s in X}
+            if len(widths) > 1:
+                raise ValueError(
+                    f"{name}: the series have {sorted(widths)} features; all need the same."
+                )
+            return IrregularDataset(list(X), [f"x{i}" for i in range(widths.pop())])
         return _from_pairs(X, ids=None, feature_names=None, time_unit=None, name=name, stacklevel=4)
     raise TypeError(
         f"{name} must be an IrregularDataset, a DataFrame indexed by (series id, time), an "

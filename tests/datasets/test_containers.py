@@ -312,3 +312,19 @@ def test_rows_of_the_whole_batch_equal_collating_the_reordered_series():
     assert picked.ids == again.ids
     picked.values.add_(1.0)  # a copy: the collated batch is left as it was
     assert torch.equal(whole.values, collate(data).values)
+
+
+def test_lists_of_series_pass_the_gate_whole():
+    """scikit-learn indexes a data set into a list of its series; the gate takes it back."""
+    from sklearn.utils import _safe_indexing
+
+    from latentode.datasets import IrregularSeries, make_spirals
+
+    data = make_spirals(n_series=6, n_obs=5, random_state=0).train
+    picked = _safe_indexing(data, [3, 0])
+    back = as_dataset(picked)
+    assert [s.id for s in back] == [data[3].id, data[0].id]
+    assert np.array_equal(back[0].values, data[3].values, equal_nan=True)
+    wider = IrregularSeries("w", np.array([0.0]), np.zeros((1, 3)))
+    with pytest.raises(ValueError, match=r"\[2, 3\] features"):
+        as_dataset([data[0], wider])
