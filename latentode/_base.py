@@ -131,13 +131,9 @@ class IrregularSeriesEstimator(BaseEstimator):
                 f"{name} has features {names} but the model was fitted with "
                 f"{list(self.feature_names_in_)}; select and order the columns the same way."
             )
-        early = [s.id for s in data if s.times[0] < self.time_origin_]
-        if early and self._time_origin_matters:
-            raise ValueError(
-                f"{name}: series {early[0]!r} (and {len(early) - 1} more) has observations before "
-                f"the time origin {self.time_origin_} of the training data; times must be "
-                "measured from the same origin as in fit."
-            )
+        if self._time_origin_matters:
+            first = min(s.times[0] for s in data)
+            self._warn_if_far(first, max(s.times[-1] for s in data), f"{name}'s times")
         return data
 
     def _check_times(self, times, data: IrregularDataset, *, name: str = "times") -> np.ndarray:
@@ -165,21 +161,28 @@ class IrregularSeriesEstimator(BaseEstimator):
             raise ValueError(f"{name} must be strictly increasing; sort it and drop duplicates.")
         if not self._time_origin_matters:
             return t
-        if t[0] < self.time_origin_:
-            raise ValueError(
-                f"{name} starts at {t[0]}, before the time origin {self.time_origin_} of the "
-                "training data; query times at or after it."
-            )
-        end = self.time_origin_ + self.time_scale_  # the training data's last time
-        if t[-1] > end + _FAR * self.time_scale_:
-            warnings.warn(
-                f"{name} reach {t[-1]:g}, {(t[-1] - end) / self.time_scale_:.1f} times the span "
-                f"of the training data ({self.time_scale_:g}) past its last time {end:g}: "
-                "predictions that far out follow dynamics never checked against data there.",
-                UserWarning,
-                stacklevel=3,
-            )
+        self._warn_if_far(t[0], t[-1], name)
         return t
+
+    def _warn_if_far(self, lo: float, hi: float, what: str) -> None:
+        """Warn when times reach far outside the span of the training data: earlier times are
+        solved backwards from the state at the origin, later ones forwards, by dynamics never
+        checked against data there."""
+        start, end = self.time_origin_, self.time_origin_ + self.time_scale_
+        reach = _FAR * self.time_scale_
+        for beyond, edge, side, dist in (
+            (lo < start - reach, start, "before its first", start - lo),
+            (hi > end + reach, end, "past its last", hi - end),
+        ):
+            if beyond:
+                warnings.warn(
+                    f"{what} reach {lo if edge == start else hi:g}, "
+                    f"{dist / self.time_scale_:.1f} times the span of the training data "
+                    f"({self.time_scale_:g}) {side} time {edge:g}: predictions that far out "
+                    "follow dynamics never checked against data there.",
+                    UserWarning,
+                    stacklevel=4,
+                )
 
     def _scale_times(self, t):
         return (t - self.time_origin_) / self.time_scale_

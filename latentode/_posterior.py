@@ -89,9 +89,10 @@ class PosteriorPredictiveMixin(IntervalMixin):
             The series to condition on.
         times : array-like of shape (time,), optional
             Increasing query times in the data's units; default the union of the series'
-            observation times. Any time at or after the training data's time origin is
-            allowed, also before a series' own first observation (``z0`` is the state at the
-            origin).
+            observation times. Any times are allowed, also before a series' first
+            observation or the training data's first time: ``z0`` is the state at the
+            training data's first time (``time_origin_``), solved forwards and backwards from
+            there. Times more than twice the training span outside it draw a warning.
         n_samples : int, default 32
             Monte Carlo draws of ``z0`` averaged for the mean.
 

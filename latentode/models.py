@@ -30,8 +30,8 @@ from .likelihoods import (
     window_integral,
 )
 from .nn import (
-    AugmentedDynamics,
     Anchor,
+    AugmentedDynamics,
     Decoder,
     IntensityNet,
     ODEFunc,
@@ -281,15 +281,28 @@ class LatentODEModel(PyroModule):
         z0 : Tensor of shape (..., batch, latent)
             Latent state at time 0.
         times : Tensor of shape (time,)
-            Increasing, non-negative, in model units.
+            Increasing, in model units; times before 0 are solved backwards from ``z0``.
 
         Returns
         -------
         z : Tensor of shape (..., batch, time, latent)
         cumulative : Tensor of shape (..., batch, time, features) or None
-            ``∫_0^t λ(z(s)) ds`` when ``poisson``.
+            ``∫_0^t λ(z(s)) ds`` when ``poisson`` (negative before 0).
         """
-        prepend = bool(times[0] > 0)
+        n_before = int((times < 0).sum())
+        if n_before:  # backwards from the origin to the earliest time, then forwards
+            parts = [self._solve_forward(z0, times[:n_before].flip(0))]
+            if n_before < times.numel():
+                parts.append(self._solve_forward(z0, times[n_before:]))
+            z = torch.cat([parts[0][0].flip(-2)] + [p[0] for p in parts[1:]], dim=-2)
+            if not self.poisson:
+                return z, None
+            return z, torch.cat([parts[0][1].flip(-2)] + [p[1] for p in parts[1:]], dim=-2)
+        return self._solve_forward(z0, times)
+
+    def _solve_forward(self, z0: torch.Tensor, times: torch.Tensor):
+        """:meth:`solve` for times all on one side of 0, monotone away from it."""
+        prepend = bool(times[0] != 0)
         grid = torch.cat([times.new_zeros(1), times]) if prepend else times
         y0 = z0
         if self.poisson:
@@ -420,7 +433,8 @@ class LatentODEModel(PyroModule):
         if self.tails is None:
             pyro.sample("obs", dist.Normal(loc, noise).to_event(2))
         else:
-            pyro.sample("obs", dist.StudentT(self.tails().expand(loc.shape), loc, noise).to_event(2))
+            df = self.tails().expand(loc.shape)
+            pyro.sample("obs", dist.StudentT(df, loc, noise).to_event(2))
         if self.classifier is not None:
             pyro.sample("label", self._label_dist(z0, z))
         return loc

@@ -166,8 +166,21 @@ def test_panel_dataframe_input_and_feature_checks(data, fitted):
         fitted.predict(frame[["x"]], times=[5.0])
     with pytest.raises(ValueError, match="strictly increasing"):
         fitted.predict(frame, times=[6.0, 5.0])
-    with pytest.raises(ValueError, match="before the time origin"):
-        fitted.predict(frame, times=[-1.0, 5.0])
+
+
+def test_times_before_the_training_origin_are_solved_backwards(data, fitted):
+    origin = fitted.time_origin_
+    out = fitted.predict(data.test, times=[origin - 1.0, origin - 1e-4, origin + 1e-4, 5.0])
+    assert np.isfinite(out.values).all()
+    # the path is continuous through the origin, where z0 sits
+    np.testing.assert_allclose(out.values[:, 1], out.values[:, 2], atol=1e-3)
+    assert not np.allclose(out.values[:, 0], out.values[:, 1], atol=1e-3)
+    # a series observed before the origin is read, and its early values are reconstructed
+    shifted = data.test.to_pandas().rename(index=lambda t: t - 1.0, level=1)
+    early = fitted.predict(shifted, times=[origin - 1.0])
+    assert np.isfinite(early.values).all()
+    with pytest.warns(UserWarning, match="before its first time"):
+        fitted.predict(data.test, times=[origin - 10 * fitted.time_scale_, 5.0])
 
 
 def test_missing_values_and_conditioning(data, fitted):

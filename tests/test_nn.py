@@ -95,7 +95,7 @@ def test_last_observed_is_strictly_earlier_per_feature():
     mask = torch.tensor([[[1, 0], [1, 1], [0, 0], [1, 0]]], dtype=torch.bool)
     last, gap, seen = last_observed(times, values, mask, torch.tensor([0.0, 1.0, 1.5, 3.0, 10.0]))
     # nothing precedes t=0; at t=1 only the value at t=0 (not the one at t=1 itself)
-    assert seen.tolist() == [[[False, False], [True, False], [True, True], [True, True]] + [[True, True]]]
+    assert seen[0].tolist() == [[False, False], [True, False]] + [[True, True]] * 3
     assert last[0, :, 0].tolist() == [0.0, 1.0, 2.0, 2.0, 4.0]
     assert last[0, :, 1].tolist() == [0.0, 0.0, 5.0, 5.0, 5.0]
     assert gap[0, :, 0].tolist() == [0.0, 1.0, 0.5, 2.0, 7.0]

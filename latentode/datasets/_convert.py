@@ -431,8 +431,9 @@ def as_dataset(X, *, name: str = "X") -> IrregularDataset:
     Parameters
     ----------
     X : IrregularDataset, DataFrame, xarray object, IrregularSeries, or list of (times, values)
-        or of IrregularSeries (what scikit-learn's indexing makes of a data set). A DataFrame must be indexed by (series id, time) with one column per feature; an
-        xarray DataArray or Dataset as :func:`from_xarray` takes it (default dim names).
+        or of IrregularSeries (what scikit-learn's indexing makes of a data set). A DataFrame
+        must be indexed by (series id, time) with one column per feature; an xarray
+        DataArray or Dataset as :func:`from_xarray` takes it (default dim names).
     name : str
         The argument's name, used in error messages.
 
