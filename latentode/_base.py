@@ -164,6 +164,10 @@ class IrregularSeriesEstimator(BaseEstimator):
         self._warn_if_far(t[0], t[-1], name)
         return t
 
+    def _grid_check(self, data: IrregularDataset):
+        """A validator of one series' query times, ``check(times, name)``."""
+        return lambda t, name: self._check_times(t, data, name=name)
+
     def _warn_if_far(self, lo: float, hi: float, what: str) -> None:
         """Warn when times reach far outside the span of the training data: earlier times are
         solved backwards from the state at the origin, later ones forwards, by dynamics never
@@ -306,12 +310,14 @@ class IrregularSeriesEstimator(BaseEstimator):
 class IntervalMixin:
     """Central predictive intervals from an estimator's ``predict_quantiles``."""
 
-    def predict_interval(self, X, *, times=None, coverage=0.9, n_samples=None) -> pd.DataFrame:
+    def predict_interval(
+        self, X, *, times=None, horizon=None, n_points=20, coverage=0.9, n_samples=None
+    ) -> pd.DataFrame:
         """Central predictive intervals (observation noise included).
 
         Parameters
         ----------
-        X, times, n_samples
+        X, times, horizon, n_points, n_samples
             As in the estimator's ``predict_quantiles``.
         coverage : float or sequence of float in (0, 1), default 0.9
 
@@ -326,7 +332,9 @@ class IntervalMixin:
             raise ValueError(_COVERAGE.message(coverage))
         bounds = np.concatenate([(1 - levels) / 2, (1 + levels) / 2])
         kwargs = {} if n_samples is None else {"n_samples": n_samples}
-        quantiles = self.predict_quantiles(X, times=times, q=bounds, **kwargs)
+        quantiles = self.predict_quantiles(
+            X, times=times, horizon=horizon, n_points=n_points, q=bounds, **kwargs
+        )
         out = {}
         for feature in quantiles.columns.get_level_values(0).unique():
             for k, c in enumerate(levels):

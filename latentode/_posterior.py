@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 import math
 import warnings
+from collections.abc import Mapping
 
 import numpy as np
 import pandas as pd
@@ -20,6 +21,7 @@ from sklearn.utils.validation import check_is_fitted
 
 from ._base import PREDICT_CHUNK, IntervalMixin, seed_from
 from ._empirical import BinnedEmpirical
+from ._query import quantiles_per_series, series_grids
 from ._validation import integer
 from .datasets import collate
 from .evaluation import NothingHeldOut, gaps_to, held_out_draws, hold_out
@@ -176,27 +178,49 @@ class PosteriorPredictiveMixin(IntervalMixin):
         return xr.Dataset(variables, coords=coords)
 
     def predict_quantiles(
-        self, X, *, times=None, q=(0.05, 0.5, 0.95), n_samples: int = 200
+        self,
+        X,
+        *,
+        times=None,
+        horizon=None,
+        n_points: int = 20,
+        q=(0.05, 0.5, 0.95),
+        n_samples: int = 200,
     ) -> pd.DataFrame:
         """Quantiles of the posterior predictive (observation noise included).
 
         Parameters
         ----------
         X : IrregularDataset, DataFrame or list of (times, values)
-        times : array-like of shape (time,), optional
+        times : array-like of shape (time,) or mapping of series id to array-like, optional
+            One grid for every series, or each series' own times.
+        horizon : float, optional
+            Instead of ``times``: ``n_points`` times evenly spaced after each series' own last
+            observation, up to ``last + horizon`` (in the data's time unit).
+        n_points : int, default 20
         q : float or sequence of float in (0, 1), default (0.05, 0.5, 0.95)
         n_samples : int, default 200
             Draws from which the quantiles are estimated.
 
         Returns
         -------
-        DataFrame of shape (series * time, features * len(q))
-            Indexed by (series, time); columns a MultiIndex (feature, quantile), as sktime's
+        DataFrame of shape (rows, features * len(q))
+            Indexed by (series, time) — every series at every time of one grid, or each at its
+            own times; columns a MultiIndex (feature, quantile), as sktime's
             ``predict_quantiles`` for panel data. In the data's units.
         """
         levels = np.atleast_1d(np.asarray(q, dtype=np.float64))
-        if levels.ndim != 1 or not ((levels > 0) & (levels < 1)).all():
+        if levels.ndim != 1 or levels.size == 0 or not ((levels > 0) & (levels < 1)).all():
             raise ValueError(f"q must be quantile levels in (0, 1); got {q!r}.")
+        if horizon is not None or isinstance(times, Mapping):
+            check_is_fitted(self)
+            data = self._check_data(X)
+            grids = series_grids(
+                data, times=times, horizon=horizon, n_points=n_points, check=self._grid_check(data)
+            )
+            return quantiles_per_series(
+                self.predict_quantiles, data, grids, n_samples, q=levels, n_samples=n_samples
+            )
         obs = self.sample(X, times=times, n_samples=n_samples)["obs"]
         table = obs.quantile(levels, dim="sample").transpose("series", "time", "feature", ...)
         frame = table.to_series().unstack(["feature", "quantile"])

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import math
 import sys
 from pathlib import Path
 
@@ -117,9 +118,15 @@ def _load_model(path):
 
 def _predict(args) -> None:
     model, data = _load_model(args.model), _load_data(args)
-    times = _query_times(args, data)
     q = [float(x) for x in args.quantiles.split(",")]
-    table = model.predict_quantiles(data, times=times, q=q, n_samples=args.samples)
+    if args.horizon is not None and not args.times:  # each series from its own last time
+        n_points = math.ceil(args.horizon / args.step - 1e-9) if args.step else 20
+        table = model.predict_quantiles(
+            data, horizon=args.horizon, n_points=n_points, q=q, n_samples=args.samples
+        )
+    else:
+        times = _query_times(args, data)
+        table = model.predict_quantiles(data, times=times, q=q, n_samples=args.samples)
     table.columns = [f"{feature}_q{level:g}" for feature, level in table.columns]
     output = Path(args.output)
     if output.suffix.lower() in (".nc", ".netcdf"):
@@ -225,9 +232,15 @@ def _time_arguments(parser) -> None:
     parser.add_argument("--times", help="comma-separated query times")
     positive = real("horizon", low=0, low_open=True)
     parser.add_argument(
-        "--horizon", type=positive.parse, help="predict this far past the last time"
+        "--horizon",
+        type=positive.parse,
+        help="forecast this far past each series' own last observation",
     )
-    parser.add_argument("--step", type=positive.parse, help="spacing of the horizon grid")
+    parser.add_argument(
+        "--step",
+        type=positive.parse,
+        help="spacing of the horizon grid (default: the horizon in 20 steps)",
+    )
     parser.add_argument(
         "--samples",
         type=integer("samples", low=1).parse,

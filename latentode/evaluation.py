@@ -18,6 +18,7 @@ from collections.abc import Mapping, Sequence
 import numpy as np
 import pandas as pd
 
+from ._query import chunks
 from ._validation import integer, real
 from .datasets import IrregularDataset, IrregularSeries, as_dataset
 from .metrics import crps, interval_metrics
@@ -34,8 +35,6 @@ __all__ = [
 
 _LEVEL = real("levels", low=0, low_open=True, high=1, high_open=True)
 _N_SAMPLES = integer("n_samples", low=1)
-#: Upper bound on series x query times x samples x features drawn at once.
-_CELLS = 20_000_000
 
 
 class NothingHeldOut(ValueError):
@@ -167,17 +166,9 @@ def held_out_draws(model, context, target, n_samples: int, **sample_options):
     draws : ndarray of shape (n_samples, values)
         Values and draws in float32, to bound memory.
     """
-    d = target.n_features
     truths, features, gaps, draws = [], [], [], []
-    start = 0
-    while start < len(target):
-        # as many series as keep the draws of one call within _CELLS
-        stop, grid = start, np.zeros(0)
-        while stop < len(target):
-            wider = np.union1d(grid, target[stop].times)
-            if stop > start and (stop - start + 1) * wider.size * n_samples * d > _CELLS:
-                break
-            grid, stop = wider, stop + 1
+    grids = [s.times for s in target]
+    for start, stop, grid in chunks(grids, n_samples, target.n_features):
         chunk = context[start:stop]
         obs = model.sample(chunk, times=grid, n_samples=n_samples, **sample_options)["obs"].values
         for row, (c, s) in enumerate(zip(chunk, target[start:stop], strict=True)):
@@ -188,7 +179,6 @@ def held_out_draws(model, context, target, n_samples: int, **sample_options):
             features.append(f_idx)
             gaps.append(gaps_to(c.times, s.times)[t_idx])
             draws.append(obs[:, row, cols[t_idx], f_idx].astype(np.float32))
-        start = stop
     return (
         np.concatenate(truths),
         np.concatenate(features),

@@ -11,6 +11,8 @@ from other observed values, and the errors it makes, binned by the time from the
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
 import numpy as np
 import pandas as pd
 import xarray as xr
@@ -19,6 +21,7 @@ from sklearn.utils.validation import check_is_fitted
 
 from ._base import IntervalMixin, IrregularSeriesEstimator, seed_from
 from ._empirical import BinnedEmpirical
+from ._query import quantiles_per_series, series_grids
 from ._validation import check_params, integer, real
 from .datasets import IrregularDataset, as_dataset
 
@@ -183,24 +186,36 @@ class _Rule(IntervalMixin, IrregularSeriesEstimator):
         dims = ("series", "time", "feature")
         return xr.Dataset({"obs": (("sample", *dims), draws), "mean": (dims, pred)}, coords=coords)
 
-    def predict_quantiles(self, X, *, times=None, q=(0.05, 0.5, 0.95)) -> pd.DataFrame:
+    def predict_quantiles(
+        self, X, *, times=None, horizon=None, n_points: int = 20, q=(0.05, 0.5, 0.95)
+    ) -> pd.DataFrame:
         """The prediction plus the quantiles of the training errors at its gap.
 
         Parameters
         ----------
         X : IrregularDataset, DataFrame or list of (times, values)
-        times : array-like of shape (time,), optional
+        times : array-like of shape (time,) or mapping of series id to array-like, optional
+        horizon : float, optional
+        n_points : int, default 20
+            As in :meth:`LatentODE.predict_quantiles`.
         q : float or sequence of float in (0, 1)
 
         Returns
         -------
-        DataFrame of shape (series * time, features * len(q))
+        DataFrame of shape (rows, features * len(q))
             Indexed by (series, time); columns a MultiIndex (feature, quantile), as
             :meth:`LatentODE.predict_quantiles`.
         """
         levels = np.atleast_1d(np.asarray(q, dtype=np.float64))
         if levels.ndim != 1 or levels.size == 0 or not all(map(_LEVEL.ok, levels.tolist())):
             raise ValueError(f"q must be quantile levels in (0, 1); got {q!r}.")
+        if horizon is not None or isinstance(times, Mapping):
+            check_is_fitted(self)
+            data = self._check_data(X)
+            grids = series_grids(
+                data, times=times, horizon=horizon, n_points=n_points, check=self._grid_check(data)
+            )
+            return quantiles_per_series(self.predict_quantiles, data, grids, 1, q=levels)
         data, t = self._checked(X, times)
         pred, gap, kind = self._evaluate(data, t)
         out = np.repeat(pred[..., None], len(levels), axis=-1)  # (series, time, feature, q)

@@ -1,6 +1,7 @@
 import subprocess
 import sys
 
+import numpy as np
 import pandas as pd
 import pytest
 
@@ -60,7 +61,14 @@ def test_predict_writes_quantiles_per_series_and_time(table, model):
     assert (result["x_q0.05"] <= result["x_q0.95"]).all()
     grid = folder / "grid.csv"
     assert main(["predict", *common, "--horizon", "2", "--step", "0.5", "--output", str(grid)]) == 0
-    assert pd.read_csv(grid)["time"].max() == pytest.approx(frame["t"].max() + 2, abs=0.5)
+    forecast = pd.read_csv(grid)
+    # every series from its own last observation: four times, 0.5 apart, in clean numbers
+    last = frame.groupby("spiral")["t"].max()
+    assert (forecast.groupby("series").size() == 4).all()
+    ends = forecast.groupby("series")["time"].max()
+    np.testing.assert_allclose(ends.values, last.loc[ends.index].values + 2.0)
+    assert forecast.groupby("series")["time"].min().gt(last.loc[ends.index]).all()
+    assert all(len(repr(t)) < 12 for t in forecast["time"])
 
 
 def test_plot_writes_a_png(table, model, monkeypatch):

@@ -148,3 +148,16 @@ def test_summary_logistic_regression_learns_from_summaries_with_missing_features
     )
     with pytest.raises(ValueError, match="select and order the columns"):
         clf.predict(swapped)
+
+
+def test_rules_take_per_series_times_and_horizons():
+    from latentode.datasets import from_arrays
+
+    data = from_arrays([([0.0, 1.0], [[1.0], [2.0]]), ([0.0, 3.0], [[5.0], [7.0]])])
+    rule = LastValue(random_state=0).fit(data)
+    table = rule.predict_quantiles(data, horizon=2.0, n_points=2, q=[0.5])
+    assert table.index.tolist() == [(0, 2.0), (0, 3.0), (1, 4.0), (1, 5.0)]
+    common = rule.predict_quantiles(data[1:], times=[4.0, 5.0], q=[0.5])
+    np.testing.assert_allclose(table.values[2:], common.values)
+    own = rule.predict_quantiles(data, times={0: [0.5], "1": [2.0]}, q=[0.5])
+    assert own.index.tolist() == [(0, 0.5), (1, 2.0)]

@@ -81,3 +81,25 @@ def test_fit_calibrates_on_validation_series_when_it_can(spirals):
     assert few.calibration_ is None
     with pytest.raises(ValueError, match="values could be held out"):
         few.calibrate(spirals.test[:2])
+
+
+def test_per_series_times_and_horizons_match_the_common_grid(spirals, fitted):
+    series = spirals.test[:4]
+    own = {s.id: s.times[-1] + np.array([0.5, 1.0]) for s in series}
+    table = fitted.predict_quantiles(series, times=own, q=[0.5], n_samples=64)
+    assert [len(table.loc[s.id]) for s in series] == [2] * 4
+    for s in series:
+        np.testing.assert_allclose(table.loc[s.id].index.values, own[s.id])
+    # the same values as asking that one series on its own grid (the draws are seeded)
+    first = fitted.predict_quantiles(series[:1], times=own[series[0].id], q=[0.5], n_samples=64)
+    np.testing.assert_allclose(table.loc[series[0].id].values, first.values, atol=0.2)
+    ahead = fitted.predict_interval(series, horizon=1.0, n_points=2, n_samples=64)
+    assert np.allclose(ahead.index.get_level_values("time"), np.concatenate(list(own.values())))
+    with pytest.raises(ValueError, match="no entry for series"):
+        fitted.predict_quantiles(series, times={series[0].id: [1.0]})
+    with pytest.raises(ValueError, match="either times or horizon"):
+        fitted.predict_quantiles(series, times=[1.0], horizon=1.0)
+    with pytest.raises(ValueError, match="horizon"):
+        fitted.predict_quantiles(series, horizon=-1.0)
+    with pytest.raises(ValueError, match="q must be"):
+        fitted.predict_quantiles(series, q=[])
