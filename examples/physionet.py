@@ -158,7 +158,7 @@ def main(argv=None):
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--output", default="physionet.png", help="figure to write")
     parser.add_argument("--json", help="write the results as JSON here")
-    parser.add_argument("--verbose", action="store_true")
+    parser.add_argument("--verbose", action="store_true", help="progress bar even off a terminal")
     args = parser.parse_args(argv)
 
     start = time.perf_counter()
@@ -204,7 +204,7 @@ def main(argv=None):
         patience=args.patience,
         obs_weighting=args.obs_weighting,
         random_state=args.seed,
-        verbose=args.verbose,
+        verbose="force" if args.verbose else True,  # a progress bar in a terminal
     )
     start = time.perf_counter()
     if args.no_labels:
