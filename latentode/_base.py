@@ -206,6 +206,18 @@ class IrregularSeriesEstimator(BaseEstimator):
             values_transform=self._scale_values,
         )
 
+    def _attrs(self, **extra) -> dict:
+        """Attributes of xarray outputs: what made them, and the model's time frame."""
+        from . import __version__
+
+        return {
+            "model": type(self).__name__,
+            "latentode_version": __version__,
+            "time_origin": float(self.time_origin_),
+            "time_span_of_training_data": float(self.time_scale_),
+            **extra,
+        }
+
     def _coords(self, data: IrregularDataset, t: np.ndarray) -> dict:
         return {
             "series": np.asarray(data.ids, dtype=object),

@@ -110,6 +110,7 @@ class PosteriorPredictiveMixin(IntervalMixin):
             dims=("series", "time", "feature"),
             coords=self._coords(data, t),
             name="mean",
+            attrs=self._attrs(quantity="posterior predictive mean", n_samples=n_samples),
         )
 
     def sample(
@@ -161,7 +162,8 @@ class PosteriorPredictiveMixin(IntervalMixin):
         coords["sample"] = np.arange(n_samples)
         dims = ("sample", "series", "time", "feature")
         obs = self._unscale_values(draws["obs"])
-        if calibrated and getattr(self, "calibration_", None) is not None:
+        calibrated = calibrated and getattr(self, "calibration_", None) is not None
+        if calibrated:
             obs = self._calibrated(obs, data, t)
         variables = {
             "obs": (dims, obs),
@@ -175,7 +177,7 @@ class PosteriorPredictiveMixin(IntervalMixin):
             coords["latent"] = np.arange(self.latent_dim)
             variables["z0"] = (("sample", "series", "latent"), draws["z0"].cpu().numpy())
             variables["z"] = (("sample", "series", "time", "latent"), draws["z"].cpu().numpy())
-        return xr.Dataset(variables, coords=coords)
+        return xr.Dataset(variables, coords=coords, attrs=self._attrs(calibrated=int(calibrated)))
 
     def predict_quantiles(
         self,

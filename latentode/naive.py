@@ -156,7 +156,11 @@ class _Rule(IntervalMixin, IrregularSeriesEstimator):
         data, t = self._checked(X, times)
         pred, _, _ = self._evaluate(data, t)
         return xr.DataArray(
-            pred, dims=("series", "time", "feature"), coords=self._coords(data, t), name="mean"
+            pred,
+            dims=("series", "time", "feature"),
+            coords=self._coords(data, t),
+            name="mean",
+            attrs=self._attrs(quantity="prediction"),
         )
 
     def sample(self, X, *, times=None, n_samples: int = 100) -> xr.Dataset:
@@ -184,7 +188,8 @@ class _Rule(IntervalMixin, IrregularSeriesEstimator):
         coords = self._coords(data, t)
         coords["sample"] = np.arange(n_samples)
         dims = ("series", "time", "feature")
-        return xr.Dataset({"obs": (("sample", *dims), draws), "mean": (dims, pred)}, coords=coords)
+        variables = {"obs": (("sample", *dims), draws), "mean": (dims, pred)}
+        return xr.Dataset(variables, coords=coords, attrs=self._attrs())
 
     def predict_quantiles(
         self, X, *, times=None, horizon=None, n_points: int = 20, q=(0.05, 0.5, 0.95)

@@ -103,3 +103,14 @@ def test_per_series_times_and_horizons_match_the_common_grid(spirals, fitted):
         fitted.predict_quantiles(series, horizon=-1.0)
     with pytest.raises(ValueError, match="q must be"):
         fitted.predict_quantiles(series, q=[])
+
+
+def test_outputs_say_what_made_them(spirals, fitted):
+    from latentode import LastValue, __version__
+
+    mean = fitted.predict(spirals.test[:2], times=[1.0])
+    assert mean.attrs["model"] == "LatentODE" and mean.attrs["latentode_version"] == __version__
+    assert mean.attrs["time_origin"] == fitted.time_origin_
+    assert fitted.sample(spirals.test[:2], times=[1.0], n_samples=4).attrs["calibrated"] == 0
+    rule = LastValue().fit(spirals.train)
+    assert rule.sample(spirals.test[:2], times=[1.0], n_samples=4).attrs["model"] == "LastValue"
