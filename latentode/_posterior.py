@@ -17,6 +17,7 @@ import numpy as np
 import pandas as pd
 import torch
 import xarray as xr
+from scipy import stats
 from sklearn.utils.validation import check_is_fitted
 
 from ._base import PREDICT_CHUNK, IntervalMixin, seed_from
@@ -247,10 +248,14 @@ class PosteriorPredictiveMixin(IntervalMixin):
             Groups: ``posterior`` with ``z0 (chain, draw, series, latent)``;
             ``posterior_predictive`` with ``obs (chain, draw, series, time, feature)``;
             ``observed_data`` with ``obs (series, time, feature)``, NaN where not observed;
-            ``log_likelihood`` with ``obs (chain, draw, series)``, each series' Gaussian
-            log-likelihood of its observed values in the data's units, so that ``az.loo``
-            and ``az.waic`` leave out one series at a time. Times are the union of the
-            series' observation times.
+            ``log_likelihood`` with ``obs (chain, draw, series)``, each series'
+            log-likelihood of its observed values in the data's units (the model's noise
+            family), so that ``az.loo`` and ``az.waic`` leave out one series at a time. Times
+            are the union of the series' observation times. The draws of ``z0`` come from the
+            variational posterior ``q(z0 | x)``, not from MCMC: ``loo``/``waic`` on them are
+            approximations whose Pareto-k diagnostics are often high; compare models by
+            :meth:`score` (the ELBO) or held-out error (:mod:`latentode.evaluation`). The
+            ``posterior`` group's attributes say so.
         """
         data, t, draws = self._draw(X, None, n_samples, sites=("z0", "mean", "obs"))
         z0, noise = draws["z0"], self.model_.noise().detach()
@@ -259,16 +264,20 @@ class PosteriorPredictiveMixin(IntervalMixin):
         sigma = noise.cpu().double().numpy() * self.value_scale_
         batch = collate(data, times_transform=None)
         observed = np.where(batch.mask.numpy(), batch.values.double().numpy(), np.nan)
-        log_density = (
-            -0.5 * ((observed - loc) / sigma) ** 2 - np.log(sigma) - 0.5 * math.log(2 * math.pi)
-        )
+        if self.model_.tails is None:
+            log_density = stats.norm.logpdf(observed, loc, sigma)
+        else:  # the model's Student-t noise, its degrees of freedom per feature
+            df = self.model_.tails().detach().cpu().double().numpy()
+            log_density = stats.t.logpdf(observed, df, loc, sigma)
         log_lik = np.nansum(log_density, axis=(-2, -1))
         coords = self._coords(data, t)
         coords.update(chain=[0], draw=np.arange(n_samples), latent=np.arange(self.latent_dim))
         draws = ("chain", "draw", "series")
         groups = {
             "posterior": xr.Dataset(
-                {"z0": (draws + ("latent",), z0.cpu().double().numpy()[None])}, coords=coords
+                {"z0": (draws + ("latent",), z0.cpu().double().numpy()[None])},
+                coords=coords,
+                attrs=self._attrs(inference="variational (amortised SVI), not MCMC"),
             ),
             "posterior_predictive": xr.Dataset(
                 {"obs": (draws + ("time", "feature"), predictive)}, coords=coords

@@ -484,6 +484,8 @@ def test_anchor_and_student_t_train_round_trip_and_anchor_keeps_levels(tmp_path)
     assert errors[True] < 0.5 * errors[False]
     heavy = LatentODE(anchor=True, likelihood="student_t", **{**kw, "max_epochs": 3}).fit(train)
     assert torch.all(heavy.model_.tails() > 2)
+    idata = heavy.to_inference_data(context[:3], n_samples=4)
+    assert np.isfinite(np.asarray(idata["log_likelihood"]["obs"])).all()
     heavy.save(tmp_path / "t.pt")
     back = LatentODE.load(tmp_path / "t.pt")
     assert back.likelihood == "student_t" and back.anchor is True
