@@ -108,6 +108,28 @@ def _fit(args) -> None:
     )
 
 
+_FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
+
+
+def _csv_safe(frame):
+    """Text cells a spreadsheet would run as formulas (``=cmd|...``), quoted with a leading
+    apostrophe (OWASP's advice for CSV injection); numbers and other text unchanged."""
+
+    def safe(value):
+        if isinstance(value, str) and value.startswith(_FORMULA_START):
+            try:
+                float(value)
+            except ValueError:
+                return "'" + value
+        return value
+
+    out = frame.copy()
+    for column in out.columns:
+        if pd.api.types.is_object_dtype(out[column]) or pd.api.types.is_string_dtype(out[column]):
+            out[column] = out[column].map(safe)
+    return out
+
+
 def _load_model(path):
     from . import LatentODE
 
@@ -132,7 +154,7 @@ def _predict(args) -> None:
     if output.suffix.lower() in (".nc", ".netcdf"):
         table.to_xarray().to_netcdf(output)
     elif output.suffix.lower() == ".csv":
-        table.to_csv(output)
+        _csv_safe(table.reset_index()).to_csv(output, index=False)
     else:
         raise CommandError(f"{args.output}: write .csv or .nc.")
     print(f"wrote {len(table)} rows ({len(data)} series) to {output}")
@@ -192,7 +214,7 @@ def _evaluate(args) -> None:
     if args.plot:  # one set of draws for the table and the diagram
         levels = sorted(set(levels) | set(RELIABILITY_LEVELS))
     table = evaluate(models, context, target, levels=levels, n_samples=args.samples)
-    table.to_csv(output, index=False)
+    _csv_safe(table).to_csv(output, index=False)
     print(table[table.feature == "all"].drop(columns="feature").to_string(index=False))
     print(f"wrote {len(table)} rows ({len(target)} series held out) to {output}")
     if args.plot:

@@ -185,3 +185,16 @@ def test_evaluate_scores_the_model_beside_the_baselines(table, model, capsys):
     )
     with pytest.raises(SystemExit):
         main(["evaluate", *common, "--n-last", "3", "--last", "2", "--output", str(out)])
+
+
+def test_csv_output_never_starts_a_cell_with_a_formula(model, tmp_path):
+    frame = pd.DataFrame(
+        {"spiral": ["=HYPERLINK(1)", "=HYPERLINK(1)", "-5", "-5"], "t": [0.0, 1.0, 0.0, 1.0]}
+    )
+    frame["x"], frame["y"] = [0.1, 0.2, 0.3, 0.4], [0.0, 0.1, 0.2, 0.3]
+    path, out = tmp_path / "ids.csv", tmp_path / "out.csv"
+    frame.to_csv(path, index=False)
+    args = [str(model), str(path), "--id-col", "spiral", "--time-col", "t", "--times", "2"]
+    assert main(["predict", *args, "--samples", "8", "--output", str(out)]) == 0
+    ids = set(pd.read_csv(out)["series"].astype(str))
+    assert ids == {"'=HYPERLINK(1)", "-5"}  # a number stays a number
