@@ -17,7 +17,9 @@ from __future__ import annotations
 import argparse
 import logging
 import math
+import os
 import sys
+import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -88,6 +90,9 @@ def _query_times(args, data) -> np.ndarray | None:
 def _fit(args) -> None:
     from . import LatentODE
 
+    _writable("--model", args.model)
+    if args.checkpoint:
+        _writable("--checkpoint", args.checkpoint)
     data = _load_data(args)
     model = LatentODE(
         latent_dim=args.latent_dim,
@@ -101,11 +106,34 @@ def _fit(args) -> None:
         verbose="force" if args.progress else False,
     )
     model.fit(data, checkpoint=args.checkpoint, resume=args.resume)
-    model.save(args.model)
+    try:
+        model.save(args.model)
+    except OSError as err:  # keep hours of training: write it where we can, and say where
+        rescue = Path(tempfile.gettempdir()) / f"latentode-fitted-{os.getpid()}.pt"
+        model.save(rescue)
+        raise CommandError(
+            f"--model {args.model}: could not be written ({err}); the fitted model was saved "
+            f"to {rescue} instead."
+        ) from err
     print(
         f"fitted {len(data)} series × {data.n_features} features in {len(model.history_.loss)} "
         f"epochs (final loss {model.history_.loss[-1]:.4g}); wrote {args.model}"
     )
+
+
+def _writable(option: str, value, suffixes: tuple[str, ...] | None = None) -> Path:
+    """The output path of ``option``, checked before any work: a known suffix (if any are
+    given), an existing folder, not a folder itself."""
+    path = Path(value)
+    if suffixes and path.suffix.lower() not in suffixes:
+        raise CommandError(f"{option} {value}: write {' or '.join(suffixes)}.")
+    if path.is_dir():
+        raise CommandError(f"{option} {value} is a folder; give a file name in it.")
+    if not path.resolve().parent.is_dir():
+        raise CommandError(
+            f"{option} {value}: the folder {path.resolve().parent} does not exist; create it first."
+        )
+    return path
 
 
 _FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
@@ -139,6 +167,7 @@ def _load_model(path):
 
 
 def _predict(args) -> None:
+    output = _writable("--output", args.output, (".csv", ".nc", ".netcdf"))
     model, data = _load_model(args.model), _load_data(args)
     q = [float(x) for x in args.quantiles.split(",")]
     if args.horizon is not None and not args.times:  # each series from its own last time
@@ -150,13 +179,10 @@ def _predict(args) -> None:
         times = _query_times(args, data)
         table = model.predict_quantiles(data, times=times, q=q, n_samples=args.samples)
     table.columns = [f"{feature}_q{level:g}" for feature, level in table.columns]
-    output = Path(args.output)
     if output.suffix.lower() in (".nc", ".netcdf"):
         table.to_xarray().to_netcdf(output)
-    elif output.suffix.lower() == ".csv":
-        _csv_safe(table.reset_index()).to_csv(output, index=False)
     else:
-        raise CommandError(f"{args.output}: write .csv or .nc.")
+        _csv_safe(table.reset_index()).to_csv(output, index=False)
     print(f"wrote {len(table)} rows ({len(data)} series) to {output}")
 
 
@@ -167,6 +193,7 @@ def _plot(args) -> None:
 
     from .plotting import plot_posterior_grid
 
+    _writable("--output", args.output, (".png", ".pdf", ".svg"))
     model, data = _load_model(args.model), _load_data(args)
     chosen = args.series or data.ids[: args.max_series]
     missing = [s for s in chosen if str(s) not in {str(i) for i in data.ids}]
@@ -188,12 +215,9 @@ def _evaluate(args) -> None:
     from . import FeatureMean, LastValue, LinearInterpolation
     from .evaluation import RELIABILITY_LEVELS, evaluate, hold_out, reliability
 
-    output = Path(args.output)
-    if output.suffix.lower() != ".csv":
-        raise CommandError(f"--output {args.output}: write a .csv file.")
-    for path in (output, Path(args.plot) if args.plot else None):
-        if path is not None and not path.resolve().parent.is_dir():
-            raise CommandError(f"{path}: the folder {path.resolve().parent} does not exist.")
+    output = _writable("--output", args.output, (".csv",))
+    if args.plot:
+        _writable("--plot", args.plot, (".png", ".pdf", ".svg"))
     model, data = _load_model(args.model), _load_data(args)
     holdout = {
         k: v

@@ -1,5 +1,6 @@
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -198,3 +199,45 @@ def test_csv_output_never_starts_a_cell_with_a_formula(model, tmp_path):
     assert main(["predict", *args, "--samples", "8", "--output", str(out)]) == 0
     ids = set(pd.read_csv(out)["series"].astype(str))
     assert ids == {"'=HYPERLINK(1)", "-5"}  # a number stays a number
+
+
+def test_output_paths_are_checked_before_any_work(table, tmp_path, capsys, monkeypatch):
+    import latentode.cli
+
+    _, path, _ = table
+    fitted = []
+    monkeypatch.setattr(latentode.cli, "_load_data", lambda args: fitted.append(1))
+    data = [str(path), "--id-col", "spiral", "--time-col", "t"]
+    missing = tmp_path / "no" / "such" / "model.pt"
+    assert main(["fit", *data, "--model", str(missing)]) == 2
+    assert "does not exist; create it first" in capsys.readouterr().err
+    assert main(["fit", *data, "--model", str(tmp_path)]) == 2
+    assert "is a folder" in capsys.readouterr().err
+    assert (
+        main(
+            ["predict", "m.pt", *data, "--times", "1", "--output", str(missing.with_suffix(".csv"))]
+        )
+        == 2
+    )
+    assert fitted == []  # the data were never read, nothing was trained
+
+
+def test_a_failed_final_write_keeps_the_fitted_model(table, tmp_path, capsys, monkeypatch):
+    from latentode import LatentODE
+
+    _, path, _ = table
+    target = tmp_path / "model.pt"
+    real_save = LatentODE.save
+
+    def flaky(self, where):
+        if str(where) == str(target):
+            raise OSError(28, "No space left on device")
+        return real_save(self, where)
+
+    monkeypatch.setattr(LatentODE, "save", flaky)
+    args = ["fit", str(path), "--id-col", "spiral", "--time-col", "t", "--model", str(target)]
+    assert main([*args, "--epochs", "1", "--latent-dim", "2"]) == 2
+    err = capsys.readouterr().err
+    rescued = err.split("saved to ")[1].split(" instead")[0]
+    assert "No space left" in err and LatentODE.load(rescued).n_features_in_ == 2
+    Path(rescued).unlink()
