@@ -11,7 +11,6 @@ from __future__ import annotations
 import contextlib
 import inspect
 import json
-import re
 import warnings
 
 import numpy as np
@@ -72,9 +71,6 @@ def seed_from(random_state) -> int:
     )
 
 
-_DEFAULT_NAME = re.compile(r"^x\d+$")
-
-
 class IrregularSeriesEstimator(BaseEstimator):
     """Shared machinery: validation, scaling of values and time, batching, persistence.
 
@@ -126,7 +122,9 @@ class IrregularSeriesEstimator(BaseEstimator):
                 f"{self.n_features_in_} ({list(self.feature_names_in_)}); pass the same features."
             )
         names = data.feature_names
-        if not all(_DEFAULT_NAME.match(n) for n in names) and names != list(self.feature_names_in_):
+        # unnamed input (lists of arrays) gets x0, x1, ... in order; any other naming must match
+        unnamed = names == [f"x{i}" for i in range(len(names))]
+        if not unnamed and names != list(self.feature_names_in_):
             raise ValueError(
                 f"{name} has features {names} but the model was fitted with "
                 f"{list(self.feature_names_in_)}; select and order the columns the same way."

@@ -500,3 +500,16 @@ def test_cross_validation_on_a_data_set_keeps_series_whole(data):
 
     scores = cross_val_score(LatentODE(**{**FAST, "max_epochs": 1}), data.train[:20], cv=2)
     assert scores.shape == (2,) and np.all(np.isfinite(scores))
+
+
+def test_default_looking_feature_names_are_still_checked_for_order():
+    from latentode.datasets import from_arrays
+
+    data = from_arrays(
+        [(np.arange(4.0), np.random.default_rng(i).normal(size=(4, 2))) for i in range(8)]
+    )  # features x0, x1
+    est = LatentODE(**{**FAST, "max_epochs": 1}).fit(data)
+    frame = data.to_pandas()
+    assert est.predict(frame, times=[1.0]).shape == (8, 1, 2)
+    with pytest.raises(ValueError, match="select and order the columns"):
+        est.predict(frame[["x1", "x0"]], times=[1.0])
