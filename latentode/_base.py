@@ -39,6 +39,8 @@ __all__ = [
 PREDICT_CHUNK = 512
 #: Query times further than this many training spans past the training data's end warn.
 _FAR = 2.0
+#: Ratio of the training span to a typical series' span beyond which fit warns.
+_SPREAD = 100.0
 _COVERAGE = real("coverage", low=0, low_open=True, high=1, high_open=True)
 
 
@@ -113,6 +115,16 @@ class IrregularSeriesEstimator(BaseEstimator):
         self.time_origin_ = data.t_min
         span = data.t_max - data.t_min
         self.time_scale_ = float(span) if span > 0 else 1.0
+        typical = float(np.median([s.times[-1] - s.times[0] for s in data]))
+        if typical > 0 and span > _SPREAD * typical:
+            warnings.warn(
+                f"X: the training times span {span:g} but a typical series spans {typical:g}: "
+                "the model's time scale follows the whole span, so each series' own dynamics "
+                "are squeezed into a sliver of it. Measure every series from its own origin "
+                "(e.g. time since admission) unless the calendar time matters.",
+                UserWarning,
+                stacklevel=4,
+            )
 
     def _check_data(self, X, *, name: str = "X") -> IrregularDataset:
         data = as_dataset(X, name=name)

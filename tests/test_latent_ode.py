@@ -513,3 +513,13 @@ def test_default_looking_feature_names_are_still_checked_for_order():
     assert est.predict(frame, times=[1.0]).shape == (8, 1, 2)
     with pytest.raises(ValueError, match="select and order the columns"):
         est.predict(frame[["x1", "x0"]], times=[1.0])
+
+
+def test_one_series_far_away_in_time_draws_a_warning():
+    from latentode.datasets import from_arrays
+
+    rng = np.random.default_rng(0)
+    pairs = [(np.arange(5.0), rng.normal(size=(5, 1))) for _ in range(6)]
+    pairs.append((1e9 + np.arange(5.0), rng.normal(size=(5, 1))))  # a calendar timestamp
+    with pytest.warns(UserWarning, match="squeezed"):
+        LatentODE(**{**FAST, "max_epochs": 1}).fit(from_arrays(pairs))
