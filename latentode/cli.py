@@ -77,14 +77,23 @@ def _load_data(args):
     )
 
 
-def _query_times(args, data) -> np.ndarray | None:
-    if args.times:
+def _query_times(args) -> np.ndarray | None:
+    """The common grid of ``--times``, if given."""
+    if not args.times:
+        return None
+    try:
         return np.asarray([float(t) for t in args.times.split(",")])
-    if args.horizon is None:
+    except ValueError:
+        raise CommandError(f"--times {args.times!r}: give numbers separated by commas.") from None
+
+
+def _ahead(args, data) -> np.ndarray | None:
+    """Each series' ``--horizon`` grid after its own last observation, united."""
+    if args.horizon is None or args.times:
         return None
     step = args.step or args.horizon / 20
-    end = data.t_max + args.horizon
-    return np.unique(np.concatenate([[data.t_min], np.arange(data.t_max, end + step / 2, step)]))
+    ahead = np.arange(step, args.horizon + step / 2, step)
+    return np.unique(np.concatenate([s.times[-1] + ahead for s in data]))
 
 
 def _fit(args) -> None:
@@ -176,7 +185,7 @@ def _predict(args) -> None:
             data, horizon=args.horizon, n_points=n_points, q=q, n_samples=args.samples
         )
     else:
-        times = _query_times(args, data)
+        times = _query_times(args)
         table = model.predict_quantiles(data, times=times, q=q, n_samples=args.samples)
     table.columns = [f"{feature}_q{level:g}" for feature, level in table.columns]
     if output.suffix.lower() in (".nc", ".netcdf"):
@@ -201,9 +210,11 @@ def _plot(args) -> None:
         raise CommandError(f"--series {missing} not in {args.data}; ids are e.g. {data.ids[:5]}.")
     index = {str(i): k for k, i in enumerate(data.ids)}
     subset = data[[index[str(s)] for s in chosen]]
-    # a fine grid over the observed window, then the requested times (or horizon)
+    # a fine grid over the observed window, then the requested times, or each plotted
+    # series' horizon after its own last observation (as predict counts it)
     window = np.linspace(subset.t_min, subset.t_max, 100)
-    extra = _query_times(args, subset)
+    extra = _query_times(args)
+    extra = _ahead(args, subset) if extra is None else extra
     times = window if extra is None else np.unique(np.concatenate([window, extra]))
     draws = model.sample(subset, times=times, n_samples=args.samples)
     fig = plot_posterior_grid(draws, subset)
