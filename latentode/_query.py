@@ -71,9 +71,10 @@ def series_grids(
 
 
 def chunks(
-    grids: Sequence[np.ndarray], n_samples: int, n_features: int, cells: int = CELLS
+    grids: Sequence[np.ndarray], n_samples: int, n_features: int, cells: int | None = None
 ) -> Iterator[tuple[int, int, np.ndarray]]:
-    """Consecutive ranges of series whose union grid keeps one draw within ``cells`` values.
+    """Consecutive ranges of series whose union grid keeps one draw within ``cells`` values
+    (default :data:`CELLS`).
 
     Yields
     ------
@@ -82,6 +83,7 @@ def chunks(
     grid : ndarray
         The union of their grids.
     """
+    cells = CELLS if cells is None else cells
     start = 0
     while start < len(grids):
         stop, grid = start, np.zeros(0)

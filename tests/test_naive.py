@@ -150,7 +150,8 @@ def test_summary_logistic_regression_learns_from_summaries_with_missing_features
         clf.predict(swapped)
 
 
-def test_rules_take_per_series_times_and_horizons():
+def test_rules_take_per_series_times_and_horizons(monkeypatch):
+    import latentode._query
     from latentode.datasets import from_arrays
 
     data = from_arrays([([0.0, 1.0], [[1.0], [2.0]]), ([0.0, 3.0], [[5.0], [7.0]])])
@@ -161,3 +162,5 @@ def test_rules_take_per_series_times_and_horizons():
     np.testing.assert_allclose(table.values[2:], common.values)
     own = rule.predict_quantiles(data, times={0: [0.5], "1": [2.0]}, q=[0.5])
     assert own.index.tolist() == [(0, 0.5), (1, 2.0)]
+    monkeypatch.setattr(latentode._query, "CELLS", 1)  # one series per chunk: the same rows
+    assert rule.predict_quantiles(data, horizon=2.0, n_points=2, q=[0.5]).equals(table)
