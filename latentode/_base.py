@@ -12,6 +12,7 @@ import contextlib
 import inspect
 import json
 import warnings
+from collections.abc import Mapping
 
 import numpy as np
 import pandas as pd
@@ -20,6 +21,7 @@ from sklearn.base import BaseEstimator, ClassifierMixin
 from sklearn.utils.validation import check_is_fitted
 
 from ._io import read_model, write_model
+from ._query import quantiles_per_series, series_grids
 from ._validation import check_params, real
 from .datasets import IrregularDataset, as_dataset, collate
 from .inference import TrainingHistory
@@ -330,7 +332,19 @@ class IrregularSeriesEstimator(BaseEstimator):
 
 
 class IntervalMixin:
-    """Central predictive intervals from an estimator's ``predict_quantiles``."""
+    """Central predictive intervals from an estimator's ``predict_quantiles``, and its
+    quantiles at each series' own times."""
+
+    def _quantiles_per_series(self, X, times, horizon, n_points, draws, **kwargs):
+        """``predict_quantiles`` at each series' own times (a mapping) or horizon, or None
+        when ``times`` is one grid for all."""
+        if horizon is None and not isinstance(times, Mapping):
+            return None
+        check_is_fitted(self)
+        data = self._check_data(X)
+        check = self._grid_check(data)
+        grids = series_grids(data, times=times, horizon=horizon, n_points=n_points, check=check)
+        return quantiles_per_series(self.predict_quantiles, data, grids, draws, **kwargs)
 
     def predict_interval(
         self, X, *, times=None, horizon=None, n_points=20, coverage=0.9, n_samples=None

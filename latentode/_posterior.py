@@ -11,7 +11,6 @@ from __future__ import annotations
 import logging
 import math
 import warnings
-from collections.abc import Mapping
 
 import numpy as np
 import pandas as pd
@@ -22,7 +21,6 @@ from sklearn.utils.validation import check_is_fitted
 
 from ._base import PREDICT_CHUNK, IntervalMixin, seed_from
 from ._empirical import BinnedEmpirical
-from ._query import quantiles_per_series, series_grids
 from ._validation import integer
 from .datasets import collate
 from .evaluation import NothingHeldOut, gaps_to, held_out_draws, hold_out
@@ -215,15 +213,11 @@ class PosteriorPredictiveMixin(IntervalMixin):
         levels = np.atleast_1d(np.asarray(q, dtype=np.float64))
         if levels.ndim != 1 or levels.size == 0 or not ((levels > 0) & (levels < 1)).all():
             raise ValueError(f"q must be quantile levels in (0, 1); got {q!r}.")
-        if horizon is not None or isinstance(times, Mapping):
-            check_is_fitted(self)
-            data = self._check_data(X)
-            grids = series_grids(
-                data, times=times, horizon=horizon, n_points=n_points, check=self._grid_check(data)
-            )
-            return quantiles_per_series(
-                self.predict_quantiles, data, grids, n_samples, q=levels, n_samples=n_samples
-            )
+        own = self._quantiles_per_series(
+            X, times, horizon, n_points, n_samples, q=levels, n_samples=n_samples
+        )
+        if own is not None:
+            return own
         obs = self.sample(X, times=times, n_samples=n_samples)["obs"]
         table = obs.quantile(levels, dim="sample").transpose("series", "time", "feature", ...)
         frame = table.to_series().unstack(["feature", "quantile"])

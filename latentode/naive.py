@@ -11,8 +11,6 @@ from other observed values, and the errors it makes, binned by the time from the
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-
 import numpy as np
 import pandas as pd
 import xarray as xr
@@ -21,7 +19,6 @@ from sklearn.utils.validation import check_is_fitted
 
 from ._base import IntervalMixin, IrregularSeriesEstimator, seed_from
 from ._empirical import BinnedEmpirical
-from ._query import quantiles_per_series, series_grids
 from ._validation import check_params, integer, real
 from .datasets import IrregularDataset, as_dataset
 
@@ -214,13 +211,9 @@ class _Rule(IntervalMixin, IrregularSeriesEstimator):
         levels = np.atleast_1d(np.asarray(q, dtype=np.float64))
         if levels.ndim != 1 or levels.size == 0 or not all(map(_LEVEL.ok, levels.tolist())):
             raise ValueError(f"q must be quantile levels in (0, 1); got {q!r}.")
-        if horizon is not None or isinstance(times, Mapping):
-            check_is_fitted(self)
-            data = self._check_data(X)
-            grids = series_grids(
-                data, times=times, horizon=horizon, n_points=n_points, check=self._grid_check(data)
-            )
-            return quantiles_per_series(self.predict_quantiles, data, grids, 1, q=levels)
+        own = self._quantiles_per_series(X, times, horizon, n_points, 1, q=levels)
+        if own is not None:
+            return own
         data, t = self._checked(X, times)
         pred, gap, kind = self._evaluate(data, t)
         out = np.repeat(pred[..., None], len(levels), axis=-1)  # (series, time, feature, q)
