@@ -15,11 +15,12 @@ import tarfile
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
+from zlib import error as zlib_error
 
 import numpy as np
 import pandas as pd
 
-from .._validation import real
+from .._validation import integer, real
 from ._containers import IrregularDataset
 from ._convert import from_pandas
 from ._download import data_home
@@ -40,6 +41,12 @@ PHYSIONET2012_FEATURES = (
 
 #: General descriptors recorded once at admission (time 00:00); -1 marks "unknown".
 DESCRIPTORS = ("Age", "Gender", "Height", "ICUType", "Weight")
+
+#: Default limits on what is read: record files are under 30 KB, sets hold 4000 of them.
+MAX_RECORD_BYTES = 1 << 20
+MAX_RECORDS = 100_000
+#: Records cover the first 48 hours of a stay.
+MAX_HOURS = 48.0
 
 # SHA-256 of the files this loader was developed against (set A and its outcomes).
 SHA256 = {
@@ -82,6 +89,8 @@ def load_physionet2012(
     sets=("a",),
     download: bool = False,
     quantization: float | None = None,
+    max_record_bytes: int = MAX_RECORD_BYTES,
+    max_records: int = MAX_RECORDS,
 ) -> PhysioNet2012:
     """Load the PhysioNet 2012 challenge records in their raw format.
 
@@ -99,10 +108,23 @@ def load_physionet2012(
         Round observation times to multiples of this many hours (e.g. ``0.1`` for six
         minutes); values that then share a time are averaged per feature. Default: the files'
         one-minute resolution.
+    max_record_bytes : int, default 1 MiB
+        Largest record file read (the published ones are under 30 KB); a larger one is refused
+        before it is read.
+    max_records : int, default 100000
+        Most record files read per set (the published sets hold 4000 each).
 
     Returns
     -------
     PhysioNet2012
+
+    Raises
+    ------
+    FileNotFoundError
+        A file is missing (the message says where to put it).
+    ValueError
+        A file is not in the published format: not a readable archive, a record over the
+        limits, a RecordID twice, times outside 00:00-48:00 (naming the file and line).
 
     Examples
     --------
@@ -113,16 +135,22 @@ def load_physionet2012(
         ds.y.mean()  # 0.1386, in-hospital mortality of the 3997 stays with time series
     """
     real("quantization", low=0, low_open=True, none=True, hint="(in hours)").check(quantization)
+    integer("max_record_bytes", low=1).check(max_record_bytes)
+    integer("max_records", low=1).check(max_records)
     sets = [sets] if isinstance(sets, str) else list(sets)
     unknown = [s for s in sets if s not in ("a", "b", "c")]
     if unknown or not sets:
         raise ValueError(f"sets must be a non-empty selection of 'a', 'b', 'c'; got {sets!r}.")
     root = Path(path) if path is not None else data_home() / "physionet2012"
-    records, outcomes = [], []
+    records, outcomes, members = [], [], []
     for s in sets:
-        records.append(_read_records(_locate(root, f"set-{s}", download, archive=True)))
+        source = _locate(root, f"set-{s}", download, archive=True)
+        frame, found = _read_records(source, max_record_bytes, max_records)
+        records.append(frame)
+        members.append(found)
         outcomes.append(_read_outcomes(_locate(root, f"Outcomes-{s}.txt", download)))
     long = pd.concat(records, ignore_index=True)
+    _refuse_repeats(members)
     outcomes = pd.concat(outcomes).sort_index()
     return _assemble(long, outcomes, quantization)
 
@@ -147,39 +175,100 @@ def _locate(root: Path, name: str, download: bool, *, archive: bool = False) -> 
     )
 
 
-def _read_records(source: Path) -> pd.DataFrame:
-    """All ``Time,Parameter,Value`` rows of one set, with the RecordID from the file name."""
+def _read_records(source: Path, max_bytes: int, max_records: int) -> tuple[pd.DataFrame, dict]:
+    """All ``Time,Parameter,Value`` rows of one set, with the RecordID from the file name, and
+    which member or file each RecordID came from."""
     texts = []
+
+    def admit(label: str, size: int) -> None:
+        if size > max_bytes:
+            raise ValueError(
+                f"{source}: {label} is {size} bytes, more than max_record_bytes={max_bytes}; "
+                "it is not a PhysioNet 2012 record (raise max_record_bytes if you trust it)."
+            )
+        if len(texts) >= max_records:
+            raise ValueError(
+                f"{source} holds more than max_records={max_records} record files; raise "
+                "max_records if you trust it."
+            )
+
     if source.is_dir():
         for file in sorted(source.glob("*.txt")):
-            texts.append((file.stem, file.read_text()))
+            admit(file.name, file.stat().st_size)
+            texts.append((file.stem, file.name, file.read_bytes()[: max_bytes + 1]))
     else:
-        with tarfile.open(source) as tar:
-            for member in tar:
-                name = PurePosixPath(member.name)
-                if member.isfile() and name.suffix == ".txt":
-                    texts.append((name.stem, tar.extractfile(member).read().decode()))
+        try:
+            with tarfile.open(source) as tar:
+                for member in tar:
+                    name = PurePosixPath(member.name)
+                    if member.isfile() and name.suffix == ".txt":
+                        admit(member.name, member.size)
+                        data = tar.extractfile(member).read(max_bytes + 1)
+                        texts.append((name.stem, member.name, data))
+        except (tarfile.TarError, EOFError, OSError, zlib_error) as err:
+            if isinstance(err, FileNotFoundError):
+                raise
+            raise ValueError(
+                f"{source} is not a readable tar.gz archive of PhysioNet records ({err}); "
+                "fetch it again, or pass download=True."
+            ) from None
     if not texts:
         raise ValueError(f"{source} holds no <RecordID>.txt record files.")
-    lines = []
-    for stem, text in texts:
+    lines, members = [], {}
+    for stem, label, raw in texts:
+        try:
+            text = raw.decode()
+        except UnicodeDecodeError:
+            raise ValueError(f"{source}: {label} is not text.") from None
         head, _, body = text.partition("\n")
         if head.strip() != "Time,Parameter,Value":
             raise ValueError(
-                f"{source}: {stem}.txt does not start with the header Time,Parameter,Value."
+                f"{source}: {label} does not start with the header Time,Parameter,Value."
             )
         if not stem.isdigit():
-            raise ValueError(f"{source}: {stem}.txt is not named <RecordID>.txt.")
+            raise ValueError(f"{source}: {label} is not named <RecordID>.txt.")
+        record = int(stem)
+        if record in members:
+            raise ValueError(
+                f"{source}: RecordID {record} appears twice ({members[record]} and {label}); "
+                "each stay must be one file, so nothing was merged."
+            )
+        members[record] = label
         body = body.replace("\r", "").strip()
         if body:  # "HH:MM" becomes two columns; prefix every line with the RecordID
             lines.append(f"{stem}," + body.replace(":", ",").replace("\n", f"\n{stem},"))
-    frame = pd.read_csv(
-        io.StringIO("\n".join(lines)),
-        names=["RecordID", "HH", "MM", "Parameter", "Value"],
-        dtype={"RecordID": np.int64, "HH": np.int64, "MM": np.int64, "Parameter": str},
-    )
-    frame["hours"] = frame.pop("HH") + frame.pop("MM") / 60.0
-    return frame
+    try:
+        frame = pd.read_csv(
+            io.StringIO("\n".join(lines)),
+            names=["RecordID", "HH", "MM", "Parameter", "Value"],
+            dtype={"RecordID": np.int64, "HH": np.int64, "MM": np.int64, "Parameter": str},
+        )
+    except (ValueError, pd.errors.ParserError) as err:
+        raise ValueError(
+            f"{source}: a record line is not HH:MM,Parameter,Value ({str(err).splitlines()[0]})."
+        ) from None
+    bad = (frame["HH"] < 0) | (frame["MM"] < 0) | (frame["MM"] > 59)
+    hours = frame["HH"] + frame["MM"] / 60.0
+    bad |= hours > MAX_HOURS
+    if bad.any():
+        row = frame[bad].iloc[0]
+        raise ValueError(
+            f"{source}: {members[int(row.RecordID)]} has the time {row.HH}:{row.MM:02d}, outside "
+            f"00:00-{MAX_HOURS:g}:00 ({int(bad.sum())} such lines); fix or remove the record."
+        )
+    return frame.drop(columns=["HH", "MM"]).assign(hours=hours), members
+
+
+def _refuse_repeats(member_maps: list) -> None:
+    seen = {}
+    for members in member_maps:
+        for record, label in members.items():
+            if record in seen:
+                raise ValueError(
+                    f"PhysioNet 2012: RecordID {record} is in two sets ({seen[record]} and "
+                    f"{label}); load each set once."
+                )
+            seen[record] = label
 
 
 def _read_outcomes(source: Path) -> pd.DataFrame:
