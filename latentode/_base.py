@@ -11,6 +11,8 @@ from __future__ import annotations
 import contextlib
 import inspect
 import json
+import math
+import os
 import warnings
 from collections.abc import Mapping
 
@@ -320,15 +322,53 @@ class IrregularSeriesEstimator(BaseEstimator):
             machine without one).
         """
         payload = read_model(path, cls_name=cls.__name__)
-        est = cls(**json.loads(payload["params"]))
+
+        def refuse(what: str, err: BaseException):
+            detail = str(err).splitlines()[0] if str(err) else type(err).__name__
+            return ValueError(f"{os.fspath(path)!r}: {what} ({detail}).")
+
+        try:
+            est = cls(**json.loads(payload["params"]))
+        except (TypeError, ValueError, KeyError) as err:
+            raise refuse("its parameters are not those of this latentode version", err) from None
         if device is not None:
             est.set_params(device=device)
-        est._set_fitted_state(json.loads(payload["fitted"]))
+        try:  # the constructor's gate: a file is input like any other
+            est._validate_params()
+        except (TypeError, ValueError) as err:
+            raise refuse("it holds invalid parameters", err) from None
+        try:
+            est._set_fitted_state(json.loads(payload["fitted"]))
+            est._check_fitted_state()
+        except (TypeError, ValueError, KeyError, AttributeError) as err:
+            raise refuse("its fitted state is invalid", err) from None
         est.device_ = resolve_device(est.device)
         module = est._build_module()
-        module.load_state_dict(payload["state_dict"])
+        try:
+            module.load_state_dict(payload["state_dict"])
+        except (RuntimeError, TypeError, KeyError) as err:
+            raise refuse("its weights do not fit the model its parameters describe", err) from None
+        weights = payload["state_dict"].values()
+        if not all(torch.is_floating_point(w) and torch.isfinite(w).all() for w in weights):
+            raise ValueError(f"{os.fspath(path)!r}: its weights hold NaN or infinite values.")
         est.model_ = module.to(est.device_).eval()
         return est
+
+    def _check_fitted_state(self) -> None:
+        """Refuse fitted attributes no fit could have produced (from a forged file)."""
+        n = len(self.feature_names_in_)
+        if n < 1:
+            raise ValueError("no features")
+        for name in ("value_mean_", "value_scale_"):
+            value = getattr(self, name)
+            if value.shape != (n,) or not np.all(np.isfinite(value)):
+                raise ValueError(f"{name} must be {n} finite numbers")
+        if not np.all(self.value_scale_ > 0):
+            raise ValueError("value_scale_ must be positive")
+        if not math.isfinite(self.time_origin_):
+            raise ValueError("time_origin_ must be finite")
+        if not (math.isfinite(self.time_scale_) and self.time_scale_ > 0):
+            raise ValueError(f"time_scale_ must be positive and finite; got {self.time_scale_}")
 
 
 class IntervalMixin:

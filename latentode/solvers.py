@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
@@ -32,6 +33,8 @@ __all__ = [
 ADAPTIVE_METHODS = ("dopri5", "dopri8", "bosh3", "fehlberg2", "adaptive_heun")
 FIXED_STEP_METHODS = ("euler", "midpoint", "heun3", "rk4", "explicit_adams", "implicit_adams")
 SOLVER_METHODS = ADAPTIVE_METHODS + FIXED_STEP_METHODS
+#: Fixed steps below this need ``max_nfe`` (model time spans 1 over the training data).
+_UNBOUNDED_STEP = 1e-4
 BACKENDS = ("auto", "native", "torchdiffeq")
 _GRADIENTS = (False, True, "checkpoint")
 _NATIVE_METHODS = ("dopri5",)
@@ -103,7 +106,7 @@ class SolverSettings:
         Cap on function evaluations of one solve (the forward solve and its backward pass
         counted separately); exceeding it raises :class:`SolverError`. Unlike
         ``options={"max_num_steps": ...}`` it also bounds fixed-step methods and the backward
-        pass.
+        pass. A fixed ``step_size`` below 1e-4 needs it.
     backend : {"auto", "native", "torchdiffeq"}, default "auto"
         ``"native"``: this package's Dormand–Prince loop (``method="dopri5"`` only, options
         ``max_num_steps`` only; lower per-step overhead, outputs from its continuous
@@ -142,6 +145,7 @@ class SolverSettings:
             object.__setattr__(self, "max_nfe", int(self.max_nfe))
         adjoint = self.adjoint if self.adjoint == "checkpoint" else bool(self.adjoint)
         object.__setattr__(self, "adjoint", adjoint)
+        self._check_step_size(options)
         native_ok = self._native_ok
         if self.backend == "native" and not native_ok:
             raise ValueError(
@@ -154,6 +158,20 @@ class SolverSettings:
                 "adjoint='checkpoint' needs the native solver: method='dopri5', options "
                 f"{sorted(_NATIVE_OPTIONS)} at most; got method={self.method!r}, "
                 f"options={options}."
+            )
+
+    def _check_step_size(self, options: dict) -> None:
+        if "step_size" not in options:
+            return
+        step = options["step_size"]
+        ok = isinstance(step, (int, float)) and not isinstance(step, bool)
+        if not ok or not math.isfinite(step) or step <= 0:
+            raise ValueError(f"options['step_size'] must be a positive number; got {step!r}.")
+        if self.method in FIXED_STEP_METHODS and self.max_nfe is None and step < _UNBOUNDED_STEP:
+            raise ValueError(
+                f"options['step_size']={step:g} takes {1 / step:.0f} steps per unit of model "
+                f"time with no bound on the work (max_nfe=None); set max_nfe, or use a step of "
+                f"at least {_UNBOUNDED_STEP:g}."
             )
 
     @property
