@@ -9,10 +9,12 @@ public API; the estimators are.
 from __future__ import annotations
 
 import contextlib
+import functools
 import inspect
 import json
 import math
 import os
+import threading
 import warnings
 from collections.abc import Mapping
 
@@ -75,6 +77,24 @@ def seed_from(random_state) -> int:
         f"random_state must be None or an int (for save/load and reproducibility); got "
         f"{type(random_state).__name__}."
     )
+
+
+#: Pyro keeps its effect-handler stack and parameter store per process, not per thread, so
+#: every call that runs a Pyro model holds this lock: threads may share fitted models (their
+#: calls run one at a time and give the single-thread answers), and fits in two threads run
+#: one after the other.
+PYRO_LOCK = threading.RLock()
+
+
+def serialised(method):
+    """Run ``method`` holding :data:`PYRO_LOCK` (re-entrant: nested calls do not block)."""
+
+    @functools.wraps(method)
+    def locked(*args, **kwargs):
+        with PYRO_LOCK:
+            return method(*args, **kwargs)
+
+    return locked
 
 
 class IrregularSeriesEstimator(BaseEstimator):

@@ -19,7 +19,7 @@ import xarray as xr
 from scipy import stats
 from sklearn.utils.validation import check_is_fitted
 
-from ._base import PREDICT_CHUNK, IntervalMixin, seed_from
+from ._base import PREDICT_CHUNK, IntervalMixin, seed_from, serialised
 from ._empirical import BinnedEmpirical
 from ._validation import integer
 from .datasets import collate
@@ -79,6 +79,7 @@ class PosteriorPredictiveMixin(IntervalMixin):
                 )
         return data, t, {s: torch.cat([c[s] for c in chunks], dim=1) for s in sites}
 
+    @serialised
     def predict(self, X, *, times=None, n_samples: int = 32) -> xr.DataArray:
         """Posterior mean of the series at query times, given their observed points.
 
@@ -112,6 +113,7 @@ class PosteriorPredictiveMixin(IntervalMixin):
             attrs=self._attrs(quantity="posterior predictive mean", n_samples=n_samples),
         )
 
+    @serialised
     def sample(
         self,
         X,
@@ -178,6 +180,7 @@ class PosteriorPredictiveMixin(IntervalMixin):
             variables["z"] = (("sample", "series", "time", "latent"), draws["z"].cpu().numpy())
         return xr.Dataset(variables, coords=coords, attrs=self._attrs(calibrated=int(calibrated)))
 
+    @serialised
     def predict_quantiles(
         self,
         X,
@@ -226,6 +229,7 @@ class PosteriorPredictiveMixin(IntervalMixin):
         )
         return frame.reindex(columns=columns)
 
+    @serialised
     def to_inference_data(self, X, *, n_samples: int = 100):
         """Posterior draws of the fitted model on ``X`` in ArviZ's container.
 
@@ -287,6 +291,7 @@ class PosteriorPredictiveMixin(IntervalMixin):
         return make_inference_data(groups)
 
     # -- evaluation --------------------------------------------------------------------------
+    @serialised
     def score_samples(self, X, *, num_particles: int = 16) -> np.ndarray:
         """Evidence lower bound of each series, in the data's units (higher is better).
 
@@ -313,11 +318,13 @@ class PosteriorPredictiveMixin(IntervalMixin):
                 out.append(elbo.double().numpy())
         return np.concatenate(out)
 
+    @serialised
     def score(self, X, y=None) -> float:
         """Mean per-series evidence lower bound (see :meth:`score_samples`); higher is better."""
         return float(np.mean(self.score_samples(X)))
 
     # -- calibration -----------------------------------------------------------------------
+    @serialised
     def calibrate(
         self, X, *, last=None, after=None, n_last=None, fraction=None, n_samples: int = 200
     ):

@@ -7,7 +7,7 @@ import xarray as xr
 from sklearn.base import ClassifierMixin
 from sklearn.utils.validation import check_is_fitted
 
-from ._base import PREDICT_CHUNK, LabelledSeriesMixin, with_parameter
+from ._base import PREDICT_CHUNK, LabelledSeriesMixin, serialised, with_parameter
 from ._validation import integer, real
 from .latent_ode import PARAMETERS, LatentODE
 
@@ -67,6 +67,7 @@ class LatentODEClassifier(LabelledSeriesMixin, ClassifierMixin, LatentODE):
             "label_per_time": bool(self.label_per_time_),
         }
 
+    @serialised
     def fit(self, X, y, **kwargs):
         """Fit on series ``X`` with labels ``y``; see :meth:`LatentODE.fit`.
 
@@ -105,6 +106,7 @@ class LatentODEClassifier(LabelledSeriesMixin, ClassifierMixin, LatentODE):
                 out.append(torch.softmax(module.classifier(h), dim=-1).mean(0).cpu())
         return torch.cat(out).double()
 
+    @serialised
     def predict_proba(self, X, *, times=None, n_samples: int = 32):
         """Class probabilities, averaged over posterior draws of ``z0``.
 
@@ -144,6 +146,7 @@ class LatentODEClassifier(LabelledSeriesMixin, ClassifierMixin, LatentODE):
             name="probability",
         )
 
+    @serialised
     def predict_series(self, X, *, times=None, n_samples: int = 32) -> xr.DataArray:
         """Posterior mean of the series (what :meth:`LatentODE.predict` returns)."""
         return LatentODE.predict(self, X, times=times, n_samples=n_samples)

@@ -22,6 +22,7 @@ from ._base import (
     batch_labels,
     resolve_device,
     seed_from,
+    serialised,
 )
 from ._io import content_digest, data_fingerprint, read_checkpoint, write_checkpoint
 from ._posterior import PosteriorPredictiveMixin
@@ -372,6 +373,7 @@ class LatentODE(PosteriorPredictiveMixin, IrregularSeriesEstimator):
         """Extra arguments of the Pyro module (a classifier head in subclasses)."""
         return {}
 
+    @serialised
     def fit(
         self,
         X,
