@@ -128,8 +128,20 @@ class IrregularSeriesEstimator(BaseEstimator):
                 f"X: feature(s) {never} are never observed in the training data; drop those "
                 "columns or add observations of them."
             )
-        mean = np.nanmean(values, axis=0)
-        scale = np.nanstd(values, axis=0)
+        with np.errstate(over="ignore", invalid="ignore"):
+            mean = np.nanmean(values, axis=0)
+            scale = np.nanstd(values, axis=0)
+        huge = [
+            f
+            for f, m, v in zip(data.feature_names, mean, scale, strict=True)
+            if not np.isfinite(m * v)
+        ]
+        if huge:
+            raise ValueError(
+                f"X: feature(s) {huge} hold values too large to standardise in float64 (largest "
+                f"magnitude {np.nanmax(np.abs(values)):.3g}); divide them by a power of ten "
+                "(change their unit) before fitting."
+            )
         mean = np.where(np.isfinite(mean), mean, 0.0)
         scale = np.where(np.isfinite(scale) & (scale > 0), scale, 1.0)
         self.feature_names_in_ = np.asarray(data.feature_names, dtype=object)

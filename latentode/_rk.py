@@ -111,9 +111,15 @@ def _initial_step(func, t0, y0, f0, rtol, atol) -> float:
     """Hairer's starting step size for order 5 (one extra evaluation)."""
     scale = atol + rtol * y0.abs()
     d0, d1 = _rms(y0 / scale), _rms(f0 / scale)
+    if not (math.isfinite(d0) and math.isfinite(d1)):
+        raise FloatingPointError("the initial state or its derivative is NaN or inf")
     h0 = 1e-6 if d0 < 1e-5 or d1 < 1e-5 else 0.01 * d0 / d1
+    if not h0 > 0:  # underflow: a derivative beyond the state by more than float range
+        raise FloatingPointError("the derivative is too large for the state (no step fits)")
     f1 = func(t0 + h0, y0 + h0 * f0)
     d2 = _rms((f1 - f0) / scale) / h0
+    if not math.isfinite(d2):
+        raise FloatingPointError("the derivative became NaN or inf")
     h1 = max(1e-6, h0 * 1e-3) if max(d1, d2) <= 1e-15 else (0.01 / max(d1, d2)) ** (1 / 5)
     return min(100 * h0, h1)
 

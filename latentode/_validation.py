@@ -172,8 +172,11 @@ class Constraint:
         ------
         argparse.ArgumentTypeError
             With :meth:`requirement`, which argparse prints after the option's name.
+            ``"none"`` gives None where None is allowed.
         """
         value: object = text
+        if self.none and text.strip().lower() == "none":
+            return None
         try:
             if self.kind == "int":
                 value = int(text)

@@ -15,11 +15,13 @@ or NetCDF with those variables); it goes through the same validation gate as the
 from __future__ import annotations
 
 import argparse
+import inspect
 import logging
 import math
 import os
 import sys
 import tempfile
+import traceback
 from pathlib import Path
 
 import numpy as np
@@ -33,7 +35,40 @@ __all__ = ["main"]
 _ESTIMATOR = {c.name: c for c in PARAMETERS}
 _SEED = integer("random_state", low=0)
 #: The spiral benchmark's settings (forecast training, the data's noise fixed), for ``demo``.
+#: The estimator's options the ``fit`` command offers, with their help.
+_FIT_OPTIONS = {
+    "max_epochs": "passes over the training series",
+    "latent_dim": "size of the latent state z",
+    "encoder": "recognition network run backwards over each series",
+    "guide": "family of the posterior of z0",
+    "ode_hidden_dim": "width of the dynamics network",
+    "encoder_hidden_dim": "width of the encoder",
+    "decoder_hidden_dim": "width of the decoder",
+    "anchor": "blend forecasts with each feature's nearest observations (see LatentODE)",
+    "likelihood": "observation noise; student_t for data with gross entry errors",
+    "obs_std": "observation noise SD in data units: one number, one per feature "
+    "(comma-separated), or none to learn it",
+    "obs_weighting": "how observations are weighted in the likelihood",
+    "poisson": "also model when observations are taken (Poisson process)",
+    "encode_fraction": "below 1, train to forecast from the first part of each series (e.g. 0.5)",
+    "batch_size": "series per optimisation step",
+    "lr": "learning rate (Adam)",
+    "lr_decay": "learning rate multiplier per epoch",
+    "average_epochs": "average the parameters of this many last epochs",
+    "kl_anneal_epochs": "epochs over which the KL term's weight rises to 1",
+    "clip_norm": "gradient norm clipping (none to turn off)",
+    "subsample": "share of each series' observations used per step",
+    "patience": "stop after this many epochs without a better validation loss (none: never)",
+    "max_nfe": "cap on function evaluations per ODE solve (none: no cap)",
+    "device": "where to fit: auto picks a GPU when there is one",
+}
+#: Most query times per series a horizon may ask for (each costs a decoder pass per draw).
+MAX_QUERY_POINTS = 10_000
 _DEMO_SETTINGS = dict(lr=0.02, lr_decay=0.997, encode_fraction=0.5, obs_std=0.1)
+
+
+class _Help(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescriptionHelpFormatter):
+    """Help that shows each option's default."""
 
 
 class CommandError(Exception):
@@ -56,8 +91,9 @@ def _read_table(path: str) -> pd.DataFrame:
             with xr.open_dataset(file) as ds:
                 return ds.to_dataframe().reset_index()
     except ImportError as err:
+        needed = err.name or {".parquet": "pyarrow", ".pq": "pyarrow"}.get(suffix, "netCDF4")
         raise CommandError(
-            f"{path}: reading {suffix} files needs {err.name}; install it."
+            f"{path}: reading {suffix} files needs the package {needed} (pip install {needed})."
         ) from None
     raise CommandError(f"{path}: unknown file type {suffix!r}; use .csv, .parquet or .nc.")
 
@@ -87,11 +123,22 @@ def _query_times(args) -> np.ndarray | None:
         raise CommandError(f"--times {args.times!r}: give numbers separated by commas.") from None
 
 
+def _n_points(args) -> int:
+    """Query times per series of ``--horizon`` / ``--step`` (refused beyond the limit)."""
+    n_points = math.ceil(args.horizon / args.step - 1e-9) if args.step else 20
+    if n_points > MAX_QUERY_POINTS:
+        raise CommandError(
+            f"--horizon {args.horizon:g} with --step {args.step:g} asks for {n_points} times per "
+            f"series, more than {MAX_QUERY_POINTS}; use a larger --step."
+        )
+    return n_points
+
+
 def _ahead(args, data) -> np.ndarray | None:
     """Each series' ``--horizon`` grid after its own last observation, united."""
     if args.horizon is None or args.times:
         return None
-    step = args.step or args.horizon / 20
+    step = args.horizon / _n_points(args)
     ahead = np.arange(step, args.horizon + step / 2, step)
     return np.unique(np.concatenate([s.times[-1] + ahead for s in data]))
 
@@ -103,18 +150,14 @@ def _fit(args) -> None:
     if args.checkpoint:
         _writable("--checkpoint", args.checkpoint)
     data = _load_data(args)
+    options = {name: getattr(args, name) for name in _FIT_OPTIONS}
     model = LatentODE(
-        latent_dim=args.latent_dim,
-        max_epochs=args.epochs,
-        lr=args.lr,
-        encoder=args.encoder,
-        encode_fraction=args.encode_fraction,
-        anchor=args.anchor,
-        likelihood=args.likelihood,
+        **options,
         random_state=args.seed,
         verbose="force" if args.progress else False,
     )
-    model.fit(data, checkpoint=args.checkpoint, resume=args.resume)
+    train, validation = _split_validation(data, args.validation_fraction, args.seed)
+    model.fit(train, validation_data=validation, checkpoint=args.checkpoint, resume=args.resume)
     try:
         model.save(args.model)
     except OSError as err:  # keep hours of training: write it where we can, and say where
@@ -124,10 +167,60 @@ def _fit(args) -> None:
             f"--model {args.model}: could not be written ({err}); the fitted model was saved "
             f"to {rescue} instead."
         ) from err
+    held = f" ({len(validation)} held out for validation)" if validation is not None else ""
     print(
-        f"fitted {len(data)} series × {data.n_features} features in {len(model.history_.loss)} "
-        f"epochs (final loss {model.history_.loss[-1]:.4g}); wrote {args.model}"
+        f"fitted {len(data)} series{held} × {data.n_features} features in "
+        f"{len(model.history_.loss)} epochs (final loss {model.history_.loss[-1]:.4g}); "
+        f"wrote {args.model}"
     )
+
+
+def _split_validation(data, fraction: float, seed: int):
+    """Whole series held out at random for validation, or None when too few would be."""
+    n_val = int(round(fraction * len(data)))
+    if n_val < 1 or len(data) - n_val < 1:
+        return data, None
+    order = np.random.default_rng(seed).permutation(len(data))
+    return data[np.sort(order[n_val:])], data[np.sort(order[:n_val])]
+
+
+def _obs_std(text: str):
+    """``--obs-std``: ``none``, one number, or one per feature separated by commas."""
+    if text.strip().lower() == "none":
+        return None
+    try:
+        values = [float(x) for x in text.split(",")]
+    except ValueError:
+        values = None
+    value = None if values is None else (values[0] if len(values) == 1 else values)
+    check = _ESTIMATOR["obs_std"]
+    if values is None or not check.ok(value):
+        raise argparse.ArgumentTypeError(check.requirement(text))
+    return value
+
+
+def _estimator_option(parser, name: str, help_text: str) -> None:
+    """``--name`` for the LatentODE parameter ``name``: its check, its default."""
+    from . import LatentODE
+
+    default = inspect.signature(LatentODE).parameters[name].default
+    flag = "--epochs" if name == "max_epochs" else "--" + name.replace("_", "-")
+    constraint = _ESTIMATOR.get(name)
+    if isinstance(default, bool):
+        parser.add_argument(
+            flag, dest=name, action=argparse.BooleanOptionalAction, default=default, help=help_text
+        )
+        return
+    kwargs = {}
+    if name == "obs_std":
+        kwargs["type"] = _obs_std
+    elif name == "device":
+        kwargs["choices"] = ["auto", "cpu", "cuda"]
+    elif constraint.kind == "choice":
+        kwargs["choices"] = list(constraint.choices)
+    else:
+        kwargs["type"] = constraint.parse
+    parser.add_argument(flag, dest=name, default=default, help=help_text, **kwargs)
 
 
 def _writable(option: str, value, suffixes: tuple[str, ...] | None = None) -> Path:
@@ -180,7 +273,7 @@ def _predict(args) -> None:
     model, data = _load_model(args.model), _load_data(args)
     q = [float(x) for x in args.quantiles.split(",")]
     if args.horizon is not None and not args.times:  # each series from its own last time
-        n_points = math.ceil(args.horizon / args.step - 1e-9) if args.step else 20
+        n_points = _n_points(args)
         table = model.predict_quantiles(
             data, horizon=args.horizon, n_points=n_points, q=q, n_samples=args.samples
         )
@@ -312,30 +405,24 @@ def build_parser() -> argparse.ArgumentParser:
         prog="latentode", description="Latent ODEs for irregularly sampled time series."
     )
     sub = parser.add_subparsers(dest="command", required=True)
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument(
+        "--debug", action="store_true", help="on failure, show the full traceback too"
+    )
 
-    fit = sub.add_parser("fit", help="fit a Latent ODE and save it")
+    fit = sub.add_parser(
+        "fit", help="fit a Latent ODE and save it", parents=[common], formatter_class=_Help
+    )
     _data_arguments(fit)
     fit.add_argument("--model", required=True, help="file to write the fitted model to")
-    fit.add_argument("--epochs", type=_ESTIMATOR["max_epochs"].parse, default=100)
-    fit.add_argument("--latent-dim", type=_ESTIMATOR["latent_dim"].parse, default=4)
-    fit.add_argument("--lr", type=_ESTIMATOR["lr"].parse, default=1e-2)
-    fit.add_argument("--encoder", choices=list(_ESTIMATOR["encoder"].choices), default="gru")
+    for name, help_text in _FIT_OPTIONS.items():
+        _estimator_option(fit, name, help_text)
     fit.add_argument(
-        "--encode-fraction",
-        type=_ESTIMATOR["encode_fraction"].parse,
-        default=1.0,
-        help="below 1, train to forecast from the first part of each series (e.g. 0.5)",
-    )
-    fit.add_argument(
-        "--anchor",
-        action="store_true",
-        help="blend forecasts with each feature's nearest observations (see LatentODE)",
-    )
-    fit.add_argument(
-        "--likelihood",
-        choices=list(_ESTIMATOR["likelihood"].choices),
-        default="normal",
-        help="observation noise; student_t for data with gross entry errors",
+        "--validation-fraction",
+        type=real("validation_fraction", low=0, high=1, high_open=True).parse,
+        default=0.1,
+        help="share of the series held out (at random, whole) to pick the best epoch, stop "
+        "early with --patience and calibrate the bands; 0 trains on all",
     )
     fit.add_argument("--seed", type=_SEED.parse, default=0)
     fit.add_argument("--checkpoint", help="checkpoint file, written during training")
@@ -343,7 +430,12 @@ def build_parser() -> argparse.ArgumentParser:
     fit.add_argument("--progress", action="store_true", help="show a progress bar")
     fit.set_defaults(run=_fit)
 
-    predict = sub.add_parser("predict", help="posterior quantiles at query times")
+    predict = sub.add_parser(
+        "predict",
+        help="posterior quantiles at query times",
+        parents=[common],
+        formatter_class=_Help,
+    )
     predict.add_argument("model", help="a file written by 'latentode fit'")
     _data_arguments(predict)
     _time_arguments(predict)
@@ -351,7 +443,12 @@ def build_parser() -> argparse.ArgumentParser:
     predict.add_argument("--output", required=True, help=".csv or .nc")
     predict.set_defaults(run=_predict)
 
-    plot = sub.add_parser("plot", help="posterior bands for a few series, to PNG")
+    plot = sub.add_parser(
+        "plot",
+        help="posterior bands for a few series, to PNG",
+        parents=[common],
+        formatter_class=_Help,
+    )
     plot.add_argument("model", help="a file written by 'latentode fit'")
     _data_arguments(plot)
     _time_arguments(plot)
@@ -362,6 +459,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     evaluate = sub.add_parser(
         "evaluate",
+        parents=[common],
+        formatter_class=_Help,
         help="hide part of each series, predict it with the model and the baselines, score",
         description="Hide part of each series (give one of --last, --after, --n-last, "
         "--fraction), predict it from the rest with the model and with last value carried "
@@ -389,7 +488,12 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--plot", help="PNG of the reliability diagram")
     evaluate.set_defaults(run=_evaluate)
 
-    demo = sub.add_parser("demo", help="fit the spiral model and print its RMSE")
+    demo = sub.add_parser(
+        "demo",
+        help="fit the spiral model and print its RMSE",
+        parents=[common],
+        formatter_class=_Help,
+    )
     demo.add_argument(
         "--epochs",
         type=_ESTIMATOR["max_epochs"].parse,
@@ -404,18 +508,27 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv=None) -> int:
-    """Run the command; returns the exit status (0 success, 2 a user error)."""
+    """Run the command; returns the exit status (0 success, 2 a user error, 1 a failure,
+    130 interrupted). Failures are reported in one line; ``--debug`` adds the traceback."""
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(message)s")
     try:
         args.run(args)
-    except CommandError as err:
-        print(f"latentode {args.command}: {err}", file=sys.stderr)
-        return 2
-    except (ValueError, TypeError, FileNotFoundError) as err:
+    except KeyboardInterrupt:
+        print(f"latentode {args.command}: interrupted.", file=sys.stderr)
+        return 130
+    except Exception as err:
+        if args.debug:
+            traceback.print_exc()
         # the library's validation errors name the argument and say what to do
-        print(f"latentode {args.command}: {err}", file=sys.stderr)
-        return 2
+        user = isinstance(err, (CommandError, ValueError, TypeError, OSError, ArithmeticError))
+        text = str(err).split("\nTrace Shapes:")[0].strip() or type(err).__name__
+        if not user:
+            text = f"failed ({type(err).__name__}: {text.splitlines()[0]})"
+            if not args.debug:
+                text += "; rerun with --debug for the traceback"
+        print(f"latentode {args.command}: {text}", file=sys.stderr)
+        return 2 if user else 1
     return 0
 
 

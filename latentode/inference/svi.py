@@ -339,11 +339,23 @@ class _Loop:
             average=average,
         )
 
-    def validation_loss(self) -> float:
+    def validation_loss(self) -> float | None:
+        """The validation loss after an epoch (None without validation data); a failed
+        solve or a non-finite value fails the epoch like a bad training step."""
+        if not self.validation:
+            return None
         cfg = self.config
-        return _validation_loss(self.model, self.validation, cfg.num_particles, self.parallel)
+        try:
+            val = _validation_loss(self.model, self.validation, cfg.num_particles, self.parallel)
+        except SolverError as err:
+            raise _BadStep(
+                "the validation loss failed: " + str(err).split("\nTrace Shapes:")[0].strip()
+            ) from None
+        if not math.isfinite(val):
+            raise _BadStep(f"the validation loss became {val}")
+        return val
 
-    def record(self, epoch: int, loss: float, nfe, bar, start: float) -> None:
+    def record(self, epoch: int, loss: float, nfe, bar, start: float, val=None) -> None:
         """Append the epoch to the history; track the best validation state once annealed."""
         st, beta = self.state, self.config.beta(epoch)
         history = st.history
@@ -354,7 +366,6 @@ class _Loop:
         message = f"epoch {epoch + 1} loss {loss:.4f}"
         if self.validation:
             annealed = epoch >= self.config.kl_anneal_epochs
-            val = self.validation_loss()
             history.val_loss.append(val)
             message += f" val {val:.4f}"
             if val < st.best_val and annealed:
@@ -373,6 +384,12 @@ class _Loop:
         if epoch >= self.window:
             _accumulate(st.average, self.params)
 
+    def _averaged_worse(self) -> bool:
+        try:
+            return self.validation_loss() > self.state.best_val
+        except _BadStep:  # the averaged parameters fail where the best epoch did not
+            return True
+
     def finish(self) -> TrainingHistory:
         """Load the averaged or best parameters; the model ends in eval mode."""
         st = self.state
@@ -382,7 +399,7 @@ class _Loop:
                 for p, mean in zip(self.params, st.average["mean"], strict=True):
                     p.copy_(mean)
             # with validation, the average is kept unless the best epoch validated better
-            if not (self.validation and self.validation_loss() > st.best_val):
+            if not (self.validation and self._averaged_worse()):
                 st.history.averaged_epochs = st.average["count"]
                 best_state = None
         if best_state is not None:
@@ -461,6 +478,7 @@ def train_svi(
             start = time.perf_counter()
             try:
                 loss, nfe = _train_epoch(loop, make_batch, n_series, cfg.beta(epoch))
+                val = loop.validation_loss()
             except _BadStep as bad:
                 retries += 1
                 loop.restore(good)
@@ -482,7 +500,7 @@ def train_svi(
                 continue
             retries = 0
             loop.sched.step()
-            loop.record(epoch, loss, nfe, bar, start)
+            loop.record(epoch, loss, nfe, bar, start, val)
             epoch += 1
             good = loop.capture(epoch)
             if checkpoint is not None and (
