@@ -97,6 +97,21 @@ def serialised(method):
     return locked
 
 
+def _check_unit(fitted: str | None, given: str | None, name: str) -> None:
+    """Refuse data whose timedeltas were counted in another unit than the training data's."""
+    if fitted is None or given is None:
+        return
+    try:
+        same = pd.Timedelta(1, unit=fitted) == pd.Timedelta(1, unit=given)
+    except (ValueError, TypeError):
+        raise ValueError(f"{name}: time unit {given!r} is not a pandas time unit.") from None
+    if not same:
+        raise ValueError(
+            f"{name} counts time in {given!r} but the model was fitted on times in {fitted!r}; "
+            f"build {name} with time_unit={fitted!r}."
+        )
+
+
 class IrregularSeriesEstimator(BaseEstimator):
     """Shared machinery: validation, scaling of values and time, batching, persistence.
 
@@ -149,6 +164,7 @@ class IrregularSeriesEstimator(BaseEstimator):
         self.value_mean_ = mean
         self.value_scale_ = scale
         self.time_origin_ = data.t_min
+        self.time_unit_ = data.time_unit
         span = data.t_max - data.t_min
         self.time_scale_ = float(span) if span > 0 else 1.0
         typical = float(np.median([s.times[-1] - s.times[0] for s in data]))
@@ -169,6 +185,7 @@ class IrregularSeriesEstimator(BaseEstimator):
                 f"{name} has {data.n_features} features but the model was fitted with "
                 f"{self.n_features_in_} ({list(self.feature_names_in_)}); pass the same features."
             )
+        _check_unit(getattr(self, "time_unit_", None), data.time_unit, name)
         names = data.feature_names
         # unnamed input (lists of arrays) gets x0, x1, ... in order; any other naming must match
         unnamed = names == [f"x{i}" for i in range(len(names))]
@@ -261,6 +278,7 @@ class IrregularSeriesEstimator(BaseEstimator):
             "latentode_version": __version__,
             "time_origin": float(self.time_origin_),
             "time_span_of_training_data": float(self.time_scale_),
+            **({"time_unit": self.time_unit_} if getattr(self, "time_unit_", None) else {}),
             **extra,
         }
 
@@ -306,6 +324,7 @@ class IrregularSeriesEstimator(BaseEstimator):
             "value_scale_": self.value_scale_.tolist(),
             "time_origin_": self.time_origin_,
             "time_scale_": self.time_scale_,
+            "time_unit_": getattr(self, "time_unit_", None),
             "history_": history.to_dict() if history is not None else None,
         }
 
@@ -316,6 +335,9 @@ class IrregularSeriesEstimator(BaseEstimator):
         self.value_scale_ = np.asarray(state["value_scale_"], dtype=np.float64)
         self.time_origin_ = float(state["time_origin_"])
         self.time_scale_ = float(state["time_scale_"])
+        self.time_unit_ = state.get("time_unit_")
+        if self.time_unit_ is not None:
+            _check_unit(self.time_unit_, self.time_unit_, "the file")
         if state.get("history_") is not None:
             self.history_ = TrainingHistory(**state["history_"])
 

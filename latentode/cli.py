@@ -108,9 +108,56 @@ def _load_data(args):
                 f"{args.data}: {option} {column!r} is not a column; columns are "
                 f"{list(frame.columns)}."
             )
+    time_unit = getattr(args, "time_unit", None)
+    if time_unit is not None:
+        frame = _elapsed(frame, args)
+    elif not pd.api.types.is_numeric_dtype(frame[args.time_col]):
+        raise CommandError(
+            f"{args.data}: --time-col {args.time_col!r} holds {frame[args.time_col].dtype} "
+            f"values such as {frame[args.time_col].iloc[0]!r}, not numbers; for dates and "
+            "times pass --time-unit (e.g. h) to count time from each series' first observation "
+            "(or from --time-origin)."
+        )
     return from_pandas(
-        frame, id_col=args.id_col, time_col=args.time_col, value_cols=args.value_cols or None
+        frame,
+        id_col=args.id_col,
+        time_col=args.time_col,
+        value_cols=args.value_cols or None,
+        time_unit=time_unit,
     )
+
+
+def _elapsed(frame: pd.DataFrame, args) -> pd.DataFrame:
+    """Dates/times of ``--time-col`` as timedeltas from each series' first observation or
+    from ``--time-origin``; numbers are taken as already counted in ``--time-unit``."""
+    column = frame[args.time_col]
+    if pd.api.types.is_numeric_dtype(column):
+        return frame
+    try:
+        stamps = pd.to_datetime(column, format="mixed")
+    except (ValueError, TypeError) as err:
+        raise CommandError(
+            f"{args.data}: --time-col {args.time_col!r} is neither numbers nor dates/times "
+            f"({str(err).splitlines()[0]})."
+        ) from None
+    if stamps.isna().any():
+        row = int(np.flatnonzero(stamps.isna().to_numpy())[0])
+        raise CommandError(f"{args.data}: --time-col {args.time_col!r} is empty in row {row}.")
+    if args.time_origin == "series":
+        origin = stamps.groupby(frame[args.id_col]).transform("min")
+    else:
+        try:
+            origin = pd.Timestamp(args.time_origin)
+        except (ValueError, TypeError):
+            raise CommandError(
+                f"--time-origin {args.time_origin!r}: give 'series' or a date/time."
+            ) from None
+        if (stamps.dt.tz is None) != (origin.tz is None):
+            raise CommandError(
+                f"--time-origin {args.time_origin!r} and --time-col {args.time_col!r}: one has "
+                "a time zone and the other not; give both with or both without."
+            )
+    return frame.assign(**{args.time_col: stamps - origin})
 
 
 def _query_times(args) -> np.ndarray | None:
@@ -310,7 +357,10 @@ def _plot(args) -> None:
     extra = _ahead(args, subset) if extra is None else extra
     times = window if extra is None else np.unique(np.concatenate([window, extra]))
     draws = model.sample(subset, times=times, n_samples=args.samples)
-    fig = plot_posterior_grid(draws, subset)
+    unit = f" ({args.time_unit})" if args.time_unit else ""
+    fig = plot_posterior_grid(
+        draws, subset, time_label=f"{args.time_col}{unit}", series_label=args.id_col
+    )
     fig.savefig(args.output, dpi=120)
     print(f"wrote {args.output}")
 
@@ -376,6 +426,17 @@ def _data_arguments(parser) -> None:
     parser.add_argument("--id-col", required=True, help="column of series ids")
     parser.add_argument("--time-col", required=True, help="column of observation times")
     parser.add_argument("--value-cols", nargs="+", help="feature columns (default: the rest)")
+    parser.add_argument(
+        "--time-unit",
+        help="unit to count dates/times of --time-col in (s, min, h, D, ...); a model "
+        "remembers it and refuses data counted in another",
+    )
+    parser.add_argument(
+        "--time-origin",
+        default="series",
+        help="with --time-unit: 'series' counts from each series' first observation, a "
+        "date/time from that moment",
+    )
 
 
 def _time_arguments(parser) -> None:

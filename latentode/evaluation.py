@@ -136,8 +136,7 @@ def hold_out(
         )
     if not contexts:
         raise NothingHeldOut("hold_out left no series with both a context and a target.")
-    names = data.feature_names
-    return IrregularDataset(contexts, names), IrregularDataset(targets, names)
+    return data._like(contexts), data._like(targets)
 
 
 def _part(s: IrregularSeries, keep: np.ndarray) -> IrregularSeries | None:

@@ -32,6 +32,9 @@ def plot_posterior(
     truth: xr.DataArray | None = None,
     axes=None,
     colour: str = "C0",
+    time_label: str | None = None,
+    series_label: str = "series",
+    legend: bool = True,
 ):
     """Posterior mean with 50% and 90% credible bands for one series, one panel per feature.
 
@@ -52,6 +55,11 @@ def plot_posterior(
     axes : sequence of matplotlib Axes, optional
         One per feature; created when not given.
     colour : str
+    time_label : str, optional
+        The x axis' label; default "time", with the unit the model was fitted in if known.
+    series_label : str, default "series"
+        What a series is called in the title (e.g. the id column's name, "patient").
+    legend : bool, default True
 
     Returns
     -------
@@ -102,15 +110,31 @@ def plot_posterior(
                 obs_series.times[-1], color="0.4", ls="--", lw=1, label="end of observations"
             )
         ax.set_ylabel(str(feature))
-        ax.set_xlabel("time")
+        ax.set_xlabel(_time_label(samples, time_label))
         ax.grid(alpha=0.3)
-    axes[0].set_title(f"series {series}")
-    axes[0].legend(loc="best", fontsize="small", ncol=2)
+    axes[0].set_title(f"{series_label} {series}")
+    if legend:
+        axes[0].legend(loc="best", fontsize="small", ncol=2)
     fig.tight_layout()
     return fig
 
 
-def plot_posterior_grid(samples: xr.Dataset, observed=None, *, series=None, max_series=4):
+def _time_label(samples, time_label):
+    if time_label is not None:
+        return time_label
+    unit = samples.attrs.get("time_unit")
+    return f"time ({unit})" if unit else "time"
+
+
+def plot_posterior_grid(
+    samples: xr.Dataset,
+    observed=None,
+    *,
+    series=None,
+    max_series=4,
+    time_label=None,
+    series_label="series",
+):
     """:func:`plot_posterior` for several series: one row per series, one column per feature.
 
     Parameters
@@ -121,6 +145,8 @@ def plot_posterior_grid(samples: xr.Dataset, observed=None, *, series=None, max_
     series : sequence, optional
         Series ids; default the first ``max_series`` of ``samples``.
     max_series : int, default 4
+    time_label, series_label : str, optional
+        As in :func:`plot_posterior`. One legend for the figure is drawn below the panels.
 
     Returns
     -------
@@ -133,8 +159,18 @@ def plot_posterior_grid(samples: xr.Dataset, observed=None, *, series=None, max_
         len(series), n_features, figsize=(4.5 * n_features, 2.6 * len(series)), squeeze=False
     )
     for row, sid in enumerate(series):
-        plot_posterior(samples, observed, series=sid, axes=axes[row])
-    fig.tight_layout()
+        plot_posterior(
+            samples,
+            observed,
+            series=sid,
+            axes=axes[row],
+            time_label=time_label,
+            series_label=series_label,
+            legend=False,
+        )
+    handles, labels = axes[0, 0].get_legend_handles_labels()
+    fig.legend(handles, labels, loc="lower center", ncol=len(labels), fontsize="small")
+    fig.tight_layout(rect=(0, 0.5 / (2.6 * len(series)), 1, 1))  # room for the legend
     return fig
 
 

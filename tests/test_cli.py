@@ -241,3 +241,55 @@ def test_a_failed_final_write_keeps_the_fitted_model(table, tmp_path, capsys, mo
     rescued = err.split("saved to ")[1].split(" instead")[0]
     assert "No space left" in err and LatentODE.load(rescued).n_features_in_ == 2
     Path(rescued).unlink()
+
+
+def test_datetime_columns_count_from_each_series_start_with_time_unit(tmp_path, capsys):
+    from latentode import LatentODE
+
+    rng = np.random.default_rng(0)
+    rows = []
+    for patient in ("a", "b", "c", "d"):
+        start = pd.Timestamp("2024-03-01 08:00") + pd.Timedelta(days=int(rng.integers(0, 300)))
+        for h in np.sort(rng.uniform(0, 12, 6)):
+            rows.append((patient, start + pd.Timedelta(hours=h), np.cos(h / 3)))
+    path = tmp_path / "visits.csv"
+    pd.DataFrame(rows, columns=["patient", "taken", "lab"]).to_csv(path, index=False)
+    common = [str(path), "--id-col", "patient", "--time-col", "taken"]
+    model = tmp_path / "m.pt"
+    assert main(["fit", *common, "--model", str(model), "--epochs", "1"]) == 2
+    assert "pass --time-unit" in capsys.readouterr().err
+    fit = ["fit", *common, "--model", str(model), "--epochs", "1", "--latent-dim", "2"]
+    assert main([*fit, "--time-unit", "h"]) == 0
+    assert LatentODE.load(model).time_unit_ == "h"
+    out = tmp_path / "f.csv"
+    predict = ["predict", str(model), *common, "--horizon", "4", "--step", "2"]
+    assert main([*predict, "--time-unit", "h", "--output", str(out)]) == 0
+    times = pd.read_csv(out).groupby("series").time.max()
+    assert (times <= 12 + 4 + 1e-9).all()  # elapsed hours, not nanoseconds since 1970
+    assert main([*predict, "--time-unit", "min", "--output", str(out)]) == 2
+    assert "counts time in 'min' but the model was fitted on times in 'h'" in (
+        capsys.readouterr().err
+    )
+    origin = ["--time-unit", "D", "--time-origin", "2024-01-01"]
+    with pytest.warns(UserWarning, match="typical series spans"):  # calendar time: warned
+        assert main([*fit, *origin]) == 0
+    assert LatentODE.load(model).time_origin_ >= 60  # days since the stated origin
+
+
+def test_plot_labels_come_from_the_column_names(table, model):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from latentode import LatentODE
+    from latentode.plotting import plot_posterior_grid
+
+    _, path, frame = table
+    data = LatentODE.load(model)
+    from latentode.datasets import from_pandas
+
+    observed = from_pandas(frame, id_col="spiral", time_col="t")[:2]
+    draws = data.sample(observed, n_samples=4)
+    fig = plot_posterior_grid(draws, observed, time_label="t (h)", series_label="spiral")
+    assert fig.axes[0].get_xlabel() == "t (h)"
+    assert fig.axes[0].get_title().startswith("spiral ")
+    assert fig.legends and not fig.axes[0].get_legend()  # one legend, off the data

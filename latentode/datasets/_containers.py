@@ -61,6 +61,9 @@ class IrregularDataset(Sequence):
         The series, each with ``values`` of shape (n_obs_i, n_features).
     feature_names : sequence of str
         One name per feature column.
+    time_unit : str, optional
+        The unit timedelta times were counted in when the data were built (e.g. ``"h"``), so
+        that a model fitted on them refuses data counted in another unit; None when unknown.
 
     Examples
     --------
@@ -71,9 +74,16 @@ class IrregularDataset(Sequence):
     (1, 1)
     """
 
-    def __init__(self, series: Sequence[IrregularSeries], feature_names: Sequence[str]):
+    def __init__(
+        self,
+        series: Sequence[IrregularSeries],
+        feature_names: Sequence[str],
+        *,
+        time_unit: str | None = None,
+    ):
         self._series = list(series)
         self.feature_names = [str(f) for f in feature_names]
+        self.time_unit = time_unit
 
     # -- sequence protocol -------------------------------------------------------------
     def __len__(self) -> int:
@@ -83,11 +93,15 @@ class IrregularDataset(Sequence):
         if isinstance(key, (int, np.integer)):
             return self._series[int(key)]
         if isinstance(key, slice):
-            return IrregularDataset(self._series[key], self.feature_names)
+            return self._like(self._series[key])
         idx = np.asarray(key)
         if idx.dtype == bool:
             idx = np.flatnonzero(idx)
-        return IrregularDataset([self._series[int(i)] for i in idx], self.feature_names)
+        return self._like([self._series[int(i)] for i in idx])
+
+    def _like(self, series) -> IrregularDataset:
+        """Other series with this data set's feature names and time unit."""
+        return IrregularDataset(series, self.feature_names, time_unit=self.time_unit)
 
     def __repr__(self) -> str:
         n_obs = [s.n_obs for s in self._series]
@@ -152,8 +166,8 @@ class IrregularDataset(Sequence):
                 f"(observed times span {self.t_min} to {self.t_max}); pick a time inside them."
             )
         return (
-            IrregularDataset(before, self.feature_names),
-            IrregularDataset(after, self.feature_names),
+            self._like(before),
+            self._like(after),
         )
 
     # -- conversion ------------------------------------------------------------------------

@@ -182,6 +182,13 @@ def from_arrays(
 
 
 def _from_pairs(data, *, ids, feature_names, time_unit, name, stacklevel) -> IrregularDataset:
+    if time_unit is not None:
+        try:
+            pd.Timedelta(1, unit=time_unit)
+        except (ValueError, TypeError):
+            raise ValueError(
+                f"time_unit={time_unit!r} is not a unit of time; use e.g. 's', 'min', 'h' or 'D'."
+            ) from None
     pairs = list(data)
     if not pairs:
         raise ValueError(f"{name} is empty; pass at least one (times, values) pair.")
@@ -216,7 +223,7 @@ def _from_pairs(data, *, ids, feature_names, time_unit, name, stacklevel) -> Irr
         feature_names = [f"x{i}" for i in range(n_features)]
     elif len(feature_names) != n_features:
         raise ValueError(f"{name}: {len(feature_names)} feature_names for {n_features} features.")
-    return IrregularDataset(series, feature_names)
+    return IrregularDataset(series, feature_names, time_unit=time_unit)
 
 
 def _tensor_to_numpy(x):
