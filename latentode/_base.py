@@ -349,6 +349,12 @@ class IrregularSeriesEstimator(BaseEstimator):
         file first and renamed, so an interrupted save leaves any earlier file intact.
         """
         check_is_fitted(self)
+        bad = [k for k, w in self.model_.state_dict().items() if not torch.isfinite(w).all()]
+        if bad:
+            raise ValueError(
+                f"cannot save: the weights {bad[:3]} hold NaN or infinite values (a diverged "
+                "fit); refit with a smaller lr."
+            )
         try:
             params = json.dumps(self.get_params(deep=False))
         except TypeError as err:

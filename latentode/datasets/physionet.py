@@ -247,6 +247,16 @@ def _read_records(source: Path, max_bytes: int, max_records: int) -> tuple[pd.Da
         raise ValueError(
             f"{source}: a record line is not HH:MM,Parameter,Value ({str(err).splitlines()[0]})."
         ) from None
+    values = pd.to_numeric(frame["Value"], errors="coerce")
+    wrong = values.isna() & frame["Value"].notna() | np.isinf(values)
+    if wrong.any():
+        row = frame[wrong].iloc[0]
+        raise ValueError(
+            f"{source}: {members[int(row.RecordID)]} has the value {row.Value!r} for "
+            f"{row.Parameter}, not a finite number ({int(wrong.sum())} such lines); fix or "
+            "remove the record."
+        )
+    frame["Value"] = values
     bad = (frame["HH"] < 0) | (frame["MM"] < 0) | (frame["MM"] > 59)
     hours = frame["HH"] + frame["MM"] / 60.0
     bad |= hours > MAX_HOURS

@@ -2,8 +2,12 @@
 
 import io
 import tarfile
+import warnings
 
+import numpy as np
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from latentode.datasets import load_physionet2012
 
@@ -102,4 +106,47 @@ def test_a_malformed_line_is_named(tmp_path):
         [("set-a/1.txt", record(1, "00:30,HR,70")), ("set-a/2.txt", record(2, "half past,HR,70"))],
     )
     with pytest.raises(ValueError, match="a record line is not HH:MM,Parameter,Value"):
+        load_physionet2012(tmp_path)
+
+
+LINE = st.one_of(
+    st.tuples(
+        st.integers(-3, 60), st.integers(-1, 70), st.sampled_from(["HR", "Temp", "Nope", ""])
+    ).map(lambda x: f"{x[0]:02d}:{x[1]:02d},{x[2]},70"),
+    st.sampled_from(["", "garbage", "00:10,HR,", "00:10,HR,abc", "1:2:3,HR,5", ",,"]),
+)
+
+
+@settings(
+    max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(st.lists(LINE, min_size=1, max_size=6))
+def test_any_record_either_loads_within_48_hours_or_is_refused_by_name(tmp_path, lines):
+    write_set(
+        tmp_path, [("set-a/1.txt", record(1, "00:30,HR,70")), ("set-a/2.txt", record(2, *lines))]
+    )
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            ds = load_physionet2012(tmp_path)
+    except ValueError as err:
+        assert "set-a" in str(err) or "PhysioNet" in str(err)
+        return
+    for series in ds.data:
+        assert series.times.min() >= 0 and series.times.max() <= 48
+        assert np.isfinite(series.values[~np.isnan(series.values)]).all()
+
+
+@pytest.mark.parametrize("value", ["abc", "inf", "-inf"])
+def test_a_value_that_is_not_a_finite_number_is_named(tmp_path, value):
+    write_set(
+        tmp_path,
+        [
+            ("set-a/1.txt", record(1, "00:30,HR,70")),
+            ("set-a/2.txt", record(2, f"00:10,HR,{value}")),
+        ],
+    )
+    with pytest.raises(
+        ValueError, match=f"set-a/2.txt has the value '{value}' for HR, not a finite"
+    ):
         load_physionet2012(tmp_path)
