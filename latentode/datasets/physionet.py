@@ -252,7 +252,7 @@ def _read_records(source: Path, max_bytes: int, max_records: int) -> tuple[pd.Da
     if wrong.any():
         row = frame[wrong].iloc[0]
         raise ValueError(
-            f"{source}: {members[int(row.RecordID)]} has the value {row.Value!r} for "
+            f"{source}: {members[int(row.RecordID)]} has the value {row.Value} for "
             f"{row.Parameter}, not a finite number ({int(wrong.sum())} such lines); fix or "
             "remove the record."
         )
