@@ -125,6 +125,15 @@ class IrregularSeriesEstimator(BaseEstimator):
     #: solve from it), so that data and query times before it are refused and far ones warn.
     _time_origin_matters = True
 
+    def __sklearn_tags__(self):
+        """What scikit-learn may assume about the input: a collection of irregular series
+        (not a 2-D array; NaN marks unobserved values), never a table to split by rows."""
+        tags = super().__sklearn_tags__()
+        tags.input_tags.two_d_array = False
+        tags.input_tags.allow_nan = True
+        tags.non_deterministic = self.get_params(deep=False).get("random_state") is None
+        return tags
+
     def _check_labels(self, y, data: IrregularDataset):
         """Labels as a LongTensor of shape (series,) for supervised subclasses; here None."""
         return None
@@ -187,9 +196,12 @@ class IrregularSeriesEstimator(BaseEstimator):
             )
         _check_unit(getattr(self, "time_unit_", None), data.time_unit, name)
         names = data.feature_names
-        # unnamed input (lists of arrays) gets x0, x1, ... in order; any other naming must match
-        unnamed = names == [f"x{i}" for i in range(len(names))]
-        if not unnamed and names != list(self.feature_names_in_):
+        # unnamed input (lists of arrays) gets x0, x1, ... in order: either side unnamed is
+        # taken in order; two namings must match
+        default = [f"x{i}" for i in range(len(names))]
+        fitted = list(self.feature_names_in_)
+        renamed = fitted == default and not set(names) & set(default)  # fitted unnamed
+        if names != default and not renamed and names != fitted:
             raise ValueError(
                 f"{name} has features {names} but the model was fitted with "
                 f"{list(self.feature_names_in_)}; select and order the columns the same way."

@@ -502,6 +502,44 @@ def test_cross_validation_on_a_data_set_keeps_series_whole(data):
     assert scores.shape == (2,) and np.all(np.isfinite(scores))
 
 
+def test_grid_search_and_pipelines_on_series(data):
+    from sklearn.model_selection import GridSearchCV, KFold
+    from sklearn.pipeline import make_pipeline
+
+    search = GridSearchCV(
+        LatentODE(**{**FAST, "max_epochs": 1}), {"latent_dim": [2, 3]}, cv=KFold(2)
+    ).fit(list(data.train[:20]))  # a plain list of series works as well as the data set
+    assert search.best_params_["latent_dim"] in (2, 3)
+    assert len(search.best_estimator_.predict(data.train[:3], times=[1.0]).series) == 3
+    pipe = make_pipeline(LatentODE(**{**FAST, "max_epochs": 1})).fit(data.train[:10])
+    assert pipe.score(data.train[10:14]) == pytest.approx(
+        pipe[-1].score(data.train[10:14]), rel=1e-6
+    )
+
+
+def test_tags_and_the_scikit_learn_checks_that_apply():
+    from sklearn.utils import get_tags
+    from sklearn.utils.estimator_checks import (
+        check_get_params_invariance,
+        check_no_attributes_set_in_init,
+        check_parameters_default_constructible,
+        check_set_params,
+    )
+
+    from latentode import LastValue, LatentODEClassifier
+
+    tags = get_tags(LatentODE())
+    assert not tags.input_tags.two_d_array and tags.input_tags.allow_nan
+    assert tags.non_deterministic and not get_tags(LatentODE(random_state=0)).non_deterministic
+    assert get_tags(LatentODEClassifier()).target_tags.required
+    for est in (LatentODE(), LatentODEClassifier(), LastValue()):
+        name = type(est).__name__
+        check_parameters_default_constructible(name, est)
+        check_no_attributes_set_in_init(name, est)
+        check_get_params_invariance(name, est)
+        check_set_params(name, est)
+
+
 def test_default_looking_feature_names_are_still_checked_for_order():
     from latentode.datasets import from_arrays
 

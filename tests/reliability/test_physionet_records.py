@@ -146,7 +146,5 @@ def test_a_value_that_is_not_a_finite_number_is_named(tmp_path, value):
             ("set-a/2.txt", record(2, f"00:10,HR,{value}")),
         ],
     )
-    with pytest.raises(
-        ValueError, match=f"set-a/2.txt has the value {value} for HR, not a finite"
-    ):
+    with pytest.raises(ValueError, match=f"set-a/2.txt has the value {value} for HR, not a finite"):
         load_physionet2012(tmp_path)
