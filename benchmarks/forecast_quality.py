@@ -50,7 +50,7 @@ def load(args):
     if args.dataset == "periodic":
         from latentode.datasets import make_periodic
 
-        data = make_periodic(n_series=args.n_series, random_state=args.seed)
+        data = make_periodic(n_series=args.n_series or 1000, random_state=args.seed)
         series = type(data.train)([*data.train, *data.test], data.train.feature_names)
         span = float(data.times[-1] - data.times[0])
         return series, {"last": span / 2}
@@ -65,7 +65,13 @@ def main(argv=None) -> dict:
     parser.add_argument("--dataset", choices=["periodic", "physionet"], default="periodic")
     parser.add_argument("--physionet-path", help="folder with set-a.tar.gz and Outcomes-a.txt")
     parser.add_argument("--quantization", type=float, default=0.1, help="PhysioNet: hours")
-    parser.add_argument("--n-series", type=int, default=1000, help="periodic: series")
+    parser.add_argument(
+        "--n-series",
+        type=int,
+        default=None,
+        help="periodic: series to generate (default 1000); PhysioNet: a random subset of the "
+        "stays (default all)",
+    )
     parser.add_argument("--epochs", type=int, default=100)
     parser.add_argument("--encoder", default="odernn", help="the Latent ODE's encoder")
     parser.add_argument("--encode-fraction", type=float, default=0.5)
@@ -82,6 +88,9 @@ def main(argv=None) -> dict:
 
     data, extrapolation = load(args)
     order = np.random.default_rng(args.seed).permutation(len(data))
+    if args.dataset == "physionet" and args.n_series:  # a random subset of the stays
+        data = data[np.sort(order[: args.n_series])]
+        order = np.random.default_rng(args.seed).permutation(len(data))
     n_train, n_cal = int(0.7 * len(data)), int(0.1 * len(data))
     train = data[order[:n_train]]
     calibration = data[order[n_train : n_train + n_cal]]

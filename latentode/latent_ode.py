@@ -122,7 +122,8 @@ class LatentODE(PosteriorPredictiveMixin, IrregularSeriesEstimator):
         that time, by weights learned per feature that decay with the distance (GRU-D's decay,
         Che et al. 2018, on the output; :class:`~latentode.nn.Anchor`): levels of slowly
         varying features persist and gaps are bridged while the latent path carries the
-        change. Measured on the benchmarks page.
+        change. The latent path is trained as in the plain model and the blend on top of it,
+        so anchoring never takes the dynamics' place. Measured on the benchmarks page.
     obs_std : float, list of float or None, default None
         Fixed observation standard deviation in the data's units: one number for every
         feature, or a list with one per feature (e.g. known measurement noise); None learns

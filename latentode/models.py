@@ -177,7 +177,11 @@ class LatentODEModel(PyroModule):
         Blend each decoded mean with the feature's nearest observations before and after that
         time, by learned weights that decay with the distance (:class:`~latentode.nn.Anchor`).
         Only observations the guide reads count: in training with ``encode_mask`` those, in
-        the generative mode the conditioning series; never the value being scored.
+        the generative mode the conditioning series; never the value being scored. In
+        training (gradients on) the latent path is fitted by the plain model's likelihood
+        (the factor ``decoder_alone``) and the blend by the ``obs`` site with the decoded mean
+        held fixed, so the anchor cannot make the dynamics lazy; scores (``per_series_elbo``,
+        without gradients) are the ELBO of the blended model.
     precision : {"32", "bf16-mixed"}, default "32"
         ``"bf16-mixed"`` runs the recognition network, the decoder and the classifier under
         ``torch.autocast`` in bfloat16 (faster matrix products on GPUs with bfloat16 units)
@@ -407,12 +411,18 @@ class LatentODEModel(PyroModule):
             z, cumulative = self.solve(z0, times)
             if self.penalty is not None:
                 pyro.factor("dynamics_penalty", -self.penalty)
-            loc = self.decode(z, context)
-            if self.tails is None:
-                likelihood = masked_normal(loc, self.noise(), mask, obs_weight)
+            training = self.training and torch.is_grad_enabled()
+            if self.anchor is not None and context is not None and training:
+                # training: the latent path learns to explain the data on its own (the plain
+                # model's likelihood), the blend learns how far to trust the nearest
+                # observations given that path (its gradient stops at the decoded mean)
+                plain = self._network(self.decoder, z)
+                loc = self.anchor(plain.detach(), *context)
+                own = self._likelihood(plain, mask, obs_weight).log_prob(values)
+                pyro.factor("decoder_alone", own)
             else:
-                likelihood = masked_student_t(loc, self.noise(), self.tails(), mask, obs_weight)
-            pyro.sample("obs", likelihood, obs=values)
+                loc = self.decode(z, context)
+            pyro.sample("obs", self._likelihood(loc, mask, obs_weight), obs=values)
             if self.poisson:
                 integral = window_integral(cumulative, mask.any(-1))
                 ll = poisson_process_log_likelihood(self.intensity(z), mask, integral)
@@ -421,6 +431,11 @@ class LatentODEModel(PyroModule):
                 with poutine.scale(scale=self.label_weight):
                     pyro.sample("label", self._label_dist(z0, z, labels), obs=labels.clamp(min=0))
         return loc
+
+    def _likelihood(self, loc, mask, obs_weight):
+        if self.tails is None:
+            return masked_normal(loc, self.noise(), mask, obs_weight)
+        return masked_student_t(loc, self.noise(), self.tails(), mask, obs_weight)
 
     def _generate(self, z0: torch.Tensor, query_times: torch.Tensor, context) -> torch.Tensor:
         """Sites of the generative mode of :meth:`model`, inside the series plate."""

@@ -226,7 +226,9 @@ class Anchor(nn.Module):
     further away it is — the decay of GRU-D (Che et al. 2018) toward the last observation,
     applied to the output and on both sides — so slowly varying features (labs) keep their
     level and gaps between observations are bridged, while the latent path carries the
-    change; where no observation is near (far forecasts) the decoder speaks alone.
+    change; where no observation is near (far forecasts) the decoder speaks alone. The rates
+    are learned on a log scale (start 1 per unit of model time), so decays over a small share
+    of the span are reached as quickly as slow ones.
 
     Parameters
     ----------
@@ -236,13 +238,15 @@ class Anchor(nn.Module):
     def __init__(self, n_features: int):
         super().__init__()
         self.weight = nn.Parameter(torch.zeros(2, n_features))  # before, after
-        self.rate = nn.Parameter(torch.full((2, n_features), 0.5413))  # softplus -> 1
+        # rates on a log scale: a step of the optimiser changes them by a factor, so a decay
+        # over a small share of the span is as reachable as one over all of it
+        self.log_rate = nn.Parameter(torch.zeros(2, n_features))
 
     def forward(self, loc, before, after):
         """Blend ``loc (..., batch, query, features)`` with the outputs ``(last, gap, seen)``
         of :func:`last_observed` and :func:`next_observed` (each of shape (batch, query,
         features)); returns the shape of ``loc``."""
-        rate = F.softplus(self.rate)
+        rate = self.log_rate.exp()
         logits, values = [torch.zeros_like(loc)], [loc]
         for k, (x, gap, seen) in enumerate((before, after)):
             logit = self.weight[k] - rate[k] * gap

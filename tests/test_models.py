@@ -195,6 +195,34 @@ def test_anchor_reads_only_what_the_guide_reads():
     assert plain.anchor is None
 
 
+def test_anchored_training_fits_the_latent_path_alone_and_the_blend_on_top():
+    """The dynamics learn from the plain likelihood only; the blend cannot make them lazy."""
+    model = LatentODEModel(2, latent_dim=3, anchor=True).train()
+    b = batch()
+
+    def trace():
+        guide_tr = pyro.poutine.trace(model.guide).get_trace(b.times, b.values, b.mask)
+        replayed = pyro.poutine.replay(model.model, trace=guide_tr)
+        return pyro.poutine.trace(replayed).get_trace(b.times, b.values, b.mask)
+
+    tr = trace()
+    assert "decoder_alone" in tr.nodes  # a training factor
+    obs = tr.nodes["obs"]["fn"].log_prob(tr.nodes["obs"]["value"]).sum()
+    decoder = list(model.decoder.parameters())
+    blend = [model.anchor.weight, model.anchor.log_rate]
+    grads = torch.autograd.grad(-obs, decoder + blend, allow_unused=True)
+    assert all(g is None or torch.all(g == 0) for g in grads[: len(decoder)])
+    assert all(g is not None and torch.any(g != 0) for g in grads[len(decoder) :])
+    own = tr.nodes["decoder_alone"]["fn"].log_prob(tr.nodes["decoder_alone"]["value"]).sum()
+    grads = torch.autograd.grad(-own, decoder + blend, allow_unused=True)
+    assert all(g is not None for g in grads[: len(decoder)])
+    assert all(g is None for g in grads[len(decoder) :])
+    with torch.no_grad():  # scoring: the ELBO of the blended model, nothing else
+        assert "decoder_alone" not in trace().nodes
+    model.eval()
+    assert "decoder_alone" not in trace().nodes
+
+
 def test_student_t_likelihood_bounds_what_a_gross_error_costs():
     b = batch()
     z0 = torch.zeros(2, 3)

@@ -137,4 +137,4 @@ def test_anchor_blend_decays_with_the_distance_and_ignores_missing_neighbours():
     assert torch.allclose(both[0, 0, 0], torch.zeros(2), atol=1e-4)
     # gradients stay finite where a feature has no neighbour
     anchor(loc.requires_grad_(), (last, gap, seen), none).sum().backward()
-    assert torch.isfinite(anchor.rate.grad).all() and torch.isfinite(anchor.weight.grad).all()
+    assert torch.isfinite(anchor.log_rate.grad).all() and torch.isfinite(anchor.weight.grad).all()
