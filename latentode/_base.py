@@ -447,16 +447,24 @@ class IntervalMixin:
     """Central predictive intervals from an estimator's ``predict_quantiles``, and its
     quantiles at each series' own times."""
 
-    def _quantiles_per_series(self, X, times, horizon, n_points, draws, **kwargs):
-        """``predict_quantiles`` at each series' own times (a mapping) or horizon, or None
-        when ``times`` is one grid for all."""
+    def _own_grids(self, X, times, horizon, n_points):
+        """``(data, one grid per series)`` for a mapping of times or a horizon, or None when
+        ``times`` is one grid for all."""
         if horizon is None and not isinstance(times, Mapping):
             return None
         check_is_fitted(self)
         data = self._check_data(X)
         check = self._grid_check(data)
         grids = series_grids(data, times=times, horizon=horizon, n_points=n_points, check=check)
-        return quantiles_per_series(self.predict_quantiles, data, grids, draws, **kwargs)
+        return data, grids
+
+    def _quantiles_per_series(self, X, times, horizon, n_points, draws, **kwargs):
+        """``predict_quantiles`` at each series' own times (a mapping) or horizon, or None
+        when ``times`` is one grid for all."""
+        own = self._own_grids(X, times, horizon, n_points)
+        if own is None:
+            return None
+        return quantiles_per_series(self.predict_quantiles, *own, draws, **kwargs)
 
     def predict_interval(
         self, X, *, times=None, horizon=None, n_points=20, coverage=0.9, n_samples=None

@@ -21,6 +21,7 @@ from sklearn.utils.validation import check_is_fitted
 
 from ._base import PREDICT_CHUNK, IntervalMixin, seed_from, serialised
 from ._empirical import BinnedEmpirical
+from ._query import on_own_times
 from ._validation import integer
 from .datasets import collate
 from .evaluation import NothingHeldOut, gaps_to, held_out_draws, hold_out
@@ -80,7 +81,9 @@ class PosteriorPredictiveMixin(IntervalMixin):
         return data, t, {s: torch.cat([c[s] for c in chunks], dim=1) for s in sites}
 
     @serialised
-    def predict(self, X, *, times=None, n_samples: int = 32) -> xr.DataArray:
+    def predict(
+        self, X, *, times=None, horizon=None, n_points: int = 20, n_samples: int = 32
+    ) -> xr.DataArray:
         """Posterior mean of the series at query times, given their observed points.
 
         Times inside a series' observed window interpolate it; later times extrapolate.
@@ -89,12 +92,17 @@ class PosteriorPredictiveMixin(IntervalMixin):
         ----------
         X : IrregularDataset, DataFrame or list of (times, values)
             The series to condition on.
-        times : array-like of shape (time,), optional
-            Increasing query times in the data's units; default the union of the series'
-            observation times. Any times are allowed, also before a series' first
-            observation or the training data's first time: ``z0`` is the state at the
-            training data's first time (``time_origin_``), solved forwards and backwards from
-            there. Times more than twice the training span outside it draw a warning.
+        times : array-like of shape (time,) or mapping of series id to array-like, optional
+            Increasing query times in the data's units, one grid for every series or each
+            series' own; default the union of the series' observation times. Any times are
+            allowed, also before a series' first observation or the training data's first
+            time: ``z0`` is the state at the training data's first time (``time_origin_``),
+            solved forwards and backwards from there. Times more than twice the training span
+            outside it draw a warning.
+        horizon : float, optional
+            Instead of ``times``: ``n_points`` evenly spaced times after each series' own last
+            observation, up to that time plus ``horizon``.
+        n_points : int, default 20
         n_samples : int, default 32
             Monte Carlo draws of ``z0`` averaged for the mean.
 
@@ -102,7 +110,13 @@ class PosteriorPredictiveMixin(IntervalMixin):
         -------
         xarray.DataArray of shape (series, time, feature)
             In the data's units, with series ids, times and feature names as coordinates.
+            With per-series times (a mapping or ``horizon``), of shape (series, step,
+            feature) instead, ``time`` a coordinate of dims (series, step) with each series'
+            own times (NaN-padded where a series has fewer).
         """
+        own = self._own_grids(X, times, horizon, n_points)
+        if own is not None:
+            return on_own_times(self.predict, *own, n_samples, n_samples=n_samples)
         data, t, draws = self._draw(X, times, n_samples, sites=("mean",))
         values = self._unscale_values(draws["mean"].mean(0))
         return xr.DataArray(
@@ -119,6 +133,8 @@ class PosteriorPredictiveMixin(IntervalMixin):
         X,
         *,
         times=None,
+        horizon=None,
+        n_points: int = 20,
         n_samples: int = 100,
         include_latent: bool = False,
         calibrated: bool = True,
@@ -133,8 +149,11 @@ class PosteriorPredictiveMixin(IntervalMixin):
         Parameters
         ----------
         X : IrregularDataset, DataFrame or list of (times, values)
-        times : array-like of shape (time,), optional
-            Default the union of the series' observation times.
+        times : array-like of shape (time,) or mapping of series id to array-like, optional
+            One grid for every series or each series' own; default the union of the series'
+            observation times.
+        horizon, n_points
+            Instead of ``times``, as in :meth:`predict`.
         n_samples : int, default 100
         include_latent : bool, default False
             Also return the latent trajectories ``z``.
@@ -152,7 +171,12 @@ class PosteriorPredictiveMixin(IntervalMixin):
             per unit of time of each feature, for models fitted with ``poisson=True``;
             ``z0 (sample, series, latent)`` and ``z (sample, series, time, latent)`` when
             ``include_latent``. Values in the data's units, times in the data's time units.
+            With per-series times, ``time`` becomes ``step`` as in :meth:`predict`.
         """
+        own = self._own_grids(X, times, horizon, n_points)
+        if own is not None:
+            options = dict(include_latent=include_latent, calibrated=calibrated)
+            return on_own_times(self.sample, *own, n_samples, n_samples=n_samples, **options)
         sites = ["mean", "obs"]
         if self.poisson:
             sites.append("intensity")

@@ -11,10 +11,11 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 
 import numpy as np
 import pandas as pd
+import xarray as xr
 
 from ._validation import integer, real
 
-__all__ = ["CELLS", "chunks", "quantiles_per_series", "series_grids"]
+__all__ = ["CELLS", "chunks", "on_own_times", "quantiles_per_series", "series_grids"]
 
 #: Values (draws × series × times × features) one call of a chunked draw may hold.
 CELLS = 20_000_000
@@ -123,3 +124,29 @@ def quantiles_per_series(
         times = frame.index.get_level_values(1).astype(float)
         frames.append(frame[[(s, t) in wanted for s, t in zip(series, times, strict=True)]])
     return pd.concat(frames)
+
+
+def on_own_times(draw: Callable[..., xr.DataArray | xr.Dataset], data, grids, draws: int, **kwargs):
+    """``draw(..., times=grid, **kwargs)`` (``predict`` or ``sample``) with each series at its
+    own times, in chunks bounded for ``draws`` draws per value.
+
+    Returns
+    -------
+    xarray.DataArray or Dataset
+        The output's ``time`` dimension becomes ``step`` (0, 1, ... per series) and ``time``
+        a coordinate of dims (series, step) holding each series' own times; series with fewer
+        times than the longest are padded with NaN (values and times).
+    """
+    longest = max(len(g) for g in grids)
+    pieces = []
+    for start, stop, grid in chunks(grids, draws, data.n_features):
+        out = draw(data[start:stop], times=grid, **kwargs)
+        for k, own in enumerate(grids[start:stop]):
+            piece = out.isel(series=[k], time=np.searchsorted(grid, own))
+            piece = piece.drop_vars("time").rename(time="step")
+            piece = piece.pad(step=(0, longest - len(own)))
+            padded = np.full(longest, np.nan)
+            padded[: len(own)] = own
+            pieces.append(piece.assign_coords(time=(("series", "step"), padded[None])))
+    joined = xr.concat(pieces, dim="series", combine_attrs="override")
+    return joined.assign_coords(step=np.arange(longest))

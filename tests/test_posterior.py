@@ -105,6 +105,26 @@ def test_per_series_times_and_horizons_match_the_common_grid(spirals, fitted):
         fitted.predict_quantiles(series, q=[])
 
 
+def test_predict_and_sample_take_each_series_own_times(spirals, fitted):
+    series = spirals.test[:3]
+    own = {series[0].id: [0.5, 1.0], series[1].id: [2.0], series[2].id: [0.1, 0.2, 0.3]}
+    mean = fitted.predict(series, times=own, n_samples=8)
+    assert mean.dims == ("series", "step", "feature") and mean.sizes["step"] == 3
+    assert mean.time.dims == ("series", "step")
+    np.testing.assert_array_equal(mean.time.values[1], [2.0, np.nan, np.nan])
+    assert np.isnan(mean.values[1, 1:]).all() and np.isfinite(mean.values[2]).all()
+    # one chunk: the same draws as the common grid of the union of the times
+    union = fitted.predict(series, times=[0.1, 0.2, 0.3, 0.5, 1.0, 2.0], n_samples=8)
+    for k, s in enumerate(series):
+        for j, t in enumerate(own[s.id]):
+            expected = union.sel(series=s.id, time=t).values
+            np.testing.assert_allclose(mean.values[k, j], expected, rtol=1e-6)
+    draws = fitted.sample(series, horizon=1.0, n_points=4, n_samples=5, include_latent=True)
+    assert draws.obs.shape == (5, 3, 4, 2) and draws.z0.shape == (5, 3, 3)
+    for k, s in enumerate(series):
+        np.testing.assert_allclose(draws.time.values[k], s.times[-1] + np.arange(1, 5) / 4)
+
+
 def test_outputs_say_what_made_them(spirals, fitted):
     from latentode import LastValue, __version__
 
