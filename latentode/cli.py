@@ -56,6 +56,7 @@ _FIT_OPTIONS = {
     "lr_decay": "learning rate multiplier per epoch",
     "average_epochs": "average the parameters of this many last epochs",
     "kl_anneal_epochs": "epochs over which the KL term's weight rises to 1",
+    "elbo": "how the ELBO is estimated: the KL of z0 in closed form, or sampled",
     "clip_norm": "gradient norm clipping (none to turn off)",
     "subsample": "share of each series' observations used per step",
     "patience": "stop after this many epochs without a better validation loss (none: never)",

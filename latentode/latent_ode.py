@@ -29,6 +29,7 @@ from ._posterior import PosteriorPredictiveMixin
 from ._validation import choice, custom, flag, integer, real
 from .datasets import as_dataset
 from .inference import DataParallel, TrainingConfig, train_svi
+from .inference.svi import ELBOS
 from .models import ENCODERS, LIKELIHOODS, POSTERIORS, PRECISIONS, LatentODEModel
 from .solvers import BACKENDS, SolverSettings
 
@@ -73,6 +74,7 @@ PARAMETERS = (
     real("lr_decay", low=0, low_open=True, high=1),
     integer("average_epochs", low=0, high="max_epochs"),
     integer("num_particles", low=1),
+    choice("elbo", tuple(ELBOS)),
     integer("kl_anneal_epochs", low=0),
     real("kl_weight", low=0, low_open=True, hint="1 gives the ELBO."),
     choice("obs_weighting", OBS_WEIGHTINGS),
@@ -177,6 +179,10 @@ class LatentODE(PosteriorPredictiveMixin, IrregularSeriesEstimator):
         PhysioNet is measured on the documentation's benchmarks page.
     num_particles : int, default 1
         ``z0`` samples per series in each ELBO estimate.
+    elbo : {"analytic_kl", "sampled_kl"}, default "analytic_kl"
+        How training estimates the ELBO: with the KL divergence of ``z0``'s posterior from its
+        prior in closed form (Normal guide; no sampling noise in that term), or from the sampled ``z0``
+        (always the case for ``guide="cnf"``). Both estimate the same objective.
     kl_anneal_epochs : int, default 0
         Epochs over which the weight of the KL term rises linearly to ``kl_weight``.
     kl_weight : float, default 1.0
@@ -267,6 +273,7 @@ class LatentODE(PosteriorPredictiveMixin, IrregularSeriesEstimator):
         lr_decay: float = 0.99,
         average_epochs: int = 0,
         num_particles: int = 1,
+        elbo: str = "analytic_kl",
         kl_anneal_epochs: int = 0,
         kl_weight: float = 1.0,
         obs_weighting: str = "point",
@@ -305,6 +312,7 @@ class LatentODE(PosteriorPredictiveMixin, IrregularSeriesEstimator):
         self.lr_decay = lr_decay
         self.average_epochs = average_epochs
         self.num_particles = num_particles
+        self.elbo = elbo
         self.kl_anneal_epochs = kl_anneal_epochs
         self.kl_weight = kl_weight
         self.obs_weighting = obs_weighting
@@ -517,6 +525,7 @@ def _training_config(est, checkpoint_every: int, verbose) -> TrainingConfig:
         lr=est.lr,
         lr_decay=est.lr_decay,
         num_particles=est.num_particles,
+        elbo=est.elbo,
         kl_anneal_epochs=est.kl_anneal_epochs,
         kl_final=float(est.kl_weight),
         clip_norm=est.clip_norm,

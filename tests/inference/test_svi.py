@@ -194,3 +194,39 @@ def test_observation_weights_enter_the_training_loss_but_not_the_elbo(batches):
     elbo = per_series_elbo(model, batch)
     torch.manual_seed(3)
     assert torch.equal(per_series_elbo(model, batch.weight_pairs(60.0)), elbo)  # scoring: ELBO
+
+
+def test_the_two_elbo_estimators_agree_in_expectation(batches):
+    train, _ = batches
+    model = LatentODEModel(2, latent_dim=3)
+    batch = train[0]
+
+    def estimate(elbo):
+        torch.manual_seed(0)
+        with torch.no_grad():
+            return svi_loss(model, batch, num_particles=400, elbo=elbo).item()
+
+    closed, sampled = estimate("analytic_kl"), estimate("sampled_kl")
+    assert closed != sampled  # different estimators ...
+    assert sampled == pytest.approx(closed, rel=0.02)  # ... of the same objective
+    with pytest.raises(ValueError, match="elbo must be one of"):
+        svi_loss(model, batch, elbo="iwae")
+
+
+def test_the_estimator_passes_its_elbo_choice(monkeypatch):
+    from latentode import LatentODE
+    from latentode.inference import svi
+
+    seen = []
+    original = svi.svi_loss
+
+    def spy(*args, **kwargs):
+        seen.append(kwargs["elbo"])
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(svi, "svi_loss", spy)
+    data = make_spirals(n_series=20, n_obs=8, random_state=0).train
+    LatentODE(max_epochs=1, latent_dim=2, elbo="sampled_kl", random_state=0).fit(data)
+    assert seen and set(seen) == {"sampled_kl"}
+    with pytest.raises(ValueError, match="elbo"):
+        LatentODE(elbo="iwae").fit(data)
