@@ -181,8 +181,8 @@ class LatentODE(PosteriorPredictiveMixin, IrregularSeriesEstimator):
         ``z0`` samples per series in each ELBO estimate.
     elbo : {"analytic_kl", "sampled_kl"}, default "analytic_kl"
         How training estimates the ELBO: with the KL divergence of ``z0``'s posterior from its
-        prior in closed form (Normal guide; no sampling noise in that term), or from the sampled ``z0``
-        (always the case for ``guide="cnf"``). Both estimate the same objective.
+        prior in closed form (Normal guide; no sampling noise in that term), or from the
+        sampled ``z0`` (always the case for ``guide="cnf"``). Both estimate the same objective.
     kl_anneal_epochs : int, default 0
         Epochs over which the weight of the KL term rises linearly to ``kl_weight``.
     kl_weight : float, default 1.0
