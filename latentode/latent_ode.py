@@ -554,6 +554,11 @@ def _checkpointing(est, checkpoint, data, labels, resume: bool):
 
 def _check_folder(path) -> None:
     """Raise ValueError unless the folder of the file ``path`` exists and is writable."""
+    if os.path.isdir(os.fspath(path)):
+        raise ValueError(
+            f"checkpoint={os.fspath(path)!r} is a folder; give a file name inside it, e.g. "
+            f"{os.path.join(os.fspath(path), 'fit.ckpt')!r}."
+        )
     folder = os.path.dirname(os.path.abspath(os.fspath(path)))
     if not os.path.isdir(folder) or not os.access(folder, os.W_OK):
         raise ValueError(

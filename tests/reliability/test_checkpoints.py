@@ -62,6 +62,8 @@ def test_resume_refuses_other_parameters_or_data(params, data, tmp_path):
         LatentODE(**params).fit(data.train, checkpoint=tmp_path / "missing" / "fit.ckpt")
     with pytest.raises(ValueError, match="resume=True needs checkpoint"):
         LatentODE(**params).fit(data.train, resume=True)
+    with pytest.raises(ValueError, match="is a folder; give a file name inside it"):
+        LatentODE(**params).fit(data.train, checkpoint=tmp_path)
 
 
 def test_keyboard_interrupt_keeps_a_usable_model_and_resumes(
