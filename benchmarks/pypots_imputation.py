@@ -1,0 +1,176 @@
+"""Imputation on PhysioNet 2012 beside PyPOTS's BRITS and SAITS, at equal training time.
+
+    pip install pypots  # a benchmark extra, not a dependency of latentode
+    python benchmarks/pypots_imputation.py --physionet-path DIR [--budget 480]
+
+Set A on an hourly grid (times rounded to the hour, 49 steps of 0-48 h, 37 channels). The
+stays are split 70/10/20 into training, (unused) and test stays; 10% of the observed values of
+the test stays are hidden at random (:func:`latentode.evaluation.hold_out`), every model reads
+the rest and imputes them. Each learned model gets the same training time: one epoch is timed,
+then a fresh model is fitted for as many epochs as fit in ``--budget`` seconds. Errors are
+pooled over the hidden values on the scale of the training stays' per-channel standard
+deviation (the usual PyPOTS convention) and in the data's units. Writes
+``benchmarks/results/pypots_imputation.json``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).parent))
+from _common import versions  # noqa: E402
+
+from latentode import LastValue, LatentODE, LinearInterpolation  # noqa: E402
+from latentode.datasets import load_physionet2012  # noqa: E402
+from latentode.evaluation import hold_out  # noqa: E402
+
+STEPS = 49  # hours 0..48
+
+
+def grid(data, mean, scale) -> np.ndarray:
+    """Series on the hourly grid, standardised: array (series, 49, features), NaN unobserved."""
+    out = np.full((len(data), STEPS, data.n_features), np.nan, dtype=np.float32)
+    for i, s in enumerate(data):
+        out[i, np.round(s.times).astype(int)] = (s.values - mean) / scale
+    return out
+
+
+def targets(target, mean, scale):
+    """Positions (series, step, feature) and standardised values of the hidden entries."""
+    rows, steps, feats, values = [], [], [], []
+    for i, s in enumerate(target):
+        r, f = np.nonzero(~np.isnan(s.values))
+        rows.append(np.full(r.size, i))
+        steps.append(np.round(s.times[r]).astype(int))
+        feats.append(f)
+        values.append((s.values[r, f] - mean[f]) / scale[f])
+    return tuple(np.concatenate(x) for x in (rows, steps, feats, values))
+
+
+def timed_epochs(make, fit, budget: float) -> tuple[object, int, float]:
+    """Time one epoch of a fresh model, then fit another for as many epochs as fit."""
+    start = time.perf_counter()
+    fit(make(1))
+    per_epoch = time.perf_counter() - start
+    epochs = max(1, int(budget / per_epoch))
+    model = make(epochs)
+    start = time.perf_counter()
+    fit(model)
+    return model, epochs, time.perf_counter() - start
+
+
+def main(argv=None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--physionet-path", required=True, help="folder with set-a.tar.gz")
+    parser.add_argument("--budget", type=float, default=480.0, help="training seconds each")
+    parser.add_argument("--n-series", type=int, help="a random subset of the stays")
+    parser.add_argument("--samples", type=int, default=100, help="latentode draws per value")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--output", help="JSON to write (default in benchmarks/results)")
+    args = parser.parse_args(argv)
+    try:
+        from pypots.imputation import BRITS, SAITS
+    except ImportError:
+        parser.exit(1, "this benchmark needs PyPOTS: pip install pypots\n")
+    out = Path(args.output or Path(__file__).parent / "results" / "pypots_imputation.json")
+
+    data = load_physionet2012(args.physionet_path, quantization=1.0).data
+    order = np.random.default_rng(args.seed).permutation(len(data))
+    if args.n_series:
+        data = data[np.sort(order[: args.n_series])]
+        order = np.random.default_rng(args.seed).permutation(len(data))
+    n_train = int(0.7 * len(data))
+    train, test = data[order[:n_train]], data[order[int(0.8 * len(data)) :]]
+    context, target = hold_out(test, fraction=0.1, random_state=args.seed)
+    values = np.concatenate([s.values for s in train])
+    mean, scale = np.nanmean(values, axis=0), np.nanstd(values, axis=0)
+    scale = np.where(scale > 0, scale, 1.0)
+    rows, steps, feats, truth = targets(target, mean, scale)
+    print(f"{len(train)} training stays; {len(target)} test stays, {truth.size} hidden values")
+
+    results, point = {}, {}
+    n_features = train.n_features
+    x_train, x_context = grid(train, mean, scale), grid(context, mean, scale)
+    for name, cls, kwargs in (
+        ("BRITS", BRITS, dict(rnn_hidden_size=108)),
+        ("SAITS", SAITS, dict(n_layers=2, d_model=256, n_heads=4, d_k=64, d_v=64, d_ffn=128)),
+    ):
+
+        def make(epochs, cls=cls, kwargs=kwargs):
+            return cls(
+                n_steps=STEPS,
+                n_features=n_features,
+                epochs=epochs,
+                batch_size=32,
+                verbose=False,
+                **kwargs,
+            )
+
+        model, epochs, seconds = timed_epochs(
+            make, lambda m: m.fit(train_set={"X": x_train}), args.budget
+        )
+        imputed = model.predict({"X": x_context})["imputation"]
+        point[name] = np.asarray(imputed)[rows, steps, feats]
+        results[name] = {"epochs": epochs, "fit_seconds": seconds, "settings": kwargs}
+        print(f"{name}: {epochs} epochs in {seconds:.0f} s", flush=True)
+
+    def make_latent(epochs):
+        return LatentODE(anchor=True, max_epochs=epochs, random_state=args.seed)
+
+    latent, epochs, seconds = timed_epochs(make_latent, lambda m: m.fit(train), args.budget)
+    results["latentode (anchored)"] = {"epochs": epochs, "fit_seconds": seconds}
+    print(f"latentode: {epochs} epochs in {seconds:.0f} s", flush=True)
+    own = {s.id: s.times for s in target}
+    rules = {
+        "latentode (anchored)": latent,
+        "last value": LastValue(random_state=args.seed).fit(train),
+        "linear interpolation": LinearInterpolation(random_state=args.seed).fit(train),
+    }
+    for name, model in rules.items():
+        draws = {"n_samples": args.samples} if isinstance(model, LatentODE) else {}
+        table = model.predict_quantiles(context, times=own, q=[0.5], **draws)
+        medians = table.xs(0.5, axis=1, level="quantile")
+        lookup = {sid: medians.loc[sid] for sid in own}
+        predicted = np.array(
+            [
+                lookup[target[i].id].iloc[np.searchsorted(target[i].times, t)].iloc[f]
+                for i, t, f in zip(rows, steps, feats, strict=True)
+            ]
+        )
+        point[name] = (predicted - mean[feats]) / scale[feats]
+        results.setdefault(name, {})
+
+    for name, guess in point.items():
+        error = guess - truth
+        raw = error * scale[feats]
+        results[name].update(
+            mae=float(np.mean(np.abs(error))),
+            mse=float(np.mean(error**2)),
+            mae_raw=float(np.mean(np.abs(raw))),
+            mse_raw=float(np.mean(raw**2)),
+        )
+    print(f"\n{'model':24s} {'MAE':>7s} {'MSE':>7s} {'MAE raw':>9s} {'MSE raw':>10s}")
+    for name, r in results.items():
+        print(
+            f"{name:24s} {r['mae']:7.4f} {r['mse']:7.4f} {r['mae_raw']:9.3f} {r['mse_raw']:10.1f}"
+        )
+    payload = {
+        "configuration": vars(args) | {"output": out.name},
+        "stays": {"train": len(train), "test": len(target)},
+        "hidden_values": int(truth.size),
+        "results": results,
+        "versions": versions(),
+    }
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(payload, indent=2))
+    print(f"wrote {out}")
+
+
+if __name__ == "__main__":
+    main()
