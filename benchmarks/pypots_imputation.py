@@ -161,7 +161,9 @@ def main(argv=None) -> None:
             f"{name:24s} {r['mae']:7.4f} {r['mse']:7.4f} {r['mae_raw']:9.3f} {r['mse_raw']:10.1f}"
         )
     payload = {
-        "configuration": vars(args) | {"output": out.name},
+        # file names only: results must not carry this machine's paths
+        "configuration": vars(args)
+        | {"output": out.name, "physionet_path": Path(args.physionet_path).name},
         "stays": {"train": len(train), "test": len(target)},
         "hidden_values": int(truth.size),
         "results": results,
