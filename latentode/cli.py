@@ -109,7 +109,7 @@ def _load_data(args):
                 f"{args.data}: {option} {column!r} is not a column; columns are "
                 f"{list(frame.columns)}."
             )
-    time_unit = getattr(args, "time_unit", None)
+    time_unit = args.time_unit
     if time_unit is not None:
         frame = _elapsed(frame, args)
     elif not pd.api.types.is_numeric_dtype(frame[args.time_col]):

@@ -10,6 +10,7 @@ of ICU patients: the PhysioNet/Computing in Cardiology Challenge 2012. Computing
 
 from __future__ import annotations
 
+import gzip
 import io
 import tarfile
 import warnings
@@ -205,9 +206,7 @@ def _read_records(source: Path, max_bytes: int, max_records: int) -> tuple[pd.Da
                         admit(member.name, member.size)
                         data = tar.extractfile(member).read(max_bytes + 1)
                         texts.append((name.stem, member.name, data))
-        except (tarfile.TarError, EOFError, OSError, zlib_error) as err:
-            if isinstance(err, FileNotFoundError):
-                raise
+        except (tarfile.TarError, EOFError, gzip.BadGzipFile, zlib_error) as err:
             raise ValueError(
                 f"{source} is not a readable tar.gz archive of PhysioNet records ({err}); "
                 "fetch it again, or pass download=True."
