@@ -450,7 +450,7 @@ class IntervalMixin:
     def _own_grids(self, X, times, horizon, n_points):
         """``(data, one grid per series)`` for a mapping of times or a horizon, or None when
         ``times`` is one grid for all."""
-        if horizon is None and not isinstance(times, Mapping):
+        if horizon is None and not isinstance(times, Mapping | pd.DataFrame):
             return None
         check_is_fitted(self)
         data = self._check_data(X)

@@ -92,10 +92,11 @@ class PosteriorPredictiveMixin(IntervalMixin):
         ----------
         X : IrregularDataset, DataFrame or list of (times, values)
             The series to condition on.
-        times : array-like of shape (time,) or mapping of series id to array-like, optional
+        times : array-like of shape (time,), mapping or DataFrame, optional
             Increasing query times in the data's units, one grid for every series or each
-            series' own; default the union of the series' observation times. Any times are
-            allowed, also before a series' first observation or the training data's first
+            series' own: a mapping of series id to times, or a long DataFrame with ``series``
+            and ``time`` columns; default the union of the series' observation times. Any times
+            are allowed, also before a series' first observation or the training data's first
             time: ``z0`` is the state at the training data's first time (``time_origin_``),
             solved forwards and backwards from there. Times more than twice the training span
             outside it draw a warning.
@@ -149,9 +150,10 @@ class PosteriorPredictiveMixin(IntervalMixin):
         Parameters
         ----------
         X : IrregularDataset, DataFrame or list of (times, values)
-        times : array-like of shape (time,) or mapping of series id to array-like, optional
-            One grid for every series or each series' own; default the union of the series'
-            observation times.
+        times : array-like of shape (time,), mapping or DataFrame, optional
+            One grid for every series or each series' own (a mapping of series id to times, or
+            a long DataFrame with ``series`` and ``time`` columns); default the union of the
+            series' observation times.
         horizon, n_points
             Instead of ``times``, as in :meth:`predict`.
         n_samples : int, default 100
@@ -220,8 +222,9 @@ class PosteriorPredictiveMixin(IntervalMixin):
         Parameters
         ----------
         X : IrregularDataset, DataFrame or list of (times, values)
-        times : array-like of shape (time,) or mapping of series id to array-like, optional
-            One grid for every series, or each series' own times.
+        times : array-like of shape (time,), mapping or DataFrame, optional
+            One grid for every series, or each series' own times (a mapping of series id to
+            times, or a long DataFrame with ``series`` and ``time`` columns).
         horizon : float, optional
             Instead of ``times``: ``n_points`` times evenly spaced after each series' own last
             observation, up to ``last + horizon`` (in the data's time unit).
@@ -254,7 +257,7 @@ class PosteriorPredictiveMixin(IntervalMixin):
         return frame.reindex(columns=columns)
 
     @serialised
-    def to_inference_data(self, X, *, n_samples: int = 100):
+    def to_inference_data(self, X, *, n_samples: int = 100, log_likelihood: bool = False):
         """Posterior draws of the fitted model on ``X`` in ArviZ's container.
 
         Draws of ``z0`` come from the variational posterior ``q(z0 | x)`` (one chain).
@@ -263,6 +266,14 @@ class PosteriorPredictiveMixin(IntervalMixin):
         ----------
         X : IrregularDataset, DataFrame or list of (times, values)
         n_samples : int, default 100
+        log_likelihood : bool, default False
+            Add the ``log_likelihood`` group, which ArviZ's ``loo`` and ``waic`` read. Their
+            results are not valid here, and asking for the group warns: each series has its
+            own ``z0``, drawn from the variational posterior ``q(z0 | x)`` rather than the
+            exact posterior, so the importance weights of PSIS-LOO (and WAIC's variance
+            penalty) do not estimate held-out fit (Pareto k far above 0.7 is typical).
+            Compare models by held-out error and coverage
+            (:func:`latentode.evaluation.evaluate`) or by :meth:`score` (the ELBO).
 
         Returns
         -------
@@ -270,16 +281,26 @@ class PosteriorPredictiveMixin(IntervalMixin):
             Groups: ``posterior`` with ``z0 (chain, draw, series, latent)``;
             ``posterior_predictive`` with ``obs (chain, draw, series, time, feature)``;
             ``observed_data`` with ``obs (series, time, feature)``, NaN where not observed;
-            ``log_likelihood`` with ``obs (chain, draw, series)``, each series'
-            log-likelihood of its observed values in the data's units (the model's noise
-            family), so that ``az.loo`` and ``az.waic`` leave out one series at a time. Times
-            are the union of the series' observation times. The draws of ``z0`` come from the
-            variational posterior ``q(z0 | x)``, not from MCMC: ``loo``/``waic`` on them are
-            approximations whose Pareto-k diagnostics are often high; compare models by
-            :meth:`score` (the ELBO) or held-out error (:mod:`latentode.evaluation`). The
-            ``posterior`` group's attributes say so.
+            with ``log_likelihood=True`` also ``log_likelihood`` with ``obs (chain, draw,
+            series)``, each series' log-likelihood of its observed values in the data's units
+            (the model's noise family). Times are the union of the series' observation times.
+            The ``posterior`` group's attributes say the draws are variational.
+
+        Warns
+        -----
+        UserWarning
+            With ``log_likelihood=True``: ``loo``/``waic`` on these draws are not valid.
         """
         data, t, draws = self._draw(X, None, n_samples, sites=("z0", "mean", "obs"))
+        if log_likelihood:
+            warnings.warn(
+                "to_inference_data(log_likelihood=True): ArviZ's loo and waic on these draws are "
+                "not valid estimates of held-out fit (the draws of z0 come from the variational "
+                "posterior q(z0 | x), one per series); compare models with "
+                "latentode.evaluation.evaluate on held-out values, or with score (the ELBO).",
+                UserWarning,
+                stacklevel=3,
+            )
         z0, noise = draws["z0"], self.model_.noise().detach()
         predictive = self._unscale_values(draws["obs"])[None]
         loc = self._unscale_values(draws["mean"])[None]
@@ -307,8 +328,9 @@ class PosteriorPredictiveMixin(IntervalMixin):
             "observed_data": xr.Dataset(
                 {"obs": (("series", "time", "feature"), observed)}, coords=coords
             ),
-            "log_likelihood": xr.Dataset({"obs": (draws, log_lik)}, coords=coords),
         }
+        if log_likelihood:
+            groups["log_likelihood"] = xr.Dataset({"obs": (draws, log_lik)}, coords=coords)
         for name, group in groups.items():  # keep only the coordinates a variable uses
             used = {dim for var in group.data_vars.values() for dim in var.dims}
             groups[name] = group.drop_vars([c for c in group.coords if c not in used])

@@ -37,7 +37,9 @@ def series_grids(
     Parameters
     ----------
     data : IrregularDataset
-    times : array-like, mapping of series id to array-like, or None
+    times : array-like, mapping of series id to array-like, DataFrame, or None
+        A DataFrame is a long table of (series, time) rows: columns ``series`` and ``time``
+        (or exactly two columns, id first), or those two as its index.
     horizon : float or None
         Times after each series' last observation: ``n_points`` evenly spaced up to
         ``last + horizon``.
@@ -56,6 +58,8 @@ def series_grids(
         _N_POINTS.check(n_points)
         steps = np.arange(1, n_points + 1) * (float(horizon) / n_points)
         return [check(_clean(s.times[-1] + steps), f"the horizon of series {s.id!r}") for s in data]
+    if isinstance(times, pd.DataFrame):
+        times = _long_times(times)
     if not isinstance(times, Mapping):
         return None
     by_str = {str(k): v for k, v in times.items()}
@@ -69,6 +73,34 @@ def series_grids(
     return [
         check(times[s.id] if s.id in times else by_str[str(s.id)], f"times[{s.id!r}]") for s in data
     ]
+
+
+def _long_times(frame: pd.DataFrame) -> dict:
+    """A long (series, time) table as a mapping of series id to its sorted unique times."""
+    if isinstance(frame.index, pd.MultiIndex) or frame.index.name is not None:
+        frame = frame.reset_index()
+    if {"series", "time"} <= set(frame.columns):
+        id_col, time_col = "series", "time"
+    elif frame.shape[1] == 2:
+        id_col, time_col = frame.columns
+    else:
+        raise ValueError(
+            f"times is a DataFrame with columns {list(frame.columns)[:6]!r}; give a long table "
+            "of query times with columns 'series' and 'time' (or exactly two columns: id, time)."
+        )
+    if frame[id_col].isna().any():
+        raise ValueError(f"times: column {id_col!r} has missing series ids; drop those rows.")
+    try:
+        stamps = pd.to_numeric(frame[time_col], errors="raise").to_numpy(dtype=np.float64)
+    except (TypeError, ValueError):
+        raise ValueError(
+            f"times: column {time_col!r} must hold numbers in the data's time unit; convert "
+            "datetimes to elapsed time first."
+        ) from None
+    out: dict = {}
+    for sid, rows in frame.groupby(id_col, sort=False).indices.items():
+        out[sid] = np.unique(stamps[rows])
+    return out
 
 
 def chunks(

@@ -51,6 +51,7 @@ _FIT_OPTIONS = {
     "obs_weighting": "how observations are weighted in the likelihood",
     "poisson": "also model when observations are taken (Poisson process)",
     "encode_fraction": "below 1, train to forecast from the first part of each series (e.g. 0.5)",
+    "hide_fraction": "share of values hidden from the encoder in training, to learn to impute",
     "batch_size": "series per optimisation step",
     "lr": "learning rate (Adam)",
     "lr_decay": "learning rate multiplier per epoch",
@@ -171,6 +172,38 @@ def _query_times(args) -> np.ndarray | None:
         raise CommandError(f"--times {args.times!r}: give numbers separated by commas.") from None
 
 
+def _own_times(args, data) -> dict | None:
+    """Each series' query times from ``--times-file`` (rows of id and time), if given."""
+    if not args.times_file:
+        return None
+    if args.times or args.horizon is not None:
+        raise CommandError("--times-file: give it alone, without --times or --horizon.")
+    frame = _read_table(args.times_file)
+    missing = [c for c in (args.id_col, args.time_col) if c not in frame.columns]
+    if missing:
+        raise CommandError(
+            f"{args.times_file}: no column {missing[0]!r}; give one row per query time with the "
+            f"--id-col {args.id_col!r} and --time-col {args.time_col!r} columns."
+        )
+    if not pd.api.types.is_numeric_dtype(frame[args.time_col]):
+        raise CommandError(
+            f"{args.times_file}: --time-col {args.time_col!r} must hold numbers, counted as in "
+            "the data (for dates, the elapsed time in --time-unit from the same origin)."
+        )
+    wanted = {str(i) for i in data.ids}
+    unknown = sorted({str(i) for i in frame[args.id_col]} - wanted)
+    if unknown:
+        raise CommandError(
+            f"{args.times_file}: series {unknown[:5]} are not in {args.data}; ids there are "
+            f"e.g. {data.ids[:5]}."
+        )
+    times = frame[[args.id_col, args.time_col]].dropna()
+    if times.empty:
+        raise CommandError(f"{args.times_file}: no query times (every row is empty).")
+    grouped = times.groupby(times[args.id_col].astype(str))[args.time_col]
+    return {sid: np.unique(t.to_numpy(dtype=np.float64)) for sid, t in grouped}
+
+
 def _n_points(args) -> int:
     """Query times per series of ``--horizon`` / ``--step`` (refused beyond the limit)."""
     n_points = math.ceil(args.horizon / args.step - 1e-9) if args.step else 20
@@ -202,7 +235,7 @@ def _fit(args) -> None:
     model = LatentODE(
         **options,
         random_state=args.seed,
-        verbose="force" if args.progress else False,
+        verbose="force" if args.progress else not args.quiet,
     )
     train, validation = _split_validation(data, args.validation_fraction, args.seed)
     model.fit(train, validation_data=validation, checkpoint=args.checkpoint, resume=args.resume)
@@ -320,7 +353,12 @@ def _predict(args) -> None:
     output = _writable("--output", args.output, (".csv", ".nc", ".netcdf"))
     model, data = _load_model(args.model), _load_data(args)
     q = [float(x) for x in args.quantiles.split(",")]
-    if args.horizon is not None and not args.times:  # each series from its own last time
+    own = _own_times(args, data)
+    if own is not None:
+        data = data[[k for k, sid in enumerate(data.ids) if str(sid) in own]]
+        own = {sid: own[str(sid)] for sid in data.ids}
+        table = model.predict_quantiles(data, times=own, q=q, n_samples=args.samples)
+    elif args.horizon is not None and not args.times:  # each series from its own last time
         n_points = _n_points(args)
         table = model.predict_quantiles(
             data, horizon=args.horizon, n_points=n_points, q=q, n_samples=args.samples
@@ -356,6 +394,9 @@ def _plot(args) -> None:
     window = np.linspace(subset.t_min, subset.t_max, 100)
     extra = _query_times(args)
     extra = _ahead(args, subset) if extra is None else extra
+    own = _own_times(args, data)
+    if own is not None:
+        extra = np.concatenate([own.get(str(s), []) for s in chosen] + [window[:0]])
     times = window if extra is None else np.unique(np.concatenate([window, extra]))
     draws = model.sample(subset, times=times, n_samples=args.samples)
     unit = f" ({args.time_unit})" if args.time_unit else ""
@@ -415,7 +456,7 @@ def _demo(args) -> None:
         **_DEMO_SETTINGS,
         max_epochs=args.epochs,
         random_state=args.seed,
-        verbose="force" if args.progress else False,
+        verbose="force" if args.progress else not args.quiet,
     ).fit(data.train)
     pred = model.predict(data.test, times=data.test_extrapolation_times)
     rmse = float(np.sqrt(np.mean((pred.values - data.test_extrapolation_truth) ** 2)))
@@ -440,8 +481,23 @@ def _data_arguments(parser) -> None:
     )
 
 
+def _progress_arguments(parser) -> None:
+    shown = parser.add_mutually_exclusive_group()
+    shown.add_argument(
+        "--progress",
+        action="store_true",
+        help="always show the progress bar (by default only when the output is a terminal)",
+    )
+    shown.add_argument("--quiet", action="store_true", help="never show the progress bar")
+
+
 def _time_arguments(parser) -> None:
-    parser.add_argument("--times", help="comma-separated query times")
+    parser.add_argument("--times", help="comma-separated query times, the same for every series")
+    parser.add_argument(
+        "--times-file",
+        help="CSV or Parquet file of each series' own query times: one row per time, with the "
+        "--id-col and --time-col columns",
+    )
     positive = real("horizon", low=0, low_open=True)
     parser.add_argument(
         "--horizon",
@@ -489,7 +545,7 @@ def build_parser() -> argparse.ArgumentParser:
     fit.add_argument("--seed", type=_SEED.parse, default=0)
     fit.add_argument("--checkpoint", help="checkpoint file, written during training")
     fit.add_argument("--resume", action="store_true", help="continue from --checkpoint")
-    fit.add_argument("--progress", action="store_true", help="show a progress bar")
+    _progress_arguments(fit)
     fit.set_defaults(run=_fit)
 
     predict = sub.add_parser(
@@ -564,7 +620,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     demo.add_argument("--n-series", type=integer("n_series", low=5).parse, default=1000)
     demo.add_argument("--seed", type=_SEED.parse, default=0)
-    demo.add_argument("--progress", action="store_true")
+    _progress_arguments(demo)
     demo.set_defaults(run=_demo)
     return parser
 

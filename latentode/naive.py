@@ -196,7 +196,7 @@ class _Rule(IntervalMixin, IrregularSeriesEstimator):
         Parameters
         ----------
         X : IrregularDataset, DataFrame or list of (times, values)
-        times : array-like of shape (time,) or mapping of series id to array-like, optional
+        times : array-like of shape (time,), mapping or DataFrame, optional
         horizon : float, optional
         n_points : int, default 20
             As in :meth:`LatentODE.predict_quantiles`.

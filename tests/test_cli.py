@@ -49,6 +49,21 @@ def test_fit_passes_the_forecasting_options(table, tmp_path):
         main([*args, "--encode-fraction", "1.5"])
 
 
+def test_fit_shows_progress_on_a_terminal_unless_quiet(table, tmp_path, capsys, monkeypatch):
+    _, path, _ = table
+    args = ["fit", str(path), "--id-col", "spiral", "--time-col", "t", "--epochs", "2"]
+    args += ["--latent-dim", "2", "--model", str(tmp_path / "m.pt")]
+    assert main(args) == 0
+    assert "epoch" not in capsys.readouterr().err  # not a terminal: no bar
+    monkeypatch.setattr(sys.stderr, "isatty", lambda: True)
+    assert main(args) == 0
+    assert "epoch/s" in capsys.readouterr().err  # a terminal: the bar, by default
+    assert main([*args, "--quiet"]) == 0
+    assert "epoch" not in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        main([*args, "--quiet", "--progress"])
+
+
 def test_predict_writes_quantiles_per_series_and_time(table, model):
     folder, path, frame = table
     out = folder / "forecast.csv"
@@ -70,6 +85,28 @@ def test_predict_writes_quantiles_per_series_and_time(table, model):
     np.testing.assert_allclose(ends.values, last.loc[ends.index].values + 2.0)
     assert forecast.groupby("series")["time"].min().gt(last.loc[ends.index]).all()
     assert all(len(repr(t)) < 12 for t in forecast["time"])
+
+
+def test_predict_takes_each_series_query_times_from_a_file(table, model, capsys):
+    folder, path, frame = table
+    ids = frame["spiral"].unique()[:2]
+    queries = pd.DataFrame({"spiral": [ids[1], ids[0], ids[1]], "t": [7.0, 1.5, 6.0]})
+    queries.to_csv(folder / "queries.csv", index=False)
+    common = [str(model), str(path), "--id-col", "spiral", "--time-col", "t"]
+    out = folder / "own.csv"
+    assert main(["predict", *common, "--times-file", str(folder / "queries.csv"),
+                 "--output", str(out)]) == 0  # fmt: skip
+    result = pd.read_csv(out)
+    assert list(zip(result.series, result.time, strict=True)) == [
+        (ids[0], 1.5), (ids[1], 6.0), (ids[1], 7.0)
+    ]  # fmt: skip
+    queries.assign(spiral="nobody").to_csv(folder / "bad.csv", index=False)
+    assert main(["predict", *common, "--times-file", str(folder / "bad.csv"),
+                 "--output", str(out)]) == 2  # fmt: skip
+    assert "['nobody'] are not in" in capsys.readouterr().err
+    assert main(["predict", *common, "--times-file", str(folder / "queries.csv"),
+                 "--horizon", "2", "--output", str(out)]) == 2  # fmt: skip
+    assert "without --times or --horizon" in capsys.readouterr().err
 
 
 def test_plot_writes_a_png(table, model, monkeypatch):
@@ -96,6 +133,12 @@ def test_plot_writes_a_png(table, model, monkeypatch):
     assert inside.size >= 100 and inside[0] == observed.t_min
     assert times[-1] == pytest.approx(observed.t_max + 2)
     assert drawn["samples"].sizes["sample"] == 20
+    # each plotted series' own query times from a file join the grid
+    own = pd.DataFrame({"spiral": [ids[0], ids[1]], "t": [9.25, 8.75]})
+    own.to_csv(folder / "plot_times.csv", index=False)
+    files = ["--times-file", str(folder / "plot_times.csv")]
+    assert main(["plot", *args, "--series", *ids, *files, "--samples", "5"]) == 0
+    assert {9.25, 8.75} <= set(drawn["samples"].time.values.tolist())
 
 
 def test_user_errors_are_one_line_with_exit_status_2(table, model, capsys):

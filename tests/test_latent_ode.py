@@ -280,7 +280,8 @@ def test_feature_never_observed_is_a_clear_error():
 
 
 def test_same_random_state_gives_identical_fit_predict_and_sample(data):
-    params = {**FAST, "subsample": 0.8, "encode_fraction": 0.7, "random_state": 5}
+    params = {**FAST, "subsample": 0.8, "encode_fraction": 0.7, "hide_fraction": 0.2}
+    params["random_state"] = 5
     a = LatentODE(**params).fit(data.train)
     torch.manual_seed(123)  # the global stream must not matter
     b = LatentODE(**params).fit(data.train)
@@ -295,11 +296,32 @@ def test_same_random_state_gives_identical_fit_predict_and_sample(data):
     assert not np.array_equal(a.predict(data.test, times=t), other.predict(data.test, times=t))
 
 
+def test_hide_fraction_hides_values_from_the_guide_in_training_only(data, monkeypatch):
+    from latentode.models import LatentODEModel
+
+    seen = []
+    guide = LatentODEModel.guide
+
+    def spy(self, times, values, mask, *, encode_mask=None, **kwargs):
+        seen.append((mask.sum().item(), None if encode_mask is None else encode_mask.sum().item()))
+        return guide(self, times, values, mask, encode_mask=encode_mask, **kwargs)
+
+    monkeypatch.setattr(LatentODEModel, "guide", spy)
+    model = LatentODE(**{**FAST, "max_epochs": 1, "hide_fraction": 0.3}).fit(data.train)
+    shares = [1 - shown / total for total, shown in seen if shown is not None]
+    assert shares and all(0.2 < share < 0.4 for share in shares)  # ~30% of every batch
+    seen.clear()
+    model.score(data.test)  # scoring reads every value
+    assert seen and all(shown is None for _, shown in seen)
+
+
 @pytest.mark.parametrize(
     "param, value",
     [
         ("subsample", 0.0),
         ("encode_fraction", 1.5),
+        ("hide_fraction", 1.0),
+        ("hide_fraction", -0.1),
         ("max_nfe", 0),
         ("precision", "16-mixed"),
         ("average_epochs", 3),  # more than max_epochs
@@ -373,7 +395,9 @@ def test_predict_quantiles_and_intervals(data, fitted):
 def test_to_inference_data_groups_and_log_likelihood(data, fitted):
     from scipy import stats
 
-    idata = fitted.to_inference_data(data.test, n_samples=20)
+    with pytest.warns(UserWarning, match="loo and waic on these draws are not valid"):
+        idata = fitted.to_inference_data(data.test, n_samples=20, log_likelihood=True)
+    assert "log_likelihood" not in fitted.to_inference_data(data.test[:2], n_samples=2).groups()
     assert idata.posterior["z0"].dims == ("chain", "draw", "series", "latent")
     n_times = idata.observed_data["obs"].shape[1]
     assert idata.posterior_predictive["obs"].shape == (1, 20, len(data.test), n_times, 2)
@@ -484,7 +508,8 @@ def test_anchor_and_student_t_train_round_trip_and_anchor_keeps_levels(tmp_path)
     assert errors[True] < 0.5 * errors[False]
     heavy = LatentODE(anchor=True, likelihood="student_t", **{**kw, "max_epochs": 3}).fit(train)
     assert torch.all(heavy.model_.tails() > 2)
-    idata = heavy.to_inference_data(context[:3], n_samples=4)
+    with pytest.warns(UserWarning, match="not valid"):
+        idata = heavy.to_inference_data(context[:3], n_samples=4, log_likelihood=True)
     assert np.isfinite(np.asarray(idata["log_likelihood"]["obs"])).all()
     heavy.save(tmp_path / "t.pt")
     back = LatentODE.load(tmp_path / "t.pt")

@@ -162,5 +162,7 @@ def test_rules_take_per_series_times_and_horizons(monkeypatch):
     np.testing.assert_allclose(table.values[2:], common.values)
     own = rule.predict_quantiles(data, times={0: [0.5], "1": [2.0]}, q=[0.5])
     assert own.index.tolist() == [(0, 0.5), (1, 2.0)]
+    long = pd.DataFrame({"id": [1, 0], "t": [2.0, 0.5]})  # two columns: id, time
+    assert rule.predict_quantiles(data, times=long, q=[0.5]).equals(own)
     monkeypatch.setattr(latentode._query, "CELLS", 1)  # one series per chunk: the same rows
     assert rule.predict_quantiles(data, horizon=2.0, n_points=2, q=[0.5]).equals(table)

@@ -125,6 +125,26 @@ def test_predict_and_sample_take_each_series_own_times(spirals, fitted):
         np.testing.assert_allclose(draws.time.values[k], s.times[-1] + np.arange(1, 5) / 4)
 
 
+def test_times_as_a_long_frame_of_series_and_time(spirals, fitted):
+    import pandas as pd
+
+    series = spirals.test[:3]
+    own = {series[0].id: [0.5, 1.0], series[1].id: [2.0], series[2].id: [0.1, 0.3, 0.2]}
+    rows = [(sid, t) for sid, ts in own.items() for t in ts]
+    long = pd.DataFrame(rows, columns=["series", "time"])
+    own[series[2].id].sort()  # a mapping's grids must be increasing; a long frame is sorted
+    by_mapping = fitted.predict_quantiles(series, times=own, q=[0.5], n_samples=16)
+    for frame in (long, long.set_index(["series", "time"]), long.rename(columns=str.upper)):
+        table = fitted.predict_quantiles(series, times=frame, q=[0.5], n_samples=16)
+        pd.testing.assert_frame_equal(table, by_mapping)
+    np.testing.assert_allclose(table.loc[series[2].id].index.values, [0.1, 0.2, 0.3])
+    assert fitted.predict(series, times=long, n_samples=4).sizes["step"] == 3
+    with pytest.raises(ValueError, match="columns 'series' and 'time'"):
+        fitted.predict(series, times=long.rename(columns=str.upper).assign(extra=1.0))
+    with pytest.raises(ValueError, match="numbers in the data's time unit"):
+        fitted.predict(series, times=long.assign(time="noon"))
+
+
 def test_outputs_say_what_made_them(spirals, fitted):
     from latentode import LastValue, __version__
 

@@ -144,6 +144,37 @@ class Batch:
         weight = torch.where(count > 0, scale / count.clamp(min=1), torch.zeros_like(count))
         return dataclasses.replace(self, obs_weight=weight)
 
+    def hide_values(self, share: float, *, generator: torch.Generator | None = None) -> Batch:
+        """Hide a random share of the observed values from the encoder (imputation training).
+
+        Each value the encoder would read is hidden with probability ``share``, independently
+        per (series, time, feature); the likelihood still scores every value of ``mask``. A
+        series that would lose every value keeps those it had.
+
+        Parameters
+        ----------
+        share : float in [0, 1)
+            Probability of hiding each value; 0 leaves the batch as it is.
+        generator : torch.Generator, optional
+            On the CPU; drives the draw.
+
+        Returns
+        -------
+        Batch
+            With ``encode_mask`` of shape (batch, time, features), a subset of the previous
+            one (or of ``mask``).
+        """
+        if not 0 <= share < 1:
+            raise ValueError(f"share must be in [0, 1); got {share!r}.")
+        if share == 0:
+            return self
+        seen = self.mask if self.encode_mask is None else self.encode_mask
+        draw = torch.rand(seen.shape, generator=generator).to(seen.device)
+        kept = seen & (draw >= share)
+        empty = ~kept.flatten(1).any(-1)
+        kept = torch.where(empty[:, None, None], seen, kept)
+        return dataclasses.replace(self, encode_mask=kept)
+
     def truncate_encoder(self, low: float, *, generator: torch.Generator | None = None) -> Batch:
         """Let the encoder read only an early part of each series (forecast training).
 

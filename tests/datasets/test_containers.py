@@ -208,6 +208,27 @@ def test_truncate_encoder_shows_an_early_part_and_keeps_the_likelihood_mask():
     assert batch.truncate_encoder(1.0) is batch
 
 
+def test_hide_values_hides_single_values_from_the_encoder_only():
+    data = from_arrays([(np.arange(50.0), np.ones((50, 2))), ([3.0], [[1.0, np.nan]])])
+    batch = collate(data)
+    hidden = batch.hide_values(0.3, generator=torch.Generator().manual_seed(0))
+    assert torch.equal(hidden.mask, batch.mask) and torch.equal(hidden.values, batch.values)
+    assert not torch.any(hidden.encode_mask & ~batch.mask)
+    share = 1 - hidden.encode_mask[0].sum() / batch.mask[0].sum()
+    assert 0.2 < share < 0.4  # Binomial(100, 0.3), far inside the tails
+    # single values, not whole time points: some times keep one feature and hide the other
+    split = hidden.encode_mask[0].sum(-1) == 1
+    assert split.any()
+    assert hidden.encode_mask[1].sum() == 1  # a series never loses its only value
+    # on top of forecast training: a subset of what truncate_encoder shows
+    cut = batch.truncate_encoder(0.5, generator=torch.Generator().manual_seed(1))
+    both = cut.hide_values(0.3, generator=torch.Generator().manual_seed(2))
+    assert not torch.any(both.encode_mask & ~cut.encode_mask)
+    assert batch.hide_values(0.0) is batch
+    with pytest.raises(ValueError, match="share must be"):
+        batch.hide_values(1.0)
+
+
 def test_weight_pairs_gives_each_observed_series_feature_pair_the_same_total():
     data = from_arrays(
         [

@@ -24,7 +24,13 @@ def arviz_one(monkeypatch):
 
 def test_datatree_branch_has_the_groups_dims_and_coords(fitted_and_test, arviz_one):
     model, test = fitted_and_test
-    tree = model.to_inference_data(test, n_samples=12)
+    with pytest.warns(UserWarning, match="not valid"):
+        tree = model.to_inference_data(test, n_samples=12, log_likelihood=True)
+    assert set(model.to_inference_data(test, n_samples=2).children) == {
+        "posterior",
+        "posterior_predictive",
+        "observed_data",
+    }
     assert isinstance(tree, xr.DataTree)
     assert set(tree.children) == {
         "posterior",
@@ -50,9 +56,11 @@ def test_both_containers_hold_the_same_draws_and_loo_agrees(fitted_and_test, mon
     model, test = fitted_and_test
     if adapter._arviz_major() >= 1:
         pytest.skip("arviz >= 1 installed: the InferenceData branch cannot be compared")
-    idata = model.to_inference_data(test, n_samples=40)
+    with pytest.warns(UserWarning, match="not valid"):
+        idata = model.to_inference_data(test, n_samples=40, log_likelihood=True)
     monkeypatch.setattr(adapter, "_arviz_major", lambda: 1)
-    tree = model.to_inference_data(test, n_samples=40)
+    with pytest.warns(UserWarning, match="not valid"):
+        tree = model.to_inference_data(test, n_samples=40, log_likelihood=True)
     for group in ("posterior", "posterior_predictive", "log_likelihood"):
         xr.testing.assert_identical(getattr(idata, group), tree[group].to_dataset())
     with warnings.catch_warnings():
