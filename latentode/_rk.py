@@ -275,7 +275,7 @@ def dopri5(
     raise ValueError(f"gradient must be 'backprop' or 'checkpoint'; got {gradient!r}.")
 
 
-def rk4(f, h: torch.Tensor, span: float, n_steps: int) -> torch.Tensor:
+def rk4(f, h: torch.Tensor, span, n_steps: int) -> torch.Tensor:
     """Integrate the autonomous ``dh/dt = f(h)`` over ``span`` (either sign) with RK4.
 
     Parameters
@@ -283,8 +283,8 @@ def rk4(f, h: torch.Tensor, span: float, n_steps: int) -> torch.Tensor:
     f : callable
         Maps (..., state) to (..., state).
     h : Tensor of shape (..., state)
-    span : float
-        Signed length of the interval.
+    span : float or Tensor broadcastable to ``h``
+        Signed length of the interval; a tensor such as (batch, 1) gives each row its own.
     n_steps : int
         Equal steps.
 

@@ -177,13 +177,13 @@ def _n_steps(span: float, max_step: float) -> int:
 class ODERNNEncoder(nn.Module):
     """Recognition network of Rubanova et al. (2019): an ODE-RNN run backwards in time.
 
-    Going from the last time of the batch's grid back to the time origin, the hidden state of
-    each series follows ``dh/dt = g(h)`` between grid times (fixed-step RK4, steps no longer
-    than ``max_step``) and, at a time where the series has observations, takes a GRU update
-    from ``(values, mask)`` of that time — per feature, so partly observed times are fine.
-    A series' state stays at zero until its last observation is reached, so its encoding does
-    not depend on the other series in the batch beyond the step grid. One loop over the union
-    grid, vectorised over the batch.
+    Going from a series' last observation back to the time origin, its hidden state follows
+    ``dh/dt = g(h)`` between its own observation times (fixed-step RK4, steps no longer than
+    ``max_step``) and, at each observation time, takes a GRU update from ``(values, mask)``
+    of that time — per feature, so partly observed times are fine. Each series walks only its
+    own observation times (gathered by :func:`observed_sequences`), so the cost grows with the
+    longest series of the batch, not with the union of the batch's times; the loop is
+    vectorised over the batch, each series with its own step length.
 
     Parameters
     ----------
@@ -229,24 +229,26 @@ class ODERNNEncoder(nn.Module):
         -------
         loc, scale : Tensor of shape (batch, latent)
         """
-        observed = mask.any(-1)  # (batch, time)
-        # the spans between grid times, back to the origin, and their step counts: one sync
-        edges = torch.cat([times.new_zeros(1), times])
-        spans = (edges[1:] - edges[:-1]).tolist()
-        steps = [_n_steps(span, self.max_step) for span in spans]
-        inputs = torch.cat([values * mask, mask.to(values.dtype)], dim=-1)
-        h = values.new_zeros(values.shape[0], self.hidden_dim)
-        started = torch.zeros_like(observed[:, 0])
-        for i in range(times.shape[0] - 1, -1, -1):
-            if i < times.shape[0] - 1 and spans[i + 1] > 0:
-                h = torch.where(
-                    started[:, None], rk4(self.dynamics, h, -spans[i + 1], steps[i + 1]), h
+        x, m, t, lengths = observed_sequences(values, mask, times, reverse=True)
+        n_batch, n_steps = t.shape
+        active = torch.arange(n_steps, device=t.device) < lengths[:, None]  # (batch, steps)
+        t_first = t.gather(1, (lengths - 1)[:, None])  # each series' first observation time
+        # signed spans walked before each step (0 before the first), then back to the origin;
+        # the RK4 steps of a column follow its longest span: one host sync for the loop
+        spans = torch.cat([t.new_zeros(n_batch, 1), t[:, 1:] - t[:, :-1]], dim=1)
+        spans = torch.cat([torch.where(active, spans, 0.0), -t_first], dim=1)
+        longest = spans.abs().amax(0).tolist()
+        inputs = torch.cat([x, m], dim=-1)
+        h = values.new_zeros(n_batch, self.hidden_dim)
+        for k in range(n_steps):
+            if k > 0 and longest[k] > 0:
+                moved = rk4(
+                    self.dynamics, h, spans[:, k, None], _n_steps(longest[k], self.max_step)
                 )
-            updated = self.cell(inputs[:, i], h)
-            h = torch.where(observed[:, i, None], updated, h)
-            started = started | observed[:, i]
-        if spans[0] > 0:
-            h = rk4(self.dynamics, h, -spans[0], steps[0])
+                h = torch.where(active[:, k, None], moved, h)
+            h = torch.where(active[:, k, None], self.cell(inputs[:, k], h), h)
+        if longest[-1] > 0:
+            h = rk4(self.dynamics, h, spans[:, -1, None], _n_steps(longest[-1], self.max_step))
         loc, raw = self.out(h).chunk(2, dim=-1)
         return loc, F.softplus(raw) + 1e-4
 

@@ -1,5 +1,6 @@
 """The recurrent networks: recognition networks and the ODE-RNN forecasters."""
 
+import numpy as np
 import pytest
 import torch
 
@@ -45,7 +46,8 @@ def test_encoder_ignores_masked_values_and_other_series(kind):
     # a series encodes the same alone as in a batch (on its own, shorter grid)
     alone = collate(from_arrays([([0.2, 0.7], [[5.0, 6.0], [7.0, float("nan")]])]))
     loc_alone, _ = enc(alone.values, alone.mask, alone.times)
-    # (the ODE-RNN's RK4 steps follow the batch's grid: equal to integration accuracy)
+    # (the ODE-RNN's RK4 step length follows the batch's longest span at each step: equal to
+    # integration accuracy)
     assert torch.allclose(loc_alone[0], loc[1], atol=1e-4 if kind is ODERNNEncoder else 1e-6)
 
 
@@ -92,6 +94,27 @@ def test_odernn_state_evolves_between_observations_and_updates_per_feature():
     assert torch.allclose(
         enc(one.values, one.mask, one.times)[0], enc(later.values, later.mask, later.times)[0]
     )
+
+
+def test_odernn_walks_each_series_own_times_not_the_batch_union():
+    torch.manual_seed(0)
+    enc = ODERNNEncoder(1, 2, 4, max_step=10.0)  # one RK4 step per span
+    # three series of four observations each at times no other series shares: a union of 12
+    series = [(np.arange(4) * 0.2 + 0.01 * k + 0.05, np.ones((4, 1))) for k in range(3)]
+    b = collate(from_arrays(series))
+    assert b.times.shape[0] == 12
+    calls = {"cell": 0, "dynamics": 0}
+    enc.cell.register_forward_hook(lambda *_: calls.__setitem__("cell", calls["cell"] + 1))
+    enc.dynamics.register_forward_hook(
+        lambda *_: calls.__setitem__("dynamics", calls["dynamics"] + 1)
+    )
+    loc, _ = enc(b.values, b.mask, b.times)
+    # four updates, three spans between them and one back to the origin, 4 stages per RK4 step
+    assert calls == {"cell": 4, "dynamics": 4 * (3 + 1)}
+    # the same as each series alone
+    for k, s in enumerate(series):
+        alone = collate(from_arrays([s]))
+        assert torch.allclose(enc(alone.values, alone.mask, alone.times)[0][0], loc[k], atol=1e-6)
 
 
 def test_odernn_gradients_reach_the_hidden_dynamics():
