@@ -21,6 +21,7 @@ from ._base import (
 from ._validation import integer, real
 from .datasets import as_dataset
 from .inference import TrainingHistory
+from .inference._adam import Adam
 from .likelihoods import observation_window
 from .nn import mlp
 from .recurrent import ODERNN, GapRNN
@@ -61,8 +62,7 @@ def _train_minibatches(est, n_series: int, batch_loss, seed: int):
     history = TrainingHistory()
     with est._seeded(seed, est.device_):
         net = est._build_module().to(est.device_)
-        optim = torch.optim.Adam(net.parameters(), lr=est.lr)
-        sched = torch.optim.lr_scheduler.ExponentialLR(optim, gamma=est.lr_decay)
+        optim = Adam(net.parameters(), lr=est.lr, decay=est.lr_decay)
         gen = torch.Generator().manual_seed(seed)
         for _ in range(est.max_epochs):
             start = time.perf_counter()
@@ -77,7 +77,7 @@ def _train_minibatches(est, n_series: int, batch_loss, seed: int):
                 optim.step()
                 total += loss.item() * weight
                 count += weight
-            sched.step()
+            optim.decay_step()
             history.loss.append(total / count)
             history.seconds.append(time.perf_counter() - start)
     return net.eval(), history

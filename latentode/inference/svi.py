@@ -18,6 +18,7 @@ from tqdm.auto import tqdm
 
 from ..datasets import Batch
 from ..solvers import SolverError
+from ._adam import Adam
 from .distributed import DataParallel
 
 __all__ = [
@@ -306,13 +307,13 @@ class _LoopState:
 
 
 class _Loop:
-    """The model, optimiser, scheduler and random streams of one run of :func:`train_svi`."""
+    """The model, optimiser (with its rate decay) and random streams of one run of
+    :func:`train_svi`."""
 
     def __init__(self, model, config: TrainingConfig, generator, validation, parallel):
         self.model, self.config = model, config
         self.params = [p for p in model.parameters() if p.requires_grad]
-        self.optim = torch.optim.Adam(self.params, lr=config.lr)
-        self.sched = torch.optim.lr_scheduler.ExponentialLR(self.optim, gamma=config.lr_decay)
+        self.optim = Adam(self.params, lr=config.lr, decay=config.lr_decay)
         self.device = next(model.parameters()).device
         self.generator, self.validation, self.parallel = generator, validation, parallel
         self.window = config.max_epochs - config.average_epochs  # first epoch averaged
@@ -328,7 +329,7 @@ class _Loop:
             "epoch": next_epoch,
             "model": _snapshot(self.model.state_dict()),
             "optimizer": _snapshot(self.optim.state_dict()),
-            "scheduler": _snapshot(self.sched.state_dict()),
+            "scheduler": _snapshot(self.optim.scheduler_state_dict()),
             "history": st.history.to_dict(),
             "best_state": st.best_state,
             "best_val": st.best_val,
@@ -341,7 +342,7 @@ class _Loop:
         """Go back to a state of :meth:`capture` (parameters, optimiser, random streams)."""
         self.model.load_state_dict(saved["model"])
         self.optim.load_state_dict(saved["optimizer"])
-        self.sched.load_state_dict(saved["scheduler"])
+        self.optim.load_scheduler_state_dict(saved["scheduler"])
         _set_rng_state(saved["rng"], self.generator, self.device)
         average = saved.get("average")
         if average is not None and average["first"] == self.window:
@@ -519,7 +520,7 @@ def train_svi(
                 )
                 continue
             retries = 0
-            loop.sched.step()
+            loop.optim.decay_step()
             loop.record(epoch, loss, nfe, bar, start, val)
             epoch += 1
             good = loop.capture(epoch)
