@@ -459,8 +459,11 @@ class IntervalMixin:
         return data, grids
 
     def _quantiles_per_series(self, X, times, horizon, n_points, draws, **kwargs):
-        """``predict_quantiles`` at each series' own times (a mapping) or horizon, or None
-        when ``times`` is one grid for all."""
+        """``predict_quantiles`` at each series' own times (a mapping, or by default its
+        observation times) or horizon, or None when ``times`` is one grid for all."""
+        if times is None and horizon is None:  # each series at its own observation times
+            check_is_fitted(self)
+            times = {s.id: s.times for s in self._check_data(X)}
         own = self._own_grids(X, times, horizon, n_points)
         if own is None:
             return None

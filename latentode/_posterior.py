@@ -39,6 +39,10 @@ _MIN_VALUES = 50
 #: Standardised errors kept per bin in a saved calibration.
 _KEEP = 1000
 
+#: Values the widest tensor of one chunk of posterior draws may hold (16 MB in float32): a
+#: decoder layer of width 100 over 32 draws x 200 series x 100 times would hold 64 M at once.
+WIDEST_CELLS = 4_000_000
+
 
 class PosteriorPredictiveMixin(IntervalMixin):
     """Prediction and scoring through the posterior predictive of a fitted Latent ODE.
@@ -65,8 +69,19 @@ class PosteriorPredictiveMixin(IntervalMixin):
         query = self._model_times(t, self.device_)
         chunks = []
         with self._seeded(seed_from(self.random_state), self.device_):
-            for i in range(0, len(data), PREDICT_CHUNK):
-                batch = self._batch(data[i : i + PREDICT_CHUNK], self.device_)
+            # series per call: at most PREDICT_CHUNK, and few enough that one call's widest
+            # tensor (draws x series x times x the widest of features, latent state and the
+            # networks' hidden layers) stays within WIDEST_CELLS values
+            width = max(
+                data.n_features,
+                self.latent_dim,
+                getattr(self, "decoder_hidden_dim", 0),
+                getattr(self, "ode_hidden_dim", 0),
+            )
+            size = WIDEST_CELLS // max(1, n_samples * len(t) * width)
+            size = max(1, min(PREDICT_CHUNK, size))
+            for i in range(0, len(data), size):
+                batch = self._batch(data[i : i + size], self.device_)
                 chunks.append(
                     posterior_predictive(
                         self.model_,
@@ -224,7 +239,8 @@ class PosteriorPredictiveMixin(IntervalMixin):
         X : IrregularDataset, DataFrame or list of (times, values)
         times : array-like of shape (time,), mapping or DataFrame, optional
             One grid for every series, or each series' own times (a mapping of series id to
-            times, or a long DataFrame with ``series`` and ``time`` columns).
+            times, or a long DataFrame with ``series`` and ``time`` columns); default each
+            series at its own observation times.
         horizon : float, optional
             Instead of ``times``: ``n_points`` times evenly spaced after each series' own last
             observation, up to ``last + horizon`` (in the data's time unit).

@@ -551,6 +551,9 @@ def build_parser() -> argparse.ArgumentParser:
     predict = sub.add_parser(
         "predict",
         help="posterior quantiles at query times",
+        description="Posterior quantiles of each series: at --times, at each series' own "
+        "--times-file rows, over --horizon after each series' own last observation, or by "
+        "default at each series' observation times.",
         parents=[common],
         formatter_class=_Help,
     )

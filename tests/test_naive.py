@@ -162,6 +162,9 @@ def test_rules_take_per_series_times_and_horizons(monkeypatch):
     np.testing.assert_allclose(table.values[2:], common.values)
     own = rule.predict_quantiles(data, times={0: [0.5], "1": [2.0]}, q=[0.5])
     assert own.index.tolist() == [(0, 0.5), (1, 2.0)]
+    # without times: each series at its own observation times, not at the union of them
+    fitted = rule.predict_quantiles(data, q=[0.5])
+    assert fitted.index.tolist() == [(0, 0.0), (0, 1.0), (1, 0.0), (1, 3.0)]
     long = pd.DataFrame({"id": [1, 0], "t": [2.0, 0.5]})  # two columns: id, time
     assert rule.predict_quantiles(data, times=long, q=[0.5]).equals(own)
     monkeypatch.setattr(latentode._query, "CELLS", 1)  # one series per chunk: the same rows
