@@ -467,7 +467,8 @@ class IntervalMixin:
         own = self._own_grids(X, times, horizon, n_points)
         if own is None:
             return None
-        return quantiles_per_series(self.predict_quantiles, *own, draws, **kwargs)
+        sizing = self._own_chunks() if hasattr(self, "_own_chunks") else {}
+        return quantiles_per_series(self.predict_quantiles, *own, draws, **sizing, **kwargs)
 
     def predict_interval(
         self, X, *, times=None, horizon=None, n_points=20, coverage=0.9, n_samples=None

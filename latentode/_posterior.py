@@ -51,6 +51,20 @@ class PosteriorPredictiveMixin(IntervalMixin):
     :class:`~latentode._base.IrregularSeriesEstimator` and a fitted ``model_``.
     """
 
+    def _draw_width(self) -> int:
+        """The widest of features, latent state and hidden layers: what one draw of one
+        series at one time holds at most."""
+        return max(
+            len(self.feature_names_in_),
+            self.latent_dim,
+            getattr(self, "decoder_hidden_dim", 0),
+            getattr(self, "ode_hidden_dim", 0),
+        )
+
+    def _own_chunks(self) -> dict:
+        """Chunk sizing of draws at each series' own times (see :mod:`latentode._query`)."""
+        return {"width": self._draw_width(), "cells": WIDEST_CELLS}
+
     def _draw(self, X, times, n_samples: int, *, sites):
         """Posterior predictive draws at query times, chunked over series.
 
@@ -72,12 +86,7 @@ class PosteriorPredictiveMixin(IntervalMixin):
             # series per call: at most PREDICT_CHUNK, and few enough that one call's widest
             # tensor (draws x series x times x the widest of features, latent state and the
             # networks' hidden layers) stays within WIDEST_CELLS values
-            width = max(
-                data.n_features,
-                self.latent_dim,
-                getattr(self, "decoder_hidden_dim", 0),
-                getattr(self, "ode_hidden_dim", 0),
-            )
+            width = self._draw_width()
             size = WIDEST_CELLS // max(1, n_samples * len(t) * width)
             size = max(1, min(PREDICT_CHUNK, size))
             for i in range(0, len(data), size):
@@ -132,7 +141,9 @@ class PosteriorPredictiveMixin(IntervalMixin):
         """
         own = self._own_grids(X, times, horizon, n_points)
         if own is not None:
-            return on_own_times(self.predict, *own, n_samples, n_samples=n_samples)
+            return on_own_times(
+                self.predict, *own, n_samples, **self._own_chunks(), n_samples=n_samples
+            )
         data, t, draws = self._draw(X, times, n_samples, sites=("mean",))
         values = self._unscale_values(draws["mean"].mean(0))
         return xr.DataArray(
@@ -193,7 +204,9 @@ class PosteriorPredictiveMixin(IntervalMixin):
         own = self._own_grids(X, times, horizon, n_points)
         if own is not None:
             options = dict(include_latent=include_latent, calibrated=calibrated)
-            return on_own_times(self.sample, *own, n_samples, n_samples=n_samples, **options)
+            return on_own_times(
+                self.sample, *own, n_samples, **self._own_chunks(), n_samples=n_samples, **options
+            )
         sites = ["mean", "obs"]
         if self.poisson:
             sites.append("intensity")

@@ -134,6 +134,9 @@ def quantiles_per_series(
     data,
     grids: Sequence[np.ndarray],
     draws: int,
+    *,
+    width: int | None = None,
+    cells: int | None = None,
     **kwargs,
 ) -> pd.DataFrame:
     """``predict_quantiles(..., **kwargs)`` with each series at its own times, in chunks
@@ -143,9 +146,12 @@ def quantiles_per_series(
     -------
     DataFrame
         As ``predict_quantiles`` returns it, with the rows of each series' own times only.
+
+    ``width`` (default the number of features) and ``cells`` (default :data:`CELLS`) size the
+    chunks: their union grid times ``draws`` times ``width`` stays within ``cells``.
     """
     frames = []
-    for start, stop, grid in chunks(grids, draws, data.n_features):
+    for start, stop, grid in chunks(grids, draws, width or data.n_features, cells):
         frame = predict_quantiles(data[start:stop], times=grid, **kwargs)
         wanted = {
             (str(s.id), float(t))
@@ -158,7 +164,16 @@ def quantiles_per_series(
     return pd.concat(frames)
 
 
-def on_own_times(draw: Callable[..., xr.DataArray | xr.Dataset], data, grids, draws: int, **kwargs):
+def on_own_times(
+    draw: Callable[..., xr.DataArray | xr.Dataset],
+    data,
+    grids,
+    draws: int,
+    *,
+    width: int | None = None,
+    cells: int | None = None,
+    **kwargs,
+):
     """``draw(..., times=grid, **kwargs)`` (``predict`` or ``sample``) with each series at its
     own times, in chunks bounded for ``draws`` draws per value.
 
@@ -171,7 +186,7 @@ def on_own_times(draw: Callable[..., xr.DataArray | xr.Dataset], data, grids, dr
     """
     longest = max(len(g) for g in grids)
     pieces = []
-    for start, stop, grid in chunks(grids, draws, data.n_features):
+    for start, stop, grid in chunks(grids, draws, width or data.n_features, cells):
         out = draw(data[start:stop], times=grid, **kwargs)
         for k, own in enumerate(grids[start:stop]):
             piece = out.isel(series=[k], time=np.searchsorted(grid, own))
