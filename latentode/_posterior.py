@@ -278,7 +278,9 @@ class PosteriorPredictiveMixin(IntervalMixin):
         if own is not None:
             return own
         obs = self.sample(X, times=times, n_samples=n_samples)["obs"]
-        table = obs.quantile(levels, dim="sample").transpose("series", "time", "feature", ...)
+        table = obs.quantile(levels, dim="sample", skipna=False).transpose(
+            "series", "time", "feature", ...
+        )
         frame = table.to_series().unstack(["feature", "quantile"])
         columns = pd.MultiIndex.from_product(
             [list(obs.feature.values), list(levels)], names=["feature", "quantile"]
