@@ -7,6 +7,7 @@ import json
 import platform
 import subprocess
 import sys
+from pathlib import Path
 
 PACKAGES = ["latentode", "torch", "pyro-ppl", "torchdiffeq", "numpy", "dm-control", "mujoco"]
 
@@ -34,3 +35,10 @@ def run_worker(script: str, args: list[str]) -> dict:
     if done.returncode != 0:
         raise RuntimeError(f"worker {args} failed:\n{done.stderr[-3000:]}")
     return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def write_results(out: Path, payload: dict) -> None:
+    """Write a benchmark's results as JSON (with :func:`versions`) and say where."""
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(payload | {"versions": versions()}, indent=2))
+    print(f"wrote {out}")

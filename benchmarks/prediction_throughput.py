@@ -18,7 +18,6 @@ benchmark passes each stay's own times, as a user imputing or smoothing would.)
 from __future__ import annotations
 
 import argparse
-import json
 import statistics
 import sys
 import time
@@ -28,7 +27,7 @@ import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).parent))
-from _common import versions  # noqa: E402
+from _common import write_results  # noqa: E402
 
 from latentode import LatentODE  # noqa: E402
 from latentode.datasets import from_arrays, load_physionet2012  # noqa: E402
@@ -109,11 +108,8 @@ def main(argv=None) -> None:
         "observations_per_series": float(np.mean([np.isfinite(s.values).sum() for s in test])),
         "results": results,
         "peak_rss_mib": peak_rss_mib(),
-        "versions": versions(),
     }
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(payload, indent=2))
-    print(f"wrote {out}")
+    write_results(out, payload)
 
 
 if __name__ == "__main__":

@@ -16,7 +16,6 @@ deviation (the usual PyPOTS convention) and in the data's units. Writes
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import time
 from pathlib import Path
@@ -24,7 +23,7 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).parent))
-from _common import versions  # noqa: E402
+from _common import write_results  # noqa: E402
 
 from latentode import LastValue, LatentODE, LinearInterpolation  # noqa: E402
 from latentode.datasets import load_physionet2012  # noqa: E402
@@ -183,11 +182,8 @@ def main(argv=None) -> None:
         "stays": {"train": len(train), "test": len(target)},
         "hidden_values": int(truth.size),
         "results": results,
-        "versions": versions(),
     }
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(payload, indent=2))
-    print(f"wrote {out}")
+    write_results(out, payload)
 
 
 if __name__ == "__main__":

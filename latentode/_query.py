@@ -15,7 +15,14 @@ import xarray as xr
 
 from ._validation import integer, real
 
-__all__ = ["CELLS", "chunks", "on_own_times", "quantiles_per_series", "series_grids"]
+__all__ = [
+    "CELLS",
+    "chunks",
+    "long_times",
+    "on_own_times",
+    "quantiles_per_series",
+    "series_grids",
+]
 
 #: Values (draws × series × times × features) one call of a chunked draw may hold.
 CELLS = 20_000_000
@@ -59,7 +66,7 @@ def series_grids(
         steps = np.arange(1, n_points + 1) * (float(horizon) / n_points)
         return [check(_clean(s.times[-1] + steps), f"the horizon of series {s.id!r}") for s in data]
     if isinstance(times, pd.DataFrame):
-        times = _long_times(times)
+        times = long_times(times)
     if not isinstance(times, Mapping):
         return None
     by_str = {str(k): v for k, v in times.items()}
@@ -75,7 +82,7 @@ def series_grids(
     ]
 
 
-def _long_times(frame: pd.DataFrame) -> dict:
+def long_times(frame: pd.DataFrame) -> dict:
     """A long (series, time) table as a mapping of series id to its sorted unique times."""
     if isinstance(frame.index, pd.MultiIndex) or frame.index.name is not None:
         frame = frame.reset_index()

@@ -27,6 +27,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from ._query import long_times
 from ._validation import integer, real
 from .latent_ode import PARAMETERS
 
@@ -200,8 +201,8 @@ def _own_times(args, data) -> dict | None:
     times = frame[[args.id_col, args.time_col]].dropna()
     if times.empty:
         raise CommandError(f"{args.times_file}: no query times (every row is empty).")
-    grouped = times.groupby(times[args.id_col].astype(str))[args.time_col]
-    return {sid: np.unique(t.to_numpy(dtype=np.float64)) for sid, t in grouped}
+    times = times.assign(**{args.id_col: times[args.id_col].astype(str)})
+    return long_times(times)  # the library's own reading of an (id, time) table
 
 
 def _n_points(args) -> int:
