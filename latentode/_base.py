@@ -28,6 +28,7 @@ from ._io import read_model, write_model
 from ._query import quantiles_per_series, series_grids
 from ._validation import check_params, real
 from .datasets import IrregularDataset, as_dataset, collate
+from .datasets.parquet import ParquetSeries
 from .inference import TrainingHistory
 
 __all__ = [
@@ -143,18 +144,26 @@ class IrregularSeriesEstimator(BaseEstimator):
         check_params(self.get_params(deep=False), self._parameter_constraints)
 
     # -- validation and scaling ------------------------------------------------------------
-    def _fit_scaling(self, data: IrregularDataset) -> None:
-        values = np.concatenate([s.values for s in data], axis=0)
-        seen = (~np.isnan(values)).any(axis=0)
-        never = [f for f, ok in zip(data.feature_names, seen, strict=True) if not ok]
-        if never:
-            raise ValueError(
-                f"X: feature(s) {never} are never observed in the training data; drop those "
-                "columns or add observations of them."
-            )
-        with np.errstate(over="ignore", invalid="ignore"):
-            mean = np.nanmean(values, axis=0)
-            scale = np.nanstd(values, axis=0)
+    def _fit_scaling(self, data) -> None:
+        """Standardisation and time frame from ``data`` (IrregularDataset or ParquetSeries)."""
+        if isinstance(data, ParquetSeries):  # its summary was taken when it was opened
+            mean, scale, largest = data.mean, data.std, np.nan
+            t_min, t_max, typical = data.t_min, data.t_max, data.typical_span
+        else:
+            values = np.concatenate([s.values for s in data], axis=0)
+            seen = (~np.isnan(values)).any(axis=0)
+            never = [f for f, ok in zip(data.feature_names, seen, strict=True) if not ok]
+            if never:
+                raise ValueError(
+                    f"X: feature(s) {never} are never observed in the training data; drop "
+                    "those columns or add observations of them."
+                )
+            with np.errstate(over="ignore", invalid="ignore"):
+                mean = np.nanmean(values, axis=0)
+                scale = np.nanstd(values, axis=0)
+            largest = np.nanmax(np.abs(values))
+            t_min, t_max = data.t_min, data.t_max
+            typical = float(np.median([s.times[-1] - s.times[0] for s in data]))
         huge = [
             f
             for f, m, v in zip(data.feature_names, mean, scale, strict=True)
@@ -163,7 +172,7 @@ class IrregularSeriesEstimator(BaseEstimator):
         if huge:
             raise ValueError(
                 f"X: feature(s) {huge} hold values too large to standardise in float64 (largest "
-                f"magnitude {np.nanmax(np.abs(values)):.3g}); divide them by a power of ten "
+                f"magnitude {largest:.3g}); divide them by a power of ten "
                 "(change their unit) before fitting."
             )
         mean = np.where(np.isfinite(mean), mean, 0.0)
@@ -172,11 +181,10 @@ class IrregularSeriesEstimator(BaseEstimator):
         self.n_features_in_ = data.n_features
         self.value_mean_ = mean
         self.value_scale_ = scale
-        self.time_origin_ = data.t_min
+        self.time_origin_ = t_min
         self.time_unit_ = data.time_unit
-        span = data.t_max - data.t_min
+        span = t_max - t_min
         self.time_scale_ = float(span) if span > 0 else 1.0
-        typical = float(np.median([s.times[-1] - s.times[0] for s in data]))
         if typical > 0 and span > _SPREAD * typical:
             warnings.warn(
                 f"X: the training times span {span:g} but a typical series spans {typical:g}: "

@@ -28,8 +28,9 @@ from ._io import content_digest, data_fingerprint, read_checkpoint, write_checkp
 from ._posterior import PosteriorPredictiveMixin
 from ._validation import choice, custom, flag, integer, real
 from .datasets import as_dataset
+from .datasets.parquet import ParquetSeries
 from .inference import DataParallel, TrainingConfig, train_svi
-from .inference.svi import ELBOS
+from .inference.svi import ELBOS, BatchStream
 from .models import ENCODERS, LIKELIHOODS, POSTERIORS, PRECISIONS, LatentODEModel
 from .solvers import BACKENDS, SolverSettings
 
@@ -85,6 +86,7 @@ PARAMETERS = (
     integer("patience", low=1, none=True),
 )
 _CHECKPOINT_EVERY = integer("checkpoint_every", low=1)
+_CHECKPOINT_STEPS = integer("checkpoint_steps", low=1)
 
 
 class LatentODE(PosteriorPredictiveMixin, IrregularSeriesEstimator):
@@ -403,14 +405,18 @@ class LatentODE(PosteriorPredictiveMixin, IrregularSeriesEstimator):
         validation_data=None,
         checkpoint=None,
         checkpoint_every: int = 10,
+        checkpoint_steps: int | None = None,
         resume: bool = False,
     ):
         """Fit the model to irregular series.
 
         Parameters
         ----------
-        X : IrregularDataset, DataFrame indexed by (series id, time), or list of (times, values)
-            Training series; NaN marks unobserved values.
+        X : IrregularDataset, DataFrame indexed by (series id, time), list of (times, values), \
+or ParquetSeries
+            Training series; NaN marks unobserved values. A
+            :class:`~latentode.datasets.ParquetSeries` is streamed from its files in shuffled
+            windows (data larger than memory; see its ``window`` and ``workers``).
         y : None
             Ignored (unsupervised).
         validation_data : same types as ``X``, optional
@@ -423,6 +429,10 @@ class LatentODE(PosteriorPredictiveMixin, IrregularSeriesEstimator):
             ``KeyboardInterrupt``. Each write goes to a temporary file that is then renamed, so
             a killed process leaves the previous checkpoint intact.
         checkpoint_every : int, default 10
+        checkpoint_steps : int, optional
+            Also write ``checkpoint`` every this many optimisation steps inside an epoch, so
+            that a resumed fit continues from that step (for long epochs over large data).
+            A failed step then rolls back to the last such point.
         resume : bool, default False
             Continue from ``checkpoint`` if it exists (else start afresh). The data and the
             parameters must be those of the interrupted fit, except ``max_epochs``,
@@ -446,14 +456,25 @@ class LatentODE(PosteriorPredictiveMixin, IrregularSeriesEstimator):
         """
         self._validate_params()
         _CHECKPOINT_EVERY.check(checkpoint_every)
+        if checkpoint_steps is not None:
+            _CHECKPOINT_STEPS.check(checkpoint_steps)
         if resume and checkpoint is None:
             raise ValueError("resume=True needs checkpoint=<path of the checkpoint file>.")
         if checkpoint is not None:
             _check_folder(checkpoint)
-        data = as_dataset(X, name="X")
+        if isinstance(X, ParquetSeries):
+            if y is not None:
+                raise ValueError(
+                    "y: a fit streamed from a ParquetSeries is unsupervised; fit labelled "
+                    "series from memory (an IrregularDataset, e.g. ParquetSeries.head(n))."
+                )
+            data = X
+        else:
+            data = as_dataset(X, name="X")
         with self._keep_state_on_failure():
             labels = self._check_labels(y, data)
-            self._fit(data, validation_data, checkpoint, checkpoint_every, resume, labels=labels)
+            every = (checkpoint_every, checkpoint_steps)
+            self._fit(data, validation_data, checkpoint, every, resume, labels=labels)
         if self.history_.interrupted:
             warnings.warn(
                 f"fit was interrupted after {len(self.history_.loss)} epochs; the estimator "
@@ -471,7 +492,7 @@ class LatentODE(PosteriorPredictiveMixin, IrregularSeriesEstimator):
     def _fit(
         self, data, validation_data, checkpoint, checkpoint_every, resume, *, labels=None
     ) -> None:
-        """Fit on validated ``data``.
+        """Fit on validated ``data``; ``checkpoint_every`` is (epochs, steps or None).
 
         ``labels`` is None, a LongTensor of shape (series,), or for per-time labels a list of
         LongTensors of shape (n_obs_i,) (``-1`` = no label).
@@ -498,11 +519,15 @@ class LatentODE(PosteriorPredictiveMixin, IrregularSeriesEstimator):
                 draws = torch.Generator().manual_seed(seed + 1 + parallel.rank)
                 torch.manual_seed(seed + 1 + parallel.rank)
             verbose = self.verbose if parallel is None or parallel.is_main else False
+            if isinstance(data, ParquetSeries):
+                batches = _StreamedBatches(self, data, draws, seed, parallel)
+            else:
+                batches = _BatchMaker(self, list(data), labels, draws)
             self.history_ = train_svi(
                 module,
-                _BatchMaker(self, list(data), labels, draws),
+                batches,
                 len(data),
-                _training_config(self, checkpoint_every, verbose),
+                _training_config(self, *checkpoint_every, verbose),
                 validation=validation,
                 generator=generator,
                 checkpoint=write,
@@ -529,7 +554,7 @@ def _process_device(device: torch.device) -> torch.device:
     return device
 
 
-def _training_config(est, checkpoint_every: int, verbose) -> TrainingConfig:
+def _training_config(est, checkpoint_every: int, checkpoint_steps, verbose) -> TrainingConfig:
     """The SVI loop's settings from the estimator's parameters."""
     return TrainingConfig(
         max_epochs=est.max_epochs,
@@ -544,13 +569,17 @@ def _training_config(est, checkpoint_every: int, verbose) -> TrainingConfig:
         patience=est.patience,
         verbose=verbose,
         checkpoint_every=checkpoint_every,
+        checkpoint_steps=checkpoint_steps,
         average_epochs=est.average_epochs,
     )
 
 
 def _checkpointing(est, checkpoint, data, labels, resume: bool):
     """The state to resume from (or None) and the function that writes checkpoints."""
-    fingerprint = data_fingerprint(data)
+    if isinstance(data, ParquetSeries):
+        fingerprint = data.fingerprint()
+    else:
+        fingerprint = data_fingerprint(data)
     if labels is not None:
         flat = torch.cat(labels) if isinstance(labels, list) else labels
         fingerprint += ":" + content_digest(flat)
@@ -616,7 +645,7 @@ class _BatchMaker:
         self.est, self.series, self.labels, self.draws = est, series, labels, draws
         self.whole = None
         self.pair_weight = None
-        if est.obs_weighting == "series_feature":  # observations per observed pair
+        if est.obs_weighting == "series_feature" and series:  # observations per observed pair
             counts = np.concatenate([np.isfinite(s.values).sum(0) for s in series])
             self.pair_weight = float(counts.sum() / max(np.count_nonzero(counts), 1))
 
@@ -629,11 +658,79 @@ class _BatchMaker:
             batch = self.whole.rows(idx)
         else:
             batch = est._batch(chosen, device)
-        batch = batch.subsample(est.subsample, generator=self.draws)
-        if self.pair_weight is not None:
-            batch = batch.weight_pairs(self.pair_weight)
         if self.labels is not None:
             labels = batch_labels(self.labels, idx.tolist(), chosen)
             batch = dataclasses.replace(batch, labels=labels.to(device))
+        return self.augment(batch)
+
+    def augment(self, batch):
+        """The training variant of a collated ``batch``: subsampled, weighted, truncated."""
+        est = self.est
+        batch = batch.subsample(est.subsample, generator=self.draws)
+        if self.pair_weight is not None:
+            batch = batch.weight_pairs(self.pair_weight)
         batch = batch.truncate_encoder(est.encode_fraction, generator=self.draws)
         return batch.hide_values(est.hide_fraction, generator=self.draws)
+
+
+class _StreamedBatches(BatchStream):
+    """The training batches of a fit streamed from a :class:`ParquetSeries`.
+
+    Each epoch's shuffle is :meth:`ParquetSeries.plan` of the fit's seed; under ``torchrun``
+    every process reads its own share of the row groups. Batches are collated (rescaled) by
+    the data set's DataLoader workers and made into training batches here, as in memory.
+    """
+
+    def __init__(self, est, source: ParquetSeries, draws, seed: int, parallel):
+        self.est, self.source, self.seed, self.parallel = est, source, seed, parallel
+        self.maker = _BatchMaker(est, [], None, draws)
+        if est.obs_weighting == "series_feature":
+            pairs = max(source.observed_pairs, 1)
+            self.maker.pair_weight = float(source.observed_values.sum() / pairs)
+        self.scaling = _Scaling.of(est)
+
+    def epoch(self, epoch: int, start: int):
+        rank, world = (
+            (0, 1) if self.parallel is None else (self.parallel.rank, self.parallel.world_size)
+        )
+        src = self.source
+        plan = src.plan(
+            epoch, batch_size=self.est.batch_size, window=src.window, seed=self.seed, world=world
+        )
+        if plan.n_steps == 0:
+            raise ValueError(
+                f"X: {len(src)} series cannot give each of {world} processes a batch; use fewer "
+                "processes or more series."
+            )
+        stream = src.stream(
+            plan,
+            rank=rank,
+            start=start,
+            workers=src.workers,
+            times_transform=self.scaling.times,
+            values_transform=self.scaling.values,
+        )
+        for step, batch in stream:
+            size = int(plan.global_sizes[step])
+            share = batch.values.shape[0] / size
+            yield self.maker.augment(batch.to(self.est.device_)), share, size
+
+
+@dataclasses.dataclass(frozen=True)
+class _Scaling:
+    """The estimator's rescaling of times and values, as plain arrays (for worker processes)."""
+
+    time_origin: float
+    time_scale: float
+    mean: np.ndarray
+    scale: np.ndarray
+
+    @classmethod
+    def of(cls, est) -> _Scaling:
+        return cls(est.time_origin_, est.time_scale_, est.value_mean_, est.value_scale_)
+
+    def times(self, t):
+        return (t - self.time_origin) / self.time_scale
+
+    def values(self, v):
+        return (v - self.mean) / self.scale

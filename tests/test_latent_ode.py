@@ -586,3 +586,41 @@ def test_one_series_far_away_in_time_draws_a_warning():
     pairs.append((1e9 + np.arange(5.0), rng.normal(size=(5, 1))))  # a calendar timestamp
     with pytest.warns(UserWarning, match="squeezed"):
         LatentODE(**{**FAST, "max_epochs": 1}).fit(from_arrays(pairs))
+
+
+def test_fit_streams_parquet_series_like_the_same_series_in_memory(data, tmp_path):
+    pytest.importorskip("pyarrow")
+    from latentode import LatentODEClassifier
+    from latentode.datasets import ParquetSeries, write_parquet
+
+    write_parquet(data.train, tmp_path / "train.parquet", series_per_group=3)
+    stored = ParquetSeries(tmp_path / "train.parquet")
+    params = {**FAST, "max_epochs": 6, "obs_weighting": "series_feature"}
+    streamed = LatentODE(**params).fit(stored)
+    in_memory = LatentODE(**params).fit(data.train)
+    for name in ("value_mean_", "value_scale_", "time_origin_", "time_scale_"):
+        np.testing.assert_allclose(getattr(streamed, name), getattr(in_memory, name), rtol=1e-12)
+    assert list(streamed.feature_names_in_) == list(in_memory.feature_names_in_)
+    assert streamed.history_.loss[-1] < 0.9 * streamed.history_.loss[0]
+
+    # different shuffles, same data: over three seeds, the held-out ELBOs of the two ways
+    # differ by little next to what training brings
+    def mean_score(source, epochs=6):
+        fits = [
+            LatentODE(**{**params, "max_epochs": epochs, "random_state": seed}).fit(source)
+            for seed in range(3)
+        ]
+        return np.mean([fit.score(data.test) for fit in fits])
+
+    memory_score, first = mean_score(data.train), mean_score(data.train, epochs=1)
+    assert memory_score - first > 200
+    assert abs(mean_score(stored) - memory_score) < 0.25 * (memory_score - first)
+    # the reading workers take nothing from the model's random streams
+    stored.workers = 2
+    pooled = LatentODE(**params).fit(stored)
+    for a, b in zip(streamed.model_.parameters(), pooled.model_.parameters(), strict=True):
+        assert torch.equal(a, b)
+    with pytest.raises(ValueError, match="streamed from a ParquetSeries is unsupervised"):
+        LatentODE(**FAST).fit(stored, np.zeros(len(stored)))
+    with pytest.raises(ValueError, match="unsupervised"):
+        LatentODEClassifier(**FAST).fit(stored, np.zeros(len(stored)))

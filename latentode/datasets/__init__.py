@@ -13,6 +13,7 @@ from ._download import (
 )
 from .activity import PersonActivity, load_person_activity
 from .hopper import HOPPER_FEATURES, HopperData, make_hopper
+from .parquet import ParquetSeries, StreamPlan, write_parquet
 from .periodic import PeriodicData, make_periodic
 from .physionet import PHYSIONET2012_FEATURES, PhysioNet2012, load_physionet2012
 from .spirals import SpiralData, make_spirals
@@ -26,10 +27,12 @@ __all__ = [
     "IrregularDataset",
     "IrregularSeries",
     "PHYSIONET2012_FEATURES",
+    "ParquetSeries",
     "PeriodicData",
     "PersonActivity",
     "PhysioNet2012",
     "SpiralData",
+    "StreamPlan",
     "as_dataset",
     "collate",
     "data_home",
@@ -44,4 +47,5 @@ __all__ = [
     "make_spirals",
     "safe_extract",
     "sha256_file",
+    "write_parquet",
 ]

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import copy
+import functools
 import logging
 import math
 import sys
 import time
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 
 import pyro
@@ -23,6 +24,7 @@ from .distributed import DataParallel
 
 __all__ = [
     "TrainingConfig",
+    "BatchStream",
     "TrainingHistory",
     "kl_weight",
     "per_series_elbo",
@@ -232,6 +234,28 @@ def _set_rng_state(state: dict, generator: torch.Generator | None, device: torch
         torch.cuda.set_rng_state(state["cuda"], device)
 
 
+class BatchStream:
+    """Mini-batches that a source other than an in-memory list supplies, epoch by epoch.
+
+    Subclass it and give :func:`train_svi` an instance in place of ``make_batch``: the loop
+    then asks the stream for each epoch's batches instead of shuffling series indices.
+    :class:`latentode.datasets.ParquetSeries` data sets are streamed this way.
+    """
+
+    def epoch(self, epoch: int, start: int) -> Iterator[tuple[Batch, float, int]]:
+        """The batches of ``epoch`` from step ``start`` on.
+
+        Yields
+        ------
+        (Batch, float, int)
+            The batch this process trains on (in model units, on the model's device), its
+            share of the step's series over all processes (1.0 in one process), and the
+            number of series in the step over all processes. Every process must yield the
+            same number of steps.
+        """
+        raise NotImplementedError
+
+
 @dataclass(frozen=True)
 class TrainingConfig:
     """Settings of :func:`train_svi`: the optimiser, the objective, and the loop's rules.
@@ -259,6 +283,11 @@ class TrainingConfig:
         Progress bar on stderr (when it is a terminal, or always with "force").
     checkpoint_every : int, default 1
         Epochs between two calls of the ``checkpoint`` function.
+    checkpoint_steps : int or None, default None
+        Also capture the state every this many steps inside an epoch, and hand it to
+        ``checkpoint``: a resumed run continues from that step (for long epochs, e.g. over
+        streamed data). A failed step then rolls back to the last such state, not to the
+        start of the epoch.
     max_retries : int, default 3
         Consecutive rolled-back attempts of an epoch before giving up.
     lr_backoff : float, default 0.5
@@ -286,6 +315,7 @@ class TrainingConfig:
     patience: int | None = None
     verbose: bool | str = False
     checkpoint_every: int = 1
+    checkpoint_steps: int | None = None
     max_retries: int = 3
     lr_backoff: float = 0.5
     average_epochs: int = 0
@@ -454,10 +484,12 @@ def train_svi(
     ----------
     model : LatentODEModel
         Trained in place.
-    make_batch : callable
-        Maps a LongTensor of series indices to a :class:`Batch` in model units.
+    make_batch : callable or BatchStream
+        Maps a LongTensor of series indices to a :class:`Batch` in model units; or a
+        :class:`BatchStream` that supplies each epoch's batches itself.
     n_series : int
-        Size of the training set.
+        Size of the training set (the number of series ``make_batch`` indexes; ignored with
+        a stream).
     config : TrainingConfig
         Optimiser, objective and loop settings.
     validation : list of Batch, optional
@@ -469,7 +501,8 @@ def train_svi(
         ``config.checkpoint_every`` epochs, at the end and on interruption.
     resume_from : dict, optional
         A state given earlier to ``checkpoint``: training continues from it exactly, random
-        streams included.
+        streams included (mid-epoch when it was taken inside one, see
+        ``config.checkpoint_steps``).
     parallel : DataParallel, optional
         Data-parallel training over a ``torch.distributed`` group: rank 0's parameters are
         broadcast first, each global mini-batch of ``batch_size`` is split between the
@@ -489,16 +522,30 @@ def train_svi(
         first_epoch = resume_from["epoch"]
     if parallel is not None:
         parallel.broadcast_module(model)
-    good = loop.capture(first_epoch)
+    good = resume_from if resume_from is not None and "step" in resume_from else None
+    good = good or loop.capture(first_epoch)
     bar = _progress(cfg.verbose, cfg.max_epochs)
     bar.update(first_epoch)
     retries, epoch = 0, first_epoch
+
+    def on_step(step: int, order, total: float, count: int) -> None:
+        nonlocal good
+        if cfg.checkpoint_steps is None or step % cfg.checkpoint_steps:
+            return
+        good = loop.capture(epoch)
+        good.update(step=step, order=order, partial=(total, count))
+        if checkpoint is not None:
+            checkpoint(good)
+
     model.train()
     try:
         while epoch < cfg.max_epochs and not loop.state.history.stopped_early:
             start = time.perf_counter()
+            at = good if "step" in good else None
             try:
-                loss, nfe = _train_epoch(loop, make_batch, n_series, cfg.beta(epoch))
+                loss, nfe = _train_epoch(
+                    loop, make_batch, n_series, cfg.beta(epoch), epoch, at, on_step
+                )
                 val = loop.validation_loss()
             except _BadStep as bad:
                 retries += 1
@@ -512,8 +559,9 @@ def train_svi(
                     ) from None
                 for group in loop.optim.param_groups:  # the restored rate, lowered per retry
                     group["lr"] *= cfg.lr_backoff**retries
+                where = f"step {good['step']} of" if "step" in good else "the start of"
                 warnings.warn(
-                    f"epoch {epoch}: {bad}; rolled back to the start of the epoch and retrying "
+                    f"epoch {epoch}: {bad}; rolled back to {where} the epoch and retrying "
                     f"with learning rate {loop.optim.param_groups[0]['lr']:.3g}.",
                     RuntimeWarning,
                     stacklevel=2,
@@ -552,54 +600,84 @@ def _accumulate(average: dict, params) -> None:
             mean.add_(p.detach() - mean, alpha=1.0 / average["count"])
 
 
-def _train_epoch(loop: _Loop, make_batch, n_series: int, beta: float):
+def _train_epoch(
+    loop: _Loop, source, n_series: int, beta: float, epoch: int, at=None, on_step=None
+):
     """One pass over shuffled mini-batches; returns (mean loss, (nfe forward, nfe backward)).
 
-    With ``loop.parallel``, each process takes its share of every batch; its loss is weighted
-    by that share and the gradients summed over the processes, so the step is the whole
-    batch's.
+    ``source`` is ``make_batch`` (series indices to a Batch, shuffled here) or a
+    :class:`BatchStream`. ``at`` is a mid-epoch state of :meth:`_Loop.capture` to continue
+    from (its step, its shuffle and its running loss); ``on_step(step, order, total, count)``
+    is called after each step. With ``loop.parallel``, each process takes its share of every
+    batch; its loss is weighted by that share and the gradients summed over the processes,
+    so the step is the whole batch's.
     """
-    model, params, parallel, cfg = loop.model, loop.params, loop.parallel, loop.config
-    model.solver.reset_nfe()
-    perm = torch.randperm(n_series, generator=loop.generator)
-    total, count = 0.0, 0
-    for i in range(0, n_series, cfg.batch_size):
-        idx = perm[i : i + cfg.batch_size]
+    loop.model.solver.reset_nfe()
+    first, (total, count) = (0, (0.0, 0)) if at is None else (at["step"], at["partial"])
+    if isinstance(source, BatchStream):
+        order, steps = None, source.epoch(epoch, first)
+    else:
+        order = at["order"] if at is not None else None
+        if order is None:
+            order = torch.randperm(n_series, generator=loop.generator)
+        steps = _shuffled(loop, source, order, first)
+    for step, (batch, share, size) in enumerate(steps, start=first):
+        total += _step(loop, batch, share, beta) * size
+        count += size
+        if on_step is not None:
+            on_step(step + 1, order, total, count)
+    nfe = loop.model.solver.nfe
+    return total / max(count, 1), (nfe["forward"], nfe["backward"])
+
+
+def _shuffled(loop: _Loop, make_batch, order: torch.Tensor, first: int):
+    """(batch maker, share, global size) of each in-memory mini-batch from step ``first``."""
+    size, parallel = loop.config.batch_size, loop.parallel
+    for step, i in enumerate(range(0, len(order), size)):
+        if step < first:
+            continue
+        idx = order[i : i + size]
         local = idx if parallel is None else parallel.shard(idx)
-        loop.optim.zero_grad(set_to_none=True)
-        loss, bad = torch.zeros(()), None
-        try:
-            if len(local):
-                batch = make_batch(local)
-                loss = svi_loss(
-                    model, batch, num_particles=cfg.num_particles, kl_scale=beta, elbo=cfg.elbo
-                )
-                loss = loss * (len(local) / len(idx))
-                if not torch.isfinite(loss):
-                    bad = f"the loss became {loss.item()}"
-        except SolverError as err:
-            # Pyro appends the trace's shapes to errors raised inside a model; drop them
-            bad = str(err).split("\nTrace Shapes:")[0].strip()
-        if parallel is not None and parallel.any(bad is not None) and bad is None:
-            bad = "a step failed in another process"
-        if bad is not None:
-            raise _BadStep(bad)
-        try:
-            if loss.requires_grad:
-                loss.backward()
-        except SolverError as err:
-            raise _BadStep(str(err).split("\nTrace Shapes:")[0].strip()) from None
-        if parallel is not None:
-            parallel.sum_gradients(params)
-        if not _finite_grads(params):
-            raise _BadStep("a gradient became NaN or inf")
-        if cfg.clip_norm is not None:
-            torch.nn.utils.clip_grad_norm_(params, cfg.clip_norm)
-        loop.optim.step()
-        step_loss = loss.item() if parallel is None else parallel.sum(loss.item())
-        total += step_loss * len(idx)
-        count += len(idx)
-    return total / count, (model.solver.nfe["forward"], model.solver.nfe["backward"])
+        maker = functools.partial(make_batch, local) if len(local) else None
+        yield maker, len(local) / len(idx), len(idx)
+
+
+def _step(loop: _Loop, batch, share: float, beta: float) -> float:
+    """One optimisation step on ``batch`` (a Batch, a function making it, or None: this
+    process has no series in the step); returns the step's loss over all processes."""
+    model, params, parallel, cfg = loop.model, loop.params, loop.parallel, loop.config
+    loop.optim.zero_grad(set_to_none=True)
+    loss, bad = torch.zeros(()), None
+    try:
+        if callable(batch):
+            batch = batch()
+        if batch is not None:
+            loss = svi_loss(
+                model, batch, num_particles=cfg.num_particles, kl_scale=beta, elbo=cfg.elbo
+            )
+            loss = loss * share
+            if not torch.isfinite(loss):
+                bad = f"the loss became {loss.item()}"
+    except SolverError as err:
+        # Pyro appends the trace's shapes to errors raised inside a model; drop them
+        bad = str(err).split("\nTrace Shapes:")[0].strip()
+    if parallel is not None and parallel.any(bad is not None) and bad is None:
+        bad = "a step failed in another process"
+    if bad is not None:
+        raise _BadStep(bad)
+    try:
+        if loss.requires_grad:
+            loss.backward()
+    except SolverError as err:
+        raise _BadStep(str(err).split("\nTrace Shapes:")[0].strip()) from None
+    if parallel is not None:
+        parallel.sum_gradients(params)
+    if not _finite_grads(params):
+        raise _BadStep("a gradient became NaN or inf")
+    if cfg.clip_norm is not None:
+        torch.nn.utils.clip_grad_norm_(params, cfg.clip_norm)
+    loop.optim.step()
+    return loss.item() if parallel is None else parallel.sum(loss.item())
 
 
 def _validation_loss(model, batches: list[Batch], num_particles: int, parallel=None) -> float:

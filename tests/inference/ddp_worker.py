@@ -37,6 +37,31 @@ def regression_gradient(parallel, x, y, w):
     return w.grad
 
 
+def streamed_fit(out: Path, rank: int) -> dict:
+    """Fit from a Parquet file (rank 0 writes it), recording the blocks this process read."""
+    from latentode.datasets import ParquetSeries, write_parquet
+
+    path = out / "spirals.parquet"
+    if rank == 0:
+        train = make_spirals(n_series=96, n_obs=20, random_state=0).train
+        write_parquet(train, path, series_per_group=4)
+    torch.distributed.barrier()
+    stored, read = ParquetSeries(path, window=16), []
+    original_read, original_plan = stored.read_blocks, stored.plan
+
+    def reading(blocks):
+        read[-1].extend(int(b) for b in blocks)
+        return original_read(blocks)
+
+    def planning(*args, **kwargs):
+        read.append([])  # a new epoch
+        return original_plan(*args, **kwargs)
+
+    stored.read_blocks, stored.plan = reading, planning
+    fit = LatentODE(**{**CONFIG, "max_epochs": 2}).fit(stored)
+    return {"state": fit.model_.state_dict(), "read": read, "loss": fit.history_.loss}
+
+
 def main(out: Path) -> None:
     torch.set_num_threads(1)
     rank = int(os.environ["RANK"])
@@ -51,10 +76,12 @@ def main(out: Path) -> None:
         torch.randn(3, generator=gen),
     )
     grad = regression_gradient(parallel, x, y, w)
+    streamed = streamed_fit(out, rank)
     torch.save(
         {"state": model.model_.state_dict(), "grad": grad, "world_size": parallel.world_size},
         out / f"rank{rank}.pt",
     )
+    torch.save(streamed, out / f"streamed{rank}.pt")
     if parallel.is_main:
         (out / "history.json").write_text(json.dumps(model.history_.to_dict()))
         (out / "score.json").write_text(json.dumps(model.score(data.test)))

@@ -77,3 +77,18 @@ def test_two_processes_match_one_on_the_same_global_batches(two_processes):
     short = LatentODE(**{**CONFIG, "max_epochs": 1}).fit(data.train)
     one_score, short_score = one.score(data.test), short.score(data.test)
     assert abs(two_score - one_score) < 0.25 * abs(one_score - short_score)
+
+
+@pytest.mark.slow
+def test_streamed_processes_read_their_own_blocks_and_step_together(two_processes):
+    r0, r1 = (torch.load(two_processes / f"streamed{r}.pt") for r in (0, 1))
+    for key, value in r0["state"].items():
+        assert torch.equal(value, r1["state"][key]), key
+    # each epoch, each process read its own blocks (77 spirals in 20 blocks), none twice
+    assert len(r0["read"]) == len(r1["read"]) == 2
+    for mine, theirs in zip(r0["read"], r1["read"], strict=True):
+        assert len(set(mine)) == len(mine) and len(set(theirs)) == len(theirs)
+        assert not set(mine) & set(theirs)
+        assert len(mine) + len(theirs) >= 18
+    assert r0["read"][0] != r0["read"][1]  # a new shuffle of the blocks
+    assert r0["loss"] == r1["loss"] and r0["loss"][1] < r0["loss"][0]

@@ -194,3 +194,62 @@ def test_ctrl_c_in_a_separate_process_returns_a_fitted_model(params, data, tmp_p
     budget = {**params, "max_epochs": epochs_done + 1}
     resumed = LatentODE(**budget).fit(data.train, checkpoint=path, resume=True)
     assert_same_parameters(resumed, LatentODE(**budget).fit(data.train))
+
+
+def interrupt_at_step(monkeypatch, step: int):
+    """Raise KeyboardInterrupt when the ``step``-th training batch (from 1) is made."""
+    from latentode.latent_ode import _BatchMaker
+
+    original, calls = _BatchMaker.augment, {"n": 0}
+
+    def augment(self, batch):
+        calls["n"] += 1
+        if calls["n"] == step:
+            raise KeyboardInterrupt
+        return original(self, batch)
+
+    monkeypatch.setattr(_BatchMaker, "augment", augment)
+    return lambda: monkeypatch.setattr(_BatchMaker, "augment", original)
+
+
+def test_mid_epoch_checkpoints_resume_at_the_step(
+    params, data, uninterrupted, tmp_path, monkeypatch
+):
+    path = tmp_path / "fit.ckpt"
+    # 48 series in batches of 20: three steps an epoch; stop in the third step of epoch 2,
+    # after the checkpoint of its second step
+    undo = interrupt_at_step(monkeypatch, 3 + 3)
+    with pytest.warns(RuntimeWarning, match="interrupted after 1 epochs"):
+        LatentODE(**params).fit(data.train, checkpoint=path, checkpoint_steps=2)
+    undo()
+    saved = torch.load(path, weights_only=True)["training"]
+    assert (saved["epoch"], saved["step"]) == (1, 2)
+    resumed = LatentODE(**params).fit(data.train, checkpoint=path, resume=True)
+    assert_same_parameters(resumed, uninterrupted)
+    assert resumed.history_.loss == pytest.approx(uninterrupted.history_.loss, rel=1e-12)
+    with pytest.raises(ValueError, match="checkpoint_steps"):
+        LatentODE(**params).fit(data.train, checkpoint=path, checkpoint_steps=0)
+
+
+def test_a_streamed_fit_resumes_mid_epoch_exactly(params, data, tmp_path, monkeypatch):
+    pytest.importorskip("pyarrow")
+    from latentode.datasets import ParquetSeries, write_parquet
+
+    write_parquet(data.train, tmp_path / "train.parquet", series_per_group=4)
+    stored = ParquetSeries(tmp_path / "train.parquet", window=12)
+    whole = LatentODE(**params).fit(stored)
+    path = tmp_path / "fit.ckpt"
+    # windows of 12 series, one step each: four steps an epoch; stop in the third of epoch 2
+    undo = interrupt_at_step(monkeypatch, 4 + 3)
+    with pytest.warns(RuntimeWarning, match="interrupted"):
+        LatentODE(**params).fit(stored, checkpoint=path, checkpoint_steps=1)
+    undo()
+    assert torch.load(path, weights_only=True)["training"]["step"] == 2
+    resumed = LatentODE(**params).fit(stored, checkpoint=path, resume=True)
+    assert_same_parameters(resumed, whole)
+    # another data set is recognised as such
+    write_parquet(data.test, tmp_path / "other.parquet")
+    with pytest.raises(ValueError, match="different training data"):
+        LatentODE(**params).fit(
+            ParquetSeries(tmp_path / "other.parquet"), checkpoint=path, resume=True
+        )
