@@ -5,6 +5,7 @@ from .arviz import make_inference_data
 from .distributed import DataParallel
 from .predictive import PREDICTIVE_SITES, posterior_predictive
 from .svi import (
+    BatchStream,
     TrainingConfig,
     TrainingHistory,
     kl_weight,
@@ -14,6 +15,7 @@ from .svi import (
 )
 
 __all__ = [
+    "BatchStream",
     "DataParallel",
     "PREDICTIVE_SITES",
     "TrainingConfig",
