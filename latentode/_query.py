@@ -192,15 +192,39 @@ def on_own_times(
         times than the longest are padded with NaN (values and times).
     """
     longest = max(len(g) for g in grids)
-    pieces = []
+    parts = []
     for start, stop, grid in chunks(grids, draws, width or data.n_features, cells):
         out = draw(data[start:stop], times=grid, **kwargs)
+        # each series' own times as positions on the chunk's grid; padding points at 0
+        position = np.zeros((stop - start, longest), dtype=np.int64)
+        valid = np.zeros((stop - start, longest), dtype=bool)
         for k, own in enumerate(grids[start:stop]):
-            piece = out.isel(series=[k], time=np.searchsorted(grid, own))
-            piece = piece.drop_vars("time").rename(time="step")
-            piece = piece.pad(step=(0, longest - len(own)))
-            padded = np.full(longest, np.nan)
-            padded[: len(own)] = own
-            pieces.append(piece.assign_coords(time=(("series", "step"), padded[None])))
-    joined = xr.concat(pieces, dim="series", combine_attrs="override")
+            position[k, : len(own)] = np.searchsorted(grid, own)
+            valid[k, : len(own)] = True
+        parts.append(_gather(out, position, valid, grid))
+    joined = xr.concat(parts, dim="series", combine_attrs="override")
     return joined.assign_coords(step=np.arange(longest))
+
+
+def _gather(out, position: np.ndarray, valid: np.ndarray, grid: np.ndarray):
+    """``out`` at (series, step) -> time ``position``, NaN where not ``valid``, in one
+    indexing per variable; dims keep their order with ``time`` renamed ``step``."""
+    rows = xr.DataArray(np.arange(position.shape[0]), dims="series")
+    steps = xr.DataArray(position, dims=("series", "step"))
+    mask = xr.DataArray(valid, dims=("series", "step"))
+    times = np.where(valid, grid[position], np.nan)
+
+    def one(arr: xr.DataArray) -> xr.DataArray:
+        if "time" not in arr.dims:
+            return arr
+        order = [d if d != "time" else "step" for d in arr.dims]
+        picked = arr.drop_vars("time").isel(series=rows, time=steps)
+        return picked.where(mask).transpose(*order)
+
+    if isinstance(out, xr.Dataset):
+        gathered = xr.Dataset(
+            {name: one(var) for name, var in out.data_vars.items()}, attrs=out.attrs
+        )
+    else:
+        gathered = one(out)
+    return gathered.assign_coords(time=(("series", "step"), times))
