@@ -113,6 +113,38 @@ def _check_unit(fitted: str | None, given: str | None, name: str) -> None:
         )
 
 
+def _log_shifts(log_features, values: np.ndarray, names: list) -> np.ndarray:
+    """Per feature, the shift ``c`` of its transform ``log(x + c)``, or NaN for none.
+
+    ``log_features`` is None, ``"auto"`` (every feature never negative in ``values``) or a
+    list of names (each must be never negative). ``c`` is 0 for features that are always
+    positive, and half their smallest positive value for those that are sometimes 0.
+    """
+    shift = np.full(len(names), np.nan)
+    if log_features is None:
+        return shift
+    wanted = names if isinstance(log_features, str) else list(log_features)
+    unknown = [f for f in wanted if f not in names]
+    if unknown:
+        raise ValueError(f"log_features: {unknown} are not features of X; features are {names}.")
+    for f in wanted:
+        d = names.index(f)
+        column = values[:, d][~np.isnan(values[:, d])]
+        low = column.min()
+        if low < 0:
+            if isinstance(log_features, str):  # "auto" leaves it alone
+                continue
+            raise ValueError(
+                f"log_features: feature {f!r} has negative values (down to {low:g}); only "
+                "features that are never negative can be log-transformed."
+            )
+        positive = column[column > 0]
+        if positive.size == 0:
+            continue  # all zero: nothing to gain
+        shift[d] = 0.0 if low > 0 else positive.min() / 2
+    return shift
+
+
 class IrregularSeriesEstimator(BaseEstimator):
     """Shared machinery: validation, scaling of values and time, batching, persistence.
 
@@ -146,7 +178,14 @@ class IrregularSeriesEstimator(BaseEstimator):
     # -- validation and scaling ------------------------------------------------------------
     def _fit_scaling(self, data) -> None:
         """Standardisation and time frame from ``data`` (IrregularDataset or ParquetSeries)."""
+        log_features = getattr(self, "log_features", None)
         if isinstance(data, ParquetSeries):  # its summary was taken when it was opened
+            if log_features is not None:
+                raise ValueError(
+                    "log_features: a fit streamed from a ParquetSeries standardises with the "
+                    "summary taken when it was opened; store log values in the files instead."
+                )
+            self.value_shift_ = np.full(data.n_features, np.nan)
             mean, scale, largest = data.mean, data.std, np.nan
             t_min, t_max, typical = data.t_min, data.t_max, data.typical_span
         else:
@@ -158,10 +197,12 @@ class IrregularSeriesEstimator(BaseEstimator):
                     f"X: feature(s) {never} are never observed in the training data; drop "
                     "those columns or add observations of them."
                 )
+            self.value_shift_ = _log_shifts(log_features, values, data.feature_names)
+            largest = np.nanmax(np.abs(values))
+            values = self._forward(values)
             with np.errstate(over="ignore", invalid="ignore"):
                 mean = np.nanmean(values, axis=0)
                 scale = np.nanstd(values, axis=0)
-            largest = np.nanmax(np.abs(values))
             t_min, t_max = data.t_min, data.t_max
             typical = float(np.median([s.times[-1] - s.times[0] for s in data]))
         huge = [
@@ -217,6 +258,19 @@ class IrregularSeriesEstimator(BaseEstimator):
         if self._time_origin_matters:
             first = min(s.times[0] for s in data)
             self._warn_if_far(first, max(s.times[-1] for s in data), f"{name}'s times")
+        logged = self._logged()
+        if logged is not None:
+            for s in data:
+                x, shift = s.values[:, logged], self.value_shift_[logged]
+                bad = np.flatnonzero(((x < 0) | ((x == 0) & (shift == 0))).any(0))
+                if len(bad):
+                    d = logged[bad[0]]
+                    raise ValueError(
+                        f"{name}: series {s.id!r} has feature {self.feature_names_in_[d]!r} at "
+                        f"{np.nanmin(s.values[:, d]):g}, but the model was fitted on its log "
+                        f"({'positive' if self.value_shift_[d] == 0 else 'non-negative'} values "
+                        "only); fix the value or refit without log_features for it."
+                    )
         return data
 
     def _check_times(self, times, data: IrregularDataset, *, name: str = "times") -> np.ndarray:
@@ -275,11 +329,64 @@ class IrregularSeriesEstimator(BaseEstimator):
         return (t - self.time_origin_) / self.time_scale_
 
     def _scale_values(self, v):
-        return (v - self.value_mean_) / self.value_scale_
+        return (self._forward(v) - self.value_mean_) / self.value_scale_
 
     def _unscale_values(self, v: torch.Tensor) -> np.ndarray:
-        v = v.detach().cpu().double().numpy()
-        return v * self.value_scale_ + self.value_mean_
+        v = v.detach().cpu().double().numpy() if torch.is_tensor(v) else np.asarray(v)
+        return self._inverse(v * self.value_scale_ + self.value_mean_)
+
+    def _shifts(self) -> np.ndarray:
+        """``value_shift_``, all NaN for estimators fitted without log features."""
+        shift = getattr(self, "value_shift_", None)
+        return np.full(self.n_features_in_, np.nan) if shift is None else np.asarray(shift)
+
+    def _logged(self) -> np.ndarray | None:
+        """Indices of the log-transformed features (None when there are none)."""
+        shift = getattr(self, "value_shift_", None)
+        if shift is None or np.isnan(shift).all():
+            return None
+        return np.flatnonzero(~np.isnan(shift))
+
+    def _forward(self, v: np.ndarray, feature: np.ndarray | None = None) -> np.ndarray:
+        """Values in data units to the model's (log where ``log_features`` chose it), before
+        standardisation. ``v`` has the features last, or ``feature`` gives each value's."""
+        logged = self._logged()
+        if logged is None:
+            return v
+        v = np.array(v, dtype=np.float64)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            if feature is None:
+                part = v[..., logged] + self.value_shift_[logged]
+                v[..., logged] = np.log(np.maximum(part, np.finfo(np.float64).tiny))
+            else:
+                chosen = np.isin(feature, logged)
+                part = v[..., chosen] + self.value_shift_[feature[chosen]]
+                v[..., chosen] = np.log(np.maximum(part, np.finfo(np.float64).tiny))
+        return v
+
+    def _inverse(self, v: np.ndarray, feature: np.ndarray | None = None) -> np.ndarray:
+        """Inverse of :meth:`_forward`: log features exponentiated, never below zero."""
+        logged = self._logged()
+        if logged is None:
+            return v
+        v = np.array(v, dtype=np.float64)
+        with np.errstate(over="ignore"):
+            if feature is None:
+                v[..., logged] = np.maximum(np.exp(v[..., logged]) - self.value_shift_[logged], 0)
+            else:
+                chosen = np.isin(feature, logged)
+                shift = self.value_shift_[feature[chosen]]
+                v[..., chosen] = np.maximum(np.exp(v[..., chosen]) - shift, 0)
+        return v
+
+    def _log_jacobian(self, data) -> np.ndarray:
+        """Per series, the log-Jacobian of the log transform at its observed values: minus
+        the sum of ``log(x + shift)`` over observed log features (0 without them)."""
+        logged = self._logged()
+        if logged is None:
+            return np.zeros(len(data))
+        shift = self.value_shift_[logged]
+        return np.array([-np.nansum(np.log(s.values[:, logged] + shift)) for s in data])
 
     def _batch(self, series, device):
         return collate(
@@ -342,6 +449,7 @@ class IrregularSeriesEstimator(BaseEstimator):
             "feature_names_in_": [str(f) for f in self.feature_names_in_],
             "value_mean_": self.value_mean_.tolist(),
             "value_scale_": self.value_scale_.tolist(),
+            "value_shift_": [None if np.isnan(x) else float(x) for x in self._shifts()],
             "time_origin_": self.time_origin_,
             "time_scale_": self.time_scale_,
             "time_unit_": getattr(self, "time_unit_", None),
@@ -353,6 +461,8 @@ class IrregularSeriesEstimator(BaseEstimator):
         self.n_features_in_ = len(self.feature_names_in_)
         self.value_mean_ = np.asarray(state["value_mean_"], dtype=np.float64)
         self.value_scale_ = np.asarray(state["value_scale_"], dtype=np.float64)
+        shift = state.get("value_shift_") or [None] * self.n_features_in_  # older files: none
+        self.value_shift_ = np.array([np.nan if x is None else x for x in shift], dtype=np.float64)
         self.time_origin_ = float(state["time_origin_"])
         self.time_scale_ = float(state["time_scale_"])
         self.time_unit_ = state.get("time_unit_")
@@ -445,6 +555,9 @@ class IrregularSeriesEstimator(BaseEstimator):
                 raise ValueError(f"{name} must be {n} finite numbers")
         if not np.all(self.value_scale_ > 0):
             raise ValueError("value_scale_ must be positive")
+        shift = self._shifts()
+        if shift.shape != (n,) or np.any(shift[~np.isnan(shift)] < 0):
+            raise ValueError(f"value_shift_ must be {n} non-negative numbers or NaN")
         if not math.isfinite(self.time_origin_):
             raise ValueError("time_origin_ must be finite")
         if not (math.isfinite(self.time_scale_) and self.time_scale_ > 0):

@@ -334,15 +334,19 @@ class PosteriorPredictiveMixin(IntervalMixin):
             )
         z0, noise = draws["z0"], self.model_.noise().detach()
         predictive = self._unscale_values(draws["obs"])[None]
-        loc = self._unscale_values(draws["mean"])[None]
+        # densities on the model's scale (log for log features), then in the data's units
+        loc = draws["mean"].cpu().double().numpy()[None] * self.value_scale_ + self.value_mean_
         sigma = noise.cpu().double().numpy() * self.value_scale_
         batch = collate(data, times_transform=None)
         observed = np.where(batch.mask.numpy(), batch.values.double().numpy(), np.nan)
         if self.model_.tails is None:
-            log_density = stats.norm.logpdf(observed, loc, sigma)
+            log_density = stats.norm.logpdf(self._forward(observed), loc, sigma)
         else:  # the model's Student-t noise, its degrees of freedom per feature
             df = self.model_.tails().detach().cpu().double().numpy()
-            log_density = stats.t.logpdf(observed, df, loc, sigma)
+            log_density = stats.t.logpdf(self._forward(observed), df, loc, sigma)
+        logged = self._logged()
+        if logged is not None:  # the log transform's Jacobian
+            log_density[..., logged] -= np.log(observed[..., logged] + self.value_shift_[logged])
         log_lik = np.nansum(log_density, axis=(-2, -1))
         coords = self._coords(data, t)
         coords.update(chain=[0], draw=np.arange(n_samples), latent=np.arange(self.latent_dim))
@@ -390,6 +394,7 @@ class PosteriorPredictiveMixin(IntervalMixin):
                 elbo = per_series_elbo(self.model_, batch, num_particles=num_particles).cpu()
                 counts = batch.mask.sum(1).float().cpu()  # (batch, features)
                 elbo = elbo - (counts * log_scale).sum(-1)
+                elbo = elbo + torch.as_tensor(self._log_jacobian(data[i : i + PREDICT_CHUNK]))
                 if self.poisson:
                     elbo = elbo - counts.sum(-1) * math.log(self.time_scale_)
                 out.append(elbo.double().numpy())
@@ -477,7 +482,8 @@ class PosteriorPredictiveMixin(IntervalMixin):
                 except NothingHeldOut:
                     continue
             y, f, gap, x = held_out_draws(self, context, target, n_samples)
-            x = x.astype(np.float64)
+            # on the model's scale (log for log features), where the errors are symmetric
+            y, x = self._forward(y, f), self._forward(x.astype(np.float64), f)
             sd = np.maximum(x.std(0), 1e-9 * self.value_scale_[f])
             pooled.append((f, gap, (y - x.mean(0)) / sd))
         if not pooled:
@@ -492,7 +498,9 @@ class PosteriorPredictiveMixin(IntervalMixin):
             logger.info("the predictive was left uncalibrated: %s", err)
 
     def _calibrated(self, obs: np.ndarray, data, t: np.ndarray) -> np.ndarray:
-        """Calibrated draws from raw ones (sample, series, time, feature), same shape."""
+        """Calibrated draws from raw ones (sample, series, time, feature), same shape;
+        calibrated on the model's scale (log for log features)."""
+        obs = self._forward(obs)
         mean, sd = obs.mean(0), obs.std(0)
         gap = np.stack([gaps_to(s.times, t) for s in data])  # (series, time)
         rng = np.random.default_rng(seed_from(self.random_state) + 2)
@@ -501,7 +509,7 @@ class PosteriorPredictiveMixin(IntervalMixin):
             z[..., d] = self.calibration_.draw(d, gap.ravel(), obs.shape[0], rng).reshape(
                 obs.shape[:-1]
             )
-        return mean + sd * z
+        return self._inverse(mean + sd * z)
 
     def _fitted_state(self) -> dict:
         calibration = getattr(self, "calibration_", None)

@@ -49,6 +49,8 @@ _FIT_OPTIONS = {
     "likelihood": "observation noise; student_t for data with gross entry errors",
     "obs_std": "observation noise SD in data units: one number, one per feature "
     "(comma-separated), or none to learn it",
+    "log_features": "model these features on a log scale, keeping them positive: auto (every "
+    "feature never negative), names separated by commas, or none",
     "obs_weighting": "how observations are weighted in the likelihood",
     "poisson": "also model when observations are taken (Poisson process)",
     "encode_fraction": "below 1, train to forecast from the first part of each series (e.g. 0.5)",
@@ -281,6 +283,19 @@ def _obs_std(text: str):
     return value
 
 
+def _log_features(text: str):
+    """``--log-features``: ``none``, ``auto``, or feature names separated by commas."""
+    text = text.strip()
+    if text.lower() == "none":
+        return None
+    if text.lower() == "auto":
+        return "auto"
+    names = [f.strip() for f in text.split(",")]
+    if not all(names):
+        raise argparse.ArgumentTypeError(f"--log-features {text!r}: an empty feature name.")
+    return names
+
+
 def _estimator_option(parser, name: str, help_text: str) -> None:
     """``--name`` for the LatentODE parameter ``name``: its check, its default."""
     from . import LatentODE
@@ -296,6 +311,8 @@ def _estimator_option(parser, name: str, help_text: str) -> None:
     kwargs = {}
     if name == "obs_std":
         kwargs["type"] = _obs_std
+    elif name == "log_features":
+        kwargs["type"] = _log_features
     elif name == "device":
         kwargs["choices"] = ["auto", "cpu", "cuda"]
     elif constraint.kind == "choice":

@@ -45,6 +45,12 @@ def _positive_stds(value) -> bool:
     return std.ndim <= 1 and std.size > 0 and bool(np.all(np.isfinite(std) & (std > 0)))
 
 
+def _log_features_ok(value) -> bool:
+    if isinstance(value, str):
+        return value == "auto"
+    return isinstance(value, (list, tuple)) and all(isinstance(f, str) for f in value)
+
+
 #: What each parameter of :class:`LatentODE` may be (the solver's settings are checked by
 #: :class:`~latentode.solvers.SolverSettings`).
 PARAMETERS = (
@@ -64,6 +70,13 @@ PARAMETERS = (
         hint="None learns the noise.",
     ),
     choice("likelihood", LIKELIHOODS),
+    custom(
+        "log_features",
+        _log_features_ok,
+        '"auto" or a list of feature names',
+        none=True,
+        hint='"auto" takes every feature that is never negative.',
+    ),
     choice("solver_backend", BACKENDS),
     real("kinetic_weight", low=0),
     real("jacobian_weight", low=0),
@@ -136,6 +149,16 @@ class LatentODE(PosteriorPredictiveMixin, IrregularSeriesEstimator):
     likelihood : {"normal", "student_t"}, default "normal"
         Observation noise: Gaussian, or Student-t with degrees of freedom learned per feature
         (above 2), for data with gross entry errors; ``obs_std`` is then its scale.
+    log_features : "auto", list of str or None, default None
+        Features modelled on a log scale, ``log(x + c)``: skewed positive quantities
+        (concentrations, counts, lab values) get multiplicative noise, and every draw, band
+        and forecast of them stays positive (non-negative for features with zeros). ``c`` is
+        0 for features that are always positive in the training data and half their smallest
+        positive value otherwise. ``"auto"`` takes every feature that is never negative in
+        the training data; a list names them (each must be never negative). Data given later
+        must respect the same sign. ``predict`` then gives, for these features, the
+        back-transformed mean on the log scale (the predictive median when the log values'
+        spread is symmetric); ``sample`` and the quantiles are exact transforms of the draws.
     method : str, default "dopri5"
         ODE solver (see :data:`latentode.solvers.SOLVER_METHODS`). ``method``, ``rtol``,
         ``atol``, ``solver_options``, ``adjoint``, ``solver_backend`` and ``max_nfe`` make
@@ -240,7 +263,10 @@ class LatentODE(PosteriorPredictiveMixin, IrregularSeriesEstimator):
     feature_names_in_ : ndarray of str, shape (features,)
     n_features_in_ : int
     value_mean_, value_scale_ : ndarray of shape (features,)
-        Per-feature standardisation fitted on the training data.
+        Per-feature standardisation fitted on the training data (of the log values for
+        log features).
+    value_shift_ : ndarray of shape (features,)
+        The shift ``c`` of each log feature's ``log(x + c)``; NaN for the others.
     time_origin_, time_scale_ : float
         Model time is ``(t - time_origin_) / time_scale_``; ``z0`` is the state at the origin.
     device_ : torch.device
@@ -269,6 +295,7 @@ class LatentODE(PosteriorPredictiveMixin, IrregularSeriesEstimator):
         anchor: bool = False,
         obs_std: float | None = None,
         likelihood: str = "normal",
+        log_features: str | list | None = None,
         method: str = "dopri5",
         rtol: float = 1e-3,
         atol: float = 1e-4,
@@ -309,6 +336,7 @@ class LatentODE(PosteriorPredictiveMixin, IrregularSeriesEstimator):
         self.anchor = anchor
         self.obs_std = obs_std
         self.likelihood = likelihood
+        self.log_features = log_features
         self.method = method
         self.rtol = rtol
         self.atol = atol
@@ -363,6 +391,11 @@ class LatentODE(PosteriorPredictiveMixin, IrregularSeriesEstimator):
 
     def _build_module(self) -> LatentODEModel:
         obs_std = None
+        if self.obs_std is not None and self._logged() is not None:
+            raise ValueError(
+                "obs_std is in the data's units, but log_features models some features on a "
+                "log scale; drop one of the two (obs_std=None learns the noise)."
+            )
         if self.obs_std is not None:
             std = np.asarray(self.obs_std, dtype=float)
             if std.ndim == 1 and std.size != self.n_features_in_:

@@ -624,3 +624,65 @@ def test_fit_streams_parquet_series_like_the_same_series_in_memory(data, tmp_pat
         LatentODE(**FAST).fit(stored, np.zeros(len(stored)))
     with pytest.raises(ValueError, match="unsupervised"):
         LatentODEClassifier(**FAST).fit(stored, np.zeros(len(stored)))
+
+
+def concentrations(n: int, seed: int = 0):
+    """Decaying concentrations (log-normal noise, some read as 0) beside a signed wave."""
+    from latentode.datasets import from_arrays
+
+    rng = np.random.default_rng(seed)
+    pairs = []
+    for _ in range(n):
+        t = np.sort(rng.uniform(0, 10, 20))
+        conc = rng.uniform(5, 50) * np.exp(-rng.uniform(0.2, 0.6) * t + rng.normal(0, 0.1, 20))
+        dose = np.where(rng.random(20) < 0.2, 0.0, rng.uniform(1, 3, 20))  # zeros: a shift
+        pairs.append((t, np.c_[conc, dose, np.sin(t) + rng.normal(0, 0.1, 20)]))
+    return from_arrays(pairs, feature_names=["conc", "dose", "wave"])
+
+
+def test_log_features_keep_positive_quantities_positive(tmp_path):
+    data = concentrations(72)
+    train, test = data[:60], data[60:]
+    params = dict(max_epochs=25, latent_dim=4, random_state=0, verbose=False)
+    logged = LatentODE(**params, log_features="auto").fit(train, validation_data=test)
+    plain = LatentODE(**params).fit(train)
+    assert logged.value_shift_[0] == 0.0 and np.isnan(logged.value_shift_[2])
+    smallest = min(np.nanmin(np.where(s.values[:, 1] > 0, s.values[:, 1], np.nan)) for s in train)
+    assert logged.value_shift_[1] == pytest.approx(smallest / 2)
+    draws = logged.sample(test, horizon=10, n_samples=40)  # calibrated on the validation set
+    assert draws.attrs["calibrated"] == 1
+    assert float(draws.obs.sel(feature="conc").min()) > 0
+    assert float(draws.obs.sel(feature="dose").min()) >= 0
+    assert float(draws.obs.sel(feature="wave").min()) < 0  # signed features are left alone
+    assert float(plain.sample(test, horizon=10, n_samples=40).obs.sel(feature="conc").min()) < 0
+    assert (logged.predict_quantiles(test, horizon=5)["conc"].to_numpy() > 0).all()
+    # the ELBO is in the data's units: concentrations 10 times larger, read by the same model
+    # on a log scale shifted by log(10), score lower by log(10) per observed concentration
+    import copy
+
+    scaled = copy.deepcopy(logged)
+    scaled.value_mean_ = logged.value_mean_ + np.array([np.log(10.0), 0.0, 0.0])
+    tenfold = type(test)(
+        [type(s)(s.id, s.times, s.values * np.array([10.0, 1.0, 1.0])) for s in test],
+        test.feature_names,
+    )
+    per_series = np.mean([np.isfinite(s.values[:, 0]).sum() for s in test])
+    expected = logged.score(test) - per_series * np.log(10.0)
+    assert scaled.score(tenfold) == pytest.approx(expected, abs=0.05)
+    loaded_path = tmp_path / "m.pt"
+    logged.save(loaded_path)
+    loaded = LatentODE.load(loaded_path)
+    np.testing.assert_array_equal(loaded.value_shift_, logged.value_shift_)
+    xr.testing.assert_identical(loaded.predict(test), logged.predict(test))
+    bad = concentrations(2, seed=1)
+    bad[1].values[3, 0] = -1.0
+    with pytest.raises(ValueError, match=r"series 1 has feature 'conc' at -1.*positive values"):
+        logged.predict(bad)
+    with pytest.raises(ValueError, match=r"feature 'wave' has negative values"):
+        LatentODE(**params, log_features=["conc", "wave"]).fit(train)
+    with pytest.raises(ValueError, match=r"\['pressure'\] are not features"):
+        LatentODE(**params, log_features=["pressure"]).fit(train)
+    with pytest.raises(ValueError, match="obs_std is in the data's units"):
+        LatentODE(**params, log_features="auto", obs_std=0.1).fit(train)
+    with pytest.raises(ValueError, match="log_features"):
+        LatentODE(**params, log_features="all").fit(train)

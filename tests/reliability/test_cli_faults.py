@@ -3,6 +3,7 @@ traceback unless --debug asks for it; every number checked as the estimator chec
 
 import argparse
 
+import numpy as np
 import pandas as pd
 import pytest
 from hypothesis import given, settings
@@ -100,6 +101,13 @@ def test_fit_options_reach_the_estimator_and_help_shows_defaults(table, capsys):
     assert "--obs-std" in capsys.readouterr().err
     text = build_parser()._subparsers._group_actions[0].choices["fit"].format_help()
     assert "(default: 0.01)" in text and "(default: gru)" in text
+    # the spirals' coordinates are signed: auto logs none of them, naming one is refused
+    assert main(fit_args(table, "--epochs", "1", "--log-features", "auto")) == 0
+    fitted = LatentODE.load(table / "m.pt")
+    assert fitted.log_features == "auto" and np.isnan(fitted.value_shift_).all()
+    capsys.readouterr()
+    assert main(fit_args(table, "--epochs", "1", "--log-features", "x")) == 2
+    assert "feature 'x' has negative values" in capsys.readouterr().err
 
 
 @settings(max_examples=300, deadline=None)
