@@ -76,6 +76,11 @@ def main(argv=None) -> dict:
     parser.add_argument("--encoder", default="odernn", help="the Latent ODE's encoder")
     parser.add_argument("--encode-fraction", type=float, default=0.5)
     parser.add_argument("--likelihood", default="normal", help="the Latent ODEs' noise family")
+    parser.add_argument(
+        "--log-features",
+        default="none",
+        help="the Latent ODEs' log_features: none, auto, or names separated by commas",
+    )
     parser.add_argument("--samples", type=int, default=200, help="draws per held-out value")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--output", help="JSON to write (default in benchmarks/results)")
@@ -86,6 +91,9 @@ def main(argv=None) -> dict:
         args.output or Path(__file__).parent / "results" / f"forecast_quality_{args.dataset}.json"
     )
 
+    log_features = {"none": None, "auto": "auto"}.get(args.log_features)
+    if log_features is None and args.log_features != "none":
+        log_features = args.log_features.split(",")
     data, extrapolation = load(args)
     order = np.random.default_rng(args.seed).permutation(len(data))
     if args.dataset == "physionet" and args.n_series:  # a random subset of the stays
@@ -105,6 +113,7 @@ def main(argv=None) -> dict:
             encoder=args.encoder,
             encode_fraction=args.encode_fraction,
             likelihood=args.likelihood,
+            log_features=log_features,
             anchor=anchor,
             max_epochs=args.epochs,
             random_state=args.seed,

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # GPU checks for a machine with CUDA: the gpu-marked tests, then the benchmark suite and the
-# gradient-mode benchmark on the device, within about 8 minutes. Installs nothing beyond the
+# gradient-mode benchmark on the device, then out-of-core training, within about 10 minutes. Installs nothing beyond the
 # project itself (its dependencies must already be there). Results go to $OUT if set, else
 # to benchmarks/results/.
 #
@@ -25,3 +25,7 @@ echo "wrote $out/suite_cuda.json"
 timeout 150 python benchmarks/suite.py --device cuda --configs spiral --backends native \
     --precision bf16-mixed --spiral-iterations 100 --output "$out/suite_cuda_bf16.json"
 echo "wrote $out/suite_cuda_bf16.json"
+# out-of-core training on the device: 20,000 series streamed from Parquet (about two minutes)
+timeout 240 python benchmarks/out_of_core.py --device cuda --series 20000 --subset 5000 \
+    --workers 2 --output "$out/out_of_core_cuda.json"
+echo "wrote $out/out_of_core_cuda.json"

@@ -1,7 +1,7 @@
 """Out-of-core training: fit from a Parquet data set larger than memory, with bounded memory.
 
     python benchmarks/out_of_core.py [--series 200000] [--obs 250] [--subset 20000]
-                                     [--folder DIR] [--workers 1] [--threads 2]
+                                     [--folder DIR] [--workers 1] [--threads 2] [--device cpu]
 
 Writes a synthetic data set of ``--series`` series with ``--obs`` observation times each
 (by default 200,000 series and 50 M observation rows, 4 features each observed at half the
@@ -85,7 +85,7 @@ def write_synthetic(path: Path, n_series: int, n_obs: int, seed: int = 0) -> int
     return rows
 
 
-def worker(part: str, path: str, subset: int, workers: int, threads: int) -> dict:
+def worker(part: str, path: str, subset: int, workers: int, threads: int, device: str) -> dict:
     import torch
 
     torch.set_num_threads(threads)
@@ -93,6 +93,7 @@ def worker(part: str, path: str, subset: int, workers: int, threads: int) -> dic
     from latentode.datasets import ParquetSeries, write_parquet
     from latentode.profiling import peak_rss_mib
 
+    model = {**MODEL, "device": device}
     start = time.perf_counter()
     stored = ParquetSeries(path, workers=workers)
     out = {"open_seconds": time.perf_counter() - start, "series": len(stored)}
@@ -100,7 +101,7 @@ def worker(part: str, path: str, subset: int, workers: int, threads: int) -> dic
         out.update(rows=stored.n_obs, blocks=stored.n_blocks)
     elif part == "stream":
         start = time.perf_counter()
-        LatentODE(**MODEL).fit(stored)
+        LatentODE(**model).fit(stored)
         out["fit_seconds"] = time.perf_counter() - start
     else:
         data = stored.head(subset)
@@ -112,13 +113,13 @@ def worker(part: str, path: str, subset: int, workers: int, threads: int) -> dic
                 del data
                 source = ParquetSeries(folder, workers=workers)
                 start = time.perf_counter()
-                LatentODE(**MODEL).fit(source)
+                LatentODE(**model).fit(source)
                 out["fit_seconds"] = time.perf_counter() - start
             finally:
                 shutil.rmtree(folder)
         else:
             start = time.perf_counter()
-            LatentODE(**MODEL).fit(data)
+            LatentODE(**model).fit(data)
             out["fit_seconds"] = time.perf_counter() - start
     if "fit_seconds" in out:
         out["series_per_second"] = out["series"] / out["fit_seconds"]
@@ -126,22 +127,23 @@ def worker(part: str, path: str, subset: int, workers: int, threads: int) -> dic
     return out
 
 
-def main() -> None:
+def main(argv=None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--series", type=int, default=200_000)
     parser.add_argument("--obs", type=int, default=250, help="observation times per series")
     parser.add_argument("--subset", type=int, default=20_000)
     parser.add_argument("--workers", type=int, default=1)
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--device", default="cpu", help="where the model trains (cpu, cuda)")
     parser.add_argument("--folder", help="where to keep the data set (default: temporary)")
     parser.add_argument("--parts", default="open,memory-subset,stream-subset,stream")
     parser.add_argument("--output", default=str(Path(__file__).parent / "results/out_of_core.json"))
-    parser.add_argument("--worker", nargs=5, help=argparse.SUPPRESS)
-    args = parser.parse_args()
+    parser.add_argument("--worker", nargs=6, help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
     if args.worker:
-        part, path, subset, workers, threads = args.worker
-        print(json.dumps(worker(part, path, int(subset), int(workers), int(threads))))
-        return
+        part, path, subset, workers, threads, device = args.worker
+        print(json.dumps(worker(part, path, int(subset), int(workers), int(threads), device)))
+        return {}
     folder = Path(args.folder or tempfile.mkdtemp())
     folder.mkdir(parents=True, exist_ok=True)
     path = folder / f"synthetic_{args.series}x{args.obs}.parquet"
@@ -155,6 +157,7 @@ def main() -> None:
         results["file_mib"] = path.stat().st_size / 2**20
         for part in args.parts.split(","):
             flags = [part, str(path), str(args.subset), str(args.workers), str(args.threads)]
+            flags.append(args.device)
             results[part] = run_worker(__file__, flags)
             print(part, json.dumps(results[part]), flush=True)
         if "stream-subset" in results and "memory-subset" in results:
@@ -164,8 +167,10 @@ def main() -> None:
             )
             ratio = results["subset_stream_over_memory"]
             print(f"streamed / in memory, series per second: {ratio:.2f}")
-        config = {k: getattr(args, k) for k in ("series", "obs", "subset", "workers", "threads")}
+        keys = ("series", "obs", "subset", "workers", "threads", "device")
+        config = {k: getattr(args, k) for k in keys}
         write_results(Path(args.output), {"configuration": config, "model": MODEL, **results})
+        return results
     finally:
         if not args.folder:
             shutil.rmtree(folder)

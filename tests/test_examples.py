@@ -291,3 +291,27 @@ def test_adjoint_memory_benchmark_separates_the_gradient_modes(tmp_path):
         assert adj["nfe_backward"] > 3 * ck["nfe_backward"]  # restarts at the 100 outputs
         assert ck["saved_for_backward_mib"] < bp["saved_for_backward_mib"]
     assert set(record["summary"]) == {"backprop", "torchdiffeq", "adjoint", "checkpoint"}
+
+
+def test_gpu_script_is_valid_bash():
+    import subprocess
+
+    done = subprocess.run(["bash", "-n", str(ROOT / "benchmarks/gpu.sh")], capture_output=True)
+    assert done.returncode == 0, done.stderr
+
+
+@pytest.mark.slow
+def test_out_of_core_benchmark_streams_a_small_set(tmp_path):
+    pytest.importorskip("pyarrow")
+    bench = _load("benchmarks/out_of_core.py")
+    out = tmp_path / "ooc.json"
+    results = bench.main(
+        ["--series", "600", "--obs", "20", "--subset", "300", "--workers", "1"]
+        + ["--threads", "1", "--output", str(out)]
+    )
+    assert results["write"]["rows"] == 600 * 20 and results["open"]["rows"] == 600 * 20
+    assert results["open"]["blocks"] == 3  # row groups of 256 series
+    for part in ("stream", "stream-subset", "memory-subset"):
+        assert results[part]["series_per_second"] > 0 and results[part]["peak_rss_mib"] > 100
+    assert results["stream"]["series"] == 600 and results["memory-subset"]["series"] == 300
+    assert json.loads(out.read_text())["configuration"]["series"] == 600
