@@ -126,10 +126,19 @@ def test_each_epoch_visits_every_series_once_and_ranks_read_disjoint_blocks(stor
         assert max(len(per_rank[0][step]), len(per_rank[1][step])) <= 4  # 8 / 2 processes
 
 
+def tenth(t):
+    return t / 10.0
+
+
+def less_one(v):
+    return v - 1.0
+
+
 def test_the_stream_is_the_same_with_workers_and_resumes_at_any_step(stored):
     data = ParquetSeries(stored)
     plan = data.plan(2, batch_size=6, window=11, seed=0)
-    scale = dict(times_transform=lambda t: t / 10.0, values_transform=lambda v: v - 1.0)
+    # module-level functions: workers started by spawn or forkserver receive them pickled
+    scale = dict(times_transform=tenth, values_transform=less_one)
     alone = list(data.stream(plan, **scale))
     assert [k for k, _ in alone] == list(range(plan.n_steps))
     pooled = list(data.stream(plan, workers=2, **scale))
