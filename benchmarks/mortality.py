@@ -21,6 +21,7 @@ interval (stays resampled within each split). Writes ``benchmarks/results/mortal
 from __future__ import annotations
 
 import argparse
+import functools
 import sys
 import time
 from pathlib import Path
@@ -97,6 +98,24 @@ def paired_bootstrap(y, a, b, *, rng, rounds: int = 2000) -> tuple[float, float]
     return tuple(float(x) for x in np.percentile(diffs, [2.5, 97.5]))
 
 
+def score(row: dict, scores: dict, y_test, rng, key: str, p: np.ndarray, seconds: float):
+    """Score one model's probabilities on the test stays; record and print the row."""
+    scores[key] = p
+    reference = scores["summary logistic regression"]
+    m = row["models"][key] = {
+        "roc_auc": float(roc_auc_score(y_test, p)),
+        "pr_auc": float(average_precision_score(y_test, p)),
+        "seconds": seconds,
+        "vs_logistic_95": paired_bootstrap(y_test, p, reference, rng=rng),
+    }
+    print(
+        f"seed {row['seed']}  {key:38s} ROC-AUC {m['roc_auc']:.3f}  PR-AUC {m['pr_auc']:.3f}  "
+        f"minus LR [{m['vs_logistic_95'][0]:+.3f}, {m['vs_logistic_95'][1]:+.3f}]  "
+        f"{seconds:.0f} s",
+        flush=True,
+    )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--physionet-path", required=True)
@@ -117,54 +136,41 @@ def main() -> None:
             train_idx, test_size=0.1, random_state=seed, stratify=y[train_idx]
         )
         train, val, test = icu.data[fit_idx], icu.data[val_idx], icu.data[test_idx]
-        scores, seconds = {}, {}
+        y_test = y[test_idx]
+        rng = np.random.default_rng(seed)
+        row = {"seed": seed, "n_test": len(test_idx), "deaths": int(y_test.sum()), "models": {}}
+        scores = {}
+
+        record = functools.partial(score, row, scores, y_test, rng)
         start = time.perf_counter()
         lr = SummaryLogisticRegression().fit(icu.data[train_idx], y[train_idx])
-        scores["summary logistic regression"] = lr.predict_proba(test)[:, 1]
-        seconds["summary logistic regression"] = time.perf_counter() - start
+        p = lr.predict_proba(test)[:, 1]
+        record("summary logistic regression", p, time.perf_counter() - start)
         for name in args.configs:
             start = time.perf_counter()
             model = LatentODEClassifier(**BASE, **CONFIGS[name], random_state=seed, verbose=False)
             model.fit(train, y[fit_idx], validation_data=(val, y[val_idx]))
-            key = f"LatentODEClassifier ({name})"
-            scores[key] = model.predict_proba(test)[:, 1]
-            seconds[key] = time.perf_counter() - start
+            p = model.predict_proba(test)[:, 1]
+            record(f"LatentODEClassifier ({name})", p, time.perf_counter() - start)
         if not args.no_grud:
             start = time.perf_counter()
             grud = grud_scores(train, y[fit_idx], val, y[val_idx], test, seed)
             if grud is not None:
-                scores["PyPOTS GRU-D"] = grud
-                seconds["PyPOTS GRU-D"] = time.perf_counter() - start
-        y_test = y[test_idx]
-        rng = np.random.default_rng(seed)
-        row = {"seed": seed, "n_test": len(test_idx), "deaths": int(y_test.sum()), "models": {}}
-        for key, p in scores.items():
-            row["models"][key] = {
-                "roc_auc": float(roc_auc_score(y_test, p)),
-                "pr_auc": float(average_precision_score(y_test, p)),
-                "seconds": seconds[key],
-                "vs_logistic_95": paired_bootstrap(
-                    y_test, p, scores["summary logistic regression"], rng=rng
-                ),
-            }
-            m = row["models"][key]
-            print(
-                f"seed {seed}  {key:38s} ROC-AUC {m['roc_auc']:.3f}  PR-AUC {m['pr_auc']:.3f}  "
-                f"minus LR [{m['vs_logistic_95'][0]:+.3f}, {m['vs_logistic_95'][1]:+.3f}]  "
-                f"{m['seconds']:.0f} s",
-                flush=True,
-            )
+                record("PyPOTS GRU-D", grud, time.perf_counter() - start)
         runs.append(row)
+        summarise(runs, args)  # after every split, so that an interrupted run keeps its part
+
+
+def summarise(runs: list, args) -> None:
+    """Print the mean AUCs over the splits so far and write the JSON."""
     summary = {}
     for key in runs[0]["models"]:
         auc = [r["models"][key]["roc_auc"] for r in runs]
         pr = [r["models"][key]["pr_auc"] for r in runs]
         summary[key] = {"roc_auc_mean": float(np.mean(auc)), "pr_auc_mean": float(np.mean(pr))}
         print(f"mean  {key:38s} ROC-AUC {np.mean(auc):.3f}  PR-AUC {np.mean(pr):.3f}")
-    write_results(
-        Path(args.output),
-        {"configuration": {**BASE, "seeds": args.seeds}, "runs": runs, "summary": summary},
-    )
+    config = {**BASE, "seeds": [r["seed"] for r in runs], "configs": args.configs}
+    write_results(Path(args.output), {"configuration": config, "runs": runs, "summary": summary})
 
 
 if __name__ == "__main__":

@@ -117,8 +117,9 @@ def _log_shifts(log_features, values: np.ndarray, names: list) -> np.ndarray:
     """Per feature, the shift ``c`` of its transform ``log(x + c)``, or NaN for none.
 
     ``log_features`` is None, ``"auto"`` (every feature never negative in ``values``) or a
-    list of names (each must be never negative). ``c`` is 0 for features that are always
-    positive, and half their smallest positive value for those that are sometimes 0.
+    list of names (each must be never negative). ``c`` is half the feature's smallest
+    positive value: small next to its typical values, and it keeps a later 0 (a reading below
+    the detection limit, a value never seen in training) finite on the log scale.
     """
     shift = np.full(len(names), np.nan)
     if log_features is None:
@@ -141,7 +142,7 @@ def _log_shifts(log_features, values: np.ndarray, names: list) -> np.ndarray:
         positive = column[column > 0]
         if positive.size == 0:
             continue  # all zero: nothing to gain
-        shift[d] = 0.0 if low > 0 else positive.min() / 2
+        shift[d] = positive.min() / 2
     return shift
 
 
@@ -261,15 +262,14 @@ class IrregularSeriesEstimator(BaseEstimator):
         logged = self._logged()
         if logged is not None:
             for s in data:
-                x, shift = s.values[:, logged], self.value_shift_[logged]
-                bad = np.flatnonzero(((x < 0) | ((x == 0) & (shift == 0))).any(0))
+                bad = np.flatnonzero((s.values[:, logged] < 0).any(0))
                 if len(bad):
                     d = logged[bad[0]]
                     raise ValueError(
                         f"{name}: series {s.id!r} has feature {self.feature_names_in_[d]!r} at "
                         f"{np.nanmin(s.values[:, d]):g}, but the model was fitted on its log "
-                        f"({'positive' if self.value_shift_[d] == 0 else 'non-negative'} values "
-                        "only); fix the value or refit without log_features for it."
+                        "(values never negative); fix the value or refit without log_features "
+                        "for it."
                     )
         return data
 

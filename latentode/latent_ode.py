@@ -151,14 +151,14 @@ class LatentODE(PosteriorPredictiveMixin, IrregularSeriesEstimator):
         (above 2), for data with gross entry errors; ``obs_std`` is then its scale.
     log_features : "auto", list of str or None, default None
         Features modelled on a log scale, ``log(x + c)``: skewed positive quantities
-        (concentrations, counts, lab values) get multiplicative noise, and every draw, band
-        and forecast of them stays positive (non-negative for features with zeros). ``c`` is
-        0 for features that are always positive in the training data and half their smallest
-        positive value otherwise. ``"auto"`` takes every feature that is never negative in
-        the training data; a list names them (each must be never negative). Data given later
-        must respect the same sign. ``predict`` then gives, for these features, the
-        back-transformed mean on the log scale (the predictive median when the log values'
-        spread is symmetric); ``sample`` and the quantiles are exact transforms of the draws.
+        (concentrations, counts, lab values) get multiplicative noise, and no draw, band or
+        forecast of them goes below zero. ``c`` is half the feature's smallest positive value
+        in the training data (so that a later 0 stays finite on the log scale). ``"auto"``
+        takes every feature that is never negative in the training data; a list names them
+        (each must be never negative). Data given later must not be negative there either.
+        ``predict`` then gives, for these features, the back-transformed mean on the log
+        scale (the predictive median when the log values' spread is symmetric); ``sample``
+        and the quantiles are exact transforms of the draws.
     method : str, default "dopri5"
         ODE solver (see :data:`latentode.solvers.SOLVER_METHODS`). ``method``, ``rtol``,
         ``atol``, ``solver_options``, ``adjoint``, ``solver_backend`` and ``max_nfe`` make

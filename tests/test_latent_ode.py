@@ -646,22 +646,27 @@ def test_log_features_keep_positive_quantities_positive(tmp_path):
     params = dict(max_epochs=25, latent_dim=4, random_state=0, verbose=False)
     logged = LatentODE(**params, log_features="auto").fit(train, validation_data=test)
     plain = LatentODE(**params).fit(train)
-    assert logged.value_shift_[0] == 0.0 and np.isnan(logged.value_shift_[2])
-    smallest = min(np.nanmin(np.where(s.values[:, 1] > 0, s.values[:, 1], np.nan)) for s in train)
-    assert logged.value_shift_[1] == pytest.approx(smallest / 2)
+    for d in (0, 1):  # half the smallest positive value, whether or not there are zeros
+        smallest = min(np.min(s.values[s.values[:, d] > 0, d]) for s in train)
+        assert logged.value_shift_[d] == pytest.approx(smallest / 2)
+    assert np.isnan(logged.value_shift_[2])
     draws = logged.sample(test, horizon=10, n_samples=40)  # calibrated on the validation set
     assert draws.attrs["calibrated"] == 1
-    assert float(draws.obs.sel(feature="conc").min()) > 0
+    assert float(draws.obs.sel(feature="conc").min()) >= 0
     assert float(draws.obs.sel(feature="dose").min()) >= 0
     assert float(draws.obs.sel(feature="wave").min()) < 0  # signed features are left alone
     assert float(plain.sample(test, horizon=10, n_samples=40).obs.sel(feature="conc").min()) < 0
-    assert (logged.predict_quantiles(test, horizon=5)["conc"].to_numpy() > 0).all()
+    assert (logged.predict_quantiles(test, horizon=5)["conc"].to_numpy() >= 0).all()
+    zero = concentrations(2, seed=1)
+    zero[0].values[2, 0] = 0.0  # a 0 never seen in training is still read
+    assert np.isfinite(logged.predict(zero).values).all()
     # the ELBO is in the data's units: concentrations 10 times larger, read by the same model
     # on a log scale shifted by log(10), score lower by log(10) per observed concentration
     import copy
 
     scaled = copy.deepcopy(logged)
     scaled.value_mean_ = logged.value_mean_ + np.array([np.log(10.0), 0.0, 0.0])
+    scaled.value_shift_ = logged.value_shift_ * np.array([10.0, 1.0, 1.0])
     tenfold = type(test)(
         [type(s)(s.id, s.times, s.values * np.array([10.0, 1.0, 1.0])) for s in test],
         test.feature_names,
@@ -676,7 +681,7 @@ def test_log_features_keep_positive_quantities_positive(tmp_path):
     xr.testing.assert_identical(loaded.predict(test), logged.predict(test))
     bad = concentrations(2, seed=1)
     bad[1].values[3, 0] = -1.0
-    with pytest.raises(ValueError, match=r"series 1 has feature 'conc' at -1.*positive values"):
+    with pytest.raises(ValueError, match=r"series 1 has feature 'conc' at -1.*never negative"):
         logged.predict(bad)
     with pytest.raises(ValueError, match=r"feature 'wave' has negative values"):
         LatentODE(**params, log_features=["conc", "wave"]).fit(train)
