@@ -9,6 +9,7 @@ public API; the estimators are.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import functools
 import inspect
 import json
@@ -158,6 +159,9 @@ class IrregularSeriesEstimator(BaseEstimator):
     #: Whether predictions depend on the time since the training data's origin (models that
     #: solve from it), so that data and query times before it are refused and far ones warn.
     _time_origin_matters = True
+    #: Whether the model reads the series' static covariates (fitted with them, it needs them
+    #: at prediction); others ignore them.
+    _reads_static = False
 
     def __sklearn_tags__(self):
         """What scikit-learn may assume about the input: a collection of irregular series
@@ -219,6 +223,7 @@ class IrregularSeriesEstimator(BaseEstimator):
             )
         mean = np.where(np.isfinite(mean), mean, 0.0)
         scale = np.where(np.isfinite(scale) & (scale > 0), scale, 1.0)
+        self._fit_static_scaling(data)
         self.feature_names_in_ = np.asarray(data.feature_names, dtype=object)
         self.n_features_in_ = data.n_features
         self.value_mean_ = mean
@@ -237,8 +242,52 @@ class IrregularSeriesEstimator(BaseEstimator):
                 stacklevel=4,
             )
 
+    def _fit_static_scaling(self, data) -> None:
+        """Names, means and SDs of the static covariates the model reads (none for models
+        that do not read them, or data without them)."""
+        names = list(getattr(data, "static_names", ())) if self._reads_static else []
+        self.static_names_ = np.asarray(names, dtype=object)
+        self.static_mean_ = np.zeros(len(names))
+        self.static_scale_ = np.ones(len(names))
+        if not names:
+            return
+        table = data.static.to_numpy(np.float64)
+        known = ~np.isnan(table)
+        never = [n for n, ok in zip(names, known.any(0), strict=True) if not ok]
+        if never:
+            raise ValueError(
+                f"X: static covariate(s) {never} are unknown (NaN) for every training series; "
+                "drop those columns from the static table."
+            )
+        with np.errstate(invalid="ignore"):
+            mean, scale = np.nanmean(table, axis=0), np.nanstd(table, axis=0)
+        self.static_mean_ = mean
+        self.static_scale_ = np.where(np.isfinite(scale) & (scale > 0), scale, 1.0)
+
+    def _check_static(self, data: IrregularDataset, name: str) -> None:
+        """Refuse data without the static covariates the model was fitted with."""
+        fitted = list(getattr(self, "static_names_", ()))
+        given = data.static_names
+        if not self._reads_static or given == fitted or not fitted:  # extra ones: unread
+            return
+        if not given:
+            raise ValueError(
+                f"{name} has no static covariates but the model was fitted with {fitted}; "
+                "attach them with data.with_static(frame), frame indexed by series id."
+            )
+        unnamed = given == [f"static{i}" for i in range(len(given))]
+        if not (unnamed and len(given) == len(fitted)):
+            raise ValueError(
+                f"{name} has static covariates {given} but the model was fitted with "
+                f"{fitted}; pass the same columns in the same order."
+            )
+
+    def _scale_static(self, s: np.ndarray) -> np.ndarray:
+        return (s - self.static_mean_) / self.static_scale_
+
     def _check_data(self, X, *, name: str = "X") -> IrregularDataset:
         data = as_dataset(X, name=name)
+        self._check_static(data, name)
         if data.n_features != self.n_features_in_:
             raise ValueError(
                 f"{name} has {data.n_features} features but the model was fitted with "
@@ -389,11 +438,16 @@ class IrregularSeriesEstimator(BaseEstimator):
         return np.array([-np.nansum(np.log(s.values[:, logged] + shift)) for s in data])
 
     def _batch(self, series, device):
+        reads = len(getattr(self, "static_names_", ())) > 0
+        series = list(series)
+        if not reads and series and series[0].static is not None:  # not read: not carried
+            series = [dataclasses.replace(s, static=None) for s in series]
         return collate(
             series,
             device=device,
             times_transform=self._scale_times,
             values_transform=self._scale_values,
+            static_transform=self._scale_static if reads else None,
         )
 
     def _attrs(self, **extra) -> dict:
@@ -453,6 +507,9 @@ class IrregularSeriesEstimator(BaseEstimator):
             "time_origin_": self.time_origin_,
             "time_scale_": self.time_scale_,
             "time_unit_": getattr(self, "time_unit_", None),
+            "static_names_": [str(f) for f in getattr(self, "static_names_", ())],
+            "static_mean_": np.asarray(getattr(self, "static_mean_", ())).tolist(),
+            "static_scale_": np.asarray(getattr(self, "static_scale_", ())).tolist(),
             "history_": history.to_dict() if history is not None else None,
         }
 
@@ -466,6 +523,10 @@ class IrregularSeriesEstimator(BaseEstimator):
         self.time_origin_ = float(state["time_origin_"])
         self.time_scale_ = float(state["time_scale_"])
         self.time_unit_ = state.get("time_unit_")
+        # older files: no static covariates
+        self.static_names_ = np.asarray(state.get("static_names_", []), dtype=object)
+        self.static_mean_ = np.asarray(state.get("static_mean_", []), dtype=np.float64)
+        self.static_scale_ = np.asarray(state.get("static_scale_", []), dtype=np.float64)
         if self.time_unit_ is not None:
             _check_unit(self.time_unit_, self.time_unit_, "the file")
         if state.get("history_") is not None:

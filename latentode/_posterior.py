@@ -100,6 +100,7 @@ class PosteriorPredictiveMixin(IntervalMixin):
                         query,
                         n_samples=n_samples,
                         sites=sites,
+                        static=batch.context,
                     )
                 )
         return data, t, {s: torch.cat([c[s] for c in chunks], dim=1) for s in sites}

@@ -99,11 +99,17 @@ class LatentODEClassifier(LabelledSeriesMixin, ClassifierMixin, LatentODE):
         with torch.no_grad():
             for i in range(0, len(data), PREDICT_CHUNK):
                 batch = self._batch(data[i : i + PREDICT_CHUNK], self.device_)
+                static = batch.context
                 z0 = module.posterior_z0(
-                    batch.times, batch.values, batch.mask, n_samples=n_samples, generator=gen
+                    batch.times,
+                    batch.values,
+                    batch.mask,
+                    n_samples=n_samples,
+                    generator=gen,
+                    static=static,
                 )
                 h = z0 if query is None else module.solve(z0, query)[0]
-                out.append(torch.softmax(module.classifier(h), dim=-1).mean(0).cpu())
+                out.append(torch.softmax(module.classify(h, static), dim=-1).mean(0).cpu())
         return torch.cat(out).double()
 
     @serialised

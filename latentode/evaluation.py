@@ -12,6 +12,7 @@ against nominal coverage for a reliability plot (:func:`latentode.plotting.plot_
 
 from __future__ import annotations
 
+import dataclasses
 import warnings
 from collections.abc import Mapping, Sequence
 
@@ -144,7 +145,7 @@ def _part(s: IrregularSeries, keep: np.ndarray) -> IrregularSeries | None:
     if not rows.any():
         return None
     values = np.where(keep, s.values, np.nan)[rows]
-    return IrregularSeries(s.id, s.times[rows], values)
+    return dataclasses.replace(s, times=s.times[rows], values=values)
 
 
 def gaps_to(context_times: np.ndarray, times: np.ndarray) -> np.ndarray:

@@ -269,6 +269,12 @@ class LatentODE(PosteriorPredictiveMixin, IrregularSeriesEstimator):
         The shift ``c`` of each log feature's ``log(x + c)``; NaN for the others.
     time_origin_, time_scale_ : float
         Model time is ``(t - time_origin_) / time_scale_``; ``z0`` is the state at the origin.
+    static_names_ : ndarray of str, shape (n_static,)
+        The static covariates the training series carried
+        (:meth:`~latentode.datasets.IrregularDataset.with_static`), empty without. The
+        recognition network reads them, standardised (``static_mean_``, ``static_scale_``)
+        with an indicator of which are known, so ``q(z0 | x, s)``; so does a classifier's
+        head. Data given to a fitted model must carry the same ones.
     device_ : torch.device
 
     Examples
@@ -280,6 +286,8 @@ class LatentODE(PosteriorPredictiveMixin, IrregularSeriesEstimator):
     >>> model.predict(data.test, times=data.test_extrapolation_times).dims
     ('series', 'time', 'feature')
     """
+
+    _reads_static = True
 
     def __init__(
         self,
@@ -422,6 +430,7 @@ class LatentODE(PosteriorPredictiveMixin, IrregularSeriesEstimator):
             jacobian_weight=self.jacobian_weight,
             precision=self.precision,
             solver=self.solver_settings(),
+            n_static=len(getattr(self, "static_names_", ())),
             **self._head_kwargs(),
         )
 

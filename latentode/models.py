@@ -159,6 +159,12 @@ class LatentODEModel(PyroModule):
         or of ``z(t)`` at every time point with ``label_per_time``.
     label_weight : float, default 1.0
         Scale of the ``label`` site's log-likelihood against the observations'.
+    n_static : int, default 0
+        Static covariates per series. Each Pyro program then takes ``static``, the batch's
+        :attr:`~latentode.datasets.Batch.context` (values and known-indicators, shape
+        ``(batch, 2 * n_static)``), which the recognition network's head reads beside its
+        final state, so ``q(z0 | x, s)``, and which the classifier's head reads beside the
+        latent state.
     label_per_time : bool, default False
         Labels are per time point: ``label_t ~ Categorical(logits=head(z(t)))``.
     posterior : {"normal", "cnf"}, default "normal"
@@ -209,6 +215,7 @@ class LatentODEModel(PyroModule):
         n_classes: int | None = None,
         label_weight: float = 1.0,
         label_per_time: bool = False,
+        n_static: int = 0,
         posterior: str = "normal",
         flow_hidden_dim: int = 32,
         kinetic_weight: float = 0.0,
@@ -232,7 +239,11 @@ class LatentODEModel(PyroModule):
         self.n_features = n_features
         self.latent_dim = latent_dim
         self.poisson = poisson
-        self.encoder = ENCODERS[encoder](n_features, latent_dim, encoder_hidden_dim)
+        self.n_static = int(n_static)
+        n_context = 2 * self.n_static
+        self.encoder = ENCODERS[encoder](
+            n_features, latent_dim, encoder_hidden_dim, n_context=n_context
+        )
         self.decoder = Decoder(latent_dim, n_features, decoder_hidden_dim)
         self.anchor = Anchor(n_features) if anchor else None
         func = ODEFunc(latent_dim, ode_hidden_dim, n_layers=ode_layers)
@@ -248,7 +259,11 @@ class LatentODEModel(PyroModule):
         self.classifier = None
         if n_classes is not None:
             self.classifier = mlp(
-                latent_dim, decoder_hidden_dim, n_classes, n_layers=2, activation=nn.ReLU
+                latent_dim + n_context,
+                decoder_hidden_dim,
+                n_classes,
+                n_layers=2,
+                activation=nn.ReLU,
             )
         self.noise = ObservationNoise(
             n_features, 0.1 if obs_std is None else obs_std, learn=obs_std is None
@@ -359,6 +374,7 @@ class LatentODEModel(PyroModule):
         labels=None,
         query_times=None,
         obs_weight=None,
+        static=None,
     ):
         """The generative model.
 
@@ -385,6 +401,9 @@ class LatentODEModel(PyroModule):
         obs_weight : Tensor broadcastable to (batch, time, features), optional
             Weights of the observations' log-densities in ``obs`` (see
             :meth:`latentode.datasets.Batch.weight_pairs`); None weights each by 1.
+        static : Tensor of shape (batch, 2 * n_static), optional
+            The batch's :attr:`~latentode.datasets.Batch.context`; required when the model
+            has static covariates. Read by the guide's encoder and the classifier's head.
 
         Returns
         -------
@@ -392,6 +411,7 @@ class LatentODEModel(PyroModule):
             Decoded means on ``times``, or on ``query_times`` when given.
         """
         n_series = values.shape[0]
+        self._check_static(static)
         prior = dist.Normal(
             values.new_zeros(n_series, self.latent_dim), values.new_ones(n_series, self.latent_dim)
         ).to_event(1)
@@ -407,7 +427,7 @@ class LatentODEModel(PyroModule):
             with poutine.scale(scale=kl_scale):
                 z0 = pyro.sample("z0", prior)
             if query_times is not None:
-                return self._generate(z0, query_times, context)
+                return self._generate(z0, query_times, context, static)
             z, cumulative = self.solve(z0, times)
             if self.penalty is not None:
                 pyro.factor("dynamics_penalty", -self.penalty)
@@ -429,7 +449,9 @@ class LatentODEModel(PyroModule):
                 pyro.factor("obs_times", ll)
             if labels is not None and self.classifier is not None:
                 with poutine.scale(scale=self.label_weight):
-                    pyro.sample("label", self._label_dist(z0, z, labels), obs=labels.clamp(min=0))
+                    pyro.sample(
+                        "label", self._label_dist(z0, z, static, labels), obs=labels.clamp(min=0)
+                    )
         return loc
 
     def _likelihood(self, loc, mask, obs_weight):
@@ -437,7 +459,14 @@ class LatentODEModel(PyroModule):
             return masked_normal(loc, self.noise(), mask, obs_weight)
         return masked_student_t(loc, self.noise(), self.tails(), mask, obs_weight)
 
-    def _generate(self, z0: torch.Tensor, query_times: torch.Tensor, context) -> torch.Tensor:
+    def _check_static(self, static) -> None:
+        if self.n_static and static is None:
+            raise ValueError(
+                f"the model has {self.n_static} static covariates; pass the batch's context "
+                "(static=batch.context)."
+            )
+
+    def _generate(self, z0, query_times: torch.Tensor, context, static=None) -> torch.Tensor:
         """Sites of the generative mode of :meth:`model`, inside the series plate."""
         z, _ = self.solve(z0, query_times)
         pyro.deterministic("z", z, event_dim=2)
@@ -451,17 +480,28 @@ class LatentODEModel(PyroModule):
             df = self.tails().expand(loc.shape)
             pyro.sample("obs", dist.StudentT(df, loc, noise).to_event(2))
         if self.classifier is not None:
-            pyro.sample("label", self._label_dist(z0, z))
+            pyro.sample("label", self._label_dist(z0, z, static))
         return loc
 
-    def _label_dist(self, z0, z, labels=None):
+    def _label_dist(self, z0, z, static=None, labels=None):
         """The ``label`` site's distribution, per series or per time (masked where ``-1``)."""
         if not self.label_per_time:
-            return dist.Categorical(logits=self._network(self.classifier, z0))
-        d = dist.Categorical(logits=self._network(self.classifier, z))
+            return dist.Categorical(logits=self.classify(z0, static))
+        d = dist.Categorical(logits=self.classify(z, static))
         if labels is not None:
             d = d.mask(labels >= 0)
         return d.to_event(1)
+
+    def classify(self, h: torch.Tensor, static=None) -> torch.Tensor:
+        """Class logits of latent states ``h`` (..., batch, latent) or (..., batch, time,
+        latent), with the series' static ``context`` (batch, 2 * n_static) when the model has
+        static covariates: (..., classes)."""
+        if self.n_static:
+            if self.label_per_time:  # h has a time dim after the batch's
+                static = static.unsqueeze(-2)
+            static = static.expand(h.shape[:-1] + static.shape[-1:])
+            h = torch.cat([h, static.to(h.dtype)], dim=-1)
+        return self._network(self.classifier, h)
 
     def guide(
         self,
@@ -474,6 +514,7 @@ class LatentODEModel(PyroModule):
         labels=None,
         query_times=None,
         obs_weight=None,
+        static=None,
     ):
         """The amortised posterior ``q(z0 | x)``; same arguments as :meth:`model`.
 
@@ -481,9 +522,10 @@ class LatentODEModel(PyroModule):
         all of ``mask``: ``q(z0 | x_early)`` is trained to forecast the rest. ``labels``,
         ``query_times`` and ``obs_weight`` do not enter the guide.
         """
+        self._check_static(static)
         if encode_mask is not None:
             values, mask = values * encode_mask, encode_mask
-        loc, scale = self._network(self.encoder, values, mask, times)
+        loc, scale = self._network(self.encoder, values, mask, times, static)
         q = dist.Normal(loc, scale).to_event(1)
         if self.flow is not None:
             q = dist.TransformedDistribution(q, [self.flow])
@@ -491,14 +533,15 @@ class LatentODEModel(PyroModule):
             with poutine.scale(scale=kl_scale):
                 return pyro.sample("z0", q)
 
-    def posterior_z0(self, times, values, mask, *, n_samples: int, generator=None):
+    def posterior_z0(self, times, values, mask, *, n_samples: int, generator=None, static=None):
         """Draws from ``q(z0 | x)`` without Pyro's effect handlers.
 
         Returns
         -------
         Tensor of shape (n_samples, batch, latent)
         """
-        loc, scale = self._network(self.encoder, values, mask, times)
+        self._check_static(static)
+        loc, scale = self._network(self.encoder, values, mask, times, static)
         eps = torch.randn(
             (n_samples,) + loc.shape, generator=generator, device=loc.device, dtype=loc.dtype
         )

@@ -376,8 +376,10 @@ class SummaryLogisticRegression(ClassifierMixin, BaseEstimator):
 
     Each series becomes, for every feature, its first, last, minimum, maximum and mean observed
     value and the log of its number of observations; a feature a series never observed is
-    imputed with the training median and flagged. The summaries are standardised and fed to
-    scikit-learn's :class:`~sklearn.linear_model.LogisticRegression`. One label per series.
+    imputed with the training median and flagged. Static covariates the series carry
+    (:meth:`~latentode.datasets.IrregularDataset.with_static`) join the summaries, imputed and
+    flagged the same way. The summaries are standardised and fed to scikit-learn's
+    :class:`~sklearn.linear_model.LogisticRegression`. One label per series.
 
     Parameters
     ----------
@@ -389,6 +391,8 @@ class SummaryLogisticRegression(ClassifierMixin, BaseEstimator):
     ----------
     classes_ : ndarray of shape (classes,)
     feature_names_in_ : ndarray of str, shape (features,)
+    static_names_ : ndarray of str, shape (n_static,)
+        The static covariates of the training series (empty without).
     pipeline_ : sklearn.pipeline.Pipeline
 
     Examples
@@ -409,10 +413,10 @@ class SummaryLogisticRegression(ClassifierMixin, BaseEstimator):
 
     @staticmethod
     def summaries(data: IrregularDataset) -> np.ndarray:
-        """Summary features of each series: array of shape (series, 6 * features).
+        """Summary features of each series: array of shape (series, 6 * features + n_static).
 
         Per feature: first, last, min, max, mean, log(1 + count); NaN where the series never
-        observed the feature (count 0).
+        observed the feature (count 0). Then the static covariates, NaN where unknown.
         """
         out = np.full((len(data), data.n_features, 6), np.nan)
         for i, s in enumerate(data):
@@ -421,7 +425,10 @@ class SummaryLogisticRegression(ClassifierMixin, BaseEstimator):
                 out[i, d, 5] = np.log1p(v.size)
                 if v.size:
                     out[i, d, :5] = v[0], v[-1], v.min(), v.max(), v.mean()
-        return out.reshape(len(data), -1)
+        out = out.reshape(len(data), -1)
+        if data.n_static:
+            out = np.concatenate([out, data.static.to_numpy(np.float64)], axis=1)
+        return out
 
     def fit(self, X, y):
         """Fit on series ``X`` with one label per series ``y``.
@@ -448,6 +455,7 @@ class SummaryLogisticRegression(ClassifierMixin, BaseEstimator):
                 f"y must hold one label per series: {len(data)} series but y has shape {y.shape}."
             )
         self.feature_names_in_ = np.asarray(data.feature_names, dtype=object)
+        self.static_names_ = np.asarray(data.static_names, dtype=object)
         self.pipeline_ = make_pipeline(
             SimpleImputer(strategy="median", add_indicator=True, keep_empty_features=True),
             StandardScaler(),
@@ -463,6 +471,11 @@ class SummaryLogisticRegression(ClassifierMixin, BaseEstimator):
             raise ValueError(
                 f"X has features {data.feature_names} but the model was fitted with "
                 f"{list(self.feature_names_in_)}; select and order the columns the same way."
+            )
+        if data.static_names != list(self.static_names_):
+            raise ValueError(
+                f"X has static covariates {data.static_names} but the model was fitted with "
+                f"{list(self.static_names_)}; attach the same ones (data.with_static(frame))."
             )
         return self.summaries(data)
 

@@ -63,6 +63,11 @@ def observed_sequences(
     return x, m.to(values.dtype), times[order], lengths
 
 
+def _with_context(parts: list, context) -> torch.Tensor:
+    """The head's input: ``parts`` and, when given, the per-series ``context``."""
+    return torch.cat(parts if context is None else [*parts, context], dim=-1)
+
+
 class _BackwardRecurrentEncoder(nn.Module):
     """Shared body of the recurrent encoders: a recurrent layer run backwards in time.
 
@@ -74,7 +79,7 @@ class _BackwardRecurrentEncoder(nn.Module):
     def _run(self, inputs: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
         raise NotImplementedError
 
-    def forward(self, values: torch.Tensor, mask: torch.Tensor, times: torch.Tensor):
+    def forward(self, values: torch.Tensor, mask: torch.Tensor, times: torch.Tensor, context=None):
         """Encode a batch.
 
         Parameters
@@ -82,6 +87,9 @@ class _BackwardRecurrentEncoder(nn.Module):
         values, mask : Tensor of shape (batch, time, features)
         times : Tensor of shape (time,)
             Grid in the model's time units; the time origin is 0.
+        context : Tensor of shape (batch, n_context), optional
+            Per-series inputs the head reads beside the final state (static covariates);
+            required when the encoder was built with ``n_context > 0``.
 
         Returns
         -------
@@ -92,7 +100,7 @@ class _BackwardRecurrentEncoder(nn.Module):
         inputs = torch.cat([x, m, gaps.unsqueeze(-1)], dim=-1)
         h = self._run(inputs, lengths)
         t_first = t.gather(1, (lengths - 1).unsqueeze(1))
-        loc, raw = self.out(torch.cat([h, t_first], dim=-1)).chunk(2, dim=-1)
+        loc, raw = self.out(_with_context([h, t_first], context)).chunk(2, dim=-1)
         return loc, F.softplus(raw) + 1e-4
 
 
@@ -110,12 +118,14 @@ class GRUEncoder(_BackwardRecurrentEncoder):
         Size of ``z0``.
     hidden_dim : int, default 25
         GRU width.
+    n_context : int, default 0
+        Width of the per-series ``context`` the head reads beside the final state.
     """
 
-    def __init__(self, n_features: int, latent_dim: int, hidden_dim: int = 25):
+    def __init__(self, n_features: int, latent_dim: int, hidden_dim: int = 25, *, n_context=0):
         super().__init__()
         self.gru = nn.GRU(2 * n_features + 1, hidden_dim, batch_first=True)
-        self.out = nn.Linear(hidden_dim + 1, 2 * latent_dim)
+        self.out = nn.Linear(hidden_dim + 1 + n_context, 2 * latent_dim)
 
     def _run(self, inputs: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
         # the padded run (sequences are left-aligned, so padding comes after each series' last
@@ -146,13 +156,15 @@ class RNNEncoder(_BackwardRecurrentEncoder):
         Size of ``z0``.
     hidden_dim : int, default 25
         RNN width.
+    n_context : int, default 0
+        Width of the per-series ``context`` the head reads beside the final state.
     """
 
-    def __init__(self, n_features: int, latent_dim: int, hidden_dim: int = 25):
+    def __init__(self, n_features: int, latent_dim: int, hidden_dim: int = 25, *, n_context=0):
         super().__init__()
         self.input = nn.Linear(2 * n_features + 1, hidden_dim)
         self.recurrent = nn.Linear(hidden_dim, hidden_dim, bias=False)
-        self.out = nn.Linear(hidden_dim + 1, 2 * latent_dim)
+        self.out = nn.Linear(hidden_dim + 1 + n_context, 2 * latent_dim)
 
     def _run(self, inputs: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
         # h = tanh(a) = 2 sigmoid(2a) - 1, and the CPU's sigmoid is several times cheaper than
@@ -196,6 +208,8 @@ class ODERNNEncoder(nn.Module):
         Width of the hidden-state dynamics MLP (default ``hidden_dim``).
     max_step : float, default 0.05
         Longest RK4 step, in model time units (the estimators scale time to [0, 1]).
+    n_context : int, default 0
+        Width of the per-series ``context`` the head reads beside the final state.
     """
 
     def __init__(
@@ -206,17 +220,18 @@ class ODERNNEncoder(nn.Module):
         *,
         ode_hidden_dim: int | None = None,
         max_step: float = 0.05,
+        n_context: int = 0,
     ):
         super().__init__()
         self.dynamics = mlp(
             hidden_dim, ode_hidden_dim or hidden_dim, hidden_dim, n_layers=2, activation=nn.Tanh
         )
         self.cell = nn.GRUCell(2 * n_features, hidden_dim)
-        self.out = nn.Linear(hidden_dim, 2 * latent_dim)
+        self.out = nn.Linear(hidden_dim + n_context, 2 * latent_dim)
         self.hidden_dim = hidden_dim
         self.max_step = float(max_step)
 
-    def forward(self, values: torch.Tensor, mask: torch.Tensor, times: torch.Tensor):
+    def forward(self, values: torch.Tensor, mask: torch.Tensor, times: torch.Tensor, context=None):
         """Encode a batch.
 
         Parameters
@@ -224,6 +239,8 @@ class ODERNNEncoder(nn.Module):
         values, mask : Tensor of shape (batch, time, features)
         times : Tensor of shape (time,)
             Increasing grid in the model's time units; the time origin is 0.
+        context : Tensor of shape (batch, n_context), optional
+            Per-series inputs the head reads beside the final state (static covariates).
 
         Returns
         -------
@@ -249,7 +266,7 @@ class ODERNNEncoder(nn.Module):
             h = torch.where(active[:, k, None], self.cell(inputs[:, k], h), h)
         if longest[-1] > 0:
             h = rk4(self.dynamics, h, spans[:, -1, None], _n_steps(longest[-1], self.max_step))
-        loc, raw = self.out(h).chunk(2, dim=-1)
+        loc, raw = self.out(_with_context([h], context)).chunk(2, dim=-1)
         return loc, F.softplus(raw) + 1e-4
 
 

@@ -42,6 +42,11 @@ class Batch:
     obs_weight : Tensor of shape (batch, 1, features) or None
         When set (see :meth:`weight_pairs`), the weight of each (series, feature) pair's
         observations in the training likelihood; None weights every observation by 1.
+    static : Tensor of shape (batch, n_static) or None
+        The series' static covariates (as transformed by :func:`collate`), 0 where unknown;
+        None when the series carry none.
+    static_mask : BoolTensor of shape (batch, n_static) or None
+        True where a static covariate is known.
     """
 
     times: torch.Tensor
@@ -51,6 +56,17 @@ class Batch:
     encode_mask: torch.Tensor | None = None
     labels: torch.Tensor | None = None
     obs_weight: torch.Tensor | None = None
+    static: torch.Tensor | None = None
+    static_mask: torch.Tensor | None = None
+
+    @property
+    def context(self) -> torch.Tensor | None:
+        """What the networks read of the static covariates: Tensor of shape
+        (batch, 2 * n_static), the values (0 where unknown) and then the known-indicators;
+        None without static covariates."""
+        if self.static is None:
+            return None
+        return torch.cat([self.static, self.static_mask.to(self.static.dtype)], dim=-1)
 
     @property
     def observed(self) -> torch.Tensor:
@@ -216,6 +232,7 @@ def collate(
     device=None,
     times_transform=None,
     values_transform=None,
+    static_transform=None,
 ) -> Batch:
     """Lay a list of series on the union of their time points.
 
@@ -230,11 +247,15 @@ def collate(
     times_transform, values_transform : callable, optional
         Applied to the union grid ``(time,)`` and to the values array ``(batch, time, features)``
         (NumPy, NaN = missing) before conversion; the estimators use them to rescale.
+    static_transform : callable, optional
+        Applied to the static covariates ``(batch, n_static)`` (NumPy, NaN = unknown) of series
+        that carry them.
 
     Returns
     -------
     Batch
-        ``times (time,)``, ``values (batch, time, features)``, ``mask (batch, time, features)``.
+        ``times (time,)``, ``values (batch, time, features)``, ``mask (batch, time, features)``,
+        and ``static, static_mask (batch, n_static)`` when the series carry static covariates.
     """
     series = list(series)
     if not series:
@@ -252,11 +273,21 @@ def collate(
         dense = values_transform(dense)
     mask = ~np.isnan(dense)
     values = np.where(mask, dense, 0.0)
+    static = static_mask = None
+    if series[0].static is not None:
+        table = np.stack([s.static for s in series])
+        if static_transform is not None:
+            table = static_transform(table)
+        known = ~np.isnan(table)
+        static = torch.as_tensor(np.where(known, table, 0.0), dtype=dtype, device=device)
+        static_mask = torch.as_tensor(known, device=device)
     return Batch(
         times=torch.as_tensor(grid, dtype=dtype, device=device),
         values=torch.as_tensor(values, dtype=dtype, device=device),
         mask=torch.as_tensor(mask, device=device),
         ids=[s.id for s in series],
+        static=static,
+        static_mask=static_mask,
     )
 
 

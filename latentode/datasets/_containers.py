@@ -8,6 +8,7 @@ user data (the input gate) in :mod:`latentode.datasets._convert`.
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -30,6 +31,9 @@ class IrregularSeries:
         Observation times in the user's units, strictly increasing.
     values : ndarray of shape (n_obs, n_features)
         Observed values; NaN marks a feature not observed at that time.
+    static : ndarray of shape (n_static,) or None
+        Static covariates of the series (age, sex, sensor model, ...), NaN where unknown;
+        None when its data set has none (see :meth:`IrregularDataset.with_static`).
 
     Notes
     -----
@@ -40,6 +44,7 @@ class IrregularSeries:
     id: object
     times: np.ndarray
     values: np.ndarray
+    static: np.ndarray | None = None
 
     @property
     def n_obs(self) -> int:
@@ -64,6 +69,9 @@ class IrregularDataset(Sequence):
     time_unit : str, optional
         The unit timedelta times were counted in when the data were built (e.g. ``"h"``), so
         that a model fitted on them refuses data counted in another unit; None when unknown.
+    static_names : sequence of str, default ()
+        Names of the static covariates every series carries in ``static`` (attach them with
+        :meth:`with_static`); empty when the series have none.
 
     Examples
     --------
@@ -80,10 +88,12 @@ class IrregularDataset(Sequence):
         feature_names: Sequence[str],
         *,
         time_unit: str | None = None,
+        static_names: Sequence[str] = (),
     ):
         self._series = list(series)
         self.feature_names = [str(f) for f in feature_names]
         self.time_unit = time_unit
+        self.static_names = [str(f) for f in static_names]
 
     # -- sequence protocol -------------------------------------------------------------
     def __len__(self) -> int:
@@ -100,15 +110,18 @@ class IrregularDataset(Sequence):
         return self._like([self._series[int(i)] for i in idx])
 
     def _like(self, series) -> IrregularDataset:
-        """Other series with this data set's feature names and time unit."""
-        return IrregularDataset(series, self.feature_names, time_unit=self.time_unit)
+        """Other series with this data set's feature names, time unit and static names."""
+        return IrregularDataset(
+            series, self.feature_names, time_unit=self.time_unit, static_names=self.static_names
+        )
 
     def __repr__(self) -> str:
         n_obs = [s.n_obs for s in self._series]
         span = f", {min(n_obs)}-{max(n_obs)} observation times each" if n_obs else ""
+        static = f", static {self.static_names}" if self.static_names else ""
         return (
             f"IrregularDataset({len(self)} series, {self.n_features} features "
-            f"{self.feature_names}{span})"
+            f"{self.feature_names}{span}{static})"
         )
 
     # -- properties ------------------------------------------------------------------------
@@ -116,6 +129,84 @@ class IrregularDataset(Sequence):
     def n_features(self) -> int:
         """Number of feature columns."""
         return len(self.feature_names)
+
+    @property
+    def n_static(self) -> int:
+        """Number of static covariates per series (0 when none are attached)."""
+        return len(self.static_names)
+
+    @property
+    def static(self) -> pd.DataFrame:
+        """The static covariates: a frame indexed by series id, one column per covariate.
+
+        Returns
+        -------
+        DataFrame of shape (series, n_static)
+            NaN where a covariate is unknown; no columns when none are attached.
+        """
+        rows = [
+            s.static if s.static is not None else np.full(self.n_static, np.nan)
+            for s in self._series
+        ]
+        table = np.stack(rows) if rows else np.empty((0, self.n_static))
+        index = pd.Index(self.ids, name="series", tupleize_cols=False)
+        return pd.DataFrame(table.reshape(len(rows), self.n_static), index, self.static_names)
+
+    def with_static(self, static) -> IrregularDataset:
+        """The same series with static covariates attached (those already attached replaced).
+
+        Static covariates are per-series quantities that do not change over the series (age,
+        sex, admission type, device model). They travel with each series through indexing,
+        :meth:`split_at` and the estimators, which standardise them with the training data and
+        give them to the recognition network (and a classifier's head).
+
+        Parameters
+        ----------
+        static : DataFrame or Series
+            Indexed by series id (every id of this data set must appear; other rows are
+            ignored), one column per covariate. Numeric and boolean columns are used as they
+            are; a ``category`` column becomes one indicator column per category, named
+            ``"column=category"`` (all the dtype's categories, so that data sets built from the
+            same dtype get the same columns). NaN marks an unknown value.
+
+        Returns
+        -------
+        IrregularDataset
+            New series objects sharing the times and values arrays; ``static_names`` set.
+
+        Raises
+        ------
+        TypeError
+            If ``static`` is not a pandas frame or a column is neither numeric, boolean nor
+            categorical.
+        ValueError
+            If series ids are missing from its index, the index repeats an id, or a value is
+            infinite.
+
+        Examples
+        --------
+        >>> import numpy as np, pandas as pd
+        >>> from latentode.datasets import from_arrays
+        >>> data = from_arrays([(np.array([0.0, 1.0]), np.array([[1.0], [2.0]]))], ids=["a"])
+        >>> data.with_static(pd.DataFrame({"age": [61.0]}, index=["a"])).static_names
+        ['age']
+        """
+        table = _static_table(static)
+        missing = [i for i in self.ids if i not in table.index]
+        if missing:
+            raise ValueError(
+                f"static: series {missing[:5]}{' ...' if len(missing) > 5 else ''} "
+                f"({len(missing)} of {len(self)}) are not in its index; index the frame by "
+                "series id with a row for every series (NaN for unknown values)."
+            )
+        rows = table.reindex(pd.Index(self.ids, tupleize_cols=False)).to_numpy(np.float64)
+        series = [dataclasses.replace(s, static=rows[i].copy()) for i, s in enumerate(self._series)]
+        return IrregularDataset(
+            series,
+            self.feature_names,
+            time_unit=self.time_unit,
+            static_names=[str(c) for c in table.columns],
+        )
 
     @property
     def ids(self) -> list:
@@ -158,8 +249,8 @@ class IrregularDataset(Sequence):
         for s in self._series:
             early = s.times < time
             if early.any() and not early.all():
-                before.append(IrregularSeries(s.id, s.times[early], s.values[early]))
-                after.append(IrregularSeries(s.id, s.times[~early], s.values[~early]))
+                before.append(dataclasses.replace(s, times=s.times[early], values=s.values[early]))
+                after.append(dataclasses.replace(s, times=s.times[~early], values=s.values[~early]))
         if not before:
             raise ValueError(
                 f"split_at: no series has observations both before and from time={time} "
@@ -214,3 +305,41 @@ class IrregularDataset(Sequence):
             },
             name=name,
         )
+
+
+def _static_table(static) -> pd.DataFrame:
+    """``with_static``'s argument as a float frame: categories to indicators, checked."""
+    if isinstance(static, pd.Series):
+        static = static.to_frame(static.name if static.name is not None else "static")
+    if not isinstance(static, pd.DataFrame):
+        raise TypeError(
+            f"static must be a pandas DataFrame indexed by series id; got {type(static).__name__}."
+        )
+    if static.index.has_duplicates:
+        twice = static.index[static.index.duplicated()].unique().tolist()[:5]
+        raise ValueError(f"static: series {twice} have more than one row; keep one per series.")
+    parts = []
+    for col in static.columns:
+        column = static[col]
+        if isinstance(column.dtype, pd.CategoricalDtype):
+            codes = column.cat.codes.to_numpy()
+            for k, level in enumerate(column.cat.categories):
+                hot = np.where(codes < 0, np.nan, (codes == k).astype(np.float64))
+                parts.append(pd.Series(hot, index=static.index, name=f"{col}={level}"))
+            continue
+        if column.dtype == bool or pd.api.types.is_numeric_dtype(column.dtype):
+            parts.append(column.astype(np.float64).rename(str(col)))
+            continue
+        raise TypeError(
+            f"static: column {col!r} has dtype {column.dtype}; pass numbers, booleans, or a "
+            "category column (df[col].astype('category')) to get one indicator per category."
+        )
+    table = pd.concat(parts, axis=1) if parts else pd.DataFrame(index=static.index)
+    values = table.to_numpy(np.float64)
+    if np.isinf(values).any():
+        row, col = np.argwhere(np.isinf(values))[0]
+        raise ValueError(
+            f"static: series {table.index[row]!r} has an infinite {table.columns[col]!r}; use "
+            "NaN for an unknown value."
+        )
+    return table

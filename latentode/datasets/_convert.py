@@ -432,6 +432,26 @@ def from_xarray(
     )
 
 
+def _from_series(series: list, *, name: str) -> IrregularDataset:
+    """Unnamed series objects (what scikit-learn's indexing makes of a data set) as a data
+    set with default names: features ``x0, x1, ...`` and static covariates ``static0, ...``."""
+    widths = {s.values.shape[1] for s in series}
+    if len(widths) > 1:
+        raise ValueError(f"{name}: the series have {sorted(widths)} features; all need the same.")
+    statics = {None if s.static is None else s.static.shape[0] for s in series}
+    if len(statics) > 1:
+        raise ValueError(
+            f"{name}: the series carry static covariates of different lengths "
+            f"({sorted(statics, key=str)}); attach one table to all of them with with_static."
+        )
+    n_static = statics.pop() or 0
+    return IrregularDataset(
+        series,
+        [f"x{i}" for i in range(widths.pop())],
+        static_names=[f"static{i}" for i in range(n_static)],
+    )
+
+
 def as_dataset(X, *, name: str = "X") -> IrregularDataset:
     """The validation gate: turn any supported input into an :class:`IrregularDataset`.
 
@@ -453,7 +473,7 @@ def as_dataset(X, *, name: str = "X") -> IrregularDataset:
             raise ValueError(f"{name} is an empty data set; pass at least one series.")
         return X
     if isinstance(X, IrregularSeries):
-        return IrregularDataset([X], [f"x{i}" for i in range(X.values.shape[1])])
+        return _from_series([X], name=name)
     if isinstance(X, pd.DataFrame):
         if X.empty:
             raise ValueError(f"{name} is an empty DataFrame; pass at least one observation.")
@@ -464,12 +484,7 @@ def as_dataset(X, *, name: str = "X") -> IrregularDataset:
         if len(X) == 0:
             raise ValueError(f"{name} is empty; pass at least one (times, values) pair.")
         if all(isinstance(s, IrregularSeries) for s in X):
-            widths = {s.values.shape[1] for s in X}
-            if len(widths) > 1:
-                raise ValueError(
-                    f"{name}: the series have {sorted(widths)} features; all need the same."
-                )
-            return IrregularDataset(list(X), [f"x{i}" for i in range(widths.pop())])
+            return _from_series(list(X), name=name)
         return _from_pairs(X, ids=None, feature_names=None, time_unit=None, name=name, stacklevel=4)
     raise TypeError(
         f"{name} must be an IrregularDataset, a DataFrame indexed by (series id, time), an "

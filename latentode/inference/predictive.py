@@ -12,7 +12,15 @@ PREDICTIVE_SITES = ("z0", "z", "mean", "intensity", "obs", "label")
 
 
 def posterior_predictive(
-    module, times, values, mask, query_times, *, n_samples: int, sites=("z0", "mean", "obs")
+    module,
+    times,
+    values,
+    mask,
+    query_times,
+    *,
+    n_samples: int,
+    sites=("z0", "mean", "obs"),
+    static=None,
 ) -> dict[str, torch.Tensor]:
     """Draws of ``z0 ~ q(z0 | x)`` carried through the model to the query times.
 
@@ -32,6 +40,9 @@ def posterior_predictive(
     sites : sequence of str, default ("z0", "mean", "obs")
         Any of :data:`PREDICTIVE_SITES`; ``intensity`` needs a Poisson model and ``label``
         a classifier.
+    static : Tensor of shape (batch, 2 * n_static), optional
+        The batch's static covariates (:attr:`latentode.datasets.Batch.context`), for models
+        built with them.
 
     Returns
     -------
@@ -52,7 +63,7 @@ def posterior_predictive(
         return_sites=list(sites),
     )
     with torch.no_grad():
-        draws = predictive(times, values, mask, query_times=query_times)
+        draws = predictive(times, values, mask, query_times=query_times, static=static)
     missing = [s for s in sites if s not in draws]
     if missing:
         raise ValueError(

@@ -152,6 +152,7 @@ def svi_loss(
             encode_mask=batch.encode_mask,
             labels=batch.labels,
             obs_weight=batch.obs_weight,
+            static=batch.context,
         )
     return loss / batch.values.shape[0]
 
@@ -170,11 +171,13 @@ def per_series_elbo(model, batch: Batch, *, num_particles: int = 1) -> torch.Ten
     with pyro.settings.context(module_local_params=True), torch.no_grad():
         for _ in range(num_particles):
             guide_tr = pyro.poutine.trace(model.guide).get_trace(
-                batch.times, batch.values, batch.mask
+                batch.times, batch.values, batch.mask, static=batch.context
             )
             model_tr = pyro.poutine.trace(
                 pyro.poutine.replay(model.model, trace=guide_tr)
-            ).get_trace(batch.times, batch.values, batch.mask, labels=batch.labels)
+            ).get_trace(
+                batch.times, batch.values, batch.mask, labels=batch.labels, static=batch.context
+            )
             for tr, sign in ((model_tr, 1.0), (guide_tr, -1.0)):
                 tr.compute_log_prob()
                 for site in tr.nodes.values():
