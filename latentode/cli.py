@@ -123,13 +123,28 @@ def _load_data(args):
             "times pass --time-unit (e.g. h) to count time from each series' first observation "
             "(or from --time-origin)."
         )
-    return from_pandas(
+    data = from_pandas(
         frame,
         id_col=args.id_col,
         time_col=args.time_col,
         value_cols=args.value_cols or None,
         time_unit=time_unit,
     )
+    return data if args.static is None else data.with_static(_static_table(args))
+
+
+def _static_table(args) -> pd.DataFrame:
+    """The --static table indexed by series id, text columns as categories."""
+    table = _read_table(args.static)
+    if args.id_col not in table.columns:
+        raise CommandError(
+            f"{args.static}: --id-col {args.id_col!r} is not a column; columns are "
+            f"{list(table.columns)}."
+        )
+    table = table.set_index(args.id_col)
+    text = [c for c in table.columns if not pd.api.types.is_numeric_dtype(table[c].dtype)]
+    text = [c for c in text if table[c].dtype != bool]
+    return table.astype({c: "category" for c in text})
 
 
 def _elapsed(frame: pd.DataFrame, args) -> pd.DataFrame:
@@ -486,6 +501,12 @@ def _data_arguments(parser) -> None:
     parser.add_argument("--id-col", required=True, help="column of series ids")
     parser.add_argument("--time-col", required=True, help="column of observation times")
     parser.add_argument("--value-cols", nargs="+", help="feature columns (default: the rest)")
+    parser.add_argument(
+        "--static",
+        metavar="TABLE",
+        help="static covariates: a table with one row per series, the --id-col column and "
+        "one column per covariate (text columns become one indicator per category)",
+    )
     parser.add_argument(
         "--time-unit",
         help="unit to count dates/times of --time-col in (s, min, h, D, ...); a model "

@@ -148,3 +148,31 @@ def test_validation_pairs_score_the_labels_too(spirals):
         LatentODEClassifier(**FAST).fit(
             spirals.train, y, validation_data=(spirals.test, np.full(len(spirals.test), "sideways"))
         )
+
+
+def test_static_covariates_reach_the_classifier(tmp_path):
+    # the label is a static covariate's sign; the series (spirals) carry no trace of it
+    data = make_spirals(n_series=240, n_obs=10, random_state=2)
+    rng = np.random.default_rng(0)
+    risk = pd.DataFrame({"risk": rng.normal(size=len(data.train))}, index=data.train.ids)
+    risk.iloc[::10] = np.nan  # unknown for some series: their indicator says so
+    y = np.where(risk["risk"].fillna(-1.0) > 0, "high", "low")
+    train = data.train.with_static(risk)
+    clf = LatentODEClassifier(max_epochs=15, batch_size=48, latent_dim=3, random_state=0)
+    clf.fit(train[:150], y[:150])
+    blind = LatentODEClassifier(max_epochs=15, batch_size=48, latent_dim=3, random_state=0)
+    blind.fit(data.train[:150], y[:150])
+    held_out = train[150:]
+    accuracy = clf.score(held_out, y[150:])
+    assert accuracy >= 0.9  # 1.0 when written
+    assert accuracy >= blind.score(data.train[150:], y[150:]) + 0.2  # ~0.6 when written
+    assert list(clf.static_names_) == ["risk"]
+    with pytest.raises(ValueError, match=r"no static covariates but the model was fitted with"):
+        clf.predict(data.train[150:])
+    renamed = held_out.with_static(held_out.static.rename(columns={"risk": "danger"}))
+    with pytest.raises(ValueError, match=r"static covariates \['danger'\] but the model"):
+        clf.predict(renamed)
+    clf.save(tmp_path / "static.pt")
+    back = LatentODEClassifier.load(tmp_path / "static.pt")
+    assert np.array_equal(back.predict_proba(held_out), clf.predict_proba(held_out))
+    assert np.array_equal(clf.predict(list(held_out)), clf.predict(held_out))  # unnamed, in order

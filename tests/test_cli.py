@@ -336,3 +336,27 @@ def test_plot_labels_come_from_the_column_names(table, model):
     assert fig.axes[0].get_xlabel() == "t (h)"
     assert fig.axes[0].get_title().startswith("spiral ")
     assert fig.legends and not fig.axes[0].get_legend()  # one legend, off the data
+
+
+def test_static_covariates_come_from_a_table_per_series(table, tmp_path, capsys):
+    from latentode import LatentODE
+
+    _, path, frame = table
+    ids = frame["spiral"].unique()
+    static = pd.DataFrame({"spiral": ids, "age": np.linspace(20, 80, len(ids))})
+    static["ward"] = np.where(np.arange(len(ids)) % 2, "icu", "surgery")
+    static_path = tmp_path / "static.csv"
+    static.to_csv(static_path, index=False)
+    out = tmp_path / "static.pt"
+    common = ["--id-col", "spiral", "--time-col", "t", "--static", str(static_path)]
+    assert main(["fit", str(path), *common, "--epochs", "1", "--model", str(out)]) == 0
+    assert list(LatentODE.load(out).static_names_) == ["age", "ward=icu", "ward=surgery"]
+    forecast = tmp_path / "forecast.csv"
+    assert main(["predict", str(out), str(path), *common, "--output", str(forecast)]) == 0
+    assert pd.read_csv(forecast)["series"].nunique() == len(ids)
+    args = ["predict", str(out), str(path), "--id-col", "spiral", "--time-col", "t"]
+    assert main([*args, "--output", str(forecast)]) == 2
+    assert "attach them with data.with_static" in capsys.readouterr().err
+    static.iloc[1:].to_csv(static_path, index=False)  # a series without its row
+    assert main(["predict", str(out), str(path), *common, "--output", str(forecast)]) == 2
+    assert f"series [{ids[0]}]" in capsys.readouterr().err

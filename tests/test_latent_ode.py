@@ -691,3 +691,37 @@ def test_log_features_keep_positive_quantities_positive(tmp_path):
         LatentODE(**params, log_features="auto", obs_std=0.1).fit(train)
     with pytest.raises(ValueError, match="log_features"):
         LatentODE(**params, log_features="all").fit(train)
+
+
+def test_static_covariates_condition_the_posterior(data, tmp_path):
+    import pandas as pd
+
+    rng = np.random.default_rng(0)
+    table = pd.DataFrame(
+        {"dose": rng.normal(size=len(data.train)), "arm": rng.integers(0, 2, len(data.train))},
+        index=data.train.ids,
+    ).astype({"arm": "category"})
+    train = data.train.with_static(table)
+    est = LatentODE(**FAST).fit(train, validation_data=train[:10])
+    assert list(est.static_names_) == ["dose", "arm=0", "arm=1"]
+    assert est.static_mean_.shape == (3,) and est.model_.n_static == 3
+    pred = est.predict(train[:4], times=[1.0, 2.0]).values
+    moved = train[:4].with_static(table.assign(dose=table["dose"] + 3.0))
+    assert not np.allclose(est.predict(moved, times=[1.0, 2.0]).values, pred)
+    assert np.isfinite(est.score_samples(train[:4])).all()
+    quantiles = est.predict_quantiles(train[:3], horizon=1.0, n_points=3)
+    assert len(quantiles) > 0
+    est.save(tmp_path / "static.pt")
+    back = LatentODE.load(tmp_path / "static.pt")
+    assert np.array_equal(back.predict(train[:4], times=[1.0, 2.0]).values, pred)
+    with pytest.raises(ValueError, match=r"attach them with data.with_static"):
+        est.sample(data.train[:4])
+    unknown = train.with_static(table.assign(dose=np.nan))  # all unknown in training
+    with pytest.raises(ValueError, match=r"\['dose'\] are unknown \(NaN\) for every"):
+        LatentODE(**FAST).fit(unknown)
+    # a model fitted without static covariates ignores those the data carry
+    plain = LatentODE(**FAST).fit(data.train)
+    assert np.array_equal(
+        plain.predict(train[:4], times=[1.0]).values,
+        plain.predict(data.train[:4], times=[1.0]).values,
+    )

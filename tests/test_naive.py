@@ -169,3 +169,22 @@ def test_rules_take_per_series_times_and_horizons(monkeypatch):
     assert rule.predict_quantiles(data, times=long, q=[0.5]).equals(own)
     monkeypatch.setattr(latentode._query, "CELLS", 1)  # one series per chunk: the same rows
     assert rule.predict_quantiles(data, horizon=2.0, n_points=2, q=[0.5]).equals(table)
+
+
+def test_summary_logistic_regression_reads_static_covariates():
+    from latentode import SummaryLogisticRegression
+
+    rng = np.random.default_rng(1)
+    series = [(np.sort(rng.uniform(0, 10, 8)), rng.normal(size=(8, 1))) for _ in range(300)]
+    data = from_arrays(series, feature_names=["hr"])  # the series say nothing of the label
+    age = pd.DataFrame({"age": rng.normal(60, 15, 300)}, index=data.ids)
+    labels = (age["age"] > 60).to_numpy().astype(int)
+    age.iloc[::7] = np.nan  # unknown for some: imputed and flagged
+    aged = data.with_static(age)
+    assert SummaryLogisticRegression.summaries(aged[:2]).shape == (2, 7)
+    clf = SummaryLogisticRegression().fit(aged[:200], labels[:200])
+    blind = SummaryLogisticRegression().fit(data[:200], labels[:200])
+    assert clf.score(aged[200:], labels[200:]) > blind.score(data[200:], labels[200:]) + 0.2
+    assert list(clf.static_names_) == ["age"]
+    with pytest.raises(ValueError, match=r"static covariates \[\] but the model was fitted"):
+        clf.predict(data[200:])

@@ -349,3 +349,55 @@ def test_lists_of_series_pass_the_gate_whole():
     wider = IrregularSeries("w", np.array([0.0]), np.zeros((1, 3)))
     with pytest.raises(ValueError, match=r"\[2, 3\] features"):
         as_dataset([data[0], wider])
+
+
+def test_static_covariates_travel_with_the_series():
+    data = ragged()
+    table = pd.DataFrame(
+        {
+            "age": [61.0, np.nan, 45.0],
+            "unit": pd.Categorical(["surgery", "cardiac", None], categories=["cardiac", "surgery"]),
+            "female": [True, False, True],
+            "unused": [0.0, 0.0, 0.0],
+        },
+        index=["c", "a", "b"],  # any order; extra rows would be ignored
+    ).drop(columns="unused")
+    with_static = data.with_static(pd.concat([table, table.iloc[:0]]))
+    assert with_static.static_names == ["age", "unit=cardiac", "unit=surgery", "female"]
+    assert data.static_names == [] and data[0].static is None  # the original is left alone
+    frame = with_static.static
+    assert list(frame.index) == ["a", "b", "c"]
+    assert np.isnan(frame.loc["a", "age"]) and frame.loc["c", "age"] == 61.0
+    assert frame.loc["c"].tolist()[1:] == [0.0, 1.0, 1.0]
+    assert np.isnan(frame.loc["b", "unit=cardiac"])  # an unknown category: unknown indicators
+    # indexing, splitting, the gate and scikit-learn-style lists keep them
+    assert with_static[[2, 0]].static.index.tolist() == ["c", "a"]
+    before, after = with_static.split_at(1.5)
+    assert before.static_names == with_static.static_names
+    assert np.array_equal(after.static.loc["c"], frame.loc["c"])
+    assert as_dataset(list(with_static)).static_names == [f"static{i}" for i in range(4)]
+    assert "static ['age'" in repr(with_static)
+    batch = collate(with_static, static_transform=lambda s: s * 2)
+    assert batch.static.shape == (3, 4) and batch.static_mask.shape == (3, 4)
+    assert batch.static[2, 0] == 122.0 and batch.static[0, 0] == 0 and not batch.static_mask[0, 0]
+    assert batch.context.shape == (3, 8) and batch.rows(torch.tensor([2])).static[0, 0] == 122.0
+    assert collate(data).static is None and collate(data).context is None
+
+
+def test_static_covariate_errors_name_the_problem():
+    data = ragged()
+    with pytest.raises(ValueError, match=r"series \['c'\] \(1 of 3\) are not in its index"):
+        data.with_static(pd.DataFrame({"age": [1.0, 2.0]}, index=["a", "b"]))
+    with pytest.raises(TypeError, match="column 'ward' has dtype"):
+        data.with_static(pd.DataFrame({"ward": ["x", "y", "z"]}, index=["a", "b", "c"]))
+    with pytest.raises(ValueError, match="series 'b' has an infinite 'age'"):
+        data.with_static(pd.DataFrame({"age": [1.0, np.inf, 3.0]}, index=["a", "b", "c"]))
+    with pytest.raises(ValueError, match=r"series \['a'\] have more than one row"):
+        data.with_static(pd.DataFrame({"age": [1.0, 2.0, 3.0]}, index=["a", "a", "c"]))
+    with pytest.raises(TypeError, match="pandas DataFrame indexed by series id"):
+        data.with_static({"age": [1, 2, 3]})
+    one = data.with_static(pd.Series([1.0, 2.0, 3.0], index=["a", "b", "c"], name="age"))
+    assert one.static_names == ["age"]
+    mixed = [one[0], data[1]]
+    with pytest.raises(ValueError, match="static covariates of different lengths"):
+        as_dataset(mixed)
