@@ -324,6 +324,11 @@ class PosteriorPredictiveMixin(IntervalMixin):
             With ``log_likelihood=True``: ``loo``/``waic`` on these draws are not valid.
         """
         data, t, draws = self._draw(X, None, n_samples, sites=("z0", "mean", "obs"))
+        if log_likelihood and getattr(self, "noise_rank", 0):
+            raise ValueError(
+                "to_inference_data(log_likelihood=True): with noise_rank > 0 the features of a "
+                "time are scored jointly, not value by value; use score_samples for densities."
+            )
         if log_likelihood:
             warnings.warn(
                 "to_inference_data(log_likelihood=True): ArviZ's loo and waic on these draws are "

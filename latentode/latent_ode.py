@@ -70,6 +70,7 @@ PARAMETERS = (
         hint="None learns the noise.",
     ),
     choice("likelihood", LIKELIHOODS),
+    integer("noise_rank", low=0),
     custom(
         "log_features",
         _log_features_ok,
@@ -149,6 +150,15 @@ class LatentODE(PosteriorPredictiveMixin, IrregularSeriesEstimator):
     likelihood : {"normal", "student_t"}, default "normal"
         Observation noise: Gaussian, or Student-t with degrees of freedom learned per feature
         (above 2), for data with gross entry errors; ``obs_std`` is then its scale.
+    noise_rank : int, default 0
+        Correlated observation noise across features: the features observed at one time share
+        ``noise_rank`` noise components besides their own (covariance ``diag(σ²) + U Uᵀ``,
+        learned), as blood pressures measured together err together. Predictions at a time
+        where some features are observed then condition each other feature on them — a
+        hidden diastolic pressure on the systolic and mean pressures of the same time —
+        never a feature on its own value. 0 keeps each feature's noise independent. Gaussian
+        noise with learned scales only (not with ``likelihood="student_t"``, ``obs_std`` or
+        ``obs_weighting="series_feature"``); draws are conditionally Gaussian per feature.
     log_features : "auto", list of str or None, default None
         Features modelled on a log scale, ``log(x + c)``: skewed positive quantities
         (concentrations, counts, lab values) get multiplicative noise, and no draw, band or
@@ -303,6 +313,7 @@ class LatentODE(PosteriorPredictiveMixin, IrregularSeriesEstimator):
         anchor: bool = False,
         obs_std: float | None = None,
         likelihood: str = "normal",
+        noise_rank: int = 0,
         log_features: str | list | None = None,
         method: str = "dopri5",
         rtol: float = 1e-3,
@@ -344,6 +355,7 @@ class LatentODE(PosteriorPredictiveMixin, IrregularSeriesEstimator):
         self.anchor = anchor
         self.obs_std = obs_std
         self.likelihood = likelihood
+        self.noise_rank = noise_rank
         self.log_features = log_features
         self.method = method
         self.rtol = rtol
@@ -396,6 +408,19 @@ class LatentODE(PosteriorPredictiveMixin, IrregularSeriesEstimator):
     def _validate_params(self) -> None:
         super()._validate_params()
         self.solver_settings()
+        if self.noise_rank:
+            clash = {
+                "likelihood": self.likelihood != "normal",
+                "obs_std": self.obs_std is not None,
+                "obs_weighting": self.obs_weighting != "point",
+            }
+            clash = [name for name, bad in clash.items() if bad]
+            if clash:
+                raise ValueError(
+                    f"noise_rank={self.noise_rank} scores the features of a time jointly under "
+                    f"Gaussian noise with learned scales; it cannot be combined with {clash} "
+                    "set as they are: reset those or set noise_rank=0."
+                )
 
     def _build_module(self) -> LatentODEModel:
         obs_std = None
@@ -425,6 +450,7 @@ class LatentODE(PosteriorPredictiveMixin, IrregularSeriesEstimator):
             anchor=self.anchor,
             obs_std=obs_std,
             likelihood=self.likelihood,
+            noise_rank=self.noise_rank,
             posterior=self.guide,
             kinetic_weight=self.kinetic_weight,
             jacobian_weight=self.jacobian_weight,

@@ -6,8 +6,11 @@ import math
 
 import pyro.distributions as dist
 import torch
+from torch.distributions import constraints
 
 __all__ = [
+    "MaskedLowRankNormal",
+    "conditional_low_rank",
     "masked_normal",
     "masked_student_t",
     "observation_window",
@@ -123,6 +126,104 @@ def _masked(base, mask, weight):
     if weight is None:
         return base.mask(mask).to_event(2)
     return _WeightedMasked(base, mask, weight.expand(base.batch_shape)).to_event(2)
+
+
+class MaskedLowRankNormal(dist.TorchDistribution):
+    """Gaussian observations whose noise is correlated across the features of one time.
+
+    At each time point the observed features ``O`` of a series are jointly Gaussian with
+    covariance ``Σ_OO``, ``Σ = diag(scale²) + factor factorᵀ`` (independent noise per feature
+    plus ``rank`` shared components); time points are independent given the means. The
+    log-density of the observed entries uses the Woodbury identity, so it costs
+    ``O(features · rank²)`` per time point whatever the pattern of missing values.
+
+    Parameters
+    ----------
+    loc : Tensor of shape (..., batch, time, features)
+    scale : Tensor of shape (features,)
+        Standard deviation of each feature's own noise.
+    factor : Tensor of shape (features, rank)
+        Loadings of the shared components.
+    mask : BoolTensor of shape (batch, time, features)
+        Entries that are False are marginalised out (not imputed).
+
+    Notes
+    -----
+    ``batch_shape (..., batch)``, ``event_shape (time, features)``, like
+    :func:`masked_normal`. :meth:`sample` draws every entry (masked ones too) jointly.
+    """
+
+    arg_constraints = {}
+    support = constraints.real
+    has_rsample = True
+
+    def __init__(self, loc, scale, factor, mask, validate_args=None):
+        self.loc, self.scale, self.factor, self.mask = loc, scale, factor, mask
+        super().__init__(loc.shape[:-2], loc.shape[-2:], validate_args=False)
+
+    def expand(self, batch_shape, _instance=None):
+        loc = self.loc.expand(torch.Size(batch_shape) + self.event_shape)
+        return MaskedLowRankNormal(loc, self.scale, self.factor, self.mask)
+
+    def rsample(self, sample_shape=()):
+        shape = self._extended_shape(torch.Size(sample_shape))
+        eps = torch.randn(shape, dtype=self.loc.dtype, device=self.loc.device)
+        eta = torch.randn(
+            shape[:-1] + (self.factor.shape[-1],), dtype=self.loc.dtype, device=self.loc.device
+        )
+        return self.loc + self.scale * eps + eta @ self.factor.T
+
+    def log_prob(self, value):
+        m = self.mask.to(self.loc.dtype)
+        var = self.scale**2
+        dinv = m / var  # (batch, time, features): the mask's part, shared by every draw
+        eye = torch.eye(self.factor.shape[-1], dtype=self.loc.dtype, device=self.loc.device)
+        chol = torch.linalg.cholesky(
+            eye + torch.einsum("...f,fr,fs->...rs", dinv, self.factor, self.factor)
+        )
+        r = (value - self.loc) * m
+        v = (dinv * r) @ self.factor  # (..., batch, time, rank)
+        w = torch.cholesky_solve(v.unsqueeze(-1), chol).squeeze(-1)
+        quad = (dinv * r * r).sum(-1) - (v * w).sum(-1)
+        log_det = 2 * chol.diagonal(dim1=-2, dim2=-1).log().sum(-1) + (m * var.log()).sum(-1)
+        per_time = -0.5 * (quad + log_det) - m.sum(-1) * _HALF_LOG_TWO_PI
+        return per_time.sum(-1)
+
+
+def conditional_low_rank(loc, scale, factor, values, seen):
+    """Each feature's Gaussian given the other features observed at the same time.
+
+    For the noise of :class:`MaskedLowRankNormal`: a feature not observed at a time is
+    conditioned on the features that are; an observed one on the other observed ones (never
+    on itself), so predictions at observed times do not copy the value being predicted.
+    Without shared components (or nothing observed at a time) this is ``loc`` and the
+    marginal variance.
+
+    Parameters
+    ----------
+    loc : Tensor of shape (..., batch, time, features)
+        Means before conditioning.
+    scale, factor : Tensor of shape (features,) and (features, rank)
+    values : Tensor of shape (batch, time, features)
+        Observations at the same times (anything where not ``seen``).
+    seen : BoolTensor of shape (batch, time, features)
+
+    Returns
+    -------
+    mean, sd : Tensor of shape (..., batch, time, features)
+    """
+    m = seen.to(loc.dtype)
+    var = scale**2
+    dinv = m / var
+    eye = torch.eye(factor.shape[-1], dtype=loc.dtype, device=loc.device)
+    inv = torch.linalg.inv(eye + torch.einsum("...f,fr,fs->...rs", dinv, factor, factor))
+    c = torch.einsum("fr,...rs,fs->...f", factor, inv, factor)  # U_d A⁻¹ U_dᵀ
+    r = (values - loc) * m
+    shift = torch.einsum("...rs,...s->...r", inv, (dinv * r) @ factor) @ factor.T
+    keep = 1 - c / var  # > 0 where observed (a positive definite Σ_OO)
+    mean = torch.where(seen, values - (r - shift) / keep.clamp(min=1e-6), loc + shift)
+    sd = torch.where(seen, var / keep.clamp(min=1e-6), var + c).sqrt()
+    return mean, sd
 
 
 def observation_window(observed: torch.Tensor):

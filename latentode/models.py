@@ -24,6 +24,8 @@ from torch import nn
 from ._validation import check_params, choice, real
 from .flows import CNF, CNFDynamics
 from .likelihoods import (
+    MaskedLowRankNormal,
+    conditional_low_rank,
     masked_normal,
     masked_student_t,
     poisson_process_log_likelihood,
@@ -151,6 +153,14 @@ class LatentODEModel(PyroModule):
         Family of the observation noise: Gaussian, or Student-t with degrees of freedom
         learned per feature (:class:`TailWeight`), whose heavy tails bound what a gross
         error (a mistyped value) costs. ``obs_std`` is then the t distribution's scale.
+    noise_rank : int, default 0
+        Shared components of the Gaussian observation noise: the features observed at one
+        time are jointly Gaussian with covariance ``diag(σ²) + U Uᵀ``, ``U`` of shape
+        (features, noise_rank) learned (:class:`~latentode.likelihoods.MaskedLowRankNormal`).
+        In the generative mode each feature is then drawn given the other features observed
+        at the same query time (:func:`~latentode.likelihoods.conditional_low_rank`): the
+        ``mean`` site is that conditional mean. 0 keeps the features' noise independent.
+        Gaussian noise only, with learned scales and unweighted observations.
     solver : SolverSettings, optional
         How the latent ODE is solved (:class:`latentode.solvers.SolverSettings`); the CNF
         guide's flow uses its tolerances, gradient mode and NFE cap with the dopri5 method.
@@ -211,6 +221,7 @@ class LatentODEModel(PyroModule):
         poisson: bool = False,
         obs_std: float | None = None,
         likelihood: str = "normal",
+        noise_rank: int = 0,
         solver: SolverSettings | None = None,
         n_classes: int | None = None,
         label_weight: float = 1.0,
@@ -269,6 +280,16 @@ class LatentODEModel(PyroModule):
             n_features, 0.1 if obs_std is None else obs_std, learn=obs_std is None
         )
         self.tails = TailWeight(n_features) if likelihood == "student_t" else None
+        self.noise_rank = int(noise_rank)
+        self.noise_factor = None
+        if self.noise_rank:
+            if self.tails is not None or obs_std is not None:
+                raise ValueError(
+                    "noise_rank > 0 needs Gaussian noise with learned scales: drop "
+                    "likelihood='student_t' or obs_std, or set noise_rank=0."
+                )
+            # small random loadings: at U = 0 the gradient of the likelihood in U vanishes
+            self.noise_factor = nn.Parameter(0.05 * torch.randn(n_features, self.noise_rank))
         self.flow = None
         if posterior == "cnf":
             self.flow = CNF(
@@ -416,8 +437,8 @@ class LatentODEModel(PyroModule):
             values.new_zeros(n_series, self.latent_dim), values.new_ones(n_series, self.latent_dim)
         ).to_event(1)
         context = None
+        seen = mask if encode_mask is None else encode_mask
         if self.anchor is not None:
-            seen = mask if encode_mask is None else encode_mask
             on = times if query_times is None else query_times
             context = (
                 last_observed(times, values, seen, on),
@@ -427,7 +448,10 @@ class LatentODEModel(PyroModule):
             with poutine.scale(scale=kl_scale):
                 z0 = pyro.sample("z0", prior)
             if query_times is not None:
-                return self._generate(z0, query_times, context, static)
+                same = None
+                if self.noise_factor is not None:
+                    same = _at_same_times(times, values, seen, query_times)
+                return self._generate(z0, query_times, context, static, same)
             z, cumulative = self.solve(z0, times)
             if self.penalty is not None:
                 pyro.factor("dynamics_penalty", -self.penalty)
@@ -455,6 +479,13 @@ class LatentODEModel(PyroModule):
         return loc
 
     def _likelihood(self, loc, mask, obs_weight):
+        if self.noise_factor is not None:
+            if obs_weight is not None:
+                raise ValueError(
+                    "noise_rank > 0 scores the features of a time jointly; observation weights "
+                    "(obs_weighting='series_feature') do not apply to a joint density."
+                )
+            return MaskedLowRankNormal(loc, self.noise(), self.noise_factor, mask)
         if self.tails is None:
             return masked_normal(loc, self.noise(), mask, obs_weight)
         return masked_student_t(loc, self.noise(), self.tails(), mask, obs_weight)
@@ -466,14 +497,18 @@ class LatentODEModel(PyroModule):
                 "(static=batch.context)."
             )
 
-    def _generate(self, z0, query_times: torch.Tensor, context, static=None) -> torch.Tensor:
-        """Sites of the generative mode of :meth:`model`, inside the series plate."""
+    def _generate(self, z0, query_times, context, static=None, same=None) -> torch.Tensor:
+        """Sites of the generative mode of :meth:`model`, inside the series plate; ``same``
+        holds the observations at the query times (values, seen) for correlated noise."""
         z, _ = self.solve(z0, query_times)
         pyro.deterministic("z", z, event_dim=2)
-        loc = pyro.deterministic("mean", self.decode(z, context), event_dim=2)
+        loc = self.decode(z, context)
+        noise = self.noise().expand(loc.shape)
+        if same is not None:
+            loc, noise = conditional_low_rank(loc, self.noise(), self.noise_factor, *same)
+        loc = pyro.deterministic("mean", loc, event_dim=2)
         if self.poisson:
             pyro.deterministic("intensity", self.intensity(z), event_dim=2)
-        noise = self.noise().expand(loc.shape)
         if self.tails is None:
             pyro.sample("obs", dist.Normal(loc, noise).to_event(2))
         else:
@@ -547,3 +582,12 @@ class LatentODEModel(PyroModule):
         )
         z0 = loc + scale * eps
         return z0 if self.flow is None else self.flow(z0)
+
+
+def _at_same_times(times, values, seen, query_times):
+    """Observations at exactly the query times: values and mask of shape
+    (batch, query, features), nothing seen where a query time is not on the grid."""
+    index = torch.searchsorted(times.contiguous(), query_times.contiguous())
+    index = index.clamp(max=times.numel() - 1)
+    on_grid = times[index] == query_times
+    return values[:, index], seen[:, index] & on_grid.view(1, -1, 1)

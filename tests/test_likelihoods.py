@@ -7,6 +7,8 @@ from scipy.integrate import quad
 from torch import nn
 
 from latentode.likelihoods import (
+    MaskedLowRankNormal,
+    conditional_low_rank,
     observation_window,
     poisson_process_log_likelihood,
     window_integral,
@@ -119,3 +121,58 @@ def test_weighted_masked_normal_scales_each_entry_and_ignores_masked_ones():
     ones = masked_normal(loc, scale, mask, torch.ones(3, 1, 4)).log_prob(value)
     assert torch.allclose(ones, masked_normal(loc, scale, mask).log_prob(value), atol=1e-6)
     assert masked_normal(loc, scale, mask, weight).expand((2, 3)).log_prob(value).shape == (2, 3)
+
+
+def _low_rank_case(seed=0, n_features=5, rank=2):
+    gen = torch.Generator().manual_seed(seed)
+    shape = (3, 4, n_features)
+    loc = torch.randn(shape, generator=gen, dtype=torch.float64)
+    scale = torch.rand(n_features, generator=gen, dtype=torch.float64) + 0.3
+    factor = torch.randn(n_features, rank, generator=gen, dtype=torch.float64)
+    mask = torch.rand(shape, generator=gen) < 0.6
+    mask[0, 0] = False  # a time with nothing observed
+    x = torch.randn(shape, generator=gen, dtype=torch.float64)
+    cov = torch.diag(scale**2) + factor @ factor.T
+    return loc, scale, factor, mask, x, cov
+
+
+def test_masked_low_rank_normal_is_the_marginal_of_the_observed_entries():
+    loc, scale, factor, mask, x, cov = _low_rank_case()
+    expected = torch.zeros(3, dtype=torch.float64)
+    for b in range(3):
+        for t in range(4):
+            seen = mask[b, t]
+            if seen.any():
+                joint = torch.distributions.MultivariateNormal(loc[b, t][seen], cov[seen][:, seen])
+                expected[b] += joint.log_prob(x[b, t][seen])
+    d = MaskedLowRankNormal(loc, scale, factor, mask)
+    assert d.batch_shape == (3,) and d.event_shape == (4, 5)
+    torch.testing.assert_close(d.log_prob(x), expected)
+    # draws of leading dims broadcast against the mask; samples have the joint covariance
+    many = MaskedLowRankNormal(loc.expand(7, 3, 4, 5), scale, factor, mask)
+    assert many.log_prob(x).shape == (7, 3)
+    draws = MaskedLowRankNormal(loc[:1, :1], scale, factor, mask[:1, :1]).sample((20000,))
+    empirical = torch.cov(draws.reshape(-1, 5).T)
+    torch.testing.assert_close(empirical, cov, atol=0.15 * cov.abs().max().item(), rtol=0)
+
+
+def test_conditionals_use_the_other_features_of_the_same_time_never_the_feature_itself():
+    loc, scale, factor, mask, x, cov = _low_rank_case(seed=1)
+    mean, sd = conditional_low_rank(loc, scale, factor, x, mask)
+    for b in range(3):
+        for t in range(4):
+            for d in range(5):
+                given = mask[b, t].clone()
+                given[d] = False
+                idx = given.nonzero().flatten()
+                expected_mean, expected_var = loc[b, t, d], cov[d, d]
+                if len(idx):
+                    solve = torch.linalg.solve(cov[idx][:, idx], cov[idx, d])
+                    expected_mean = expected_mean + solve @ (x[b, t, idx] - loc[b, t, idx])
+                    expected_var = expected_var - cov[d, idx] @ solve
+                torch.testing.assert_close(mean[b, t, d], expected_mean)
+                torch.testing.assert_close(sd[b, t, d], expected_var.sqrt())
+    # with no shared components: the means and the features' own scales
+    mean0, sd0 = conditional_low_rank(loc, scale, torch.zeros(5, 1, dtype=torch.float64), x, mask)
+    torch.testing.assert_close(mean0, loc)
+    torch.testing.assert_close(sd0, scale.expand_as(loc))
