@@ -47,6 +47,8 @@ _FIT_OPTIONS = {
     "decoder_hidden_dim": "width of the decoder",
     "anchor": "blend forecasts with each feature's nearest observations (see LatentODE)",
     "likelihood": "observation noise; student_t for data with gross entry errors",
+    "noise_rank": "shared noise components across the features of one time (0: independent); "
+    "predictions then lean on the other features observed at the same time",
     "obs_std": "observation noise SD in data units: one number, one per feature "
     "(comma-separated), or none to learn it",
     "log_features": "model these features on a log scale, keeping them positive: auto (every "

@@ -743,7 +743,7 @@ def _shared_noise_series(n, seed):
     return from_arrays(out, feature_names=["a", "b"])
 
 
-def test_correlated_noise_conditions_on_the_other_features_of_the_same_time(data):
+def test_correlated_noise_conditions_on_the_other_features_of_the_same_time(data, tmp_path):
     est = LatentODE(**FAST, noise_rank=1).fit(data.train)
     assert est.model_.noise_factor.shape == (2, 1)
     with torch.no_grad():  # make the shared component dominate: feature x tells about y
@@ -772,6 +772,10 @@ def test_correlated_noise_conditions_on_the_other_features_of_the_same_time(data
             LatentODE(**FAST, noise_rank=1, **bad).fit(data.train)
     with pytest.raises(ValueError, match="log_likelihood=True"):
         est.to_inference_data(one, n_samples=2, log_likelihood=True)
+    est.save(tmp_path / "rank.pt")
+    back = LatentODE.load(tmp_path / "rank.pt")
+    assert np.array_equal(back.predict(shifted, times=t).values[0, 0], moved)
+    assert np.isfinite(est.score_samples(data.test)).all()
 
 
 @pytest.mark.slow
