@@ -77,6 +77,9 @@ def main(argv=None) -> dict:
     parser.add_argument("--encode-fraction", type=float, default=0.5)
     parser.add_argument("--likelihood", default="normal", help="the Latent ODEs' noise family")
     parser.add_argument(
+        "--noise-rank", type=int, default=0, help="shared noise components (LatentODE noise_rank)"
+    )
+    parser.add_argument(
         "--log-features",
         default="none",
         help="the Latent ODEs' log_features: none, auto, or names separated by commas",
@@ -113,6 +116,7 @@ def main(argv=None) -> dict:
             encoder=args.encoder,
             encode_fraction=args.encode_fraction,
             likelihood=args.likelihood,
+            noise_rank=args.noise_rank,
             log_features=log_features,
             anchor=anchor,
             max_epochs=args.epochs,
