@@ -9,7 +9,6 @@ public API; the estimators are.
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import functools
 import inspect
 import json
@@ -439,15 +438,13 @@ class IrregularSeriesEstimator(BaseEstimator):
 
     def _batch(self, series, device):
         reads = len(getattr(self, "static_names_", ())) > 0
-        series = list(series)
-        if not reads and series and series[0].static is not None:  # not read: not carried
-            series = [dataclasses.replace(s, static=None) for s in series]
         return collate(
             series,
             device=device,
             times_transform=self._scale_times,
             values_transform=self._scale_values,
             static_transform=self._scale_static if reads else None,
+            static=reads,
         )
 
     def _attrs(self, **extra) -> dict:

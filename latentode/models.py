@@ -503,8 +503,9 @@ class LatentODEModel(PyroModule):
         z, _ = self.solve(z0, query_times)
         pyro.deterministic("z", z, event_dim=2)
         loc = self.decode(z, context)
-        noise = self.noise().expand(loc.shape)
-        if same is not None:
+        if same is None:
+            noise = self.noise().expand(loc.shape)
+        else:
             loc, noise = conditional_low_rank(loc, self.noise(), self.noise_factor, *same)
         loc = pyro.deterministic("mean", loc, event_dim=2)
         if self.poisson:

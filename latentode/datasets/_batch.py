@@ -233,6 +233,7 @@ def collate(
     times_transform=None,
     values_transform=None,
     static_transform=None,
+    static: bool = True,
 ) -> Batch:
     """Lay a list of series on the union of their time points.
 
@@ -250,6 +251,9 @@ def collate(
     static_transform : callable, optional
         Applied to the static covariates ``(batch, n_static)`` (NumPy, NaN = unknown) of series
         that carry them.
+    static : bool, default True
+        Carry the series' static covariates; False leaves ``static`` None (for models that
+        do not read them).
 
     Returns
     -------
@@ -273,20 +277,20 @@ def collate(
         dense = values_transform(dense)
     mask = ~np.isnan(dense)
     values = np.where(mask, dense, 0.0)
-    static = static_mask = None
-    if series[0].static is not None:
+    static_values = static_mask = None
+    if static and series[0].static is not None:
         table = np.stack([s.static for s in series])
         if static_transform is not None:
             table = static_transform(table)
         known = ~np.isnan(table)
-        static = torch.as_tensor(np.where(known, table, 0.0), dtype=dtype, device=device)
+        static_values = torch.as_tensor(np.where(known, table, 0.0), dtype=dtype, device=device)
         static_mask = torch.as_tensor(known, device=device)
     return Batch(
         times=torch.as_tensor(grid, dtype=dtype, device=device),
         values=torch.as_tensor(values, dtype=dtype, device=device),
         mask=torch.as_tensor(mask, device=device),
         ids=[s.id for s in series],
-        static=static,
+        static=static_values,
         static_mask=static_mask,
     )
 
