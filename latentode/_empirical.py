@@ -75,7 +75,9 @@ class BinnedEmpirical:
         if groups is None:
             return out
         for b in np.unique(groups):
-            out[groups == b] = np.quantile(self.residuals[feature][b], levels)
+            # plotting positions q (n + 1): a new value exchangeable with the examples falls
+            # below the q quantile with probability q (split conformal's finite-sample rule)
+            out[groups == b] = np.quantile(self.residuals[feature][b], levels, method="weibull")
         return out
 
     def draw(self, feature: int, gaps: np.ndarray, n: int, rng) -> np.ndarray:

@@ -261,7 +261,12 @@ class PosteriorPredictiveMixin(IntervalMixin):
         n_points : int, default 20
         q : float or sequence of float in (0, 1), default (0.05, 0.5, 0.95)
         n_samples : int, default 200
-            Draws from which the quantiles are estimated.
+            Draws from which the quantiles are estimated. After :meth:`calibrate`, they give
+            each value's mean and spread, and the quantiles are those of the calibrated
+            predictive (``mean + sd *`` the calibration's quantile at the value's distance
+            from the nearest observation), exact for any number of draws; without a
+            calibration, the draws' own quantiles (at the plotting positions ``q (n + 1)``,
+            numpy's "weibull").
 
         Returns
         -------
@@ -278,10 +283,24 @@ class PosteriorPredictiveMixin(IntervalMixin):
         )
         if own is not None:
             return own
-        obs = self.sample(X, times=times, n_samples=n_samples)["obs"]
-        table = obs.quantile(levels, dim="sample", skipna=False).transpose(
-            "series", "time", "feature", ...
-        )
+        calibrated = getattr(self, "calibration_", None) is not None
+        obs = self.sample(X, times=times, n_samples=n_samples, calibrated=False)["obs"]
+        if calibrated:
+            # read off the calibrated predictive itself (mean + sd x the calibration's
+            # quantile), not off a finite number of draws from it, whose sample quantiles
+            # make central intervals too narrow (about 0.9 x (n - 1) / (n + 1) at 90%)
+            data = self._check_data(X)
+            values = self._calibrated_quantiles(obs.values, data, obs.time.values, levels)
+            table = xr.DataArray(
+                values,
+                dims=("quantile", "series", "time", "feature"),
+                coords={"quantile": levels, **{k: obs[k] for k in ("series", "time", "feature")}},
+            )
+        else:
+            # at the plotting positions q (n + 1): bands of n draws cover their nominal share
+            # of values like the draws (see latentode.metrics.interval_metrics)
+            table = obs.quantile(levels, dim="sample", skipna=False, method="weibull")
+        table = table.transpose("series", "time", "feature", ...)
         frame = table.to_series().unstack(["feature", "quantile"])
         columns = pd.MultiIndex.from_product(
             [list(obs.feature.values), list(levels)], names=["feature", "quantile"]
@@ -515,6 +534,22 @@ class PosteriorPredictiveMixin(IntervalMixin):
             z[..., d] = self.calibration_.draw(d, gap.ravel(), obs.shape[0], rng).reshape(
                 obs.shape[:-1]
             )
+        return self._inverse(mean + sd * z)
+
+    def _calibrated_quantiles(
+        self, obs: np.ndarray, data, t: np.ndarray, levels: np.ndarray
+    ) -> np.ndarray:
+        """Quantiles of the calibrated predictive from raw draws (sample, series, time,
+        feature): array of shape (quantile, series, time, feature), in the data's units."""
+        obs = self._forward(obs)
+        mean, sd = obs.mean(0), obs.std(0)
+        gap = np.stack([gaps_to(s.times, t) for s in data]).ravel()  # (series * time,)
+        z = np.empty((len(levels), *mean.shape))
+        for d in range(mean.shape[-1]):
+            z[..., d] = self.calibration_.quantiles(d, gap, levels).T.reshape(
+                len(levels), *mean.shape[:-1]
+            )
+        # the log transform is increasing: quantiles on the model's scale map to the data's
         return self._inverse(mean + sd * z)
 
     def _fitted_state(self) -> dict:

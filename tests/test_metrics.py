@@ -48,6 +48,12 @@ def test_coverage_of_a_calibrated_predictive():
     draws = rng.normal(size=(2000, 4000))
     assert interval_coverage(y, draws, coverage=0.9) == pytest.approx(0.9, abs=0.02)
     assert interval_coverage(y, 0.1 * draws, coverage=0.9) < 0.2  # overconfident
+    # a few draws per value: a value exchangeable with them is inside the band read off them
+    # with its nominal probability (sample quantiles at numpy's default positions: 0.9 x 19/21)
+    few = rng.normal(size=(20, 40000))
+    truth = rng.normal(size=40000)
+    assert interval_coverage(truth, few, coverage=0.9) == pytest.approx(0.9, abs=0.01)
+    assert interval_coverage(truth, few, coverage=0.5) == pytest.approx(0.5, abs=0.01)
 
 
 def test_nlpd_reduces_to_the_gaussian_and_mixes_draws():
@@ -110,10 +116,13 @@ def test_series_feature_mse_averages_per_pair_and_handles_unobserved_pairs():
 def test_interval_score_is_width_plus_the_penalty_for_values_outside():
     from latentode.metrics import interval_score
 
-    draws = np.linspace(-1, 1, 1001)[:, None] * np.ones((1, 3))  # central 90%: [-0.9, 0.9]
-    y = np.array([0.0, 1.4, np.nan])  # inside; 0.5 above the interval; not observed
-    # widths 1.8 each; the value outside adds (2 / 0.1) * 0.5 = 10
-    assert interval_score(y, draws, coverage=0.9) == pytest.approx((1.8 + 1.8 + 10) / 2)
+    draws = np.linspace(-1, 1, 1001)[:, None] * np.ones((1, 3))  # central 90%: about +-0.9
+    low, high = np.quantile(draws[:, 0], [0.05, 0.95], method="weibull")
+    y = np.array([0.0, 1.4, np.nan])  # inside; above the interval; not observed
+    # the width twice, and (2 / 0.1) times the distance of the value outside
+    expected = (2 * (high - low) + 20 * (1.4 - high)) / 2
+    assert interval_score(y, draws, coverage=0.9) == pytest.approx(expected)
+    assert expected == pytest.approx((1.8 + 1.8 + 10) / 2, abs=0.05)
     narrow = interval_score(y, 0.1 * draws, coverage=0.9)
     assert narrow > interval_score(y, draws, coverage=0.9)  # too narrow scores worse
     with pytest.raises(ValueError, match="coverage"):

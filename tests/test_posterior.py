@@ -5,7 +5,7 @@ import pytest
 
 from latentode import LatentODE
 from latentode.datasets import make_spirals
-from latentode.evaluation import evaluate, hold_out
+from latentode.evaluation import evaluate, held_out_draws, hold_out
 
 FAST = dict(max_epochs=4, batch_size=32, latent_dim=3, random_state=0, obs_std=0.02)
 
@@ -154,3 +154,23 @@ def test_outputs_say_what_made_them(spirals, fitted):
     assert fitted.sample(spirals.test[:2], times=[1.0], n_samples=4).attrs["calibrated"] == 0
     rule = LastValue().fit(spirals.train)
     assert rule.sample(spirals.test[:2], times=[1.0], n_samples=4).attrs["model"] == "LastValue"
+
+
+def test_calibrated_quantiles_are_exact_not_read_off_draws(spirals, fitted, tmp_path):
+    calibrated = LatentODE.load(_saved(fitted, tmp_path)).calibrate(spirals.test[:30])
+    context, target = hold_out(spirals.test[30:], last=2.0)
+    grid = {c.id: s.times for c, s in zip(context, target, strict=True)}
+    bands = calibrated.predict_interval(context, times=grid, coverage=0.9, n_samples=10)
+    truth = np.concatenate([s.values for s in target])
+    lower = bands.xs("lower", axis=1, level="bound").to_numpy()
+    upper = bands.xs("upper", axis=1, level="bound").to_numpy()
+    inside = (truth >= lower) & (truth <= upper)
+    # ten draws per value: their sample 5-95% quantiles would cover about 0.9 x 9/11
+    assert 0.8 <= inside.mean() <= 0.97
+    _, _, _, draws = held_out_draws(calibrated, context, target, 10)
+    spread = np.diff(np.quantile(draws, [0.05, 0.95], axis=0), axis=0)
+    assert np.mean(upper - lower) > 1.1 * spread.mean()
+    # the median is the model's mean shifted by the calibration's median error, per value
+    own = fitted.predict_quantiles(context[:2], times=grid[context[0].id], q=[0.5])
+    again = calibrated.predict_quantiles(context[:2], times=grid[context[0].id], q=[0.5])
+    assert own.shape == again.shape and np.isfinite(again.to_numpy()).all()
