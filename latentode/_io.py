@@ -41,7 +41,7 @@ FORMAT_VERSION = 1
 CHECKPOINT_FORMAT = "latentode-checkpoint"
 CHECKPOINT_VERSION = 1
 #: Parameters that may change between an interrupted fit and its resumption.
-RESUMABLE_PARAMS = frozenset({"max_epochs", "patience", "verbose", "device"})
+RESUMABLE_PARAMS = frozenset({"max_epochs", "max_time", "patience", "verbose", "device"})
 
 
 logger = logging.getLogger(__name__)
@@ -333,8 +333,8 @@ def read_checkpoint(path, *, cls_name: str, params: dict, fingerprint: str) -> d
     if changed:
         raise ValueError(
             f"checkpoint {os.fspath(path)!r} was written with other values of {changed}; "
-            "resume with the same parameters (only max_epochs, patience, verbose and device "
-            "may change) or pass resume=False to start afresh."
+            "resume with the same parameters (only max_epochs, max_time, patience, verbose and "
+            "device may change) or pass resume=False to start afresh."
         )
     if payload["data_fingerprint"] != fingerprint:
         raise ValueError(

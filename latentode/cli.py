@@ -39,6 +39,8 @@ _SEED = integer("random_state", low=0)
 #: The estimator's options the ``fit`` command offers, with their help.
 _FIT_OPTIONS = {
     "max_epochs": "passes over the training series",
+    "max_time": "training budget in seconds: stop before an epoch that would end past it "
+    "(none: no limit)",
     "latent_dim": "size of the latent state z",
     "encoder": "recognition network run backwards over each series",
     "guide": "family of the posterior of z0",

@@ -84,6 +84,7 @@ PARAMETERS = (
     choice("precision", PRECISIONS),
     integer("max_nfe", low=1, none=True),
     integer("max_epochs", low=1),
+    real("max_time", low=0, low_open=True, none=True),
     integer("batch_size", low=1),
     real("lr", low=0, low_open=True),
     real("lr_decay", low=0, low_open=True, high=1),
@@ -202,6 +203,10 @@ class LatentODE(PosteriorPredictiveMixin, IrregularSeriesEstimator):
         Cap on function evaluations of one ODE solve; a solve that needs more (stiff or
         exploding dynamics) fails with :class:`~latentode.SolverError` instead of running on.
     max_epochs : int, default 100
+    max_time : float or None, default None
+        A training budget in seconds of wall time: :meth:`fit` stops before an epoch that,
+        as long as the last one, would end past it (at least one epoch runs; a resumed fit
+        counts from its resumption). ``history_.out_of_time`` then says so. None: no limit.
     batch_size : int, default 50
     lr : float, default 1e-2
         Adam learning rate.
@@ -326,6 +331,7 @@ class LatentODE(PosteriorPredictiveMixin, IrregularSeriesEstimator):
         precision: str = "32",
         max_nfe: int | None = 10_000,
         max_epochs: int = 100,
+        max_time: float | None = None,
         batch_size: int = 50,
         lr: float = 1e-2,
         lr_decay: float = 0.99,
@@ -368,6 +374,7 @@ class LatentODE(PosteriorPredictiveMixin, IrregularSeriesEstimator):
         self.precision = precision
         self.max_nfe = max_nfe
         self.max_epochs = max_epochs
+        self.max_time = max_time
         self.batch_size = batch_size
         self.lr = lr
         self.lr_decay = lr_decay
@@ -504,10 +511,10 @@ or ParquetSeries
         resume : bool, default False
             Continue from ``checkpoint`` if it exists (else start afresh). The data and the
             parameters must be those of the interrupted fit, except ``max_epochs``,
-            ``patience``, ``verbose`` and ``device``. A seeded fit resumed on the CPU ends with
-            exactly the parameters of an uninterrupted one when both run with the same number
-            of threads (``torch.get_num_threads()``): the order of floating-point reductions,
-            and so the last digits, depend on it.
+            ``max_time``, ``patience``, ``verbose`` and ``device``. A seeded fit resumed on the
+            CPU ends with exactly the parameters of an uninterrupted one when both run with
+            the same number of threads (``torch.get_num_threads()``): the order of
+            floating-point reductions, and so the last digits, depend on it.
 
         Returns
         -------
@@ -626,6 +633,7 @@ def _training_config(est, checkpoint_every: int, checkpoint_steps, verbose) -> T
     """The SVI loop's settings from the estimator's parameters."""
     return TrainingConfig(
         max_epochs=est.max_epochs,
+        max_time=est.max_time,
         batch_size=est.batch_size,
         lr=est.lr,
         lr_decay=est.lr_decay,

@@ -42,9 +42,11 @@ def test_fit_passes_the_forecasting_options(table, tmp_path):
     out = tmp_path / "anchored.pt"
     args = ["fit", str(path), "--id-col", "spiral", "--time-col", "t", "--model", str(out)]
     options = ["--anchor", "--likelihood", "student_t", "--encode-fraction", "0.5"]
+    options += ["--max-time", "600"]
     assert main([*args, "--epochs", "1", "--latent-dim", "2", *options]) == 0
     fitted = LatentODE.load(out)
     assert (fitted.anchor, fitted.likelihood, fitted.encode_fraction) == (True, "student_t", 0.5)
+    assert fitted.max_time == 600.0
     with pytest.raises(SystemExit):
         main([*args, "--encode-fraction", "1.5"])
 

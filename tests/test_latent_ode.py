@@ -67,6 +67,13 @@ def test_fit_returns_self_with_fitted_attributes(data):
     assert est.device_ == torch.device("cpu")
 
 
+def test_max_time_bounds_the_training(data):
+    # a budget shorter than one epoch: the first epoch runs, the second would overrun
+    model = LatentODE(**{**FAST, "max_epochs": 5}, max_time=1e-6).fit(data.train)
+    assert len(model.history_.loss) == 1 and model.history_.out_of_time
+    assert np.isfinite(model.predict(data.test[:2], times=[1.0]).values).all()
+
+
 def test_fitting_twice_equals_fitting_once(data, fitted):
     pyro.param("users_own_param", torch.ones(2))  # a user's own Pyro state survives
     est = LatentODE(**FAST)

@@ -59,6 +59,9 @@ class TrainingHistory:
         Validation did not improve for ``patience`` epochs.
     interrupted : bool
         Training was stopped by ``KeyboardInterrupt``; the last completed epoch was kept.
+    out_of_time : bool
+        Training stopped before ``max_epochs`` because the next epoch would have ended past
+        ``max_time`` (see :class:`TrainingConfig`).
     """
 
     loss: list = field(default_factory=list)
@@ -71,6 +74,7 @@ class TrainingHistory:
     averaged_epochs: int = 0
     stopped_early: bool = False
     interrupted: bool = False
+    out_of_time: bool = False
 
     def to_dict(self) -> dict:
         """Plain-Python copy (JSON-serialisable)."""
@@ -266,6 +270,10 @@ class TrainingConfig:
     Attributes
     ----------
     max_epochs, batch_size : int
+    max_time : float or None, default None
+        Seconds of wall time this run may train: it stops before an epoch that, lasting as
+        long as the last one, would end past them (the first epoch always runs). None: no
+        limit.
     lr : float
         Adam learning rate.
     lr_decay : float, default 1.0
@@ -309,6 +317,7 @@ class TrainingConfig:
     max_epochs: int
     batch_size: int
     lr: float
+    max_time: float | None = None
     lr_decay: float = 1.0
     num_particles: int = 1
     elbo: str = "analytic_kl"
@@ -541,9 +550,14 @@ def train_svi(
             checkpoint(good)
 
     model.train()
+    began = time.perf_counter()
     try:
         while epoch < cfg.max_epochs and not loop.state.history.stopped_early:
             start = time.perf_counter()
+            if _out_of_time(cfg.max_time, start - began, loop.state.history, epoch - first_epoch):
+                loop.state.history.out_of_time = True
+                logger.info("stopping before epoch %d: max_time would be exceeded", epoch + 1)
+                break
             at = good if "step" in good else None
             try:
                 loss, nfe = _train_epoch(
@@ -590,6 +604,14 @@ def train_svi(
     finally:
         bar.close()
     return loop.finish()
+
+
+def _out_of_time(max_time, elapsed: float, history: TrainingHistory, done: int) -> bool:
+    """Whether an epoch as long as the last one, started after ``elapsed`` seconds of this
+    run, would end past ``max_time`` (never before this run completed an epoch)."""
+    if max_time is None or done == 0 or not history.seconds:
+        return False
+    return elapsed + history.seconds[-1] > max_time
 
 
 def _accumulate(average: dict, params) -> None:

@@ -230,3 +230,33 @@ def test_the_estimator_passes_its_elbo_choice(monkeypatch):
     assert seen and set(seen) == {"sampled_kl"}
     with pytest.raises(ValueError, match="elbo"):
         LatentODE(elbo="iwae").fit(data)
+
+
+def test_max_time_stops_before_an_epoch_that_would_overrun(batches, monkeypatch):
+    import types
+
+    from latentode.inference import svi
+
+    train, _ = batches
+    clock = [0.0]
+
+    def make_batch(idx):  # each epoch (one batch) takes 10 s of a fake clock
+        clock[0] += 10.0
+        return train[0]
+
+    monkeypatch.setattr(svi, "time", types.SimpleNamespace(perf_counter=lambda: clock[0]))
+
+    def run(max_time):
+        torch.manual_seed(0)
+        config = TrainingConfig(max_epochs=6, batch_size=8, lr=0.01, max_time=max_time)
+        return train_svi(LatentODEModel(2, latent_dim=3), make_batch, 8, config)
+
+    # after two epochs (20 s), a third would end at 30 s: past 25
+    history = run(25.0)
+    assert len(history.loss) == 2 and history.out_of_time
+    history = run(30.0)  # ends exactly at the budget: allowed
+    assert len(history.loss) == 3 and history.out_of_time
+    history = run(1.0)  # the first epoch always runs
+    assert len(history.loss) == 1 and history.out_of_time
+    history = run(None)
+    assert len(history.loss) == 6 and not history.out_of_time
