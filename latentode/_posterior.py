@@ -21,7 +21,7 @@ from sklearn.utils.validation import check_is_fitted
 
 from ._base import PREDICT_CHUNK, IntervalMixin, seed_from, serialised
 from ._empirical import BinnedEmpirical
-from ._query import on_own_times
+from ._query import chunks, on_own_times
 from ._validation import integer
 from .datasets import collate
 from .evaluation import NothingHeldOut, gaps_to, held_out_draws, hold_out
@@ -202,38 +202,98 @@ class PosteriorPredictiveMixin(IntervalMixin):
             ``include_latent``. Values in the data's units, times in the data's time units.
             With per-series times, ``time`` becomes ``step`` as in :meth:`predict`.
         """
-        own = self._own_grids(X, times, horizon, n_points)
-        if own is not None:
-            options = dict(include_latent=include_latent, calibrated=calibrated)
-            return on_own_times(
-                self.sample, *own, n_samples, **self._own_chunks(), n_samples=n_samples, **options
-            )
         sites = ["mean", "obs"]
         if self.poisson:
             sites.append("intensity")
         if include_latent:
             sites += ["z0", "z"]
-        data, t, draws = self._draw(X, times, n_samples, sites=tuple(sites))
-        coords = self._coords(data, t)
-        coords["sample"] = np.arange(n_samples)
-        dims = ("sample", "series", "time", "feature")
-        obs = self._unscale_values(draws["obs"])
         calibrated = calibrated and getattr(self, "calibration_", None) is not None
-        if calibrated:
-            obs = self._calibrated(obs, data, t)
-        variables = {
-            "obs": (dims, obs),
-            "mean": (dims, self._unscale_values(draws["mean"])),
-        }
-        if self.poisson:
-            # model intensities are per unit of rescaled time
-            rate = draws["intensity"].cpu().double().numpy() / self.time_scale_
-            variables["intensity"] = (dims, rate)
+        own = self._own_grids(X, times, horizon, n_points)
+        if own is None:
+            data, t, draws = self._draw(X, times, n_samples, sites=tuple(sites))
+            variables = self._in_data_units(draws, data, t, calibrated)
+            coords, along = self._coords(data, t), "time"
+        else:
+            data, grids = own
+            variables, t = self._draws_on_own_times(data, grids, n_samples, sites, calibrated)
+            coords = self._coords(data, np.arange(t.shape[1]))
+            coords["step"] = coords.pop("time")
+            coords["time"] = (("series", "step"), t)
+            along = "step"
+        coords["sample"] = np.arange(n_samples)
         if include_latent:
             coords["latent"] = np.arange(self.latent_dim)
-            variables["z0"] = (("sample", "series", "latent"), draws["z0"].cpu().numpy())
-            variables["z"] = (("sample", "series", "time", "latent"), draws["z"].cpu().numpy())
-        return xr.Dataset(variables, coords=coords, attrs=self._attrs(calibrated=int(calibrated)))
+        dims = {
+            "obs": ("sample", "series", along, "feature"),
+            "mean": ("sample", "series", along, "feature"),
+            "intensity": ("sample", "series", along, "feature"),
+            "z0": ("sample", "series", "latent"),
+            "z": ("sample", "series", along, "latent"),
+        }
+        return xr.Dataset(
+            {name: (dims[name], value) for name, value in variables.items()},
+            coords=coords,
+            attrs=self._attrs(calibrated=int(calibrated)),
+        )
+
+    def _in_data_units(self, draws: dict, data, t: np.ndarray, calibrated: bool) -> dict:
+        """Draws of :meth:`_draw` (model units, tensors) as arrays in the data's units, ``obs``
+        calibrated when asked; ``t`` the query times, (time,) or each series' (series, time).
+        """
+        obs = self._unscale_values(draws["obs"])
+        out = {"obs": self._calibrated(obs, data, t) if calibrated else obs}
+        if "mean" in draws:
+            out["mean"] = self._unscale_values(draws["mean"])
+        if "intensity" in draws:  # model intensities are per unit of rescaled time
+            out["intensity"] = draws["intensity"].cpu().double().numpy() / self.time_scale_
+        for name in ("z0", "z"):
+            if name in draws:
+                out[name] = draws[name].cpu().numpy()
+        return out
+
+    def _own_time_chunks(self, data, grids: list, n_samples: int, sites, calibrated: bool):
+        """Draws at each series' own times, chunk by chunk of series drawn on the union of
+        their grids; each series' own times are picked out of its chunk's draws before they
+        are converted to the data's units, so only those are converted (and calibrated).
+
+        Yields
+        ------
+        start, stop : int
+            The chunk's series, ``data[start:stop]``.
+        variables : dict of str to ndarray
+            As :meth:`_in_data_units`, with ``step`` (up to the longest grid of all series)
+            in place of ``time``, NaN where a series has fewer times.
+        times : ndarray of shape (stop - start, step)
+            Each series' own times, NaN-padded.
+        """
+        longest = max(len(g) for g in grids)
+        for start, stop, grid in chunks(grids, n_samples, self._draw_width(), WIDEST_CELLS):
+            chunk = data[start:stop]
+            position = np.zeros((stop - start, longest), dtype=np.int64)
+            valid = np.zeros((stop - start, longest), dtype=bool)
+            for k, g in enumerate(grids[start:stop]):
+                position[k, : len(g)] = np.searchsorted(grid, g)
+                valid[k, : len(g)] = True
+            _, _, draws = self._draw(chunk, grid, n_samples, sites=tuple(sites))
+            for name, value in draws.items():
+                if name != "z0":  # (sample, series, time, ...) -> (sample, series, step, ...)
+                    rows = torch.arange(stop - start, device=value.device)[:, None]
+                    draws[name] = value[:, rows, torch.as_tensor(position, device=value.device)]
+            # padding steps sit on the grid's first time until they are blanked
+            out = self._in_data_units(draws, chunk, grid[position], calibrated)
+            for name, value in out.items():
+                if name != "z0":
+                    value[:, ~valid] = np.nan
+            yield start, stop, out, np.where(valid, grid[position], np.nan)
+
+    def _draws_on_own_times(self, data, grids: list, n_samples: int, sites, calibrated: bool):
+        """:meth:`_own_time_chunks` joined: (variables, times) for all series."""
+        parts, times = [], []
+        for _, _, out, t in self._own_time_chunks(data, grids, n_samples, sites, calibrated):
+            parts.append(out)
+            times.append(t)
+        variables = {name: np.concatenate([p[name] for p in parts], axis=1) for name in parts[0]}
+        return variables, np.concatenate(times)
 
     @serialised
     def predict_quantiles(
@@ -278,12 +338,13 @@ class PosteriorPredictiveMixin(IntervalMixin):
         levels = np.atleast_1d(np.asarray(q, dtype=np.float64))
         if levels.ndim != 1 or levels.size == 0 or not ((levels > 0) & (levels < 1)).all():
             raise ValueError(f"q must be quantile levels in (0, 1); got {q!r}.")
-        own = self._quantiles_per_series(
-            X, times, horizon, n_points, n_samples, q=levels, n_samples=n_samples
-        )
-        if own is not None:
-            return own
+        if times is None and horizon is None:  # each series at its own observation times
+            check_is_fitted(self)
+            times = {s.id: s.times for s in self._check_data(X)}
         calibrated = getattr(self, "calibration_", None) is not None
+        own = self._own_grids(X, times, horizon, n_points)
+        if own is not None:
+            return self._quantiles_on_own_times(*own, levels, n_samples, calibrated)
         obs = self.sample(X, times=times, n_samples=n_samples, calibrated=False)["obs"]
         if calibrated:
             # read off the calibrated predictive itself (mean + sd x the calibration's
@@ -306,6 +367,37 @@ class PosteriorPredictiveMixin(IntervalMixin):
             [list(obs.feature.values), list(levels)], names=["feature", "quantile"]
         )
         return frame.reindex(columns=columns)
+
+    def _quantiles_on_own_times(
+        self, data, grids: list, levels: np.ndarray, n_samples: int, calibrated: bool
+    ) -> pd.DataFrame:
+        """:meth:`predict_quantiles` with each series at its own times: the rows of those
+        times only, series by series; the draws of one chunk of series at a time are held."""
+        ids = np.asarray(data.ids, dtype=object)
+        blocks, keys, stamps = [], [], []
+        for start, _, out, t in self._own_time_chunks(data, grids, n_samples, ["obs"], False):
+            obs, valid = out["obs"], np.isfinite(t)
+            if calibrated:
+                filled = np.where(valid, t, np.nanmin(t, axis=1, keepdims=True))
+                values = self._calibrated_quantiles(
+                    obs, data[start : start + len(t)], filled, levels
+                )
+            else:
+                values = np.quantile(obs, levels, axis=0, method="weibull")
+            # (quantile, series, step, feature) -> rows of the valid (series, step), columns
+            # (feature, quantile) with the quantiles varying fastest
+            rows = values.transpose(1, 2, 3, 0)[valid]
+            blocks.append(rows.reshape(len(rows), -1))
+            series, step = np.nonzero(valid)
+            keys.append(ids[start + series])
+            stamps.append(t[series, step])
+        index = pd.MultiIndex.from_arrays(
+            [np.concatenate(keys), np.concatenate(stamps)], names=["series", "time"]
+        )
+        columns = pd.MultiIndex.from_product(
+            [[str(f) for f in self.feature_names_in_], list(levels)], names=["feature", "quantile"]
+        )
+        return pd.DataFrame(np.concatenate(blocks), index=index, columns=columns)
 
     @serialised
     def to_inference_data(self, X, *, n_samples: int = 100, log_likelihood: bool = False):
@@ -527,7 +619,7 @@ class PosteriorPredictiveMixin(IntervalMixin):
         calibrated on the model's scale (log for log features)."""
         obs = self._forward(obs)
         mean, sd = obs.mean(0), obs.std(0)
-        gap = np.stack([gaps_to(s.times, t) for s in data])  # (series, time)
+        gap = _gaps(data, t)
         rng = np.random.default_rng(seed_from(self.random_state) + 2)
         z = np.empty_like(obs)
         for d in range(obs.shape[-1]):
@@ -543,7 +635,7 @@ class PosteriorPredictiveMixin(IntervalMixin):
         feature): array of shape (quantile, series, time, feature), in the data's units."""
         obs = self._forward(obs)
         mean, sd = obs.mean(0), obs.std(0)
-        gap = np.stack([gaps_to(s.times, t) for s in data]).ravel()  # (series * time,)
+        gap = _gaps(data, t).ravel()
         z = np.empty((len(levels), *mean.shape))
         for d in range(mean.shape[-1]):
             z[..., d] = self.calibration_.quantiles(d, gap, levels).T.reshape(
@@ -561,3 +653,11 @@ class PosteriorPredictiveMixin(IntervalMixin):
         super()._set_fitted_state(state)
         saved = state.get("calibration_")
         self.calibration_ = None if saved is None else BinnedEmpirical.from_state(saved)
+
+
+def _gaps(data, t: np.ndarray) -> np.ndarray:
+    """Time from each query time to the nearest observation of its series: array of shape
+    (series, time), for one grid ``t`` of shape (time,) or each series' own (series, time)."""
+    if t.ndim == 1:
+        return np.stack([gaps_to(s.times, t) for s in data])
+    return np.stack([gaps_to(s.times, row) for s, row in zip(data, t, strict=True)])

@@ -119,6 +119,15 @@ def test_predict_and_sample_take_each_series_own_times(spirals, fitted):
         for j, t in enumerate(own[s.id]):
             expected = union.sel(series=s.id, time=t).values
             np.testing.assert_allclose(mean.values[k, j], expected, rtol=1e-6)
+    # sample too: each series' own times picked out of the same draws, padding blank
+    drawn = fitted.sample(series, times=own, n_samples=8, include_latent=True)
+    on_union = fitted.sample(series, times=[0.1, 0.2, 0.3, 0.5, 1.0, 2.0], n_samples=8)
+    assert drawn.obs.dims == ("sample", "series", "step", "feature")
+    assert drawn.z.dims == ("sample", "series", "step", "latent")
+    for k, s in enumerate(series):
+        picked = on_union.obs.sel(series=s.id, time=own[s.id]).values
+        np.testing.assert_allclose(drawn.obs.values[:, k, : len(own[s.id])], picked, rtol=1e-6)
+    assert np.isnan(drawn.obs.values[:, 1, 1:]).all() and np.isnan(drawn.z.values[:, 1, 1:]).all()
     draws = fitted.sample(series, horizon=1.0, n_points=4, n_samples=5, include_latent=True)
     assert draws.obs.shape == (5, 3, 4, 2) and draws.z0.shape == (5, 3, 3)
     for k, s in enumerate(series):
@@ -170,7 +179,10 @@ def test_calibrated_quantiles_are_exact_not_read_off_draws(spirals, fitted, tmp_
     _, _, _, draws = held_out_draws(calibrated, context, target, 10)
     spread = np.diff(np.quantile(draws, [0.05, 0.95], axis=0), axis=0)
     assert np.mean(upper - lower) > 1.1 * spread.mean()
-    # the median is the model's mean shifted by the calibration's median error, per value
-    own = fitted.predict_quantiles(context[:2], times=grid[context[0].id], q=[0.5])
-    again = calibrated.predict_quantiles(context[:2], times=grid[context[0].id], q=[0.5])
-    assert own.shape == again.shape and np.isfinite(again.to_numpy()).all()
+    # one series at its own times: the same draws, so the same quantiles, as on its grid
+    first = context[:1]
+    times = grid[first[0].id]
+    on_grid = calibrated.predict_quantiles(first, times=times, q=[0.05, 0.5, 0.95])
+    on_own = calibrated.predict_quantiles(first, times={first[0].id: times}, q=[0.05, 0.5, 0.95])
+    np.testing.assert_allclose(on_own.to_numpy(), on_grid.to_numpy(), rtol=1e-6)
+    assert list(on_own.columns) == list(on_grid.columns)
