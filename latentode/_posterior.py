@@ -199,7 +199,8 @@ class PosteriorPredictiveMixin(IntervalMixin):
             ``intensity (sample, series, time, feature)``: the expected number of observations
             per unit of time of each feature, for models fitted with ``poisson=True``;
             ``z0 (sample, series, latent)`` and ``z (sample, series, time, latent)`` when
-            ``include_latent``. Values in the data's units, times in the data's time units.
+            ``include_latent``. Values in the data's units (float32, the precision the draws
+            are made in), times in the data's time units.
             With per-series times, ``time`` becomes ``step`` as in :meth:`predict`.
         """
         sites = ["mean", "obs"]
@@ -240,12 +241,12 @@ class PosteriorPredictiveMixin(IntervalMixin):
         """Draws of :meth:`_draw` (model units, tensors) as arrays in the data's units, ``obs``
         calibrated when asked; ``t`` the query times, (time,) or each series' (series, time).
         """
-        obs = self._unscale_values(draws["obs"])
+        obs = self._draws_in_data_units(draws["obs"])
         out = {"obs": self._calibrated(obs, data, t) if calibrated else obs}
         if "mean" in draws:
-            out["mean"] = self._unscale_values(draws["mean"])
+            out["mean"] = self._draws_in_data_units(draws["mean"])
         if "intensity" in draws:  # model intensities are per unit of rescaled time
-            out["intensity"] = draws["intensity"].cpu().double().numpy() / self.time_scale_
+            out["intensity"] = draws["intensity"].float().cpu().numpy() / float(self.time_scale_)
         for name in ("z0", "z"):
             if name in draws:
                 out[name] = draws[name].cpu().numpy()
@@ -286,13 +287,27 @@ class PosteriorPredictiveMixin(IntervalMixin):
                     value[:, ~valid] = np.nan
             yield start, stop, out, np.where(valid, grid[position], np.nan)
 
+    def _draws_in_data_units(self, v: torch.Tensor) -> np.ndarray:
+        """Draws (standardised model units) in the data's units, in float32 — the precision
+        they were drawn in — converted on the tensor, without float64 copies of the draws."""
+        v = v.detach().float()
+        scale = torch.as_tensor(self.value_scale_, dtype=torch.float32, device=v.device)
+        mean = torch.as_tensor(self.value_mean_, dtype=torch.float32, device=v.device)
+        out = v.mul(scale).add_(mean).cpu().numpy()
+        if self._logged() is not None:
+            out = self._inverse(out).astype(np.float32)
+        return out
+
     def _draws_on_own_times(self, data, grids: list, n_samples: int, sites, calibrated: bool):
         """:meth:`_own_time_chunks` joined: (variables, times) for all series."""
-        parts, times = [], []
-        for _, _, out, t in self._own_time_chunks(data, grids, n_samples, sites, calibrated):
-            parts.append(out)
+        variables, times = {}, []
+        for start, stop, out, t in self._own_time_chunks(data, grids, n_samples, sites, calibrated):
+            for name, value in out.items():  # written in place: no second copy of the draws
+                if name not in variables:
+                    shape = (value.shape[0], len(data), *value.shape[2:])
+                    variables[name] = np.empty(shape, dtype=value.dtype)
+                variables[name][:, start:stop] = value
             times.append(t)
-        variables = {name: np.concatenate([p[name] for p in parts], axis=1) for name in parts[0]}
         return variables, np.concatenate(times)
 
     @serialised
@@ -626,7 +641,7 @@ class PosteriorPredictiveMixin(IntervalMixin):
             z[..., d] = self.calibration_.draw(d, gap.ravel(), obs.shape[0], rng).reshape(
                 obs.shape[:-1]
             )
-        return self._inverse(mean + sd * z)
+        return self._inverse(mean + sd * z).astype(np.float32)
 
     def _calibrated_quantiles(
         self, obs: np.ndarray, data, t: np.ndarray, levels: np.ndarray
