@@ -252,14 +252,18 @@ def _fit(args) -> None:
     _writable("--model", args.model)
     if args.checkpoint:
         _writable("--checkpoint", args.checkpoint)
-    data = _load_data(args)
+    if args.stream:
+        data = train = _streamed(args)
+        validation = None
+    else:
+        data = _load_data(args)
+        train, validation = _split_validation(data, args.validation_fraction, args.seed)
     options = {name: getattr(args, name) for name in _FIT_OPTIONS}
     model = LatentODE(
         **options,
         random_state=args.seed,
         verbose="force" if args.progress else not args.quiet,
     )
-    train, validation = _split_validation(data, args.validation_fraction, args.seed)
     model.fit(train, validation_data=validation, checkpoint=args.checkpoint, resume=args.resume)
     try:
         model.save(args.model)
@@ -272,10 +276,49 @@ def _fit(args) -> None:
         ) from err
     held = f" ({len(validation)} held out for validation)" if validation is not None else ""
     print(
-        f"fitted {len(data)} series{held} × {data.n_features} features in "
+        f"fitted {len(data)} series{held} × {len(data.feature_names)} features in "
         f"{len(model.history_.loss)} epochs (final loss {model.history_.loss[-1]:.4g}); "
         f"wrote {args.model}"
     )
+
+
+def _streamed(args):
+    """``fit --stream``: the Parquet file or folder of ``data`` opened for reading in blocks."""
+    from .datasets import ParquetSeries
+
+    path = Path(args.data)
+    if not path.exists():
+        raise CommandError(f"{args.data}: no such file or folder.")
+    if path.is_file() and path.suffix.lower() not in (".parquet", ".pq"):
+        raise CommandError(
+            f"{args.data}: --stream reads Parquet (a .parquet file or a folder of them); "
+            "convert the table, or fit without --stream to load it in memory."
+        )
+    for option, given in (("--static", args.static is not None), ("--time-unit", args.time_unit)):
+        if given:
+            raise CommandError(
+                f"{option} is not available with --stream; give elapsed times as numbers and "
+                "fit without static covariates, or fit in memory without --stream."
+            )
+    if args.validation_fraction > 0:
+        print(
+            "--stream: no series are held out for validation (the last epoch is kept and the "
+            "bands stay uncalibrated); calibrate later on other series with "
+            "LatentODE.calibrate.",
+            file=sys.stderr,
+        )
+    try:
+        return ParquetSeries(
+            path,
+            id_col=args.id_col,
+            time_col=args.time_col,
+            value_cols=args.value_cols or None,
+            workers=args.workers,
+        )
+    except ImportError:
+        raise CommandError("--stream needs the package pyarrow (pip install pyarrow).") from None
+    except ValueError as err:
+        raise CommandError(f"{args.data}: {err}") from None
 
 
 def _split_validation(data, fraction: float, seed: int):
@@ -584,6 +627,18 @@ def build_parser() -> argparse.ArgumentParser:
         default=0.1,
         help="share of the series held out (at random, whole) to pick the best epoch, stop "
         "early with --patience and calibrate the bands; 0 trains on all",
+    )
+    fit.add_argument(
+        "--stream",
+        action="store_true",
+        help="read a Parquet file or folder in blocks while training instead of loading it "
+        "(data larger than memory; no validation split, no --static)",
+    )
+    fit.add_argument(
+        "--workers",
+        type=integer("workers", low=0).parse,
+        default=0,
+        help="with --stream: processes reading and collating while the model trains",
     )
     fit.add_argument("--seed", type=_SEED.parse, default=0)
     fit.add_argument("--checkpoint", help="checkpoint file, written during training")

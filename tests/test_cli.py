@@ -362,3 +362,31 @@ def test_static_covariates_come_from_a_table_per_series(table, tmp_path, capsys)
     static.iloc[1:].to_csv(static_path, index=False)  # a series without its row
     assert main(["predict", str(out), str(path), *common, "--output", str(forecast)]) == 2
     assert f"series [{ids[0]}]" in capsys.readouterr().err
+
+
+def test_fit_streams_a_parquet_file(table, tmp_path, capsys):
+    pytest.importorskip("pyarrow")
+    from latentode import LatentODE
+    from latentode.datasets import write_parquet
+
+    data = make_spirals(n_series=30, n_obs=12, random_state=0).train
+    path = tmp_path / "spirals.parquet"
+    write_parquet(data, path, id_col="spiral", time_col="t")
+    out = tmp_path / "streamed.pt"
+    args = ["fit", str(path), "--id-col", "spiral", "--time-col", "t", "--model", str(out)]
+    assert main([*args, "--stream", "--epochs", "6", "--latent-dim", "2", "--quiet"]) == 0
+    fitted = LatentODE.load(out)
+    assert fitted.n_features_in_ == 2 and len(fitted.history_.loss) == 6
+    assert f"fitted {len(data)} series" in capsys.readouterr().out
+    # standardised with the file's statistics, and trained: the loss fell
+    values = np.concatenate([s.values for s in data])
+    np.testing.assert_allclose(fitted.value_mean_, np.nanmean(values, axis=0), rtol=1e-5)
+    assert fitted.history_.loss[-1] < fitted.history_.loss[0]
+    # what streaming cannot do is refused by name
+    static = tmp_path / "static.csv"
+    pd.DataFrame({"spiral": data.ids, "age": 1.0}).to_csv(static, index=False)
+    assert main([*args, "--stream", "--static", str(static)]) == 2
+    assert "--static is not available with --stream" in capsys.readouterr().err
+    csv = table[1]
+    assert main(["fit", str(csv), *args[2:], "--stream"]) == 2
+    assert "--stream reads Parquet" in capsys.readouterr().err
