@@ -241,10 +241,11 @@ class PosteriorPredictiveMixin(IntervalMixin):
         """Draws of :meth:`_draw` (model units, tensors) as arrays in the data's units, ``obs``
         calibrated when asked; ``t`` the query times, (time,) or each series' (series, time).
         """
-        obs = self._draws_in_data_units(draws["obs"])
-        out = {"obs": self._calibrated(obs, data, t) if calibrated else obs}
+        out = {"obs": self._draws_in_data_units(draws["obs"])}
         if "mean" in draws:
             out["mean"] = self._draws_in_data_units(draws["mean"])
+        if calibrated:
+            out["obs"] = self._calibrated(out["obs"], out["mean"], data, t)
         if "intensity" in draws:  # model intensities are per unit of rescaled time
             out["intensity"] = draws["intensity"].float().cpu().numpy() / float(self.time_scale_)
         for name in ("z0", "z"):
@@ -360,13 +361,16 @@ class PosteriorPredictiveMixin(IntervalMixin):
         own = self._own_grids(X, times, horizon, n_points)
         if own is not None:
             return self._quantiles_on_own_times(*own, levels, n_samples, calibrated)
-        obs = self.sample(X, times=times, n_samples=n_samples, calibrated=False)["obs"]
+        drawn = self.sample(X, times=times, n_samples=n_samples, calibrated=False)
+        obs = drawn["obs"]
         if calibrated:
             # read off the calibrated predictive itself (mean + sd x the calibration's
             # quantile), not off a finite number of draws from it, whose sample quantiles
             # make central intervals too narrow (about 0.9 x (n - 1) / (n + 1) at 90%)
             data = self._check_data(X)
-            values = self._calibrated_quantiles(obs.values, data, obs.time.values, levels)
+            values = self._calibrated_quantiles(
+                obs.values, drawn["mean"].values, data, obs.time.values, levels
+            )
             table = xr.DataArray(
                 values,
                 dims=("quantile", "series", "time", "feature"),
@@ -390,12 +394,13 @@ class PosteriorPredictiveMixin(IntervalMixin):
         times only, series by series; the draws of one chunk of series at a time are held."""
         ids = np.asarray(data.ids, dtype=object)
         blocks, keys, stamps = [], [], []
-        for start, _, out, t in self._own_time_chunks(data, grids, n_samples, ["obs"], False):
+        sites = ["mean", "obs"] if calibrated else ["obs"]
+        for start, _, out, t in self._own_time_chunks(data, grids, n_samples, sites, False):
             obs, valid = out["obs"], np.isfinite(t)
             if calibrated:
                 filled = np.where(valid, t, np.nanmin(t, axis=1, keepdims=True))
                 values = self._calibrated_quantiles(
-                    obs, data[start : start + len(t)], filled, levels
+                    obs, out["mean"], data[start : start + len(t)], filled, levels
                 )
             else:
                 values = np.quantile(obs, levels, axis=0, method="weibull")
@@ -546,9 +551,10 @@ class PosteriorPredictiveMixin(IntervalMixin):
 
         Parts of the series in ``X`` — which the model must not have been fitted on — are
         hidden (:func:`latentode.evaluation.hold_out`) and predicted from the rest; the
-        standardised errors ``z = (y - mean) / sd`` of the draws, per feature and in bins of
-        the time from the nearest observation, make the calibrated predictive ``mean + sd *
-        Z`` with ``Z`` drawn from them. Its central intervals then cover their nominal share
+        standardised errors ``z = (y - mean) / sd`` (``mean`` the average of the draws'
+        noise-free predictions, ``sd`` the spread of the draws with their noise), per feature
+        and in bins of the time from the nearest observation, make the calibrated predictive
+        ``mean + sd * Z`` with ``Z`` drawn from them. Its central intervals then cover their nominal share
         of values like those held out, whatever the model's own spread. :meth:`sample`,
         :meth:`predict_quantiles` and :meth:`predict_interval` use it from then on (and it
         is saved with the model); :meth:`predict` (the mean) is unchanged.
@@ -613,11 +619,12 @@ class PosteriorPredictiveMixin(IntervalMixin):
                     context, target = hold_out(data, **option, random_state=seed)
                 except NothingHeldOut:
                     continue
-            y, f, gap, x = held_out_draws(self, context, target, n_samples)
+            y, f, gap, x, m = held_out_draws(self, context, target, n_samples, with_means=True)
             # on the model's scale (log for log features), where the errors are symmetric
             y, x = self._forward(y, f), self._forward(x.astype(np.float64), f)
+            centre = self._forward(m.astype(np.float64), f).mean(0)
             sd = np.maximum(x.std(0), 1e-9 * self.value_scale_[f])
-            pooled.append((f, gap, (y - x.mean(0)) / sd))
+            pooled.append((f, gap, (y - centre) / sd))
         if not pooled:
             return np.zeros(0, dtype=int), np.zeros(0), np.zeros(0)
         return tuple(np.concatenate(parts) for parts in zip(*pooled, strict=True))
@@ -629,14 +636,24 @@ class PosteriorPredictiveMixin(IntervalMixin):
         except NothingHeldOut as err:
             logger.info("the predictive was left uncalibrated: %s", err)
 
-    def _calibrated(self, obs: np.ndarray, data, t: np.ndarray) -> np.ndarray:
+    def _centre_and_spread(self, obs: np.ndarray, means: np.ndarray):
+        """Centre and spread of the predictive on the model's scale (log for log features),
+        from draws of ``obs`` and of the noise-free ``mean`` (sample, series, time, feature).
+
+        The centre is the average of the noise-free means, not of the noisy draws: where the
+        learned noise is much wider than the errors (a feature with gross entry errors in
+        training), the average of noisy draws wanders by ``sd / sqrt(n)``, as far as the
+        errors themselves, and a calibration of ``(y - centre) / sd`` would mostly calibrate
+        that Monte Carlo noise (too narrow with fewer draws than at calibration)."""
+        return self._forward(means).mean(0), self._forward(obs).std(0)
+
+    def _calibrated(self, obs: np.ndarray, means: np.ndarray, data, t: np.ndarray) -> np.ndarray:
         """Calibrated draws from raw ones (sample, series, time, feature), same shape;
         calibrated on the model's scale (log for log features)."""
-        obs = self._forward(obs)
-        mean, sd = obs.mean(0), obs.std(0)
+        mean, sd = self._centre_and_spread(obs, means)
         gap = _gaps(data, t)
         rng = np.random.default_rng(seed_from(self.random_state) + 2)
-        z = np.empty_like(obs)
+        z = np.empty(obs.shape, dtype=np.float32)
         for d in range(obs.shape[-1]):
             z[..., d] = self.calibration_.draw(d, gap.ravel(), obs.shape[0], rng).reshape(
                 obs.shape[:-1]
@@ -644,12 +661,12 @@ class PosteriorPredictiveMixin(IntervalMixin):
         return self._inverse(mean + sd * z).astype(np.float32)
 
     def _calibrated_quantiles(
-        self, obs: np.ndarray, data, t: np.ndarray, levels: np.ndarray
+        self, obs: np.ndarray, means: np.ndarray, data, t: np.ndarray, levels: np.ndarray
     ) -> np.ndarray:
-        """Quantiles of the calibrated predictive from raw draws (sample, series, time,
-        feature): array of shape (quantile, series, time, feature), in the data's units."""
-        obs = self._forward(obs)
-        mean, sd = obs.mean(0), obs.std(0)
+        """Quantiles of the calibrated predictive from raw draws of ``obs`` and ``mean``
+        (sample, series, time, feature): array of shape (quantile, series, time, feature), in
+        the data's units."""
+        mean, sd = self._centre_and_spread(obs, means)
         gap = _gaps(data, t).ravel()
         z = np.empty((len(levels), *mean.shape))
         for d in range(mean.shape[-1]):

@@ -155,8 +155,16 @@ def gaps_to(context_times: np.ndarray, times: np.ndarray) -> np.ndarray:
     return np.minimum(np.abs(times - context_times[left]), np.abs(times - context_times[right]))
 
 
-def held_out_draws(model, context, target, n_samples: int, **sample_options):
+def held_out_draws(
+    model, context, target, n_samples: int, *, with_means: bool = False, **sample_options
+):
     """Draws of ``model`` at every held-out value, series by series in bounded chunks.
+
+    Parameters
+    ----------
+    with_means : bool, default False
+        Also return the draws of the ``mean`` variable of ``model.sample`` (each draw's
+        noise-free prediction, for models that give one).
 
     Returns
     -------
@@ -165,12 +173,15 @@ def held_out_draws(model, context, target, n_samples: int, **sample_options):
         observation of its series' context.
     draws : ndarray of shape (n_samples, values)
         Values and draws in float32, to bound memory.
+    means : ndarray of shape (n_samples, values)
+        Only ``with_means``.
     """
-    truths, features, gaps, draws = [], [], [], []
+    truths, features, gaps, draws, means = [], [], [], [], []
     grids = [s.times for s in target]
     for start, stop, grid in chunks(grids, n_samples, target.n_features):
         chunk = context[start:stop]
-        obs = model.sample(chunk, times=grid, n_samples=n_samples, **sample_options)["obs"].values
+        drawn = model.sample(chunk, times=grid, n_samples=n_samples, **sample_options)
+        obs = drawn["obs"].values
         for row, (c, s) in enumerate(zip(chunk, target[start:stop], strict=True)):
             cols = np.searchsorted(grid, s.times)
             seen = np.isfinite(s.values)
@@ -179,12 +190,15 @@ def held_out_draws(model, context, target, n_samples: int, **sample_options):
             features.append(f_idx)
             gaps.append(gaps_to(c.times, s.times)[t_idx])
             draws.append(obs[:, row, cols[t_idx], f_idx].astype(np.float32))
-    return (
+            if with_means:
+                means.append(drawn["mean"].values[:, row, cols[t_idx], f_idx].astype(np.float32))
+    out = (
         np.concatenate(truths),
         np.concatenate(features),
         np.concatenate(gaps),
         np.concatenate(draws, axis=1),
     )
+    return (*out, np.concatenate(means, axis=1)) if with_means else out
 
 
 def _scores(y: np.ndarray, x: np.ndarray, levels: Sequence[float]) -> dict:

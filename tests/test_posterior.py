@@ -186,3 +186,20 @@ def test_calibrated_quantiles_are_exact_not_read_off_draws(spirals, fitted, tmp_
     on_own = calibrated.predict_quantiles(first, times={first[0].id: times}, q=[0.05, 0.5, 0.95])
     np.testing.assert_allclose(on_own.to_numpy(), on_grid.to_numpy(), rtol=1e-6)
     assert list(on_own.columns) == list(on_grid.columns)
+
+
+def test_calibration_centres_on_noise_free_means_when_the_noise_is_too_wide(spirals):
+    # a fixed noise far above the data's: each draw is mostly noise, so the average of 20
+    # noisy draws wanders by about obs_std / sqrt(20) = 4.5, beyond the model's real errors
+    # (centred on it, the 90% bands covered 0.67 and the draws' mean had 3x the error)
+    wide = LatentODE(**{**FAST, "obs_std": 20.0}).fit(spirals.train)
+    wide.calibrate(spirals.test[:30], last=2.0)
+    context, target = hold_out(spirals.test[30:], last=2.0)
+    table = evaluate({"wide": wide}, context, target, levels=[0.5, 0.9], n_samples=20)
+    overall = table[table.feature == "all"].iloc[0]
+    assert 0.8 <= overall.coverage_90 <= 0.97 and 0.38 <= overall.coverage_50 <= 0.62
+    truth = np.concatenate([s.values for s in target])
+    point = np.concatenate(
+        [wide.predict(c, times=s.times).values[0] for c, s in zip(context, target, strict=True)]
+    )
+    assert overall.mse < 1.3 * np.nanmean((truth - point) ** 2)
