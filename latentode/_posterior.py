@@ -554,10 +554,10 @@ class PosteriorPredictiveMixin(IntervalMixin):
         standardised errors ``z = (y - mean) / sd`` (``mean`` the average of the draws'
         noise-free predictions, ``sd`` the spread of the draws with their noise), per feature
         and in bins of the time from the nearest observation, make the calibrated predictive
-        ``mean + sd * Z`` with ``Z`` drawn from them. Its central intervals then cover their nominal share
-        of values like those held out, whatever the model's own spread. :meth:`sample`,
-        :meth:`predict_quantiles` and :meth:`predict_interval` use it from then on (and it
-        is saved with the model); :meth:`predict` (the mean) is unchanged.
+        ``mean + sd * Z`` with ``Z`` drawn from them. Its central intervals then cover their
+        nominal share of values like those held out, whatever the model's own spread.
+        :meth:`sample`, :meth:`predict_quantiles` and :meth:`predict_interval` use it from
+        then on (and it is saved with the model); :meth:`predict` (the mean) is unchanged.
 
         Parameters
         ----------
