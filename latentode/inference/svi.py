@@ -17,6 +17,7 @@ import torch
 from pyro.infer import Trace_ELBO, TraceMeanField_ELBO
 from tqdm.auto import tqdm
 
+from .._allocator import hold_freed_memory, release_freed_memory
 from ..datasets import Batch
 from ..solvers import SolverError
 from ._adam import Adam
@@ -549,6 +550,7 @@ def train_svi(
         if checkpoint is not None:
             checkpoint(good)
 
+    hold_freed_memory()  # no page faults re-fetching each step's activations (glibc)
     model.train()
     began = time.perf_counter()
     try:
@@ -603,6 +605,7 @@ def train_svi(
         logger.warning("training interrupted; keeping the parameters of epoch %d", epoch)
     finally:
         bar.close()
+        release_freed_memory()
     return loop.finish()
 
 
