@@ -15,6 +15,8 @@ configuration (peer, latentode, peer, latentode, ...), all with the same thread 
 - ``periodic``: Rubanova et al.'s toy set (1000 series, 50 of 100 points, latent 10, ODE-RNN
   encoder, batch 50) for ``--periodic-epochs`` epochs; latentode records its held-out MSE
   after every epoch, so the time it takes to reach the peer's final test MSE is measured too.
+  latentode runs it with its ODE-RNN encoder stepped by Euler, as the peer's is (steps of a
+  fiftieth of the time span), and, as a second row, with its default RK4 steps.
 
 Per side: the median and spread (min–max) of the seconds per training iteration, the process
 CPU seconds, the peak resident memory of the whole process (imports included) and the
@@ -128,8 +130,9 @@ def periodic_peer(peers: Path, epochs: int, threads: int, seed: int) -> dict:
     }
 
 
-def periodic_ours(epochs: int, threads: int, seed: int) -> dict:
+def periodic_ours(epochs: int, threads: int, seed: int, encoder_solver: str) -> dict:
     flags = [f"--periodic-epochs={epochs}", "--periodic-eval-every=1"]
+    flags.append(f"--periodic-encoder-solver={encoder_solver}")
     r, wall, cpu = _ours(["periodic", "native", *flags], threads, seed)
     return {
         "seconds_per_iteration": r["seconds_per_iteration"],
@@ -211,9 +214,10 @@ def main(argv=None) -> int:
                         )
                 else:
                     peer_runs.append(periodic_peer(peers, args.periodic_epochs, args.threads, seed))
-                    ours.setdefault("latentode", []).append(
-                        periodic_ours(args.periodic_epochs, args.threads, seed)
-                    )
+                    for scheme, name in (("euler", "Euler"), ("rk4", "RK4")):
+                        ours.setdefault(f"latentode ({name} encoder)", []).append(
+                            periodic_ours(args.periodic_epochs, args.threads, seed, scheme)
+                        )
                 print(f"{config}: run {k + 1} of {args.runs} done", flush=True)
             peer = _side(peer_runs)
             entry = {"peer": peer, "latentode": {}}

@@ -300,3 +300,26 @@ def rk4(f, h: torch.Tensor, span, n_steps: int) -> torch.Tensor:
         k4 = f(h + dt * k3)
         h = h + dt / 6.0 * (k1 + 2.0 * k2 + 2.0 * k3 + k4)
     return h
+
+
+def euler(f, h: torch.Tensor, span, n_steps: int) -> torch.Tensor:
+    """Integrate the autonomous ``dh/dt = f(h)`` over ``span`` (either sign) with Euler steps.
+
+    Parameters
+    ----------
+    f : callable
+        Maps (..., state) to (..., state).
+    h : Tensor of shape (..., state)
+    span : float or Tensor broadcastable to ``h``
+        Signed length of the interval; a tensor such as (batch, 1) gives each row its own.
+    n_steps : int
+        Equal steps.
+
+    Returns
+    -------
+    Tensor of shape (..., state)
+    """
+    dt = span / n_steps
+    for _ in range(n_steps):
+        h = torch.addcmul(h, dt, f(h)) if isinstance(dt, torch.Tensor) else h + dt * f(h)
+    return h

@@ -46,6 +46,7 @@ _FIT_OPTIONS = {
     "guide": "family of the posterior of z0",
     "ode_hidden_dim": "width of the dynamics network",
     "encoder_hidden_dim": "width of the encoder",
+    "encoder_solver": "odernn encoder: steps between observations (euler: cheaper)",
     "decoder_hidden_dim": "width of the decoder",
     "anchor": "blend forecasts with each feature's nearest observations (see LatentODE)",
     "likelihood": "observation noise; student_t for data with gross entry errors",

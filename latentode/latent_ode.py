@@ -31,7 +31,7 @@ from .datasets import as_dataset
 from .datasets.parquet import ParquetSeries
 from .inference import DataParallel, TrainingConfig, train_svi
 from .inference.svi import ELBOS, BatchStream
-from .models import ENCODERS, LIKELIHOODS, POSTERIORS, PRECISIONS, LatentODEModel
+from .models import ENCODER_SOLVERS, ENCODERS, LIKELIHOODS, POSTERIORS, PRECISIONS, LatentODEModel
 from .solvers import BACKENDS, SolverSettings
 
 __all__ = ["LatentODE", "OBS_WEIGHTINGS"]
@@ -60,6 +60,7 @@ PARAMETERS = (
     choice("encoder", ENCODERS),
     choice("guide", POSTERIORS),
     integer("encoder_hidden_dim", low=1),
+    choice("encoder_solver", ENCODER_SOLVERS),
     integer("decoder_hidden_dim", low=1),
     flag("anchor"),
     custom(
@@ -133,6 +134,11 @@ class LatentODE(PosteriorPredictiveMixin, IrregularSeriesEstimator):
         The flow's solves make training several times slower.
     encoder_hidden_dim : int, default 50
         Width of the recognition network's state.
+    encoder_solver : {"rk4", "euler"}, default "rk4"
+        With ``encoder="odernn"``: how the encoder's state is carried between observations —
+        RK4 steps of at most 0.05 (time scaled to [0, 1]), or Euler steps of at most 0.02 as
+        in Rubanova et al.'s code, about a third cheaper per epoch at an equal fit (measured
+        on the benchmarks page). Other encoders have no ODE and refuse ``"euler"``.
     decoder_hidden_dim : int, default 50
         Width of the decoder MLP.
     poisson : bool, default False
@@ -313,6 +319,7 @@ class LatentODE(PosteriorPredictiveMixin, IrregularSeriesEstimator):
         encoder: str = "gru",
         guide: str = "normal",
         encoder_hidden_dim: int = 50,
+        encoder_solver: str = "rk4",
         decoder_hidden_dim: int = 50,
         poisson: bool = False,
         anchor: bool = False,
@@ -356,6 +363,7 @@ class LatentODE(PosteriorPredictiveMixin, IrregularSeriesEstimator):
         self.encoder = encoder
         self.guide = guide
         self.encoder_hidden_dim = encoder_hidden_dim
+        self.encoder_solver = encoder_solver
         self.decoder_hidden_dim = decoder_hidden_dim
         self.poisson = poisson
         self.anchor = anchor
@@ -452,6 +460,7 @@ class LatentODE(PosteriorPredictiveMixin, IrregularSeriesEstimator):
             ode_layers=self.ode_layers,
             encoder=self.encoder,
             encoder_hidden_dim=self.encoder_hidden_dim,
+            encoder_solver=self.encoder_solver,
             decoder_hidden_dim=self.decoder_hidden_dim,
             poisson=self.poisson,
             anchor=self.anchor,

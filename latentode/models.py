@@ -61,6 +61,8 @@ SERIES_PLATE = "series"
 
 #: Recognition networks selectable by name.
 ENCODERS = {"gru": GRUEncoder, "rnn": RNNEncoder, "odernn": ODERNNEncoder}
+#: Fixed-step schemes of the ODE-RNN encoder between observations.
+ENCODER_SOLVERS = ("rk4", "euler")
 
 #: Families of the observation noise.
 LIKELIHOODS = ("normal", "student_t")
@@ -75,6 +77,7 @@ PRECISIONS = ("32", "bf16-mixed")
 _PARAMETERS = (
     choice("precision", PRECISIONS),
     choice("encoder", tuple(ENCODERS)),
+    choice("encoder_solver", ENCODER_SOLVERS),
     choice("posterior", POSTERIORS),
     choice("likelihood", LIKELIHOODS),
     real("kinetic_weight", low=0),
@@ -144,6 +147,9 @@ class LatentODEModel(PyroModule):
         :class:`~latentode.recurrent.RNNEncoder` or :class:`~latentode.recurrent.ODERNNEncoder`.
     encoder_hidden_dim : int, default 50
         Width of the recognition network's state.
+    encoder_solver : {"rk4", "euler"}, default "rk4"
+        Scheme of the ODE-RNN encoder between observations (see
+        :class:`~latentode.recurrent.ODERNNEncoder`); only with ``encoder="odernn"``.
     decoder_hidden_dim : int, default 50
     poisson : bool, default False
         Add the Poisson-process likelihood of observation times (site ``obs_times``).
@@ -217,6 +223,7 @@ class LatentODEModel(PyroModule):
         ode_layers: int = 3,
         encoder: str = "gru",
         encoder_hidden_dim: int = 50,
+        encoder_solver: str = "rk4",
         decoder_hidden_dim: int = 50,
         poisson: bool = False,
         obs_std: float | None = None,
@@ -239,6 +246,7 @@ class LatentODEModel(PyroModule):
             dict(
                 precision=precision,
                 encoder=encoder,
+                encoder_solver=encoder_solver,
                 posterior=posterior,
                 likelihood=likelihood,
                 kinetic_weight=kinetic_weight,
@@ -252,8 +260,14 @@ class LatentODEModel(PyroModule):
         self.poisson = poisson
         self.n_static = int(n_static)
         n_context = 2 * self.n_static
+        if encoder_solver != "rk4" and encoder != "odernn":
+            raise ValueError(
+                f"encoder_solver={encoder_solver!r} applies to encoder='odernn' only; the "
+                f"{encoder!r} encoder has no ODE. Use encoder='odernn' or drop encoder_solver."
+            )
+        extra = {"method": encoder_solver} if encoder == "odernn" else {}
         self.encoder = ENCODERS[encoder](
-            n_features, latent_dim, encoder_hidden_dim, n_context=n_context
+            n_features, latent_dim, encoder_hidden_dim, n_context=n_context, **extra
         )
         self.decoder = Decoder(latent_dim, n_features, decoder_hidden_dim)
         self.anchor = Anchor(n_features) if anchor else None

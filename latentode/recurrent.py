@@ -9,11 +9,13 @@ a boolean ``mask`` of the same shape on a shared, increasing time grid ``times (
 
 from __future__ import annotations
 
+import math
+
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ._rk import rk4
+from ._rk import euler, rk4
 from .nn import mlp
 
 __all__ = [
@@ -183,7 +185,8 @@ class RNNEncoder(_BackwardRecurrentEncoder):
 
 
 def _n_steps(span: float, max_step: float) -> int:
-    return max(1, int(-(-span // max_step)))
+    # a span that is a whole number of steps up to float32 rounding takes that number
+    return max(1, math.ceil(span / max_step * (1 - 1e-6)))
 
 
 class ODERNNEncoder(nn.Module):
@@ -206,11 +209,21 @@ class ODERNNEncoder(nn.Module):
         Width of the hidden state.
     ode_hidden_dim : int, optional
         Width of the hidden-state dynamics MLP (default ``hidden_dim``).
-    max_step : float, default 0.05
-        Longest RK4 step, in model time units (the estimators scale time to [0, 1]).
+    method : {"rk4", "euler"}, default "rk4"
+        Fixed-step scheme between observations: classical Runge–Kutta (four evaluations of
+        ``g`` per step), or Euler (one), as in Rubanova et al.'s code — the encoder's ODE is
+        a learned part of the network, not a quantity to integrate accurately, and Euler
+        costs about two thirds as much per epoch at an equal fit (benchmarks page).
+    max_step : float, optional
+        Longest step, in model time units (the estimators scale time to [0, 1]); default
+        0.05 with RK4 and 0.02 — a fiftieth of the time span, Rubanova et al.'s step — with
+        Euler.
     n_context : int, default 0
         Width of the per-series ``context`` the head reads beside the final state.
     """
+
+    #: Default longest step per method (model time units).
+    MAX_STEP = {"rk4": 0.05, "euler": 0.02}
 
     def __init__(
         self,
@@ -219,7 +232,8 @@ class ODERNNEncoder(nn.Module):
         hidden_dim: int = 25,
         *,
         ode_hidden_dim: int | None = None,
-        max_step: float = 0.05,
+        method: str = "rk4",
+        max_step: float | None = None,
         n_context: int = 0,
     ):
         super().__init__()
@@ -229,7 +243,17 @@ class ODERNNEncoder(nn.Module):
         self.cell = nn.GRUCell(2 * n_features, hidden_dim)
         self.out = nn.Linear(hidden_dim + n_context, 2 * latent_dim)
         self.hidden_dim = hidden_dim
-        self.max_step = float(max_step)
+        if method not in self.MAX_STEP:
+            raise ValueError(f"method must be one of {sorted(self.MAX_STEP)}; got {method!r}.")
+        self.method = method
+        self.max_step = float(self.MAX_STEP[method] if max_step is None else max_step)
+
+    def _walk(self, h: torch.Tensor, span: torch.Tensor, longest: float) -> torch.Tensor:
+        """``h`` carried over each row's signed ``span`` by the hidden-state dynamics."""
+        n_steps = _n_steps(longest, self.max_step)
+        if self.method == "euler":
+            return euler(self.dynamics, h, span, n_steps)
+        return rk4(self.dynamics, h, span, n_steps)
 
     def forward(self, values: torch.Tensor, mask: torch.Tensor, times: torch.Tensor, context=None):
         """Encode a batch.
@@ -259,13 +283,11 @@ class ODERNNEncoder(nn.Module):
         h = values.new_zeros(n_batch, self.hidden_dim)
         for k in range(n_steps):
             if k > 0 and longest[k] > 0:
-                moved = rk4(
-                    self.dynamics, h, spans[:, k, None], _n_steps(longest[k], self.max_step)
-                )
+                moved = self._walk(h, spans[:, k, None], longest[k])
                 h = torch.where(active[:, k, None], moved, h)
             h = torch.where(active[:, k, None], self.cell(inputs[:, k], h), h)
         if longest[-1] > 0:
-            h = rk4(self.dynamics, h, spans[:, -1, None], _n_steps(longest[-1], self.max_step))
+            h = self._walk(h, spans[:, -1, None], longest[-1])
         loc, raw = self.out(_with_context([h], context)).chunk(2, dim=-1)
         return loc, F.softplus(raw) + 1e-4
 

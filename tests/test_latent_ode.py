@@ -44,6 +44,16 @@ def test_invalid_params_fail_in_fit(data):
         LatentODE(latent_dim=0).fit(data.train)
     with pytest.raises(ValueError, match="encoder"):
         LatentODE(encoder="transformer").fit(data.train)  # gru and odernn exist
+    with pytest.raises(ValueError, match="encoder_solver='midpoint' is not available"):
+        LatentODE(encoder="odernn", encoder_solver="midpoint").fit(data.train)
+    with pytest.raises(ValueError, match="applies to encoder='odernn' only"):
+        LatentODE(encoder="gru", encoder_solver="euler").fit(data.train)
+
+
+def test_odernn_encoder_with_euler_steps_fits(data):
+    model = LatentODE(encoder="odernn", encoder_solver="euler", **FAST).fit(data.train)
+    assert model.model_.encoder.method == "euler"
+    assert np.isfinite(model.history_.loss).all()
 
 
 def test_not_fitted_error(data):

@@ -117,6 +117,36 @@ def test_odernn_walks_each_series_own_times_not_the_batch_union():
         assert torch.allclose(enc(alone.values, alone.mask, alone.times)[0][0], loc[k], atol=1e-6)
 
 
+def test_euler_steps_are_exact_for_linear_decay_per_row():
+    from latentode._rk import euler
+
+    h = torch.tensor([[1.0, 2.0], [3.0, -1.0]])
+    span = torch.tensor([[0.3], [-0.2]])  # each row its own signed span
+    out = euler(lambda x: -x, h, span, 4)
+    expected = h * (1 - span / 4) ** 4
+    assert torch.allclose(out, expected, atol=1e-7)
+    assert torch.allclose(euler(lambda x: -x, h, 0.3, 3), h * 0.9**3, atol=1e-7)
+
+
+def test_odernn_euler_encoder_one_evaluation_per_step_and_close_to_rk4():
+    torch.manual_seed(0)
+    rk4 = ODERNNEncoder(2, 3, 8)
+    euler = ODERNNEncoder(2, 3, 8, method="euler")
+    assert (rk4.max_step, euler.max_step) == (0.05, 0.02)
+    euler.load_state_dict(rk4.state_dict())
+    calls = []
+    euler.dynamics.register_forward_hook(lambda *_: calls.append(1))
+    one = collate(from_arrays([([0.1, 0.5], [[1.0, 2.0], [0.5, float("nan")]])]))
+    loc_e, _ = euler(one.values, one.mask, one.times)
+    # 0.5 -> 0.1 in ceil(0.4 / 0.02) = 20 steps, 0.1 -> 0 in 5: one evaluation each
+    assert len(calls) == 20 + 5
+    loc_r, _ = rk4(one.values, one.mask, one.times)
+    assert not torch.allclose(loc_e, loc_r)  # another scheme ...
+    assert torch.allclose(loc_e, loc_r, atol=0.05)  # ... of the same dynamics
+    with pytest.raises(ValueError, match="method must be one of"):
+        ODERNNEncoder(2, 3, 8, method="midpoint")
+
+
 def test_odernn_gradients_reach_the_hidden_dynamics():
     torch.manual_seed(0)
     enc = ODERNNEncoder(2, 3, 8)
