@@ -20,8 +20,11 @@ configuration (peer, latentode, peer, latentode, ...), all with the same thread 
 
 Per side: the median and spread (min–max) of the seconds per training iteration, the process
 CPU seconds, the peak resident memory of the whole process (imports included) and the
-accuracy reached; per configuration the ratios of the medians (peer / latentode: above 1,
-latentode is faster or smaller). The two sides do not score accuracy the same way (the peers
+accuracy reached; for the spirals also the forward function evaluations per iteration (the
+peer's median, latentode's mean over the iterations), since at the demo's tolerances the cost
+of an iteration follows the stiffness of the dynamics each side has learned so far; per
+configuration the ratios of the medians (peer / latentode: above 1, latentode is faster or
+smaller). The two sides do not score accuracy the same way (the peers
 print their own losses), so both figures are recorded as each side reports them, and for the
 periodic set the same held-out MSE. Writes ``benchmarks/results/peers.json``; skips with a
 reason when the peers folder is absent.
@@ -92,6 +95,7 @@ def spiral_peer(peers: Path, iterations: int, threads: int, seed: int) -> dict:
         "cpu_seconds": cpu,
         "wall_seconds": wall,
         "peak_rss_mib": s["maxrss_MiB"],
+        "nfe_forward_per_iteration": s["nfe_fwd_median"],
         "accuracy": {"loss_mean_last10": s["loss_mean_last10"]},
     }
 
@@ -107,6 +111,7 @@ def spiral_ours(iterations: int, threads: int, seed: int, tolerances: str) -> di
         "cpu_seconds": cpu,
         "wall_seconds": wall,
         "peak_rss_mib": r["peak_rss_mib"],
+        "nfe_forward_per_iteration": r["nfe_forward_per_iteration"],
         "accuracy": {"final_loss": r["final_loss"], "extrapolation_rmse": r["extrapolation_rmse"]},
     }
 
@@ -150,7 +155,10 @@ def periodic_ours(epochs: int, threads: int, seed: int, encoder_solver: str) -> 
 def _side(runs: list[dict]) -> dict:
     """Median and range of each figure over the runs of one side."""
     out = {"runs": runs}
-    for key in ("seconds_per_iteration", "cpu_seconds", "peak_rss_mib", "wall_seconds"):
+    keys = ("seconds_per_iteration", "cpu_seconds", "peak_rss_mib", "wall_seconds")
+    for key in keys + ("nfe_forward_per_iteration",):
+        if key not in runs[0]:
+            continue
         values = [r[key] for r in runs]
         out[key] = {"median": statistics.median(values), "min": min(values), "max": max(values)}
     return out
@@ -235,6 +243,8 @@ def main(argv=None) -> int:
                 f"{k} {statistics.median(r['accuracy'][k] for r in side['runs']):.4g}"
                 for k in side["runs"][0]["accuracy"]
             )
+            if "nfe_forward_per_iteration" in side:
+                acc += f"; NFE/iteration {side['nfe_forward_per_iteration']['median']:.0f}"
             print(
                 f"{config:9} {name:32} {side['seconds_per_iteration']['median']:8.4f} "
                 f"{side['cpu_seconds']['median']:7.1f} {side['peak_rss_mib']['median']:9.0f}  {acc}"
