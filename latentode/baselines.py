@@ -11,6 +11,7 @@ from sklearn.base import ClassifierMixin
 from sklearn.utils.validation import check_is_fitted
 from torch import nn
 
+from ._allocator import hold_freed_memory, release_freed_memory
 from ._base import (
     IrregularSeriesEstimator,
     LabelledSeriesMixin,
@@ -60,6 +61,7 @@ def _train_minibatches(est, n_series: int, batch_loss, seed: int):
     history : TrainingHistory
     """
     history = TrainingHistory()
+    hold_freed_memory()  # as in train_svi: no page faults re-fetching each step's memory
     with est._seeded(seed, est.device_):
         net = est._build_module().to(est.device_)
         optim = Adam(net.parameters(), lr=est.lr, decay=est.lr_decay)
@@ -80,6 +82,7 @@ def _train_minibatches(est, n_series: int, batch_loss, seed: int):
             optim.decay_step()
             history.loss.append(total / count)
             history.seconds.append(time.perf_counter() - start)
+    release_freed_memory()
     return net.eval(), history
 
 
