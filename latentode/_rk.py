@@ -303,22 +303,8 @@ def rk4(f, h: torch.Tensor, span, n_steps: int) -> torch.Tensor:
 
 
 def euler(f, h: torch.Tensor, span, n_steps: int) -> torch.Tensor:
-    """Integrate the autonomous ``dh/dt = f(h)`` over ``span`` (either sign) with Euler steps.
-
-    Parameters
-    ----------
-    f : callable
-        Maps (..., state) to (..., state).
-    h : Tensor of shape (..., state)
-    span : float or Tensor broadcastable to ``h``
-        Signed length of the interval; a tensor such as (batch, 1) gives each row its own.
-    n_steps : int
-        Equal steps.
-
-    Returns
-    -------
-    Tensor of shape (..., state)
-    """
+    """:func:`rk4`'s integration (same arguments, shapes and result) with Euler steps: one
+    evaluation of ``f`` per step instead of four."""
     dt = span / n_steps
     for _ in range(n_steps):
         h = torch.addcmul(h, dt, f(h)) if isinstance(dt, torch.Tensor) else h + dt * f(h)
