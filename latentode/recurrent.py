@@ -281,11 +281,14 @@ class ODERNNEncoder(nn.Module):
         longest = spans.abs().amax(0).tolist()
         inputs = torch.cat([x, m], dim=-1)
         h = values.new_zeros(n_batch, self.hidden_dim)
+        # with equal lengths every series is active at every step: nothing needs holding
+        ragged = bool((lengths != n_steps).any())
         for k in range(n_steps):
             if k > 0 and longest[k] > 0:
                 moved = self._walk(h, spans[:, k, None], longest[k])
-                h = torch.where(active[:, k, None], moved, h)
-            h = torch.where(active[:, k, None], self.cell(inputs[:, k], h), h)
+                h = torch.where(active[:, k, None], moved, h) if ragged else moved
+            updated = self.cell(inputs[:, k], h)
+            h = torch.where(active[:, k, None], updated, h) if ragged else updated
         if longest[-1] > 0:
             h = self._walk(h, spans[:, -1, None], longest[-1])
         loc, raw = self.out(_with_context([h], context)).chunk(2, dim=-1)
