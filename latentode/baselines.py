@@ -62,27 +62,29 @@ def _train_minibatches(est, n_series: int, batch_loss, seed: int):
     """
     history = TrainingHistory()
     hold_freed_memory()  # as in train_svi: no page faults re-fetching each step's memory
-    with est._seeded(seed, est.device_):
-        net = est._build_module().to(est.device_)
-        optim = Adam(net.parameters(), lr=est.lr, decay=est.lr_decay)
-        gen = torch.Generator().manual_seed(seed)
-        for _ in range(est.max_epochs):
-            start = time.perf_counter()
-            perm = torch.randperm(n_series, generator=gen).tolist()
-            total, count = 0.0, 0.0
-            for i in range(0, n_series, est.batch_size):
-                loss, weight = batch_loss(net, perm[i : i + est.batch_size])
-                optim.zero_grad(set_to_none=True)
-                loss.backward()
-                if est.clip_norm is not None:
-                    torch.nn.utils.clip_grad_norm_(net.parameters(), est.clip_norm)
-                optim.step()
-                total += loss.item() * weight
-                count += weight
-            optim.decay_step()
-            history.loss.append(total / count)
-            history.seconds.append(time.perf_counter() - start)
-    release_freed_memory()
+    try:
+        with est._seeded(seed, est.device_):
+            net = est._build_module().to(est.device_)
+            optim = Adam(net.parameters(), lr=est.lr, decay=est.lr_decay)
+            gen = torch.Generator().manual_seed(seed)
+            for _ in range(est.max_epochs):
+                start = time.perf_counter()
+                perm = torch.randperm(n_series, generator=gen).tolist()
+                total, count = 0.0, 0.0
+                for i in range(0, n_series, est.batch_size):
+                    loss, weight = batch_loss(net, perm[i : i + est.batch_size])
+                    optim.zero_grad(set_to_none=True)
+                    loss.backward()
+                    if est.clip_norm is not None:
+                        torch.nn.utils.clip_grad_norm_(net.parameters(), est.clip_norm)
+                    optim.step()
+                    total += loss.item() * weight
+                    count += weight
+                optim.decay_step()
+                history.loss.append(total / count)
+                history.seconds.append(time.perf_counter() - start)
+    finally:
+        release_freed_memory()
     return net.eval(), history
 
 
