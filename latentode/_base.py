@@ -161,6 +161,9 @@ class IrregularSeriesEstimator(BaseEstimator):
     #: Whether the model reads the series' static covariates (fitted with them, it needs them
     #: at prediction); others ignore them.
     _reads_static = False
+    #: Parameters a file written by :meth:`save` before they existed lacks, with the value
+    #: that behaves as that version did.
+    _OLDER_FILES: dict = {}
 
     def __sklearn_tags__(self):
         """What scikit-learn may assume about the input: a collection of irregular series
@@ -576,7 +579,8 @@ class IrregularSeriesEstimator(BaseEstimator):
             return ValueError(f"{os.fspath(path)!r}: {what} ({detail}).")
 
         try:
-            est = cls(**json.loads(payload["params"]))
+            # parameters added since a file was written take the value that reproduces it
+            est = cls(**{**cls._OLDER_FILES, **json.loads(payload["params"])})
         except (TypeError, ValueError, KeyError) as err:
             raise refuse("its parameters are not those of this latentode version", err) from None
         if device is not None:

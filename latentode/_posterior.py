@@ -32,6 +32,7 @@ __all__ = ["PosteriorPredictiveMixin"]
 logger = logging.getLogger(__name__)
 
 _N_SAMPLES = integer("n_samples", low=1)
+_IMPORTANCE = integer("importance_samples", low=0)
 #: Held-out values a feature needs for a calibration of its own (else all features pooled).
 _MIN_PER_FEATURE = 30
 #: Held-out values a calibration needs at the least.
@@ -78,19 +79,17 @@ class PosteriorPredictiveMixin(IntervalMixin):
         """
         check_is_fitted(self)
         _N_SAMPLES.check(n_samples)
+        proposals = getattr(self, "importance_samples", 0)  # set on a fitted model: check
+        _IMPORTANCE.check(proposals)
         data = self._check_data(X)
         t = self._check_times(times, data)
         query = self._model_times(t, self.device_)
         chunks = []
         with self._seeded(seed_from(self.random_state), self.device_):
-            # series per call: at most PREDICT_CHUNK, and few enough that one call's widest
-            # tensor (draws x series x times x the widest of features, latent state and the
-            # networks' hidden layers) stays within WIDEST_CELLS values
-            width = self._draw_width()
-            size = WIDEST_CELLS // max(1, n_samples * len(t) * width)
-            size = max(1, min(PREDICT_CHUNK, size))
-            for i in range(0, len(data), size):
-                batch = self._batch(data[i : i + size], self.device_)
+            for start, stop in _series_chunks(
+                data, n_samples, len(t), proposals, self._draw_width()
+            ):
+                batch = self._batch(data[start:stop], self.device_)
                 chunks.append(
                     posterior_predictive(
                         self.model_,
@@ -101,6 +100,7 @@ class PosteriorPredictiveMixin(IntervalMixin):
                         n_samples=n_samples,
                         sites=sites,
                         static=batch.context,
+                        n_proposals=proposals,
                     )
                 )
         return data, t, {s: torch.cat([c[s] for c in chunks], dim=1) for s in sites}
@@ -169,10 +169,12 @@ class PosteriorPredictiveMixin(IntervalMixin):
     ) -> xr.Dataset:
         """Draws from the posterior predictive distribution at query times.
 
-        Runs the model's guide and its generative mode through
-        :class:`pyro.infer.Predictive` (see :func:`latentode.inference.posterior_predictive`):
-        ``z0 ~ q(z0 | x)``, solved to ``times``, decoded, and observation noise drawn. Draws are
-        reproducible for a given ``random_state``.
+        Runs the model's generative mode through :class:`pyro.infer.Predictive` (see
+        :func:`latentode.inference.posterior_predictive`): draws of ``z0`` given each series —
+        the guide's ``q(z0 | x)`` importance-resampled toward the series' posterior (see
+        ``importance_samples``), or ``q``'s own draws with ``importance_samples=0`` — solved
+        to ``times``, decoded, and observation noise drawn. Draws are reproducible for a given
+        ``random_state``.
 
         Parameters
         ----------
@@ -423,7 +425,8 @@ class PosteriorPredictiveMixin(IntervalMixin):
     def to_inference_data(self, X, *, n_samples: int = 100, log_likelihood: bool = False):
         """Posterior draws of the fitted model on ``X`` in ArviZ's container.
 
-        Draws of ``z0`` come from the variational posterior ``q(z0 | x)`` (one chain).
+        Draws of ``z0`` are those of :meth:`sample` (one chain): the variational posterior
+        ``q(z0 | x)``, importance-resampled unless ``importance_samples=0``.
 
         Parameters
         ----------
@@ -432,9 +435,10 @@ class PosteriorPredictiveMixin(IntervalMixin):
         log_likelihood : bool, default False
             Add the ``log_likelihood`` group, which ArviZ's ``loo`` and ``waic`` read. Their
             results are not valid here, and asking for the group warns: each series has its
-            own ``z0``, drawn from the variational posterior ``q(z0 | x)`` rather than the
-            exact posterior, so the importance weights of PSIS-LOO (and WAIC's variance
-            penalty) do not estimate held-out fit (Pareto k far above 0.7 is typical).
+            own ``z0``, drawn from an approximation of its posterior (``q(z0 | x)``, resampled
+            from a finite number of proposals) rather than the exact posterior, so the
+            importance weights of PSIS-LOO (and WAIC's variance penalty) do not estimate
+            held-out fit (Pareto k far above 0.7 is typical).
             Compare models by held-out error and coverage
             (:func:`latentode.evaluation.evaluate`) or by :meth:`score` (the ELBO).
 
@@ -685,6 +689,30 @@ class PosteriorPredictiveMixin(IntervalMixin):
         super()._set_fitted_state(state)
         saved = state.get("calibration_")
         self.calibration_ = None if saved is None else BinnedEmpirical.from_state(saved)
+
+
+def _series_chunks(data, n_samples: int, n_query: int, proposals: int, width: int):
+    """``(start, stop)`` of the chunks of series drawn in one call each: at most
+    ``PREDICT_CHUNK`` series, and few enough that one call's widest tensor stays within
+    ``WIDEST_CELLS`` values — draws x series x query times x ``width`` (the widest of
+    features, latent state and the networks' hidden layers), and with importance proposals
+    also proposals x series x the union of the chunk's observation times x ``width``."""
+    size = WIDEST_CELLS // max(1, n_samples * n_query * width)
+    size = max(1, min(PREDICT_CHUNK, size))
+    if not proposals:
+        return [(i, min(i + size, len(data))) for i in range(0, len(data), size)]
+    bounds, start, grid = [], 0, set()
+    for i, s in enumerate(data):
+        new = [x for x in s.times.tolist() if x not in grid]
+        full = i - start >= size
+        if i > start and (
+            full or proposals * (i - start + 1) * (len(grid) + len(new)) * width > WIDEST_CELLS
+        ):
+            bounds.append((start, i))
+            start, grid, new = i, set(), s.times.tolist()
+        grid.update(new)
+    bounds.append((start, len(data)))
+    return bounds
 
 
 def _gaps(data, t: np.ndarray) -> np.ndarray:

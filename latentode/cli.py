@@ -44,6 +44,8 @@ _FIT_OPTIONS = {
     "latent_dim": "size of the latent state z",
     "encoder": "recognition network run backwards over each series",
     "guide": "family of the posterior of z0",
+    "importance_samples": "predictions: proposals of z0 reweighted toward each series' "
+    "posterior (0: the encoder's own draws)",
     "ode_hidden_dim": "width of the dynamics network",
     "encoder_hidden_dim": "width of the encoder",
     "encoder_solver": "odernn encoder: steps between observations (euler: cheaper)",

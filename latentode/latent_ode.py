@@ -59,6 +59,7 @@ PARAMETERS = (
     integer("ode_layers", low=1),
     choice("encoder", ENCODERS),
     choice("guide", POSTERIORS),
+    integer("importance_samples", low=0),
     integer("encoder_hidden_dim", low=1),
     choice("encoder_solver", ENCODER_SOLVERS),
     integer("decoder_hidden_dim", low=1),
@@ -132,6 +133,18 @@ class LatentODE(PosteriorPredictiveMixin, IrregularSeriesEstimator):
         that Gaussian pushed through a continuous normalizing flow shared by all series
         (:class:`latentode.flows.CNF`), for posteriors that are skewed, curved or multimodal.
         The flow's solves make training several times slower.
+    importance_samples : int, default 256
+        How predictions draw ``z0`` given a series (:meth:`predict`, :meth:`sample`, the
+        quantiles, :meth:`calibrate`): this many draws of the encoder's ``q(z0 | x)`` are
+        weighted by how well each explains the series' own observations, ``p(z0) p(x | z0) /
+        q(z0 | x)``, and the draws are taken from them in proportion to their weights
+        (sampling importance resampling, :meth:`~latentode.models.LatentODEModel.importance_z0`).
+        The encoder is amortised over all series, so its ``q`` is wider and less centred than
+        the posterior of any one series; the weights correct both. It cuts forecast and
+        imputation errors (measured on the benchmarks page) for one extra solve of this many
+        draws over the observed times. 0 draws ``z0`` from ``q`` itself, as trained. A
+        prediction setting: changing it on a fitted model needs no refit, but
+        :meth:`calibrate` again after changing it.
     encoder_hidden_dim : int, default 50
         Width of the recognition network's state.
     encoder_solver : {"rk4", "euler"}, default "rk4"
@@ -309,6 +322,7 @@ class LatentODE(PosteriorPredictiveMixin, IrregularSeriesEstimator):
     """
 
     _reads_static = True
+    _OLDER_FILES = {"importance_samples": 0}  # files from before importance resampling
 
     def __init__(
         self,
@@ -318,6 +332,7 @@ class LatentODE(PosteriorPredictiveMixin, IrregularSeriesEstimator):
         ode_layers: int = 3,
         encoder: str = "gru",
         guide: str = "normal",
+        importance_samples: int = 256,
         encoder_hidden_dim: int = 50,
         encoder_solver: str = "rk4",
         decoder_hidden_dim: int = 50,
@@ -362,6 +377,7 @@ class LatentODE(PosteriorPredictiveMixin, IrregularSeriesEstimator):
         self.ode_layers = ode_layers
         self.encoder = encoder
         self.guide = guide
+        self.importance_samples = importance_samples
         self.encoder_hidden_dim = encoder_hidden_dim
         self.encoder_solver = encoder_solver
         self.decoder_hidden_dim = decoder_hidden_dim

@@ -598,6 +598,61 @@ class LatentODEModel(PyroModule):
         z0 = loc + scale * eps
         return z0 if self.flow is None else self.flow(z0)
 
+    def importance_z0(
+        self, times, values, mask, *, n_samples: int, n_proposals: int, static=None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Draws from the posterior ``p(z0 | x)`` by importance resampling, ``q(z0 | x)`` the
+        proposal.
+
+        ``n_proposals`` draws of ``q`` are weighted by ``p(z0) p(x | z0) / q(z0 | x)`` — the
+        prior, the observations' likelihood under the decoded latent path (the decoder's own
+        means, as the path is trained, and the observation times' Poisson likelihood with
+        ``poisson``) and the proposal's density — and ``n_samples`` are drawn from them in
+        proportion to their weights, with replacement. The encoder is amortised over all
+        series and its ``q`` is broader than the posterior of any one series; the weights
+        move the draws to the values of ``z0`` that explain this series' own observations.
+        Uses torch's global random stream.
+
+        Parameters
+        ----------
+        times : Tensor of shape (time,)
+        values, mask : Tensor of shape (batch, time, features)
+        n_samples, n_proposals : int
+        static : Tensor of shape (batch, 2 * n_static), optional
+
+        Returns
+        -------
+        z0 : Tensor of shape (n_samples, batch, latent)
+        ess : Tensor of shape (batch,)
+            Effective sample size of each series' weights (1 to ``n_proposals``).
+        """
+        self._check_static(static)
+        loc, scale = self._network(self.encoder, values, mask, times, static)
+        eps = torch.randn((n_proposals,) + loc.shape, device=loc.device, dtype=loc.dtype)
+        base = loc + scale * eps
+        log_q = dist.Normal(loc, scale).log_prob(base).sum(-1)  # (proposals, batch)
+        z0 = base
+        if self.flow is not None:
+            z0 = self.flow(base)
+            log_q = log_q - self.flow.log_abs_det_jacobian(base, z0)
+        log_w = dist.Normal(0.0, 1.0).log_prob(z0).sum(-1) - log_q
+        z, cumulative = self.solve(z0, times)
+        # a draw whose path the solver could not follow (non-finite) gets no weight
+        lost = ~torch.isfinite(z).flatten(-2).all(-1)  # (proposals, batch)
+        z = torch.where(lost[..., None, None], 0.0, z)
+        means = self._network(self.decoder, z)
+        log_w = log_w + self._likelihood(means, mask, None).log_prob(values)
+        if self.poisson:
+            cumulative = torch.where(lost[..., None, None], 0.0, cumulative)
+            integral = window_integral(cumulative, mask.any(-1))
+            log_w = log_w + poisson_process_log_likelihood(self.intensity(z), mask, integral)
+        log_w = torch.where(torch.isfinite(log_w) & ~lost, log_w, -torch.inf)
+        weights = torch.softmax(log_w, dim=0).nan_to_num(1.0 / n_proposals)  # all -inf: even
+        ess = 1.0 / weights.square().sum(0)
+        pick = torch.multinomial(weights.T, n_samples, replacement=True)  # (batch, samples)
+        drawn = z0.gather(0, pick.T.unsqueeze(-1).expand(n_samples, *z0.shape[1:]))
+        return drawn, ess
+
 
 def _at_same_times(times, values, seen, query_times):
     """Observations at exactly the query times: values and mask of shape

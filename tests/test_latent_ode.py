@@ -1,4 +1,6 @@
+import copy
 import dataclasses
+import json
 import pickle
 
 import numpy as np
@@ -157,6 +159,41 @@ def test_save_load_round_trip_gives_identical_predictions(data, fitted, tmp_path
     # the file is plain tensors and JSON: loadable with weights_only=True
     payload = torch.load(path, weights_only=True)
     assert payload["format"] == "latentode" and isinstance(payload["params"], str)
+
+
+def test_importance_samples_is_a_prediction_setting(data, fitted):
+    t = data.test_extrapolation_times[:5]
+    est = copy.deepcopy(fitted)
+    resampled = est.predict(data.test, times=t)
+    from_q = est.set_params(importance_samples=0).predict(data.test, times=t)
+    assert not np.allclose(resampled, from_q)  # changed without refitting
+    est.set_params(importance_samples=-1)
+    with pytest.raises(ValueError, match="importance_samples"):
+        est.predict(data.test, times=t)
+    with pytest.raises(ValueError, match="importance_samples"):
+        LatentODE(**FAST, importance_samples=1.5).fit(data.train)
+
+
+def test_files_from_before_importance_resampling_keep_drawing_from_q(data, fitted, tmp_path):
+    from latentode._io import read_model, write_model
+
+    path = tmp_path / "model.pt"
+    fitted.save(path)
+    payload = read_model(path, cls_name="LatentODE")
+    params = json.loads(payload["params"])
+    del params["importance_samples"]  # as an earlier version wrote it
+    write_model(
+        path,
+        cls_name="LatentODE",
+        params=json.dumps(params),
+        fitted=payload["fitted"],
+        state_dict=payload["state_dict"],
+    )
+    loaded = LatentODE.load(path)
+    assert loaded.importance_samples == 0
+    t = data.test_extrapolation_times[:5]
+    from_q = copy.deepcopy(fitted).set_params(importance_samples=0)
+    assert np.array_equal(loaded.predict(data.test, times=t), from_q.predict(data.test, times=t))
 
 
 def test_load_rejects_foreign_and_newer_files(tmp_path):
@@ -397,10 +434,13 @@ def test_predict_quantiles_and_intervals(data, fitted):
     assert list(qf.columns) == [(f, q) for f in ("x", "y") for q in (0.1, 0.5, 0.9)]
     for f in ("x", "y"):
         assert (qf[(f, 0.1)] <= qf[(f, 0.5)]).all() and (qf[(f, 0.5)] <= qf[(f, 0.9)]).all()
-    # the median tracks the posterior mean (noise is symmetric)
-    mean = fitted.predict(data.test, times=t).sel(feature="x").values.ravel()
-    spread = (qf[("x", 0.9)] - qf[("x", 0.1)]).to_numpy()
-    assert np.all(np.abs(qf[("x", 0.5)].to_numpy() - mean) < 0.5 * spread)
+    # with z0 drawn from q (a unimodal predictive: q is Gaussian, the noise symmetric) the
+    # median tracks the posterior mean; resampled draws may form a mixture of a few paths
+    drawn_from_q = copy.deepcopy(fitted).set_params(importance_samples=0)
+    qf0 = drawn_from_q.predict_quantiles(data.test, times=t, q=[0.1, 0.5, 0.9], n_samples=100)
+    mean = drawn_from_q.predict(data.test, times=t).sel(feature="x").values.ravel()
+    spread = (qf0[("x", 0.9)] - qf0[("x", 0.1)]).to_numpy()
+    assert np.all(np.abs(qf0[("x", 0.5)].to_numpy() - mean) < 0.5 * spread)
     iv = fitted.predict_interval(data.test, times=t, coverage=[0.5, 0.9], n_samples=100)
     width = {c: iv[("y", c, "upper")] - iv[("y", c, "lower")] for c in (0.5, 0.9)}
     assert (width[0.5] > 0).all() and (width[0.9] > width[0.5]).all()

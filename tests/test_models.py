@@ -244,3 +244,92 @@ def test_student_t_likelihood_bounds_what_a_gross_error_costs():
     assert torch.all(model.tails() > 2)
     with pytest.raises(ValueError, match="likelihood"):
         LatentODEModel(2, likelihood="cauchy")
+
+
+class _FixedEncoder(torch.nn.Module):
+    """q(z0 | x) = Normal(0, scale) whatever the series."""
+
+    def __init__(self, latent_dim: int, scale: float):
+        super().__init__()
+        self.latent_dim, self.scale = latent_dim, scale
+
+    def forward(self, values, mask, times, static=None):
+        loc = values.new_zeros(values.shape[0], self.latent_dim)
+        return loc, torch.full_like(loc, self.scale)
+
+
+class _FlatDecoder(torch.nn.Module):
+    """Means that ignore the latent state: every draw explains the data equally."""
+
+    def __init__(self, n_features: int):
+        super().__init__()
+        self.n_features = n_features
+
+    def forward(self, z):
+        return z.new_zeros(z.shape[:-1] + (self.n_features,))
+
+
+def test_importance_weights_are_prior_over_proposal_when_the_data_are_uninformative():
+    model = LatentODEModel(2, latent_dim=3)
+    model.decoder = _FlatDecoder(2)
+    b = batch()
+    model.encoder = _FixedEncoder(3, 1.0)  # q is the prior: every weight equal
+    torch.manual_seed(0)
+    z0, ess = model.importance_z0(b.times, b.values, b.mask, n_samples=7, n_proposals=64)
+    assert z0.shape == (7, 2, 3) and torch.allclose(ess, torch.full((2,), 64.0))
+    # q three times wider than the prior: the resampled draws follow the prior (the
+    # posterior, as the data say nothing), not q
+    model.encoder = _FixedEncoder(3, 3.0)
+    with torch.no_grad():
+        z0, ess = model.importance_z0(b.times, b.values, b.mask, n_samples=4000, n_proposals=40000)
+    # ESS / proposals = 1 / E_q[w^2] = (17 / 81) ** 1.5, about 1 / 10.4, in three dimensions
+    assert torch.all(ess > 40000 / 12) and torch.all(ess < 40000 / 9)
+    assert torch.allclose(z0.var(0), torch.ones(2, 3), atol=0.12)
+    assert torch.allclose(z0.mean(0), torch.zeros(2, 3), atol=0.1)
+
+
+def test_importance_draws_are_proposals_that_explain_the_series_better():
+    torch.manual_seed(0)
+    model = LatentODEModel(2, latent_dim=3)
+    b = batch()
+
+    def log_lik(z0):
+        z, _ = model.solve(z0, b.times)
+        return model._likelihood(model.decoder(z), b.mask, None).log_prob(b.values)
+
+    with torch.no_grad():
+        proposals = model.posterior_z0(b.times, b.values, b.mask, n_samples=2000)
+        torch.manual_seed(1)
+        z0, ess = model.importance_z0(b.times, b.values, b.mask, n_samples=500, n_proposals=500)
+        torch.manual_seed(1)  # the same proposals, drawn again in the same order
+        loc, scale = model.encoder(b.values, b.mask, b.times)
+        again = loc + scale * torch.randn((500,) + loc.shape)
+    # every draw is one of the proposals of its own series
+    for s in range(2):
+        gap = (z0[:, s, None] - again[None, :, s]).abs().amax(-1).min(1).values
+        assert gap.max() < 1e-6
+    assert torch.all(ess >= 1) and torch.all(ess <= 500)
+    # the reweighted draws fit the observations better than q's draws on average
+    assert torch.all(log_lik(z0).mean(0) > log_lik(proposals).mean(0))
+
+
+def test_importance_resampling_skips_draws_the_solver_could_not_follow():
+    model = LatentODEModel(2, latent_dim=3)
+    b = batch()
+    real_solve = model.solve
+
+    def solve(z0, times):  # the first proposal blows up
+        z, cumulative = real_solve(z0, times)
+        z = z.clone()
+        z[0] = float("nan")
+        return z, cumulative
+
+    model.solve = solve
+    torch.manual_seed(0)
+    with torch.no_grad():
+        z0, _ = model.importance_z0(b.times, b.values, b.mask, n_samples=200, n_proposals=8)
+        torch.manual_seed(0)
+        loc, scale = model.encoder(b.values, b.mask, b.times)
+        first = loc + scale * torch.randn((8,) + loc.shape)[0]
+    assert torch.isfinite(z0).all()
+    assert not torch.isclose(z0, first.expand_as(z0)).all(-1).any()

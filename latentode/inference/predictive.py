@@ -21,12 +21,16 @@ def posterior_predictive(
     n_samples: int,
     sites=("z0", "mean", "obs"),
     static=None,
+    n_proposals: int = 0,
 ) -> dict[str, torch.Tensor]:
-    """Draws of ``z0 ~ q(z0 | x)`` carried through the model to the query times.
+    """Draws of ``z0`` given the observed series carried through the model to the query times.
 
-    The guide reads the observed series; the model, in its generative mode, solves each draw
-    of ``z0`` to ``query_times`` and draws the observations there. Draws are vectorised (one
-    solve for all of them) and use Pyro's (torch's) global random stream.
+    The guide reads the observed series and gives ``q(z0 | x)``; its draws are used as they
+    are or, with ``n_proposals``, as proposals reweighted by the model and resampled
+    (:meth:`~latentode.models.LatentODEModel.importance_z0`). The model, in its generative
+    mode, solves each draw of ``z0`` to ``query_times`` and draws the observations there.
+    Draws are vectorised (one solve for all of them) and use Pyro's (torch's) global random
+    stream.
 
     Parameters
     ----------
@@ -43,6 +47,9 @@ def posterior_predictive(
     static : Tensor of shape (batch, 2 * n_static), optional
         The batch's static covariates (:attr:`latentode.datasets.Batch.context`), for models
         built with them.
+    n_proposals : int, default 0
+        Draws of ``q(z0 | x)`` importance-weighted to give the ``n_samples`` draws of
+        ``z0``; 0 draws ``z0`` from ``q`` itself.
 
     Returns
     -------
@@ -55,14 +62,22 @@ def posterior_predictive(
     unknown = [s for s in sites if s not in PREDICTIVE_SITES]
     if unknown:
         raise ValueError(f"sites {unknown} are not predictive sites; use {PREDICTIVE_SITES}.")
-    predictive = Predictive(
-        module.model,
-        guide=module.guide,
-        num_samples=n_samples,
-        parallel=True,
-        return_sites=list(sites),
-    )
     with torch.no_grad():
+        if n_proposals:
+            z0, _ = module.importance_z0(
+                times, values, mask, n_samples=n_samples, n_proposals=n_proposals, static=static
+            )
+            predictive = Predictive(
+                module.model, posterior_samples={"z0": z0}, parallel=True, return_sites=list(sites)
+            )
+        else:
+            predictive = Predictive(
+                module.model,
+                guide=module.guide,
+                num_samples=n_samples,
+                parallel=True,
+                return_sites=list(sites),
+            )
         draws = predictive(times, values, mask, query_times=query_times, static=static)
     missing = [s for s in sites if s not in draws]
     if missing:
