@@ -30,6 +30,8 @@ class BinnedEmpirical:
 
     def __init__(self, gaps: list, values: list, *, n_bins: int, min_count=100, keep=None):
         self.edges, self.residuals = [], []
+        # the largest gap with examples: beyond it every gap takes the last bin's values
+        self.reach = max((float(np.max(g)) for g in gaps if len(g)), default=0.0)
         for g, e in zip(gaps, values, strict=True):
             g, e = np.asarray(g, dtype=np.float64), np.asarray(e, dtype=np.float64)
             bins = max(1, min(n_bins, len(g) // min_count))
@@ -44,6 +46,7 @@ class BinnedEmpirical:
     def to_state(self) -> dict:
         """Plain lists (JSON-serialisable); :meth:`from_state` rebuilds the object."""
         return {
+            "reach": self.reach,
             "edges": [e.tolist() for e in self.edges],
             "residuals": [[r.tolist() for r in groups] for groups in self.residuals],
         }
@@ -52,6 +55,7 @@ class BinnedEmpirical:
     def from_state(cls, state: dict) -> BinnedEmpirical:
         """The object :meth:`to_state` described."""
         out = cls.__new__(cls)
+        out.reach = state.get("reach")  # None in files from before it was kept
         out.edges = [np.asarray(e, dtype=np.float64) for e in state["edges"]]
         out.residuals = [
             [np.asarray(r, dtype=np.float64) for r in groups] for groups in state["residuals"]

@@ -656,6 +656,7 @@ class PosteriorPredictiveMixin(IntervalMixin):
         calibrated on the model's scale (log for log features)."""
         mean, sd = self._centre_and_spread(obs, means)
         gap = _gaps(data, t)
+        self._check_reach(gap)
         rng = np.random.default_rng(seed_from(self.random_state) + 2)
         z = np.empty(obs.shape, dtype=np.float32)
         for d in range(obs.shape[-1]):
@@ -672,6 +673,7 @@ class PosteriorPredictiveMixin(IntervalMixin):
         the data's units."""
         mean, sd = self._centre_and_spread(obs, means)
         gap = _gaps(data, t).ravel()
+        self._check_reach(gap)
         z = np.empty((len(levels), *mean.shape))
         for d in range(mean.shape[-1]):
             z[..., d] = self.calibration_.quantiles(d, gap, levels).T.reshape(
@@ -679,6 +681,22 @@ class PosteriorPredictiveMixin(IntervalMixin):
             )
         # the log transform is increasing: quantiles on the model's scale map to the data's
         return self._inverse(mean + sd * z)
+
+    def _check_reach(self, gap: np.ndarray) -> None:
+        """Warn when calibrated bands are asked for much further from the observations than
+        any value held out in the calibration: there they reuse its farthest errors, which
+        are usually smaller than errors further out, and the bands can be too narrow."""
+        reach = self.calibration_.reach
+        far = float(np.nanmax(gap, initial=0.0))
+        if reach and far > 1.5 * reach:
+            warnings.warn(
+                f"calibrated bands are asked for up to {far:.4g} time units from a series' "
+                f"nearest observation, but the calibration held out values at most "
+                f"{reach:.4g} away; beyond that its errors are extrapolated and the bands may "
+                f"be too narrow. Calibrate for this horizon: calibrate(X, last={far:.4g}).",
+                UserWarning,
+                stacklevel=4,
+            )
 
     def _fitted_state(self) -> dict:
         calibration = getattr(self, "calibration_", None)

@@ -1,5 +1,7 @@
 """The Latent ODE's predictive: calibration on held-out values, and its warnings."""
 
+import copy
+
 import numpy as np
 import pytest
 
@@ -21,6 +23,8 @@ def fitted(spirals):
     return LatentODE(**FAST).fit(spirals.train)
 
 
+# the default calibration hides less than the last 2 time units evaluated here: told so
+@pytest.mark.filterwarnings("ignore:calibrated bands are asked for:UserWarning")
 def test_calibration_brings_coverage_to_its_nominal_level(spirals, fitted, tmp_path):
     calibration, held_out = spirals.test[:30], spirals.test[30:]
     context, target = hold_out(held_out, last=2.0)
@@ -67,6 +71,44 @@ def test_far_query_times_warn(spirals, fitted):
     fitted.predict(spirals.test[:2], times=[end + 1.5 * span])  # within reach: no warning
     with pytest.warns(UserWarning, match="times the span of the training data"):
         fitted.predict(spirals.test[:2], times=[end + 3 * span])
+
+
+def test_bands_beyond_the_calibrated_horizon_warn(spirals, fitted, tmp_path):
+    import warnings
+
+    short = copy.deepcopy(fitted).calibrate(spirals.test[:50], last=0.5)
+    reach = short.calibration_.reach
+    # from the last value before each hidden window, which may lie further back than 0.5
+    assert 0.5 <= reach < 5
+    last = spirals.test[50].times[-1]
+    near = [last + 0.5 * reach, last + reach]
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # within the calibrated horizon: silent
+        short.predict_quantiles(spirals.test[50:51], times=near)
+    far = [last + 0.5 * reach, last + 3 * reach]
+    with pytest.warns(UserWarning, match=r"calibrate\(X, last="):
+        short.predict_quantiles(spirals.test[50:51], times=far)
+    with pytest.warns(UserWarning, match="calibrated bands are asked for"):
+        short.sample(spirals.test[50:51], times=far, n_samples=5)
+    assert not any(  # the model's own draws are not the calibration's business
+        "calibrated bands" in str(w.message)
+        for w in _caught(lambda: short.sample(spirals.test[50:51], times=far, calibrated=False))
+    )
+    # kept in the file; a calibration saved before it was kept does not warn
+    assert LatentODE.load(_saved(short, tmp_path)).calibration_.reach == reach
+    short.calibration_.reach = None
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        short.predict_quantiles(spirals.test[50:51], times=far)
+
+
+def _caught(call):
+    import warnings
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        call()
+    return caught
 
 
 def test_fit_calibrates_on_validation_series_when_it_can(spirals):
@@ -165,6 +207,7 @@ def test_outputs_say_what_made_them(spirals, fitted):
     assert rule.sample(spirals.test[:2], times=[1.0], n_samples=4).attrs["model"] == "LastValue"
 
 
+@pytest.mark.filterwarnings("ignore:calibrated bands are asked for:UserWarning")
 def test_calibrated_quantiles_are_exact_not_read_off_draws(spirals, fitted, tmp_path):
     calibrated = LatentODE.load(_saved(fitted, tmp_path)).calibrate(spirals.test[:30])
     context, target = hold_out(spirals.test[30:], last=2.0)
