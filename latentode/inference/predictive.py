@@ -67,17 +67,10 @@ def posterior_predictive(
             z0, _ = module.importance_z0(
                 times, values, mask, n_samples=n_samples, n_proposals=n_proposals, static=static
             )
-            predictive = Predictive(
-                module.model, posterior_samples={"z0": z0}, parallel=True, return_sites=list(sites)
-            )
+            source = {"posterior_samples": {"z0": z0}}
         else:
-            predictive = Predictive(
-                module.model,
-                guide=module.guide,
-                num_samples=n_samples,
-                parallel=True,
-                return_sites=list(sites),
-            )
+            source = {"guide": module.guide, "num_samples": n_samples}
+        predictive = Predictive(module.model, **source, parallel=True, return_sites=list(sites))
         draws = predictive(times, values, mask, query_times=query_times, static=static)
     missing = [s for s in sites if s not in draws]
     if missing:
