@@ -1,6 +1,7 @@
 """Prediction throughput: series per second of predict, sample and predict_quantiles.
 
     python benchmarks/prediction_throughput.py --physionet-path DIR [--series 400] [--threads 2]
+        [--device cuda]
 
 A model is fitted briefly on PhysioNet 2012 set A stays (GRU encoder, latent 20, 37
 channels; the weights' quality does not change the cost), then each prediction method is
@@ -68,6 +69,7 @@ def main(argv=None) -> None:
     parser.add_argument("--repeats", type=int, default=2)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--device", default="cpu", help="where the model runs (cpu, cuda)")
     parser.add_argument("--output", help="JSON to write (default in benchmarks/results)")
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
@@ -83,7 +85,12 @@ def main(argv=None) -> None:
         test = synthetic_stays(args.series, args.seed + 1)
         source = "synthetic PhysioNet-shaped stays"
     model = LatentODE(
-        encoder="gru", latent_dim=20, max_epochs=args.epochs, random_state=args.seed, verbose=False
+        encoder="gru",
+        latent_dim=20,
+        max_epochs=args.epochs,
+        random_state=args.seed,
+        device=args.device,
+        verbose=False,
     ).fit(train)
     own = {s.id: s.times for s in test}
     calls = {
@@ -95,7 +102,7 @@ def main(argv=None) -> None:
         ),
     }
     results = {}
-    print(f"{len(test)} {source}, {args.threads} threads")
+    print(f"{len(test)} {source}, {args.threads} threads, device {args.device}")
     # z0 by importance resampling (the default proposals), then drawn from q itself
     for proposals in (model.importance_samples, 0):
         model.set_params(importance_samples=proposals)

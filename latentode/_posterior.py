@@ -43,6 +43,22 @@ _KEEP = 1000
 #: Values the widest tensor of one chunk of posterior draws may hold (16 MB in float32): a
 #: decoder layer of width 100 over 32 draws x 200 series x 100 times would hold 64 M at once.
 WIDEST_CELLS = 4_000_000
+#: On a CUDA device a chunk may be up to this many times larger (fewer, larger kernel launches),
+#: its widest tensor within ``1 / CUDA_FREE_SHARE`` of the device's free memory.
+CUDA_CELLS_FACTOR = 32
+CUDA_FREE_SHARE = 64
+
+
+def widest_cells(device: torch.device) -> int:
+    """Values the widest tensor of one chunk of draws may hold on ``device``:
+    :data:`WIDEST_CELLS` on the CPU; on a CUDA device up to ``CUDA_CELLS_FACTOR`` times that,
+    as the device's free memory allows (a GPU's time goes into launching the solver's many
+    small kernels, so it gains from large chunks; a CPU does not)."""
+    if device.type != "cuda":
+        return WIDEST_CELLS
+    free, _ = torch.cuda.mem_get_info(device)
+    bound = free // (4 * CUDA_FREE_SHARE)  # float32 bytes
+    return int(max(WIDEST_CELLS, min(CUDA_CELLS_FACTOR * WIDEST_CELLS, bound)))
 
 
 class PosteriorPredictiveMixin(IntervalMixin):
@@ -64,7 +80,7 @@ class PosteriorPredictiveMixin(IntervalMixin):
 
     def _own_chunks(self) -> dict:
         """Chunk sizing of draws at each series' own times (see :mod:`latentode._query`)."""
-        return {"width": self._draw_width(), "cells": WIDEST_CELLS}
+        return {"width": self._draw_width(), "cells": widest_cells(self.device_)}
 
     def _draw(self, X, times, n_samples: int, *, sites):
         """Posterior predictive draws at query times, chunked over series.
@@ -87,7 +103,12 @@ class PosteriorPredictiveMixin(IntervalMixin):
         chunks = []
         with self._seeded(seed_from(self.random_state), self.device_):
             for start, stop in _series_chunks(
-                data, n_samples, len(t), proposals, self._draw_width()
+                data,
+                n_samples,
+                len(t),
+                proposals,
+                self._draw_width(),
+                cells=widest_cells(self.device_),
             ):
                 batch = self._batch(data[start:stop], self.device_)
                 chunks.append(
@@ -271,7 +292,8 @@ class PosteriorPredictiveMixin(IntervalMixin):
             Each series' own times, NaN-padded.
         """
         longest = max(len(g) for g in grids)
-        for start, stop, grid in chunks(grids, n_samples, self._draw_width(), WIDEST_CELLS):
+        cells = widest_cells(self.device_)
+        for start, stop, grid in chunks(grids, n_samples, self._draw_width(), cells):
             chunk = data[start:stop]
             position = np.zeros((stop - start, longest), dtype=np.int64)
             valid = np.zeros((stop - start, longest), dtype=bool)
@@ -709,13 +731,15 @@ class PosteriorPredictiveMixin(IntervalMixin):
         self.calibration_ = None if saved is None else BinnedEmpirical.from_state(saved)
 
 
-def _series_chunks(data, n_samples: int, n_query: int, proposals: int, width: int):
+def _series_chunks(
+    data, n_samples: int, n_query: int, proposals: int, width: int, *, cells: int = WIDEST_CELLS
+):
     """``(start, stop)`` of the chunks of series drawn in one call each: at most
     ``PREDICT_CHUNK`` series, and few enough that one call's widest tensor stays within
-    ``WIDEST_CELLS`` values — draws x series x query times x ``width`` (the widest of
-    features, latent state and the networks' hidden layers), and with importance proposals
-    also proposals x series x the union of the chunk's observation times x ``width``."""
-    size = WIDEST_CELLS // max(1, n_samples * n_query * width)
+    ``cells`` values — draws x series x query times x ``width`` (the widest of features,
+    latent state and the networks' hidden layers), and with importance proposals also
+    proposals x series x the union of the chunk's observation times x ``width``."""
+    size = cells // max(1, n_samples * n_query * width)
     size = max(1, min(PREDICT_CHUNK, size))
     if not proposals:
         return [(i, min(i + size, len(data))) for i in range(0, len(data), size)]
@@ -724,7 +748,7 @@ def _series_chunks(data, n_samples: int, n_query: int, proposals: int, width: in
         new = [x for x in s.times.tolist() if x not in grid]
         full = i - start >= size
         if i > start and (
-            full or proposals * (i - start + 1) * (len(grid) + len(new)) * width > WIDEST_CELLS
+            full or proposals * (i - start + 1) * (len(grid) + len(new)) * width > cells
         ):
             bounds.append((start, i))
             start, grid, new = i, set(), s.times.tolist()

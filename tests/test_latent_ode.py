@@ -12,6 +12,7 @@ from sklearn.base import clone
 from sklearn.exceptions import NotFittedError
 
 from latentode import LatentODE
+from latentode._posterior import WIDEST_CELLS, widest_cells
 from latentode.datasets import make_spirals
 
 FAST = dict(max_epochs=2, batch_size=16, latent_dim=3, random_state=0)
@@ -293,12 +294,51 @@ def test_adjoint_fit_counts_backward_evaluations(data):
 
 
 @pytest.mark.gpu
-def test_cuda_path_matches_cpu(data):
-    cpu = LatentODE(**FAST, device="cpu").fit(data.train)
-    gpu = LatentODE(**FAST, device="cuda").fit(data.train)
+def test_cuda_model_computes_what_the_cpu_model_does(data, tmp_path):
+    # the same weights on both devices: the same paths for the same z0, and predictive draws
+    # that agree within their Monte Carlo error (the devices' random streams differ)
+    fitted = LatentODE(**FAST, device="cpu").fit(data.train)  # "auto" would take the GPU
+    fitted.save(tmp_path / "m.pt")
+    gpu = LatentODE.load(tmp_path / "m.pt", device="cuda")
     assert gpu.model_.decoder.net[0].weight.is_cuda
+    assert widest_cells(gpu.device_) >= WIDEST_CELLS  # larger chunks on the device
+    z0 = torch.randn(16, 8, FAST["latent_dim"])
+    t = torch.linspace(0.0, 1.0, 12)
+    with torch.no_grad():
+        cpu_path = fitted.model_.decode(fitted.model_.solve(z0, t)[0])
+        gpu_path = gpu.model_.decode(gpu.model_.solve(z0.cuda(), t.cuda())[0]).cpu()
+    # float rounding differs between the devices; an adaptive step may then differ too
+    assert torch.allclose(cpu_path, gpu_path, rtol=1e-3, atol=2e-3)
+    times = data.test_extrapolation_times[:10]
+    # draws of q: independent, so their means' standard error is known
+    fitted.set_params(importance_samples=0)
+    cpu_draws = fitted.sample(data.test, times=times, n_samples=2000)["mean"].values
+    gpu_draws = (
+        gpu.set_params(importance_samples=0)
+        .sample(data.test, times=times, n_samples=2000)["mean"]
+        .values
+    )
+    se = np.sqrt((cpu_draws.var(0) + gpu_draws.var(0)) / 2000)
+    gap = np.abs(cpu_draws.mean(0) - gpu_draws.mean(0))
+    assert (gap <= 5 * se + 1e-5).all(), float((gap / (se + 1e-12)).max())
+    # importance resampling on the device: draws among the proposals, finite, with their ESS
+    batch = gpu._batch(gpu._check_data(data.test), gpu.device_)
+    with torch.no_grad():
+        z0, ess = gpu.model_.importance_z0(
+            batch.times, batch.values, batch.mask, n_samples=50, n_proposals=64
+        )
+    assert z0.is_cuda and z0.shape == (50, len(data.test), FAST["latent_dim"])
+    assert torch.isfinite(z0).all() and ((ess >= 1 - 1e-4) & (ess <= 64 + 1e-3)).all()
+
+
+@pytest.mark.gpu
+def test_cuda_fit_learns(data):
+    gpu = LatentODE(**{**FAST, "max_epochs": 10}, device="cuda").fit(data.train)
+    assert gpu.model_.decoder.net[0].weight.is_cuda
+    loss = gpu.history_.loss
+    assert np.all(np.isfinite(loss)) and loss[-1] < loss[0]
     t = data.test_extrapolation_times[:10]
-    assert np.allclose(cpu.predict(data.test, times=t), gpu.predict(data.test, times=t), atol=1e-2)
+    assert np.isfinite(gpu.predict(data.test, times=t).values).all()
 
 
 @pytest.mark.gpu

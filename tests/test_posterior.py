@@ -246,3 +246,18 @@ def test_calibration_centres_on_noise_free_means_when_the_noise_is_too_wide(spir
         [wide.predict(c, times=s.times).values[0] for c, s in zip(context, target, strict=True)]
     )
     assert overall.mse < 1.3 * np.nanmean((truth - point) ** 2)
+
+
+def test_chunks_of_draws_grow_with_the_cell_budget():
+    import torch
+
+    from latentode._posterior import WIDEST_CELLS, _series_chunks, widest_cells
+
+    assert widest_cells(torch.device("cpu")) == WIDEST_CELLS
+    data = make_spirals(n_series=60, n_obs=20, random_state=0).train
+    small = _series_chunks(data, 100, 20, 256, 100)
+    large = _series_chunks(data, 100, 20, 256, 100, cells=32 * WIDEST_CELLS)
+    for bounds in (small, large):  # consecutive, covering every series once
+        assert bounds[0][0] == 0 and bounds[-1][1] == len(data)
+        assert all(a[1] == b[0] for a, b in zip(bounds, bounds[1:], strict=False))
+    assert len(small) > 4 * len(large)

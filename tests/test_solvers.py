@@ -227,7 +227,7 @@ def test_native_solver_on_cuda_matches_the_cpu(adjoint):
     for device in ("cpu", "cuda"):
         f = _field(4).to(device)
         solver = ODESolver(f, rtol=1e-7, atol=1e-9, adjoint=adjoint, backend="native")
-        y = y0.to(device).requires_grad_(True)
+        y = y0.to(device, copy=True).requires_grad_(True)  # a leaf on each device
         ys = solver(y, t.to(device))
         ys.pow(2).sum().backward()
         out[device] = (ys.detach().cpu(), y.grad.cpu(), next(f.parameters()).grad.cpu())
