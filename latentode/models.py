@@ -592,11 +592,19 @@ class LatentODEModel(PyroModule):
         """
         self._check_static(static)
         loc, scale = self._network(self.encoder, values, mask, times, static)
-        eps = torch.randn(
-            (n_samples,) + loc.shape, generator=generator, device=loc.device, dtype=loc.dtype
-        )
-        z0 = loc + scale * eps
-        return z0 if self.flow is None else self.flow(z0)
+        return self._draw_q(loc, scale, n_samples, generator)[0]
+
+    def _draw_q(self, loc, scale, n: int, generator=None):
+        """``n`` draws of ``q(z0 | x)`` from the encoder's ``loc`` and ``scale`` (batch,
+        latent) through the flow if any, with their log-densities under ``q``: tensors of
+        shape (n, batch, latent) and (n, batch)."""
+        eps = torch.randn((n,) + loc.shape, generator=generator, device=loc.device, dtype=loc.dtype)
+        base = loc + scale * eps
+        log_q = dist.Normal(loc, scale).log_prob(base).sum(-1)
+        if self.flow is None:
+            return base, log_q
+        z0 = self.flow(base)
+        return z0, log_q - self.flow.log_abs_det_jacobian(base, z0)
 
     def importance_z0(
         self, times, values, mask, *, n_samples: int, n_proposals: int, static=None
@@ -628,13 +636,7 @@ class LatentODEModel(PyroModule):
         """
         self._check_static(static)
         loc, scale = self._network(self.encoder, values, mask, times, static)
-        eps = torch.randn((n_proposals,) + loc.shape, device=loc.device, dtype=loc.dtype)
-        base = loc + scale * eps
-        log_q = dist.Normal(loc, scale).log_prob(base).sum(-1)  # (proposals, batch)
-        z0 = base
-        if self.flow is not None:
-            z0 = self.flow(base)
-            log_q = log_q - self.flow.log_abs_det_jacobian(base, z0)
+        z0, log_q = self._draw_q(loc, scale, n_proposals)  # (proposals, batch, latent)
         log_w = dist.Normal(0.0, 1.0).log_prob(z0).sum(-1) - log_q
         z, cumulative = self.solve(z0, times)
         # a draw whose path the solver could not follow (non-finite) gets no weight
