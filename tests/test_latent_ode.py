@@ -342,6 +342,42 @@ def test_cuda_fit_learns(data):
 
 
 @pytest.mark.gpu
+@pytest.mark.parametrize(
+    "options",
+    [
+        {"anchor": True, "noise_rank": 2},
+        {"poisson": True, "likelihood": "student_t", "encoder": "odernn"},
+        {"guide": "cnf", "log_features": "auto"},
+    ],
+    ids=["anchor-lowrank", "poisson-student", "cnf-log"],
+)
+@pytest.mark.filterwarnings("ignore:calibrated bands are asked for:UserWarning")
+def test_cuda_fit_calibrate_and_load_on_the_cpu(data, options, tmp_path):
+    train, test = data.train, data.test
+    if "log_features" in options:  # positive concentrations beside a signed wave
+        both = concentrations(40)
+        train, test = both[:32], both[32:]
+    est = LatentODE(**FAST, **options, device="cuda").fit(train)
+    assert next(est.model_.parameters()).is_cuda and np.isfinite(est.history_.loss).all()
+    est.calibrate(test, fraction=0.3, n_samples=50)
+    t = np.linspace(0.5, 6.0, 5)
+    quantiles = est.predict_quantiles(test, times=t, n_samples=50)
+    assert np.isfinite(quantiles.to_numpy()).all()
+    assert np.isfinite(est.score(test))
+    # a model trained on the GPU, used where there is none
+    est.save(tmp_path / "m.pt")
+    cpu = LatentODE.load(tmp_path / "m.pt", device="cpu")
+    assert not next(cpu.model_.parameters()).is_cuda and cpu.calibration_ is not None
+    z0 = torch.randn(8, len(test), FAST["latent_dim"])
+    grid = torch.linspace(0.0, 1.0, 6)
+    with torch.no_grad():
+        on_gpu = est.model_.decode(est.model_.solve(z0.cuda(), grid.cuda())[0]).cpu()
+        on_cpu = cpu.model_.decode(cpu.model_.solve(z0, grid)[0])
+    assert torch.allclose(on_gpu, on_cpu, rtol=1e-3, atol=2e-3)
+    assert np.isfinite(cpu.predict_quantiles(test, times=t, n_samples=50).to_numpy()).all()
+
+
+@pytest.mark.gpu
 def test_cuda_bf16_mixed_tracks_float32(data):
     plain = LatentODE(**FAST, device="cuda").fit(data.train)
     mixed = LatentODE(**FAST, device="cuda", precision="bf16-mixed").fit(data.train)
