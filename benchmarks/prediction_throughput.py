@@ -88,6 +88,7 @@ def main(argv=None) -> None:
         encoder="gru",
         latent_dim=20,
         max_epochs=args.epochs,
+        validation_fraction=0.0,
         random_state=args.seed,
         device=args.device,
         verbose=False,

@@ -160,6 +160,7 @@ def main(argv=None) -> None:
             **settings,
             max_epochs=100_000,
             max_time=args.budget,
+            validation_fraction=0.0,  # every training stay, as BRITS and SAITS get
             random_state=args.seed,
             verbose=False,
         )

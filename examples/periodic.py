@@ -63,6 +63,7 @@ def main(argv=None):
         latent_dim=args.latent_dim,
         max_epochs=args.epochs,
         encode_fraction=0.5,
+        validation_fraction=0.0,  # the paper's protocol: every training series
         lr=0.01,
         lr_decay=0.98,
         random_state=args.seed,

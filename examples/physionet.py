@@ -203,6 +203,7 @@ def main(argv=None):
         kl_weight=args.kl_weight,
         patience=args.patience,
         obs_weighting=args.obs_weighting,
+        validation_fraction=0.0,  # the paper's protocol: every training series
         random_state=args.seed,
         verbose="force" if args.verbose else True,  # a progress bar in a terminal
     )

@@ -66,6 +66,7 @@ def main(argv=None):
         lr_decay=args.lr_decay,
         encode_fraction=args.encode_fraction,
         obs_std=args.obs_std or None,
+        validation_fraction=0.0,  # the paper's protocol: every training series
         random_state=args.seed,
         verbose=True,  # a progress bar when run in a terminal
     )

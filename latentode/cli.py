@@ -264,6 +264,7 @@ def _fit(args) -> None:
     options = {name: getattr(args, name) for name in _FIT_OPTIONS}
     model = LatentODE(
         **options,
+        validation_fraction=0.0,  # the command holds out --validation-fraction itself
         random_state=args.seed,
         verbose="force" if args.progress else not args.quiet,
     )

@@ -101,7 +101,10 @@ PARAMETERS = (
     real("encode_fraction", low=0, low_open=True, high=1),
     real("hide_fraction", low=0, high=1, high_open=True),
     integer("patience", low=1, none=True),
+    real("validation_fraction", low=0, high=1, high_open=True),
 )
+#: Fewest series from which ``fit`` holds out ``validation_fraction`` of its own accord.
+AUTO_VALIDATION_SERIES = 200
 _CHECKPOINT_EVERY = integer("checkpoint_every", low=1)
 _CHECKPOINT_STEPS = integer("checkpoint_steps", low=1)
 
@@ -280,6 +283,15 @@ class LatentODE(PosteriorPredictiveMixin, IrregularSeriesEstimator):
         neither helped nor hurt (docs: benchmarks); try it where values go missing in runs.
     patience : int or None, default None
         Early stopping on validation data given to :meth:`fit`.
+    validation_fraction : float in [0, 1), default 0.1
+        When :meth:`fit` is given no ``validation_data`` and the series are in memory,
+        unlabelled and at least 200 of them, this share of them (whole series, at random) is
+        held out of training and used as validation data: the best epoch is kept,
+        ``patience`` applies, and the predictive is calibrated on them, so that bands cover
+        what they claim by default. Their ids are in ``validation_ids_``. The draw follows
+        ``random_state`` (a fixed draw when it is None, so that a resumed fit holds out the
+        same series). 0 trains on every series; smaller data sets always do (pass
+        ``validation_data`` or call :meth:`calibrate` on series kept aside).
     device : {"auto", "cpu", "cuda"}, default "auto"
     random_state : int or None, default None
         Seeds initialisation, shuffling and sampling; the same value gives the same results
@@ -322,7 +334,9 @@ class LatentODE(PosteriorPredictiveMixin, IrregularSeriesEstimator):
     """
 
     _reads_static = True
-    _OLDER_FILES = {"importance_samples": 0}  # files from before importance resampling
+    # parameters added since: the values that reproduce older files (importance resampling;
+    # the automatic validation split)
+    _OLDER_FILES = {"importance_samples": 0, "validation_fraction": 0.0}
 
     def __init__(
         self,
@@ -368,6 +382,7 @@ class LatentODE(PosteriorPredictiveMixin, IrregularSeriesEstimator):
         encode_fraction: float = 1.0,
         hide_fraction: float = 0.0,
         patience: int | None = None,
+        validation_fraction: float = 0.1,
         device: str = "auto",
         random_state: int | None = None,
         verbose: bool | str = True,
@@ -413,6 +428,7 @@ class LatentODE(PosteriorPredictiveMixin, IrregularSeriesEstimator):
         self.encode_fraction = encode_fraction
         self.hide_fraction = hide_fraction
         self.patience = patience
+        self.validation_fraction = validation_fraction
         self.device = device
         self.random_state = random_state
         self.verbose = verbose
@@ -435,6 +451,17 @@ class LatentODE(PosteriorPredictiveMixin, IrregularSeriesEstimator):
             max_nfe=self.max_nfe,
             backend=self.solver_backend,
         )
+
+    def _fitted_state(self) -> dict:
+        held = getattr(self, "validation_ids_", None)
+        return {
+            **super()._fitted_state(),
+            "validation_ids_": None if held is None else [_json_id(i) for i in held],
+        }
+
+    def _set_fitted_state(self, state: dict) -> None:
+        super()._set_fitted_state(state)
+        self.validation_ids_ = state.get("validation_ids_")  # older files: None
 
     def _validate_params(self) -> None:
         super()._validate_params()
@@ -522,7 +549,8 @@ or ParquetSeries
         validation_data : same types as ``X``, optional
             Held-out series; the parameters of the epoch with the best validation ELBO are
             kept, ``patience`` stops training early, and the predictive is calibrated on them
-            (:meth:`calibrate`, when at least 50 values can be held out).
+            (:meth:`calibrate`, when at least 50 values can be held out). Without it, a share
+            of ``X`` is held out for this when ``X`` is large enough (``validation_fraction``).
         checkpoint : str or path-like, optional
             File to which the whole training state (parameters, optimiser, random streams,
             history) is written every ``checkpoint_every`` epochs, at the end and on
@@ -573,6 +601,9 @@ or ParquetSeries
             data = as_dataset(X, name="X")
         with self._keep_state_on_failure():
             labels = self._check_labels(y, data)
+            self.validation_ids_ = None
+            if validation_data is None and y is None:
+                data, validation_data = self._split_validation(data)
             every = (checkpoint_every, checkpoint_steps)
             self._fit(data, validation_data, checkpoint, every, resume, labels=labels)
         if self.history_.interrupted:
@@ -588,6 +619,22 @@ or ParquetSeries
                 stacklevel=2,
             )
         return self
+
+    def _split_validation(self, data):
+        """``(train, validation)`` of in-memory ``data`` by ``validation_fraction``, or
+        ``(data, None)`` when nothing is held out; sets ``validation_ids_``."""
+        if (
+            isinstance(data, ParquetSeries)
+            or not self.validation_fraction
+            or len(data) < AUTO_VALIDATION_SERIES
+        ):
+            return data, None
+        seed = 0 if self.random_state is None else seed_from(self.random_state)
+        order = np.random.default_rng([seed, len(data)]).permutation(len(data))
+        n_held = max(1, int(round(self.validation_fraction * len(data))))
+        held, kept = np.sort(order[:n_held]), np.sort(order[n_held:])
+        self.validation_ids_ = [data.ids[i] for i in held]
+        return data[kept], data[held]
 
     def _fit(
         self, data, validation_data, checkpoint, checkpoint_every, resume, *, labels=None
@@ -637,6 +684,13 @@ or ParquetSeries
         self.model_, self.calibration_ = module, None
         if validation_data is not None:  # held-out series: calibrate the bands on them
             self._calibrate_if_possible(_series_of(validation_data, labels is not None))
+
+
+def _json_id(series_id):
+    """A series id as JSON holds it: numbers and strings as they are, others as text."""
+    if isinstance(series_id, np.generic):
+        series_id = series_id.item()
+    return series_id if isinstance(series_id, (int, float, str)) else str(series_id)
 
 
 def _series_of(validation_data, labelled: bool):

@@ -182,16 +182,20 @@ def test_files_from_before_importance_resampling_keep_drawing_from_q(data, fitte
     fitted.save(path)
     payload = read_model(path, cls_name="LatentODE")
     params = json.loads(payload["params"])
-    del params["importance_samples"]  # as an earlier version wrote it
+    del params["importance_samples"], params["validation_fraction"]  # as earlier versions
+    fitted_state = json.loads(payload["fitted"])
+    del fitted_state["validation_ids_"]
     write_model(
         path,
         cls_name="LatentODE",
         params=json.dumps(params),
-        fitted=payload["fitted"],
+        fitted=json.dumps(fitted_state),
         state_dict=payload["state_dict"],
     )
     loaded = LatentODE.load(path)
     assert loaded.importance_samples == 0
+    # a refit reproduces the file's fit: no automatic validation split then
+    assert loaded.validation_fraction == 0.0 and loaded.validation_ids_ is None
     t = data.test_extrapolation_times[:5]
     from_q = copy.deepcopy(fitted).set_params(importance_samples=0)
     assert np.array_equal(loaded.predict(data.test, times=t), from_q.predict(data.test, times=t))
@@ -936,7 +940,8 @@ def test_importance_resampling_imputes_and_forecasts_better_than_q():
     from latentode.evaluation import evaluate, hold_out
 
     data = make_periodic(n_series=300, random_state=0)
-    model = LatentODE(max_epochs=40, random_state=0, verbose=False).fit(data.train)
+    model = LatentODE(max_epochs=40, validation_fraction=0, random_state=0, verbose=False)
+    model.fit(data.train)
     span = float(data.times[-1] - data.times[0])
     for rule in ({"fraction": 0.1}, {"last": span / 2}):
         context, target = hold_out(data.test, **rule, random_state=0)
@@ -945,3 +950,46 @@ def test_importance_resampling_imputes_and_forecasts_better_than_q():
         mse = table[table.feature == "all"].set_index("model").mse
         # measured: 16% lower imputing, 10% lower forecasting the second half
         assert mse["resampled"] < 0.95 * mse["q"], rule
+
+
+@pytest.fixture(scope="module")
+def many():
+    """Enough series (210) for fit to hold out a validation share of its own accord."""
+    return make_spirals(n_series=263, n_obs=8, random_state=3).train
+
+
+def test_fit_holds_out_validation_series_and_calibrates_on_them(many, tmp_path):
+    params = dict(max_epochs=2, batch_size=64, latent_dim=3, random_state=0, verbose=False)
+    auto = LatentODE(**params).fit(many)
+    held = auto.validation_ids_
+    assert len(held) == round(0.1 * len(many)) and len(set(held)) == len(held)
+    assert set(held) <= set(many.ids)
+    assert auto.calibration_ is not None and len(auto.history_.val_loss) == 2
+    # exactly a fit on the other series validated on the held-out ones
+    kept = [i for i, s in enumerate(many.ids) if s not in set(held)]
+    chosen = [many.ids.index(s) for s in held]
+    by_hand = LatentODE(**params, validation_fraction=0.0)
+    by_hand.fit(many[kept], validation_data=many[chosen])
+    assert by_hand.validation_ids_ is None
+    assert by_hand.history_.loss == auto.history_.loss
+    assert by_hand.history_.val_loss == auto.history_.val_loss
+    # the same series with the same seed, and with no seed (a resumed fit needs them)
+    assert LatentODE(**params).fit(many).validation_ids_ == held
+    unseeded = {**params, "random_state": None, "max_epochs": 1}
+    assert (
+        LatentODE(**unseeded).fit(many).validation_ids_
+        == LatentODE(**unseeded).fit(many).validation_ids_
+    )
+    auto.save(tmp_path / "m.pt")
+    assert LatentODE.load(tmp_path / "m.pt").validation_ids_ == held
+
+
+def test_fit_trains_on_every_series_when_told_or_too_few(many, data):
+    params = dict(max_epochs=1, batch_size=64, latent_dim=3, random_state=0, verbose=False)
+    none = LatentODE(**params, validation_fraction=0.0).fit(many)
+    assert none.validation_ids_ is None and none.calibration_ is None
+    assert none.history_.val_loss == []
+    few = LatentODE(**params).fit(data.train)  # 32 series: all trained on
+    assert few.validation_ids_ is None and few.calibration_ is None
+    with pytest.raises(ValueError, match="validation_fraction"):
+        LatentODE(validation_fraction=1.0).fit(many)

@@ -9,7 +9,10 @@ from latentode import LatentODE
 from latentode.datasets import make_spirals
 from latentode.evaluation import evaluate, held_out_draws, hold_out
 
-FAST = dict(max_epochs=4, batch_size=32, latent_dim=3, random_state=0, obs_std=0.02)
+# every training series trained on (no automatic validation split): the tests calibrate
+FAST = dict(
+    max_epochs=4, batch_size=32, latent_dim=3, random_state=0, obs_std=0.02, validation_fraction=0
+)
 
 
 @pytest.fixture(scope="module")
