@@ -53,6 +53,29 @@ def test_calibration_brings_coverage_to_its_nominal_level(spirals, fitted, tmp_p
     assert own.equals(fitted.sample(context[:1], times=t))
 
 
+# a few hidden values lie further from the observations than any the calibrations held out
+@pytest.mark.filterwarnings("ignore:calibrated bands are asked for:UserWarning")
+def test_fit_calibrates_its_bands_by_default(spirals, fitted):
+    # the same overconfident model, fitted without validation data on 240 series: it holds
+    # out 24 of them and calibrates there, so its imputation bands cover what they claim
+    default = LatentODE(**{**FAST, "validation_fraction": 0.1}).fit(spirals.train)
+    assert len(default.validation_ids_) == 24 and default.calibration_ is not None
+    context, target = hold_out(spirals.test, fraction=0.2, random_state=0)
+    table = evaluate({"default": default, "raw": fitted}, context, target, levels=[0.5, 0.9])
+    overall = table[table.feature == "all"].set_index("model")
+    assert overall.coverage_90["raw"] < 0.6  # the premise: the model's own bands are narrow
+    # measured 0.93 / 0.67: the default calibration also holds out each series' last quarter,
+    # whose forecast errors widen the centre of imputation bands
+    assert 0.8 <= overall.coverage_90["default"] <= 0.97
+    assert 0.38 <= overall.coverage_50["default"] <= 0.75
+    # calibrated for the task on the same held-out series (validation_ids_ names them)
+    held = spirals.train[[spirals.train.ids.index(i) for i in default.validation_ids_]]
+    task = copy.deepcopy(default).calibrate(held, fraction=0.2)
+    table = evaluate({"task": task}, context, target, levels=[0.5, 0.9])
+    overall = table[table.feature == "all"].iloc[0]
+    assert 0.8 <= overall.coverage_90 <= 0.97 and 0.38 <= overall.coverage_50 <= 0.62
+
+
 def _saved(model, folder):
     path = folder / f"m{np.random.randint(1_000_000)}.pt"
     model.save(path)
