@@ -8,6 +8,7 @@ units and on the xarray and pandas layouts of the package.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
 import warnings
@@ -235,11 +236,13 @@ class PosteriorPredictiveMixin(IntervalMixin):
         own = self._own_grids(X, times, horizon, n_points)
         if own is None:
             data, t, draws = self._draw(X, times, n_samples, sites=tuple(sites))
-            variables = self._in_data_units(draws, data, t, calibrated)
+            with self._one_reach_warning():
+                variables = self._in_data_units(draws, data, t, calibrated)
             coords, along = self._coords(data, t), "time"
         else:
             data, grids = own
-            variables, t = self._draws_on_own_times(data, grids, n_samples, sites, calibrated)
+            with self._one_reach_warning():
+                variables, t = self._draws_on_own_times(data, grids, n_samples, sites, calibrated)
             coords = self._coords(data, np.arange(t.shape[1]))
             coords["step"] = coords.pop("time")
             coords["time"] = (("series", "step"), t)
@@ -384,7 +387,8 @@ class PosteriorPredictiveMixin(IntervalMixin):
         calibrated = getattr(self, "calibration_", None) is not None
         own = self._own_grids(X, times, horizon, n_points)
         if own is not None:
-            return self._quantiles_on_own_times(*own, levels, n_samples, calibrated)
+            with self._one_reach_warning():
+                return self._quantiles_on_own_times(*own, levels, n_samples, calibrated)
         drawn = self.sample(X, times=times, n_samples=n_samples, calibrated=False)
         obs = drawn["obs"]
         if calibrated:
@@ -392,9 +396,10 @@ class PosteriorPredictiveMixin(IntervalMixin):
             # quantile), not off a finite number of draws from it, whose sample quantiles
             # make central intervals too narrow (about 0.9 x (n - 1) / (n + 1) at 90%)
             data = self._check_data(X)
-            values = self._calibrated_quantiles(
-                obs.values, drawn["mean"].values, data, obs.time.values, levels
-            )
+            with self._one_reach_warning():
+                values = self._calibrated_quantiles(
+                    obs.values, drawn["mean"].values, data, obs.time.values, levels
+                )
             table = xr.DataArray(
                 values,
                 dims=("quantile", "series", "time", "feature"),
@@ -707,9 +712,17 @@ class PosteriorPredictiveMixin(IntervalMixin):
     def _check_reach(self, gap: np.ndarray) -> None:
         """Warn when calibrated bands are asked for much further from the observations than
         any value held out in the calibration: there they reuse its farthest errors, which
-        are usually smaller than errors further out, and the bands can be too narrow."""
-        reach = self.calibration_.reach
+        are usually smaller than errors further out, and the bands can be too narrow. Inside
+        :meth:`_one_reach_warning` the farthest gap is noted instead, for one warning."""
         far = float(np.nanmax(gap, initial=0.0))
+        asked = self.__dict__.get("_reach_asked")
+        if asked is not None:
+            asked[0] = max(asked[0], far)
+        else:
+            self._warn_reach(far, stacklevel=5)
+
+    def _warn_reach(self, far: float, stacklevel: int) -> None:
+        reach = self.calibration_.reach
         if reach and far > 1.5 * reach:
             warnings.warn(
                 f"calibrated bands are asked for up to {far:.4g} time units from a series' "
@@ -717,8 +730,26 @@ class PosteriorPredictiveMixin(IntervalMixin):
                 f"{reach:.4g} away; beyond that its errors are extrapolated and the bands may "
                 f"be too narrow. Calibrate for this horizon: calibrate(X, last={far:.4g}).",
                 UserWarning,
-                stacklevel=4,
+                stacklevel=stacklevel,
             )
+
+    @contextlib.contextmanager
+    def _one_reach_warning(self):
+        """One public call's calibration-reach check: its chunks of series each note how far
+        they were asked for, and one warning names the farthest (nested calls report to the
+        outermost)."""
+        if self.__dict__.get("_reach_asked") is not None:
+            yield
+            return
+        self._reach_asked = [0.0]
+        try:
+            yield
+            far = self._reach_asked[0]
+        finally:
+            self.__dict__.pop("_reach_asked", None)
+        if getattr(self, "calibration_", None) is not None:
+            # _warn_reach, this generator, contextlib's __exit__, the public method, its lock
+            self._warn_reach(far, stacklevel=6)
 
     def _fitted_state(self) -> dict:
         calibration = getattr(self, "calibration_", None)

@@ -99,7 +99,7 @@ def test_far_query_times_warn(spirals, fitted):
         fitted.predict(spirals.test[:2], times=[end + 3 * span])
 
 
-def test_bands_beyond_the_calibrated_horizon_warn(spirals, fitted, tmp_path):
+def test_bands_beyond_the_calibrated_horizon_warn(spirals, fitted, tmp_path, monkeypatch):
     import warnings
 
     short = copy.deepcopy(fitted).calibrate(spirals.test[:50], last=0.5)
@@ -120,6 +120,15 @@ def test_bands_beyond_the_calibrated_horizon_warn(spirals, fitted, tmp_path):
         "calibrated bands" in str(w.message)
         for w in _caught(lambda: short.sample(spirals.test[50:51], times=far, calibrated=False))
     )
+    # one call, one warning, however many chunks of series it draws in
+    monkeypatch.setattr("latentode._posterior.WIDEST_CELLS", 2_000)
+    for call in (
+        lambda: short.predict_quantiles(spirals.test[50:], horizon=3 * reach),
+        lambda: short.sample(spirals.test[50:], horizon=3 * reach, n_samples=20),
+    ):
+        caught = [w for w in _caught(call) if "calibrated bands" in str(w.message)]
+        assert len(caught) == 1 and caught[0].filename == __file__
+    monkeypatch.undo()
     # kept in the file; a calibration saved before it was kept does not warn
     assert LatentODE.load(_saved(short, tmp_path)).calibration_.reach == reach
     short.calibration_.reach = None
