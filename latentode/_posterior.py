@@ -103,11 +103,17 @@ class PosteriorPredictiveMixin(IntervalMixin):
         query = self._model_times(t, self.device_)
         chunks = []
         with self._seeded(seed_from(self.random_state), self.device_):
+            # draws that also run over the chunk's observation times: the importance
+            # proposals, and with anchor="path" the draws themselves (the path is decoded
+            # there too)
+            on_grid = (
+                max(proposals, n_samples) if getattr(self, "anchor", False) == "path" else proposals
+            )
             for start, stop in _series_chunks(
                 data,
                 n_samples,
                 len(t),
-                proposals,
+                on_grid,
                 self._draw_width(),
                 cells=widest_cells(self.device_),
             ):

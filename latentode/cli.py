@@ -50,7 +50,8 @@ _FIT_OPTIONS = {
     "encoder_hidden_dim": "width of the encoder",
     "encoder_solver": "odernn encoder: steps between observations (euler: cheaper)",
     "decoder_hidden_dim": "width of the decoder",
-    "anchor": "blend forecasts with each feature's nearest observations (see LatentODE)",
+    "anchor": "blend forecasts with each feature's nearest observations (see LatentODE); "
+    "path: carry them along the decoded path first",
     "likelihood": "observation noise; student_t for data with gross entry errors",
     "noise_rank": "shared noise components across the features of one time (0: independent); "
     "predictions then lean on the other features observed at the same time",
@@ -362,6 +363,15 @@ def _log_features(text: str):
     return names
 
 
+def _anchor(text: str):
+    """``--anchor`` values: ``level`` (the same as ``--anchor`` alone) or ``path``."""
+    if text not in ("level", "path"):
+        raise argparse.ArgumentTypeError(
+            f"--anchor {text!r}: give level (the default of --anchor) or path."
+        )
+    return True if text == "level" else "path"
+
+
 def _estimator_option(parser, name: str, help_text: str) -> None:
     """``--name`` for the LatentODE parameter ``name``: its check, its default."""
     from . import LatentODE
@@ -369,6 +379,12 @@ def _estimator_option(parser, name: str, help_text: str) -> None:
     default = inspect.signature(LatentODE).parameters[name].default
     flag = "--epochs" if name == "max_epochs" else "--" + name.replace("_", "-")
     constraint = _ESTIMATOR.get(name)
+    if name == "anchor":  # --anchor (the level blend), --anchor path, --no-anchor
+        parser.add_argument(
+            flag, dest=name, nargs="?", const=True, default=default, type=_anchor, help=help_text
+        )
+        parser.add_argument("--no-anchor", dest=name, action="store_false", help="no anchor")
+        return
     if isinstance(default, bool):
         parser.add_argument(
             flag, dest=name, action=argparse.BooleanOptionalAction, default=default, help=help_text

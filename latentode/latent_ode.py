@@ -26,12 +26,20 @@ from ._base import (
 )
 from ._io import content_digest, data_fingerprint, read_checkpoint, write_checkpoint
 from ._posterior import PosteriorPredictiveMixin
-from ._validation import choice, custom, flag, integer, real
+from ._validation import choice, custom, integer, real
 from .datasets import as_dataset
 from .datasets.parquet import ParquetSeries
 from .inference import DataParallel, TrainingConfig, train_svi
 from .inference.svi import ELBOS, BatchStream
-from .models import ENCODER_SOLVERS, ENCODERS, LIKELIHOODS, POSTERIORS, PRECISIONS, LatentODEModel
+from .models import (
+    ANCHORS,
+    ENCODER_SOLVERS,
+    ENCODERS,
+    LIKELIHOODS,
+    POSTERIORS,
+    PRECISIONS,
+    LatentODEModel,
+)
 from .solvers import BACKENDS, SolverSettings
 
 __all__ = ["LatentODE", "OBS_WEIGHTINGS"]
@@ -63,7 +71,7 @@ PARAMETERS = (
     integer("encoder_hidden_dim", low=1),
     choice("encoder_solver", ENCODER_SOLVERS),
     integer("decoder_hidden_dim", low=1),
-    flag("anchor"),
+    choice("anchor", ANCHORS),
     custom(
         "obs_std",
         _positive_stds,
@@ -159,13 +167,16 @@ class LatentODE(PosteriorPredictiveMixin, IrregularSeriesEstimator):
         Width of the decoder MLP.
     poisson : bool, default False
         Add the Poisson-process likelihood of the observation times.
-    anchor : bool, default False
+    anchor : {False, True, "path"}, default False
         Blend each forecast mean with the feature's nearest observations before and after
         that time, by weights learned per feature that decay with the distance (GRU-D's decay,
         Che et al. 2018, on the output; :class:`~latentode.nn.Anchor`): levels of slowly
         varying features persist and gaps are bridged while the latent path carries the
-        change. The latent path is trained as in the plain model and the blend on top of it,
-        so anchoring never takes the dynamics' place. Measured on the benchmarks page.
+        change. ``"path"`` carries each nearby observation along the decoded path from its
+        time before blending (by a share learned per feature), so the observation sets the
+        level and the path the trend. The latent path is trained as in the plain model and
+        the blend on top of it, so anchoring never takes the dynamics' place. Measured on the
+        benchmarks page.
     obs_std : float, list of float or None, default None
         Fixed observation standard deviation in the data's units: one number for every
         feature, or a list with one per feature (e.g. known measurement noise); None learns
@@ -351,7 +362,7 @@ class LatentODE(PosteriorPredictiveMixin, IrregularSeriesEstimator):
         encoder_solver: str = "rk4",
         decoder_hidden_dim: int = 50,
         poisson: bool = False,
-        anchor: bool = False,
+        anchor: bool | str = False,
         obs_std: float | None = None,
         likelihood: str = "normal",
         noise_rank: int = 0,

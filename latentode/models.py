@@ -74,8 +74,12 @@ POSTERIORS = ("normal", "cnf")
 #: and classifier with the ODE solves (state, dynamics, step control) kept in float32.
 PRECISIONS = ("32", "bf16-mixed")
 
+#: Values of ``anchor``: none, the level blend, the blend that follows the decoded path.
+ANCHORS = (False, True, "path")
+
 _PARAMETERS = (
     choice("precision", PRECISIONS),
+    choice("anchor", ANCHORS),
     choice("encoder", tuple(ENCODERS)),
     choice("encoder_solver", ENCODER_SOLVERS),
     choice("posterior", POSTERIORS),
@@ -195,9 +199,11 @@ class LatentODEModel(PyroModule):
         ``∫|∂f/∂z|_F² dt`` of each series' latent path (model units), solved along with it
         (:class:`~latentode.nn.RegularisedDynamics`) and subtracted from the ELBO as the site
         ``dynamics_penalty``. Only in training mode; evaluation and prediction are unchanged.
-    anchor : bool, default False
+    anchor : {False, True, "path"}, default False
         Blend each decoded mean with the feature's nearest observations before and after that
-        time, by learned weights that decay with the distance (:class:`~latentode.nn.Anchor`).
+        time, by learned weights that decay with the distance (:class:`~latentode.nn.Anchor`);
+        ``"path"`` first carries each observation along the decoded path from its time
+        (``Anchor(follow_path=True)``), so that a trend continues from it.
         Only observations the guide reads count: in training with ``encode_mask`` those, in
         the generative mode the conditioning series; never the value being scored. In
         training (gradients on) the latent path is fitted by the plain model's likelihood
@@ -238,13 +244,14 @@ class LatentODEModel(PyroModule):
         flow_hidden_dim: int = 32,
         kinetic_weight: float = 0.0,
         jacobian_weight: float = 0.0,
-        anchor: bool = False,
+        anchor: bool | str = False,
         precision: str = "32",
     ):
         super().__init__()
         check_params(
             dict(
                 precision=precision,
+                anchor=anchor,
                 encoder=encoder,
                 encoder_solver=encoder_solver,
                 posterior=posterior,
@@ -270,7 +277,7 @@ class LatentODEModel(PyroModule):
             n_features, latent_dim, encoder_hidden_dim, n_context=n_context, **extra
         )
         self.decoder = Decoder(latent_dim, n_features, decoder_hidden_dim)
-        self.anchor = Anchor(n_features) if anchor else None
+        self.anchor = Anchor(n_features, follow_path=anchor == "path") if anchor else None
         func = ODEFunc(latent_dim, ode_hidden_dim, n_layers=ode_layers)
         if poisson:
             func = AugmentedDynamics(func, IntensityNet(latent_dim, n_features), latent_dim)
@@ -384,14 +391,17 @@ class LatentODEModel(PyroModule):
             return ys[..., : self.latent_dim], ys[..., self.latent_dim :]
         return ys, None
 
-    def decode(self, z: torch.Tensor, context=None) -> torch.Tensor:
+    def decode(self, z: torch.Tensor, context=None, path=None) -> torch.Tensor:
         """Observation means of latent states (..., batch, time, latent), blended with the
         nearest observations ``context`` (the outputs of :func:`~latentode.nn.last_observed`
-        and :func:`~latentode.nn.next_observed` on the same times) by an anchored model."""
+        and :func:`~latentode.nn.next_observed` on the same times) by an anchored model.
+        ``path`` (..., batch, grid, features): the decoded means on the grid the context
+        indexes, for ``anchor="path"``; by default ``z``'s own (the context is on its
+        times)."""
         loc = self._network(self.decoder, z)
         if self.anchor is None or context is None:
             return loc
-        return self.anchor(loc, *context)
+        return self.anchor(loc, *context, path=loc if path is None else path)
 
     def intensity(self, z: torch.Tensor) -> torch.Tensor:
         """Observation intensities λ(z), (..., latent) to (..., features)."""
@@ -454,9 +464,10 @@ class LatentODEModel(PyroModule):
         seen = mask if encode_mask is None else encode_mask
         if self.anchor is not None:
             on = times if query_times is None else query_times
+            index = self.anchor.follow_path
             context = (
-                last_observed(times, values, seen, on),
-                next_observed(times, values, seen, on),
+                last_observed(times, values, seen, on, with_index=index),
+                next_observed(times, values, seen, on, with_index=index),
             )
         with pyro.plate(SERIES_PLATE, n_series, dim=-1):
             with poutine.scale(scale=kl_scale):
@@ -465,7 +476,7 @@ class LatentODEModel(PyroModule):
                 same = None
                 if self.noise_factor is not None:
                     same = _at_same_times(times, values, seen, query_times)
-                return self._generate(z0, query_times, context, static, same)
+                return self._generate(z0, query_times, context, static, same, times)
             z, cumulative = self.solve(z0, times)
             if self.penalty is not None:
                 pyro.factor("dynamics_penalty", -self.penalty)
@@ -475,7 +486,7 @@ class LatentODEModel(PyroModule):
                 # model's likelihood), the blend learns how far to trust the nearest
                 # observations given that path (its gradient stops at the decoded mean)
                 plain = self._network(self.decoder, z)
-                loc = self.anchor(plain.detach(), *context)
+                loc = self.anchor(plain.detach(), *context, path=plain.detach())
                 own = self._likelihood(plain, mask, obs_weight).log_prob(values)
                 pyro.factor("decoder_alone", own)
             else:
@@ -511,12 +522,25 @@ class LatentODEModel(PyroModule):
                 "(static=batch.context)."
             )
 
-    def _generate(self, z0, query_times, context, static=None, same=None) -> torch.Tensor:
+    def _generate(
+        self, z0, query_times, context, static=None, same=None, times=None
+    ) -> torch.Tensor:
         """Sites of the generative mode of :meth:`model`, inside the series plate; ``same``
-        holds the observations at the query times (values, seen) for correlated noise."""
-        z, _ = self.solve(z0, query_times)
+        holds the observations at the query times (values, seen) for correlated noise;
+        ``times``, the conditioning grid, where ``anchor="path"`` needs the decoded path on
+        it."""
+        path = None
+        if context is not None and self.anchor.follow_path:
+            # one solve through the observation and query times: the query path, and the
+            # decoded means where the neighbours were observed
+            grid, where = torch.unique(torch.cat([times, query_times]), return_inverse=True)
+            z_all, _ = self.solve(z0, grid)
+            z = z_all[..., where[times.numel() :], :]
+            path = self._network(self.decoder, z_all[..., where[: times.numel()], :])
+        else:
+            z, _ = self.solve(z0, query_times)
         pyro.deterministic("z", z, event_dim=2)
-        loc = self.decode(z, context)
+        loc = self.decode(z, context, path)
         if same is None:
             noise = self.noise().expand(loc.shape)
         else:

@@ -174,7 +174,7 @@ class Decoder(nn.Module):
         return self.net(z)
 
 
-def last_observed(times, values, mask, query_times):
+def last_observed(times, values, mask, query_times, *, with_index: bool = False):
     """Each feature's last observed value strictly before each query time, and its age.
 
     Parameters
@@ -184,6 +184,8 @@ def last_observed(times, values, mask, query_times):
     values, mask : Tensor of shape (batch, time, features)
     query_times : Tensor of shape (query,)
         Increasing, on the same scale as ``times``.
+    with_index : bool, default False
+        Also return where on ``times`` each value was observed.
 
     Returns
     -------
@@ -191,6 +193,8 @@ def last_observed(times, values, mask, query_times):
         The value and the time from it to the query time; where a feature has no observation
         before a query time, ``last`` is 0, ``gap`` 0 and ``seen`` False.
     seen : BoolTensor of shape (batch, query, features)
+    index : LongTensor of shape (batch, query, features)
+        With ``with_index``: the position of ``last`` on ``times`` (0 where not ``seen``).
     """
     n_time = values.shape[-2]
     index = torch.arange(n_time, device=values.device).view(1, n_time, 1)
@@ -202,18 +206,23 @@ def last_observed(times, values, mask, query_times):
     source = source.clamp(min=0)
     last = torch.where(seen, values.gather(-2, source), 0.0)
     gap = torch.where(seen, query_times.view(1, -1, 1) - times[source], 0.0)
+    if with_index:
+        return last, gap, seen, source
     return last, gap, seen
 
 
-def next_observed(times, values, mask, query_times):
+def next_observed(times, values, mask, query_times, *, with_index: bool = False):
     """Each feature's next observed value strictly after each query time, and the time to it.
 
     The mirror image of :func:`last_observed`, with the same arguments and returns.
     """
-    nxt, gap, seen = last_observed(
-        -times.flip(0), values.flip(-2), mask.flip(-2), -query_times.flip(0)
+    found = last_observed(
+        -times.flip(0), values.flip(-2), mask.flip(-2), -query_times.flip(0), with_index=with_index
     )
-    return nxt.flip(-2), gap.flip(-2), seen.flip(-2)
+    out = [x.flip(-2) for x in found]
+    if with_index:  # positions on the flipped grid, back to ``times``
+        out[3] = torch.where(out[2], times.numel() - 1 - out[3], 0)
+    return tuple(out)
 
 
 class Anchor(nn.Module):
@@ -230,27 +239,45 @@ class Anchor(nn.Module):
     are learned on a log scale (start 1 per unit of model time), so decays over a small share
     of the span are reached as quickly as slow ones.
 
+    With ``follow_path`` each neighbour is first carried along the decoded path: ``x⁻`` is
+    replaced by ``x⁻ + β⁻_d (decoded(t) − decoded(t⁻))`` (and ``x⁺`` likewise), with
+    ``β_d`` in (0, 1) learned per feature and side (start 0.5). At ``β = 1`` the blend is
+    the decoded path shifted by the nearby observations' residuals, so a neighbour keeps its
+    offset from the path instead of pulling a trend back to its level; at ``β → 0`` it is
+    the level blend above.
+
     Parameters
     ----------
     n_features : int
+    follow_path : bool, default False
     """
 
-    def __init__(self, n_features: int):
+    def __init__(self, n_features: int, *, follow_path: bool = False):
         super().__init__()
         self.weight = nn.Parameter(torch.zeros(2, n_features))  # before, after
         # rates on a log scale: a step of the optimiser changes them by a factor, so a decay
         # over a small share of the span is as reachable as one over all of it
         self.log_rate = nn.Parameter(torch.zeros(2, n_features))
+        self.follow_path = follow_path
+        if follow_path:
+            self.path_logit = nn.Parameter(torch.zeros(2, n_features))  # β = sigmoid
 
-    def forward(self, loc, before, after):
+    def forward(self, loc, before, after, path=None):
         """Blend ``loc (..., batch, query, features)`` with the outputs ``(last, gap, seen)``
         of :func:`last_observed` and :func:`next_observed` (each of shape (batch, query,
-        features)); returns the shape of ``loc``."""
+        features)); returns the shape of ``loc``. With ``follow_path`` the outputs carry
+        their ``index`` too (``with_index=True``) and ``path (..., batch, time, features)``
+        is the decoded mean on the observation grid they index."""
         rate = self.log_rate.exp()
         logits, values = [torch.zeros_like(loc)], [loc]
-        for k, (x, gap, seen) in enumerate((before, after)):
+        for k, side in enumerate((before, after)):
+            x, gap, seen = side[:3]
             logit = self.weight[k] - rate[k] * gap
             logits.append(torch.where(seen, logit, -torch.inf).expand_as(loc))
+            if self.follow_path:
+                index = side[3].expand(path.shape[:-2] + side[3].shape[-2:])
+                moved = loc - path.gather(-2, index)  # the path's change since (until) x
+                x = x + torch.sigmoid(self.path_logit[k]) * torch.where(seen, moved, 0.0)
             values.append(x.expand_as(loc))
         weights = torch.softmax(torch.stack(logits, -1), dim=-1)
         return (weights * torch.stack(values, -1)).sum(-1)

@@ -51,6 +51,21 @@ def test_fit_passes_the_forecasting_options(table, tmp_path):
         main([*args, "--encode-fraction", "1.5"])
 
 
+def test_anchor_option_takes_the_level_or_the_path_blend(capsys):
+    from latentode.cli import build_parser
+
+    parser = build_parser()
+    base = ["fit", "data.csv", "--id-col", "id", "--time-col", "t", "--model", "m.pt"]
+    assert parser.parse_args(base).anchor is False
+    assert parser.parse_args([*base, "--anchor"]).anchor is True
+    assert parser.parse_args([*base, "--anchor", "level"]).anchor is True
+    assert parser.parse_args([*base, "--anchor", "path"]).anchor == "path"
+    assert parser.parse_args([*base, "--anchor", "--no-anchor"]).anchor is False
+    with pytest.raises(SystemExit):
+        parser.parse_args([*base, "--anchor", "both"])
+    assert "give level (the default of --anchor) or path" in capsys.readouterr().err
+
+
 def test_fit_shows_progress_on_a_terminal_unless_quiet(table, tmp_path, capsys, monkeypatch):
     _, path, _ = table
     args = ["fit", str(path), "--id-col", "spiral", "--time-col", "t", "--epochs", "2"]

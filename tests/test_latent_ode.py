@@ -635,7 +635,7 @@ def test_anchor_and_student_t_train_round_trip_and_anchor_keeps_levels(tmp_path)
     context, target = hold_out(test, after=6.0)
     kw = dict(max_epochs=10, batch_size=20, latent_dim=2, encode_fraction=0.5, random_state=0)
     errors = {}
-    for anchor in (False, True):
+    for anchor in (False, True, "path"):
         est = LatentODE(anchor=anchor, **kw).fit(train)
         err = [
             np.nanmean((est.predict(context[i : i + 1], times=s.times).values[0] - s.values) ** 2)
@@ -643,7 +643,13 @@ def test_anchor_and_student_t_train_round_trip_and_anchor_keeps_levels(tmp_path)
         ]
         errors[anchor] = float(np.mean(err))
     # two latent dimensions cannot hold four levels; the observations can
-    assert errors[True] < 0.5 * errors[False]
+    assert errors[True] < 0.5 * errors[False] and errors["path"] < 0.5 * errors[False]
+    est.save(tmp_path / "path.pt")  # the path anchor's own parameters travel too
+    back = LatentODE.load(tmp_path / "path.pt")
+    assert back.anchor == "path"
+    xr.testing.assert_allclose(
+        back.predict(context, times=[7.0]), est.predict(context, times=[7.0])
+    )
     heavy = LatentODE(anchor=True, likelihood="student_t", **{**kw, "max_epochs": 3}).fit(train)
     assert torch.all(heavy.model_.tails() > 2)
     with pytest.warns(UserWarning, match="not valid"):

@@ -195,9 +195,32 @@ def test_anchor_reads_only_what_the_guide_reads():
     assert plain.anchor is None
 
 
-def test_anchored_training_fits_the_latent_path_alone_and_the_blend_on_top():
+def test_path_anchor_predicts_on_query_times_what_it_scores_on_the_grid():
+    """Generative mode solves through the observation times too: at the grid's own times the
+    predicted means are the training-mode means of the same z0, at other times finite."""
+    model = LatentODEModel(2, latent_dim=3, anchor="path").eval()
+    with torch.no_grad():
+        model.anchor.weight.fill_(2.0)
+        model.anchor.path_logit.fill_(1.0)
+    b = batch()
+    z0 = torch.randn(2, 3)
+    conditioned = pyro.poutine.condition(model.model, data={"z0": z0})
+    with torch.no_grad():
+        on_grid = conditioned(b.times, b.values, b.mask)
+        asked = conditioned(b.times, b.values, b.mask, query_times=b.times)
+        later = conditioned(b.times, b.values, b.mask, query_times=b.times[-1:] + 0.5)
+    assert torch.allclose(asked, on_grid, atol=1e-5)
+    assert later.shape == (2, 1, 2) and torch.isfinite(later).all()
+    level = LatentODEModel(2, latent_dim=3, anchor=True)
+    assert not hasattr(level.anchor, "path_logit")
+    with pytest.raises(ValueError, match="anchor"):
+        LatentODEModel(2, anchor="both")
+
+
+@pytest.mark.parametrize("follow", [False, True], ids=["level", "path"])
+def test_anchored_training_fits_the_latent_path_alone_and_the_blend_on_top(follow):
     """The dynamics learn from the plain likelihood only; the blend cannot make them lazy."""
-    model = LatentODEModel(2, latent_dim=3, anchor=True).train()
+    model = LatentODEModel(2, latent_dim=3, anchor="path" if follow else True).train()
     b = batch()
 
     def trace():
@@ -210,6 +233,8 @@ def test_anchored_training_fits_the_latent_path_alone_and_the_blend_on_top():
     obs = tr.nodes["obs"]["fn"].log_prob(tr.nodes["obs"]["value"]).sum()
     decoder = list(model.decoder.parameters())
     blend = [model.anchor.weight, model.anchor.log_rate]
+    if follow:
+        blend.append(model.anchor.path_logit)
     grads = torch.autograd.grad(-obs, decoder + blend, allow_unused=True)
     assert all(g is None or torch.all(g == 0) for g in grads[: len(decoder)])
     assert all(g is not None and torch.any(g != 0) for g in grads[len(decoder) :])

@@ -115,6 +115,52 @@ def test_next_observed_mirrors_last_observed():
     assert gap[0, :3, 0].tolist() == [1.0, 2.0, 1.5] and gap[0, 0, 1] == 2.0
 
 
+def test_observed_neighbours_give_their_positions_on_the_grid():
+    from latentode.nn import last_observed, next_observed
+
+    times = torch.tensor([0.0, 1.0, 2.0, 3.0])
+    values = torch.tensor([[[1.0, 0.0], [2.0, 5.0], [0.0, 0.0], [4.0, 0.0]]])
+    mask = torch.tensor([[[1, 0], [1, 1], [0, 0], [1, 0]]], dtype=torch.bool)
+    query = torch.tensor([0.0, 1.0, 1.5, 3.0, 10.0])
+    last, _, seen, index = last_observed(times, values, mask, query, with_index=True)
+    assert index[0, :, 0].tolist() == [0, 0, 1, 1, 3]
+    assert index[0, :, 1].tolist() == [0, 0, 1, 1, 1]
+    assert torch.equal(values[0].gather(0, index[0]).where(seen[0], 0.0), last[0])
+    nxt, _, seen, index = next_observed(times, values, mask, query, with_index=True)
+    assert index[0, :, 0].tolist() == [1, 3, 3, 0, 0]  # 0 where nothing follows
+    assert index[0, :, 1].tolist() == [1, 0, 0, 0, 0]
+    assert seen[0, :, 1].tolist() == [True, False, False, False, False]
+    assert torch.equal(values[0].gather(0, index[0]).where(seen[0], 0.0), nxt[0])
+
+
+def test_anchor_following_the_path_keeps_the_neighbours_offset_from_it():
+    from latentode.nn import Anchor, last_observed, next_observed
+
+    times = torch.linspace(0.0, 3.0, 4)
+    path = (2.0 * times).view(1, 1, 4, 1).expand(3, 1, 4, 1)  # a trend, 3 draws
+    values = torch.tensor([[[1.0], [0.0], [0.0], [0.0]]])  # 1 above the path at t=0
+    mask = torch.tensor([[[True], [False], [False], [False]]])
+    query = torch.tensor([0.5, 2.0])
+    loc = (2.0 * query).view(1, 1, 2, 1).expand(3, 1, 2, 1)
+    context = [
+        f(times, values, mask, query, with_index=True) for f in (last_observed, next_observed)
+    ]
+    anchor = Anchor(1, follow_path=True)
+    with torch.no_grad():
+        anchor.weight.fill_(20.0)
+        anchor.log_rate.fill_(-10.0)  # the observation all but decides at any distance
+        anchor.path_logit.fill_(20.0)  # β = 1: the neighbour moves with the path
+    out = anchor(loc, *context, path=path)
+    assert out.shape == loc.shape
+    assert torch.allclose(out[0, 0, :, 0], loc[0, 0, :, 0] + 1.0, atol=1e-4)
+    with torch.no_grad():
+        anchor.path_logit.fill_(-20.0)  # β = 0: the level blend, the trend is lost
+    level = Anchor(1)
+    level.load_state_dict({k: v for k, v in anchor.state_dict().items() if k != "path_logit"})
+    assert torch.allclose(anchor(loc, *context, path=path), level(loc, *[c[:3] for c in context]))
+    assert torch.allclose(level(loc, *[c[:3] for c in context]), torch.ones_like(loc), atol=1e-4)
+
+
 def test_anchor_blend_decays_with_the_distance_and_ignores_missing_neighbours():
     from latentode.nn import Anchor
 
