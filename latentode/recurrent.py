@@ -196,9 +196,10 @@ class ODERNNEncoder(nn.Module):
     ``dh/dt = g(h)`` between its own observation times (fixed-step RK4, steps no longer than
     ``max_step``) and, at each observation time, takes a GRU update from ``(values, mask)``
     of that time — per feature, so partly observed times are fine. Each series walks only its
-    own observation times (gathered by :func:`observed_sequences`), so the cost grows with the
-    longest series of the batch, not with the union of the batch's times; the loop is
-    vectorised over the batch, each series with its own step length.
+    own observation times (gathered by :func:`observed_sequences`) in the steps its own spans
+    need (:meth:`schedule`), so the cost grows with the busiest series of the batch, not with
+    the union of the batch's times, and a series encodes the same in any batch; the loop is
+    vectorised over the batch on one clock.
 
     Parameters
     ----------
@@ -248,12 +249,60 @@ class ODERNNEncoder(nn.Module):
         self.method = method
         self.max_step = float(self.MAX_STEP[method] if max_step is None else max_step)
 
-    def _walk(self, h: torch.Tensor, span: torch.Tensor, longest: float) -> torch.Tensor:
-        """``h`` carried over each row's signed ``span`` by the hidden-state dynamics."""
-        n_steps = _n_steps(longest, self.max_step)
+    def _step(self, h: torch.Tensor, dt: torch.Tensor) -> torch.Tensor:
+        """One step of the hidden-state dynamics, each row its own ``dt (batch, 1)``; a row
+        with ``dt = 0`` keeps its state exactly."""
         if self.method == "euler":
-            return euler(self.dynamics, h, span, n_steps)
-        return rk4(self.dynamics, h, span, n_steps)
+            return euler(self.dynamics, h, dt, 1)
+        return rk4(self.dynamics, h, dt, 1)
+
+    def schedule(self, t: torch.Tensor, lengths: torch.Tensor):
+        """Each series' walk as a sequence of steps on one clock shared by the batch.
+
+        A series reads its observations from the last to the first; before each read (but
+        the first) it walks the span from the previous one in ``ceil(span / max_step)``
+        equal steps, and after the last read walks back to the time origin the same way.
+        Step ``s`` of the shared clock is step ``s`` of every series' own sequence, so a
+        series takes as many steps as its own spans need, whatever the other series of the
+        batch need, and the loop runs as many steps as the busiest series.
+
+        Parameters
+        ----------
+        t : Tensor of shape (batch, steps)
+            Observation times in reading order, as :func:`observed_sequences` gives them
+            with ``reverse=True``.
+        lengths : LongTensor of shape (batch,)
+
+        Returns
+        -------
+        dt : Tensor of shape (batch, clock)
+            Signed step length of each series at clock steps 1 … ``clock`` (0 once its walk
+            is over).
+        reads : LongTensor of shape (batch, clock + 1)
+            The observation each series reads after clock step ``s`` (0: before any step),
+            -1 where it reads none.
+        """
+        n_batch, n_obs = t.shape
+        position = torch.arange(n_obs, device=t.device)
+        active = position < lengths[:, None]
+        t_first = t.gather(1, (lengths - 1)[:, None])  # each series' first observation time
+        # segment j < n_obs: the walk before reading observation j (nothing before the first
+        # read); segment n_obs: from the first observation back to the origin
+        spans = torch.cat([t.new_zeros(n_batch, 1), t[:, 1:] - t[:, :-1]], dim=1)
+        spans = torch.cat([torch.where(active, spans, 0.0), -t_first], dim=1)
+        # a span that is a whole number of steps up to float32 rounding takes that number
+        steps = torch.ceil(spans.abs() / self.max_step * (1 - 1e-6)).long()
+        ends = steps.cumsum(1)  # clock step at which each segment's walk ends
+        clock = int(ends[:, -1].max())
+        ticks = torch.arange(1, clock + 1, device=t.device).expand(n_batch, clock)
+        segment = torch.searchsorted(ends, ticks.contiguous()).clamp(max=n_obs)
+        dt = spans.gather(1, segment) / steps.gather(1, segment).clamp(min=1)
+        dt = torch.where(ticks <= ends[:, -1:], dt, 0.0)
+        # observation j is read right after its walk ends; padding reads go to a spare column
+        at = torch.where(active, ends[:, :n_obs], clock + 1)
+        reads = torch.full((n_batch, clock + 2), -1, dtype=torch.long, device=t.device)
+        reads.scatter_(1, at, position.expand(n_batch, n_obs))
+        return dt, reads[:, : clock + 1]
 
     def forward(self, values: torch.Tensor, mask: torch.Tensor, times: torch.Tensor, context=None):
         """Encode a batch.
@@ -271,26 +320,19 @@ class ODERNNEncoder(nn.Module):
         loc, scale : Tensor of shape (batch, latent)
         """
         x, m, t, lengths = observed_sequences(values, mask, times, reverse=True)
-        n_batch, n_steps = t.shape
-        active = torch.arange(n_steps, device=t.device) < lengths[:, None]  # (batch, steps)
-        t_first = t.gather(1, (lengths - 1)[:, None])  # each series' first observation time
-        # signed spans walked before each step (0 before the first), then back to the origin;
-        # the RK4 steps of a column follow its longest span: one host sync for the loop
-        spans = torch.cat([t.new_zeros(n_batch, 1), t[:, 1:] - t[:, :-1]], dim=1)
-        spans = torch.cat([torch.where(active, spans, 0.0), -t_first], dim=1)
-        longest = spans.abs().amax(0).tolist()
+        dt, reads = self.schedule(t, lengths)
         inputs = torch.cat([x, m], dim=-1)
-        h = values.new_zeros(n_batch, self.hidden_dim)
-        # with equal lengths every series is active at every step: nothing needs holding
-        ragged = bool((lengths != n_steps).any())
-        for k in range(n_steps):
-            if k > 0 and longest[k] > 0:
-                moved = self._walk(h, spans[:, k, None], longest[k])
-                h = torch.where(active[:, k, None], moved, h) if ragged else moved
-            updated = self.cell(inputs[:, k], h)
-            h = torch.where(active[:, k, None], updated, h) if ragged else updated
-        if longest[-1] > 0:
-            h = self._walk(h, spans[:, -1, None], longest[-1])
+        inputs = inputs.gather(1, reads.clamp(min=0)[..., None].expand(-1, -1, inputs.shape[-1]))
+        reading = reads >= 0
+        # which clock steps read anything, and which read for every series: one host sync
+        anyone, everyone = torch.stack([reading.any(0), reading.all(0)]).tolist()
+        h = values.new_zeros(x.shape[0], self.hidden_dim)
+        for s in range(reads.shape[1]):
+            if s > 0:
+                h = self._step(h, dt[:, s - 1, None])
+            if anyone[s]:
+                updated = self.cell(inputs[:, s], h)
+                h = updated if everyone[s] else torch.where(reading[:, s, None], updated, h)
         loc, raw = self.out(_with_context([h], context)).chunk(2, dim=-1)
         return loc, F.softplus(raw) + 1e-4
 

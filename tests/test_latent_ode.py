@@ -350,10 +350,11 @@ def test_cuda_fit_learns(data):
     "options",
     [
         {"anchor": True, "noise_rank": 2},
+        {"anchor": "path", "encoder": "odernn"},
         {"poisson": True, "likelihood": "student_t", "encoder": "odernn"},
         {"guide": "cnf", "log_features": "auto"},
     ],
-    ids=["anchor-lowrank", "poisson-student", "cnf-log"],
+    ids=["anchor-lowrank", "path-anchor", "poisson-student", "cnf-log"],
 )
 @pytest.mark.filterwarnings("ignore:calibrated bands are asked for:UserWarning")
 def test_cuda_fit_calibrate_and_load_on_the_cpu(data, options, tmp_path):

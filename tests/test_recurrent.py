@@ -46,9 +46,7 @@ def test_encoder_ignores_masked_values_and_other_series(kind):
     # a series encodes the same alone as in a batch (on its own, shorter grid)
     alone = collate(from_arrays([([0.2, 0.7], [[5.0, 6.0], [7.0, float("nan")]])]))
     loc_alone, _ = enc(alone.values, alone.mask, alone.times)
-    # (the ODE-RNN's RK4 step length follows the batch's longest span at each step: equal to
-    # integration accuracy)
-    assert torch.allclose(loc_alone[0], loc[1], atol=1e-4 if kind is ODERNNEncoder else 1e-6)
+    assert torch.allclose(loc_alone[0], loc[1], atol=1e-6)
 
 
 def test_rnn_encoder_is_the_tanh_recurrence_read_at_each_series_last_step():
@@ -103,16 +101,39 @@ def test_odernn_walks_each_series_own_times_not_the_batch_union():
     series = [(np.arange(4) * 0.2 + 0.01 * k + 0.05, np.ones((4, 1))) for k in range(3)]
     b = collate(from_arrays(series))
     assert b.times.shape[0] == 12
-    calls = {"cell": 0, "dynamics": 0}
-    enc.cell.register_forward_hook(lambda *_: calls.__setitem__("cell", calls["cell"] + 1))
-    enc.dynamics.register_forward_hook(
-        lambda *_: calls.__setitem__("dynamics", calls["dynamics"] + 1)
-    )
+    calls = []
+    enc.dynamics.register_forward_hook(lambda *_: calls.append(1))
     loc, _ = enc(b.values, b.mask, b.times)
     # four updates, three spans between them and one back to the origin, 4 stages per RK4 step
-    assert calls == {"cell": 4, "dynamics": 4 * (3 + 1)}
+    assert len(calls) == 4 * (3 + 1)
+    _, reads = enc.schedule(*observed_sequences(b.values, b.mask, b.times, reverse=True)[2:])
+    assert reads.tolist() == [[0, 1, 2, 3, -1]] * 3
     # the same as each series alone
     for k, s in enumerate(series):
+        alone = collate(from_arrays([s]))
+        assert torch.allclose(enc(alone.values, alone.mask, alone.times)[0][0], loc[k], atol=1e-6)
+
+
+@pytest.mark.parametrize("method", ["rk4", "euler"])
+def test_odernn_series_take_their_own_steps_on_a_shared_clock(method):
+    """A series with short gaps takes one step per gap beside one whose gaps need many; the
+    loop runs the busiest series' count of steps, and each series encodes as it does alone."""
+    torch.manual_seed(0)
+    enc = ODERNNEncoder(1, 2, 4, method=method, max_step=0.1)
+    short = (np.array([0.05, 0.1, 0.15, 0.2]), np.ones((4, 1)))  # 1 step per gap, 1 home
+    long = (np.array([0.3, 0.9]), np.full((2, 1), 2.0))  # 6 steps, 3 home
+    b = collate(from_arrays([short, long]))
+    dt, reads = enc.schedule(*observed_sequences(b.values, b.mask, b.times, reverse=True)[2:])
+    assert dt.shape == (2, 9) and reads.shape == (2, 10)
+    assert reads[0].tolist() == [0, 1, 2, 3] + [-1] * 6  # read right after each step
+    assert reads[1].tolist() == [0, -1, -1, -1, -1, -1, 1, -1, -1, -1]
+    assert torch.allclose(dt[0], torch.tensor([-0.05] * 4 + [0.0] * 5))
+    assert torch.allclose(dt[1], torch.tensor([-0.1] * 9))
+    evaluations = []
+    enc.dynamics.register_forward_hook(lambda *_: evaluations.append(1))
+    loc, _ = enc(b.values, b.mask, b.times)
+    assert len(evaluations) == 9 * (4 if method == "rk4" else 1)  # not 1 + 1 + 1 + 6 + 3
+    for k, s in enumerate((short, long)):
         alone = collate(from_arrays([s]))
         assert torch.allclose(enc(alone.values, alone.mask, alone.times)[0][0], loc[k], atol=1e-6)
 
