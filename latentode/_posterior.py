@@ -716,18 +716,15 @@ class PosteriorPredictiveMixin(IntervalMixin):
         return self._inverse(mean + sd * z)
 
     def _check_reach(self, gap: np.ndarray) -> None:
-        """Warn when calibrated bands are asked for much further from the observations than
-        any value held out in the calibration: there they reuse its farthest errors, which
-        are usually smaller than errors further out, and the bands can be too narrow. Inside
-        :meth:`_one_reach_warning` the farthest gap is noted instead, for one warning."""
-        far = float(np.nanmax(gap, initial=0.0))
-        asked = self.__dict__.get("_reach_asked")
-        if asked is not None:
-            asked[0] = max(asked[0], far)
-        else:
-            self._warn_reach(far, stacklevel=5)
+        """Note how far from the observations calibrated bands are asked for, for the one
+        warning of :meth:`_one_reach_warning` (every caller runs inside it)."""
+        asked = self._reach_asked
+        asked[0] = max(asked[0], float(np.nanmax(gap, initial=0.0)))
 
     def _warn_reach(self, far: float, stacklevel: int) -> None:
+        """Warn when calibrated bands are asked for much further from the observations than
+        any value held out in the calibration: there they reuse its farthest errors, which
+        are usually smaller than errors further out, and the bands can be too narrow."""
         reach = self.calibration_.reach
         if reach and far > 1.5 * reach:
             warnings.warn(
