@@ -4,11 +4,12 @@ A training step allocates the same large activations (megabytes each: the decode
 layer over every observed time of a mini-batch, the solver's stages) and frees them all at
 its end. With glibc's default heuristics the freed top of the heap is returned to the
 operating system at the end of each step and faulted back in, page by page and zeroed, in
-the next: on the spiral configuration of the benchmarks that is ~7,000 page faults and a
-fifth of the step's time. :func:`hold_freed_memory` raises glibc's trim threshold (and fixes
-its mmap threshold at its largest dynamic value, which the first setting would otherwise
-reset to 128 KiB) for the rest of the process; :func:`release_freed_memory` returns what is
-free at once (``malloc_trim``), so a fitted model does not keep its training's peak resident.
+the next (``benchmarks/allocator.py`` measures how many faults and how much time that costs
+on a machine; it differs between machines). :func:`hold_freed_memory` raises glibc's trim
+threshold (and fixes its mmap threshold at its largest dynamic value, which the first
+setting would otherwise reset to 128 KiB) for the rest of the process;
+:func:`release_freed_memory` returns what is free at once (``malloc_trim``), so a fitted
+model does not keep its training's peak resident.
 
 Only glibc (Linux) has these settings; elsewhere both functions do nothing. Setting the
 environment variable ``LATENTODE_MALLOC_TUNING=0`` before the first ``fit`` leaves the

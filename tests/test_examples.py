@@ -315,3 +315,17 @@ def test_out_of_core_benchmark_streams_a_small_set(tmp_path):
         assert results[part]["series_per_second"] > 0 and results[part]["peak_rss_mib"] > 100
     assert results["stream"]["series"] == 600 and results["memory-subset"]["series"] == 300
     assert json.loads(out.read_text())["configuration"]["series"] == 600
+
+
+@pytest.mark.slow
+def test_allocator_benchmark_measures_both_settings_in_fresh_processes(tmp_path):
+    bench = _load("benchmarks/allocator.py")
+    out = tmp_path / "allocator.json"
+    results = bench.main(["--runs", "1", "--epochs", "2", "--output", str(out)])
+    assert set(results["runs"]) == {"held", "default"}
+    for side, runs in results["runs"].items():
+        assert len(runs) == 1
+        assert results["median"][side] == runs[0]
+        assert runs[0]["faults_per_epoch"] > 0 and runs[0]["s_per_epoch"] > 0
+    assert results["transparent_huge_pages"] in {"always", "madvise", "never", None}
+    assert json.loads(out.read_text())["config"] == {"runs": 1, "epochs": 2, "threads": 1}
