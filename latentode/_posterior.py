@@ -79,6 +79,15 @@ class PosteriorPredictiveMixin(IntervalMixin):
             getattr(self, "ode_hidden_dim", 0),
         )
 
+    def _proposal_width(self) -> int:
+        """What one importance proposal of one series at one observation time holds once its
+        decoding is done block by block: its latent state (with the cumulative intensities of
+        a Poisson model) or its features' scores, whichever is wider."""
+        n_features = len(self.feature_names_in_)
+        return max(
+            self.latent_dim + (n_features if getattr(self, "poisson", False) else 0), n_features
+        )
+
     def _own_chunks(self) -> dict:
         """Chunk sizing of draws at each series' own times (see :mod:`latentode._query`)."""
         return {"width": self._draw_width(), "cells": widest_cells(self.device_)}
@@ -103,21 +112,18 @@ class PosteriorPredictiveMixin(IntervalMixin):
         query = self._model_times(t, self.device_)
         chunks = []
         with self._seeded(seed_from(self.random_state), self.device_):
-            # draws that also run over the chunk's observation times: the importance
-            # proposals, and with anchor="path" the draws themselves (the path is decoded
-            # there too)
-            on_grid = (
-                max(proposals, n_samples) if getattr(self, "anchor", False) == "path" else proposals
-            )
+            width, cells = self._draw_width(), widest_cells(self.device_)
+            # values per series and observation time: the importance proposals' paths and
+            # scores (decoded block by block below, so only the paths' own width counts),
+            # and with anchor="path" the draws decoded on that grid too
+            on_grid = proposals * self._proposal_width()
+            if getattr(self, "anchor", False) == "path":
+                on_grid = max(on_grid, n_samples * width)
             for start, stop in _series_chunks(
-                data,
-                n_samples,
-                len(t),
-                on_grid,
-                self._draw_width(),
-                cells=widest_cells(self.device_),
+                data, n_samples, len(t), width, on_grid=on_grid, cells=cells
             ):
                 batch = self._batch(data[start:stop], self.device_)
+                block = max(1, cells // ((stop - start) * batch.times.numel() * width))
                 chunks.append(
                     posterior_predictive(
                         self.model_,
@@ -129,6 +135,7 @@ class PosteriorPredictiveMixin(IntervalMixin):
                         sites=sites,
                         static=batch.context,
                         n_proposals=proposals,
+                        proposal_block=block,
                     )
                 )
         return data, t, {s: torch.cat([c[s] for c in chunks], dim=1) for s in sites}
@@ -197,7 +204,7 @@ class PosteriorPredictiveMixin(IntervalMixin):
     ) -> xr.Dataset:
         """Draws from the posterior predictive distribution at query times.
 
-        Runs the model's generative mode through :class:`pyro.infer.Predictive` (see
+        Runs the model's generative mode, vectorised over the draws (see
         :func:`latentode.inference.posterior_predictive`): draws of ``z0`` given each series —
         the guide's ``q(z0 | x)`` importance-resampled toward the series' posterior (see
         ``importance_samples``), or ``q``'s own draws with ``importance_samples=0`` — solved
@@ -766,24 +773,23 @@ class PosteriorPredictiveMixin(IntervalMixin):
 
 
 def _series_chunks(
-    data, n_samples: int, n_query: int, proposals: int, width: int, *, cells: int = WIDEST_CELLS
+    data, n_samples: int, n_query: int, width: int, *, on_grid: int = 0, cells: int = WIDEST_CELLS
 ):
     """``(start, stop)`` of the chunks of series drawn in one call each: at most
     ``PREDICT_CHUNK`` series, and few enough that one call's widest tensor stays within
     ``cells`` values — draws x series x query times x ``width`` (the widest of features,
-    latent state and the networks' hidden layers), and with importance proposals also
-    proposals x series x the union of the chunk's observation times x ``width``."""
+    latent state and the networks' hidden layers), and series x the union of the chunk's
+    observation times x ``on_grid`` (what one series holds per observation time: the
+    importance proposals' paths, and draws decoded there)."""
     size = cells // max(1, n_samples * n_query * width)
     size = max(1, min(PREDICT_CHUNK, size))
-    if not proposals:
+    if not on_grid:
         return [(i, min(i + size, len(data))) for i in range(0, len(data), size)]
     bounds, start, grid = [], 0, set()
     for i, s in enumerate(data):
         new = [x for x in s.times.tolist() if x not in grid]
         full = i - start >= size
-        if i > start and (
-            full or proposals * (i - start + 1) * (len(grid) + len(new)) * width > cells
-        ):
+        if i > start and (full or on_grid * (i - start + 1) * (len(grid) + len(new)) > cells):
             bounds.append((start, i))
             start, grid, new = i, set(), s.times.tolist()
         grid.update(new)

@@ -426,8 +426,9 @@ class LatentODEModel(PyroModule):
         Two modes. Given observations (the default), it scores them: sites ``z0``, ``obs``
         (observed), ``obs_times`` and ``label`` where enabled. Given ``query_times``, it
         generates instead: ``obs`` is drawn at the query times, beside the deterministic sites
-        ``z``, ``mean`` and (with ``poisson``) ``intensity``; run with the guide through
-        :class:`pyro.infer.Predictive`, this is the posterior predictive distribution.
+        ``z``, ``mean`` and (with ``poisson``) ``intensity``; run on draws of the guide (as
+        :func:`~latentode.inference.posterior_predictive` does), this is the posterior
+        predictive distribution.
 
         Parameters
         ----------
@@ -631,7 +632,15 @@ class LatentODEModel(PyroModule):
         return z0, log_q - self.flow.log_abs_det_jacobian(base, z0)
 
     def importance_z0(
-        self, times, values, mask, *, n_samples: int, n_proposals: int, static=None
+        self,
+        times,
+        values,
+        mask,
+        *,
+        n_samples: int,
+        n_proposals: int,
+        static=None,
+        block: int | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """Draws from the posterior ``p(z0 | x)`` by importance resampling, ``q(z0 | x)`` the
         proposal.
@@ -651,6 +660,9 @@ class LatentODEModel(PyroModule):
         values, mask : Tensor of shape (batch, time, features)
         n_samples, n_proposals : int
         static : Tensor of shape (batch, 2 * n_static), optional
+        block : int, optional
+            Proposals decoded and scored at once; default all. Bounds the widest tensor (the
+            decoder's hidden layer over block x batch x time) without changing the weights.
 
         Returns
         -------
@@ -666,12 +678,20 @@ class LatentODEModel(PyroModule):
         # a draw whose path the solver could not follow (non-finite) gets no weight
         lost = ~torch.isfinite(z).flatten(-2).all(-1)  # (proposals, batch)
         z = torch.where(lost[..., None, None], 0.0, z)
-        means = self._network(self.decoder, z)
-        log_w = log_w + self._likelihood(means, mask, None).log_prob(values)
         if self.poisson:
             cumulative = torch.where(lost[..., None, None], 0.0, cumulative)
-            integral = window_integral(cumulative, mask.any(-1))
-            log_w = log_w + poisson_process_log_likelihood(self.intensity(z), mask, integral)
+        scores = []
+        for first in range(0, n_proposals, block or n_proposals):
+            part = slice(first, first + (block or n_proposals))
+            score = self._likelihood(self._network(self.decoder, z[part]), mask, None)
+            score = score.log_prob(values)
+            if self.poisson:
+                integral = window_integral(cumulative[part], mask.any(-1))
+                score = score + poisson_process_log_likelihood(
+                    self.intensity(z[part]), mask, integral
+                )
+            scores.append(score)
+        log_w = log_w + torch.cat(scores)
         log_w = torch.where(torch.isfinite(log_w) & ~lost, log_w, -torch.inf)
         weights = torch.softmax(log_w, dim=0).nan_to_num(1.0 / n_proposals)  # all -inf: even
         ess = 1.0 / weights.square().sum(0)

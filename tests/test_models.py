@@ -338,6 +338,24 @@ def test_importance_draws_are_proposals_that_explain_the_series_better():
     assert torch.all(log_lik(z0).mean(0) > log_lik(proposals).mean(0))
 
 
+@pytest.mark.parametrize("poisson", [False, True])
+def test_importance_weights_do_not_depend_on_the_decoding_block(poisson):
+    """Proposals decoded and scored a few at a time (to bound the widest tensor) get the same
+    weights, hence the same resampled draws, as all at once."""
+    model = LatentODEModel(2, latent_dim=3, poisson=poisson)
+    b = batch()
+    out = {}
+    for block in (None, 3, 64, 100):
+        torch.manual_seed(0)
+        with torch.no_grad():
+            out[block] = model.importance_z0(
+                b.times, b.values, b.mask, n_samples=50, n_proposals=64, block=block
+            )
+    for block in (3, 64, 100):
+        assert torch.equal(out[block][0], out[None][0])
+        assert torch.allclose(out[block][1], out[None][1], rtol=1e-5)
+
+
 def test_importance_resampling_skips_draws_the_solver_could_not_follow():
     model = LatentODEModel(2, latent_dim=3)
     b = batch()

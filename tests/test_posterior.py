@@ -290,8 +290,8 @@ def test_chunks_of_draws_grow_with_the_cell_budget():
 
     assert widest_cells(torch.device("cpu")) == WIDEST_CELLS
     data = make_spirals(n_series=60, n_obs=20, random_state=0).train
-    small = _series_chunks(data, 100, 20, 256, 100)
-    large = _series_chunks(data, 100, 20, 256, 100, cells=32 * WIDEST_CELLS)
+    small = _series_chunks(data, 100, 20, 100, on_grid=256 * 100)
+    large = _series_chunks(data, 100, 20, 100, on_grid=256 * 100, cells=32 * WIDEST_CELLS)
     for bounds in (small, large):  # consecutive, covering every series once
         assert bounds[0][0] == 0 and bounds[-1][1] == len(data)
         assert all(a[1] == b[0] for a, b in zip(bounds, bounds[1:], strict=False))

@@ -1,9 +1,10 @@
-"""Posterior predictive draws through :class:`pyro.infer.Predictive`."""
+"""Posterior predictive draws: the model's generative mode, vectorised over draws of ``z0``."""
 
 from __future__ import annotations
 
+import pyro
 import torch
-from pyro.infer import Predictive
+from pyro import poutine
 
 __all__ = ["PREDICTIVE_SITES", "posterior_predictive"]
 
@@ -22,6 +23,7 @@ def posterior_predictive(
     sites=("z0", "mean", "obs"),
     static=None,
     n_proposals: int = 0,
+    proposal_block: int | None = None,
 ) -> dict[str, torch.Tensor]:
     """Draws of ``z0`` given the observed series carried through the model to the query times.
 
@@ -29,8 +31,11 @@ def posterior_predictive(
     are or, with ``n_proposals``, as proposals reweighted by the model and resampled
     (:meth:`~latentode.models.LatentODEModel.importance_z0`). The model, in its generative
     mode, solves each draw of ``z0`` to ``query_times`` and draws the observations there.
-    Draws are vectorised (one solve for all of them) and use Pyro's (torch's) global random
-    stream.
+    Draws are vectorised (one solve for all of them, in a plate of draws outside the series
+    plate) and use Pyro's (torch's) global random stream. The model and guide run once each:
+    :class:`pyro.infer.Predictive` would run each twice more, one draw per series, to find
+    the plates and the sites' shapes, which this module knows (one series plate at dim -1),
+    and every run solves the ODE.
 
     Parameters
     ----------
@@ -62,16 +67,23 @@ def posterior_predictive(
     unknown = [s for s in sites if s not in PREDICTIVE_SITES]
     if unknown:
         raise ValueError(f"sites {unknown} are not predictive sites; use {PREDICTIVE_SITES}.")
+    args = (times, values, mask)
     with torch.no_grad():
         if n_proposals:
             z0, _ = module.importance_z0(
-                times, values, mask, n_samples=n_samples, n_proposals=n_proposals, static=static
+                *args,
+                n_samples=n_samples,
+                n_proposals=n_proposals,
+                static=static,
+                block=proposal_block,
             )
-            source = {"posterior_samples": {"z0": z0}}
         else:
-            source = {"guide": module.guide, "num_samples": n_samples}
-        predictive = Predictive(module.model, **source, parallel=True, return_sites=list(sites))
-        draws = predictive(times, values, mask, query_times=query_times, static=static)
+            z0 = _vectorised_trace(module.guide, n_samples, {}, *args, static=static)
+            z0 = z0.nodes["z0"]["value"]
+        trace = _vectorised_trace(
+            module.model, n_samples, {"z0": z0}, *args, query_times=query_times, static=static
+        )
+    draws = {s: trace.nodes[s]["value"] for s in sites if s in trace.nodes}
     missing = [s for s in sites if s not in draws]
     if missing:
         raise ValueError(
@@ -81,6 +93,13 @@ def posterior_predictive(
         s: draws[s].reshape((n_samples,) + draws[s].shape[-_event_rank(s, module) - 1 :])
         for s in sites
     }
+
+
+def _vectorised_trace(program, n_samples: int, given: dict, *args, **kwargs):
+    """One run of a model or guide with its sites drawn ``n_samples`` times at once (a plate
+    at dim -2, outside the series plate) and the ``given`` sites fixed to draws of that shape."""
+    draws = pyro.plate("_predictive_draws", n_samples, dim=-2)
+    return poutine.trace(poutine.condition(draws(program), given)).get_trace(*args, **kwargs)
 
 
 def _event_rank(site: str, module) -> int:
