@@ -68,7 +68,10 @@ def posterior_predictive(
     if unknown:
         raise ValueError(f"sites {unknown} are not predictive sites; use {PREDICTIVE_SITES}.")
     args = (times, values, mask)
-    with torch.no_grad():
+    # inputs were validated at the estimator's gate: skip the distributions' per-call argument
+    # checks (a fifth of a prediction's time); a path that turns non-finite stops the solver
+    # with a SolverError that says what to change
+    with torch.no_grad(), pyro.validation_enabled(False):
         if n_proposals:
             z0, _ = module.importance_z0(
                 *args,
