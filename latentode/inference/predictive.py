@@ -5,6 +5,7 @@ from __future__ import annotations
 import pyro
 import torch
 from pyro import poutine
+from pyro.poutine.messenger import Messenger
 
 __all__ = ["PREDICTIVE_SITES", "posterior_predictive"]
 
@@ -83,9 +84,11 @@ def posterior_predictive(
         else:
             z0 = _vectorised_trace(module.guide, n_samples, {}, *args, static=static)
             z0 = z0.nodes["z0"]["value"]
-        trace = _vectorised_trace(
-            module.model, n_samples, {"z0": z0}, *args, query_times=query_times, static=static
-        )
+        unused = {"obs", "label"} - set(sites)
+        with _NotDrawn(unused):  # sites not asked for are not drawn (obs: the noise)
+            trace = _vectorised_trace(
+                module.model, n_samples, {"z0": z0}, *args, query_times=query_times, static=static
+            )
     draws = {s: trace.nodes[s]["value"] for s in sites if s in trace.nodes}
     missing = [s for s in sites if s not in draws]
     if missing:
@@ -96,6 +99,20 @@ def posterior_predictive(
         s: draws[s].reshape((n_samples,) + draws[s].shape[-_event_rank(s, module) - 1 :])
         for s in sites
     }
+
+
+class _NotDrawn(Messenger):
+    """Leaves the named sample sites undrawn: each takes its distribution's mean in place of a
+    draw, as if observed, so no random numbers (or noise tensors) are spent on it."""
+
+    def __init__(self, names):
+        super().__init__()
+        self.names = frozenset(names)
+
+    def _pyro_sample(self, msg):
+        if msg["name"] in self.names and not msg["is_observed"]:
+            msg["value"] = msg["fn"].mean  # no draw: the mean, shaped and placed like one
+            msg["is_observed"] = True
 
 
 def _vectorised_trace(program, n_samples: int, given: dict, *args, **kwargs):

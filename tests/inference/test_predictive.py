@@ -63,3 +63,30 @@ def test_intensity_and_label_sites_need_their_parts(batch):
     with torch.no_grad():
         assert torch.allclose(d["intensity"], rich.intensity(d["z"]))
     assert d["label"].shape == (7, 6) and set(d["label"].unique().tolist()) <= {0, 1, 2}
+
+
+@pytest.mark.parametrize("n_proposals", [0, 16])
+def test_sites_not_asked_for_are_not_drawn(batch, n_proposals):
+    """Without ``obs`` (and ``label``) among the sites, no noise is drawn: the means are the
+    same as when the noise is drawn too, and the random stream is left where the means'
+    draws of ``z0`` leave it."""
+    module = LatentODEModel(2, latent_dim=3, obs_std=0.3, n_classes=2)
+    query = torch.linspace(0.0, 1.0, 5)
+    after, means = {}, {}
+    for sites in (("mean",), ("mean", "obs"), ("mean", "label")):
+        torch.manual_seed(0)
+        means[sites] = posterior_predictive(
+            module,
+            batch.times,
+            batch.values,
+            batch.mask,
+            query,
+            n_samples=40,
+            sites=sites,
+            n_proposals=n_proposals,
+        )["mean"]
+        after[sites] = torch.rand(1)
+    assert torch.equal(means[("mean",)], means[("mean", "obs")])
+    assert torch.equal(means[("mean",)], means[("mean", "label")])
+    assert after[("mean",)] != after[("mean", "obs")]
+    assert after[("mean",)] != after[("mean", "label")]
