@@ -80,13 +80,11 @@ class PosteriorPredictiveMixin(IntervalMixin):
         )
 
     def _proposal_width(self) -> int:
-        """What one importance proposal of one series at one observation time holds once its
-        decoding is done block by block: its latent state (with the cumulative intensities of
-        a Poisson model) or its features' scores, whichever is wider."""
+        """What one importance proposal of one series holds at each time of its chunk's union
+        grid once it is decoded and scored block by block (and at its own times only): its
+        latent state, with the cumulative intensities of a Poisson model."""
         n_features = len(self.feature_names_in_)
-        return max(
-            self.latent_dim + (n_features if getattr(self, "poisson", False) else 0), n_features
-        )
+        return self.latent_dim + (n_features if getattr(self, "poisson", False) else 0)
 
     def _own_chunks(self) -> dict:
         """Chunk sizing of draws at each series' own times (see :mod:`latentode._query`)."""

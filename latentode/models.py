@@ -676,19 +676,23 @@ class LatentODEModel(PyroModule):
         log_w = dist.Normal(0.0, 1.0).log_prob(z0).sum(-1) - log_q
         z, cumulative = self.solve(z0, times)
         # a draw whose path the solver could not follow (non-finite) gets no weight
-        lost = ~torch.isfinite(z).flatten(-2).all(-1)  # (proposals, batch)
+        low, high = torch.aminmax(z.flatten(-2), dim=-1)  # NaN and inf reach one of them
+        lost = ~(torch.isfinite(low) & torch.isfinite(high))  # (proposals, batch)
         z = torch.where(lost[..., None, None], 0.0, z)
         if self.poisson:
             cumulative = torch.where(lost[..., None, None], 0.0, cumulative)
+            integral = window_integral(cumulative, mask.any(-1))  # on the whole grid
+        # the scores need each path at its own series' observation times only: on a union
+        # grid of series observed at different times that is a fraction of the grid
+        own_z, own_values, own_mask = _at_own_times(z, values, mask)
         scores = []
         for first in range(0, n_proposals, block or n_proposals):
             part = slice(first, first + (block or n_proposals))
-            score = self._likelihood(self._network(self.decoder, z[part]), mask, None)
-            score = score.log_prob(values)
+            means = self._network(self.decoder, own_z[part])
+            score = self._likelihood(means, own_mask, None).log_prob(own_values)
             if self.poisson:
-                integral = window_integral(cumulative[part], mask.any(-1))
                 score = score + poisson_process_log_likelihood(
-                    self.intensity(z[part]), mask, integral
+                    self.intensity(own_z[part]), own_mask, integral[part]
                 )
             scores.append(score)
         log_w = log_w + torch.cat(scores)
@@ -698,6 +702,23 @@ class LatentODEModel(PyroModule):
         pick = torch.multinomial(weights.T, n_samples, replacement=True)  # (batch, samples)
         drawn = z0.gather(0, pick.T.unsqueeze(-1).expand(n_samples, *z0.shape[1:]))
         return drawn, ess
+
+
+def _at_own_times(z, values, mask):
+    """Paths, values and mask at each series' own observation times, in time order and padded
+    (masked) to the longest: shapes (..., batch, own, latent) and (batch, own, features), own
+    the most times any one series was observed at. Unchanged when that is the whole grid."""
+    observed = mask.any(-1)  # (batch, time)
+    longest = int(observed.sum(-1).max()) if observed.numel() else 0
+    if longest == observed.shape[-1]:
+        return z, values, mask
+    # observed times first, each series' in time order (a stable sort of "not observed")
+    order = torch.argsort((~observed).to(torch.int8), dim=-1, stable=True)[:, :longest]
+    pick = order.unsqueeze(-1)
+    own_mask = mask.gather(1, pick.expand(-1, -1, mask.shape[-1]))
+    own_values = values.gather(1, pick.expand(-1, -1, values.shape[-1]))
+    own_z = z.gather(-2, pick.expand(z.shape[:-3] + (-1, -1, z.shape[-1])))
+    return own_z, own_values, own_mask
 
 
 def _at_same_times(times, values, seen, query_times):

@@ -356,6 +356,45 @@ def test_importance_weights_do_not_depend_on_the_decoding_block(poisson):
         assert torch.allclose(out[block][1], out[None][1], rtol=1e-5)
 
 
+def test_own_times_pick_each_series_observations_in_order():
+    from latentode.models import _at_own_times
+
+    b = batch()  # union grid 0.1, 0.2, 0.4, 0.7, 1.0; the series hold 3 and 2 of its times
+    z = torch.arange(2 * 5 * 1, dtype=torch.float32).view(2, 5, 1).expand(4, 2, 5, 1)
+    own_z, own_values, own_mask = _at_own_times(z, b.values, b.mask)
+    assert own_z.shape == (4, 2, 3, 1) and own_mask.shape == (2, 3, 2)
+    assert own_z[0, 0, :, 0].tolist() == [0.0, 2.0, 4.0]  # grid positions 0, 2, 4
+    assert own_z[0, 1, :2, 0].tolist() == [6.0, 8.0]  # positions 1, 3 of the second series
+    assert not own_mask[1, 2].any()  # its padding is masked
+    assert own_mask.sum() == b.mask.sum()
+    assert torch.equal(own_values[own_mask], b.values[b.mask])
+
+
+@pytest.mark.parametrize("poisson", [False, True])
+def test_importance_weights_scored_at_own_times_equal_the_whole_grid(poisson):
+    """The scores read each path at its series' own times only; on the whole union grid
+    (masked) they are the same, so are the weights."""
+    torch.manual_seed(0)
+    model = LatentODEModel(2, latent_dim=3, poisson=poisson)
+    b = batch()
+    with torch.no_grad():
+        torch.manual_seed(3)
+        _, ess = model.importance_z0(b.times, b.values, b.mask, n_samples=5, n_proposals=50)
+        torch.manual_seed(3)
+        loc, scale = model.encoder(b.values, b.mask, b.times)
+        z0, log_q = model._draw_q(loc, scale, 50)
+        z, cumulative = model.solve(z0, b.times)
+        log_w = torch.distributions.Normal(0.0, 1.0).log_prob(z0).sum(-1) - log_q
+        log_w = log_w + model._likelihood(model.decoder(z), b.mask, None).log_prob(b.values)
+        if poisson:
+            from latentode.likelihoods import poisson_process_log_likelihood, window_integral
+
+            integral = window_integral(cumulative, b.mask.any(-1))
+            log_w = log_w + poisson_process_log_likelihood(model.intensity(z), b.mask, integral)
+        weights = torch.softmax(log_w, dim=0)
+    assert torch.allclose(ess, 1.0 / weights.square().sum(0), rtol=1e-4)
+
+
 def test_importance_resampling_skips_draws_the_solver_could_not_follow():
     model = LatentODEModel(2, latent_dim=3)
     b = batch()

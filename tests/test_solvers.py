@@ -84,6 +84,18 @@ def test_failures_become_solver_errors_with_advice():
         fixed(torch.full((1, 1), 10.0), torch.tensor([0.0, 50.0]))
 
 
+@pytest.mark.parametrize("bad", [float("nan"), float("inf"), -float("inf")])
+def test_non_finite_values_are_found_anywhere(bad):
+    from latentode.solvers import _all_finite
+
+    values = torch.randn(3, 50, 4)
+    assert _all_finite(values) and _all_finite(torch.zeros(0, 4))
+    for where in [(0, 0, 0), (1, 25, 2), (2, 49, 3)]:
+        hit = values.clone()
+        hit[where] = bad
+        assert not _all_finite(hit)
+
+
 @pytest.mark.parametrize("adjoint", [False, True])
 def test_evaluation_cap_bounds_forward_and_backward_solves(adjoint):
     solver = ODESolver(Linear(), max_nfe=40, rtol=1e-9, atol=1e-10, adjoint=adjoint)

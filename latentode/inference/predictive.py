@@ -111,7 +111,10 @@ class _NotDrawn(Messenger):
 
     def _pyro_sample(self, msg):
         if msg["name"] in self.names and not msg["is_observed"]:
-            msg["value"] = msg["fn"].mean  # no draw: the mean, shaped and placed like one
+            try:
+                msg["value"] = msg["fn"].mean  # no draw: the mean, shaped and placed like one
+            except NotImplementedError:  # a distribution without a mean is drawn after all
+                return
             msg["is_observed"] = True
 
 
