@@ -90,8 +90,9 @@ class PosteriorPredictiveMixin(IntervalMixin):
         """Chunk sizing of draws at each series' own times (see :mod:`latentode._query`)."""
         return {"width": self._draw_width(), "cells": widest_cells(self.device_)}
 
-    def _draw(self, X, times, n_samples: int, *, sites):
-        """Posterior predictive draws at query times, chunked over series.
+    def _draw(self, X, times, n_samples: int, *, sites, positions=None):
+        """Posterior predictive draws at query times, chunked over series; with ``positions``
+        (ndarray of shape (series, own)), at each series' positions on the query times only.
 
         Returns
         -------
@@ -134,6 +135,9 @@ class PosteriorPredictiveMixin(IntervalMixin):
                         static=batch.context,
                         n_proposals=proposals,
                         proposal_block=block,
+                        query_index=None
+                        if positions is None
+                        else torch.as_tensor(positions[start:stop], device=self.device_),
                     )
                 )
         return data, t, {s: torch.cat([c[s] for c in chunks], dim=1) for s in sites}
@@ -314,11 +318,8 @@ class PosteriorPredictiveMixin(IntervalMixin):
             for k, g in enumerate(grids[start:stop]):
                 position[k, : len(g)] = np.searchsorted(grid, g)
                 valid[k, : len(g)] = True
-            _, _, draws = self._draw(chunk, grid, n_samples, sites=tuple(sites))
-            for name, value in draws.items():
-                if name != "z0":  # (sample, series, time, ...) -> (sample, series, step, ...)
-                    rows = torch.arange(stop - start, device=value.device)[:, None]
-                    draws[name] = value[:, rows, torch.as_tensor(position, device=value.device)]
+            # drawn and decoded at each series' own steps only: (sample, series, step, ...)
+            _, _, draws = self._draw(chunk, grid, n_samples, sites=tuple(sites), positions=position)
             # padding steps sit on the grid's first time until they are blanked
             out = self._in_data_units(draws, chunk, grid[position], calibrated)
             for name, value in out.items():

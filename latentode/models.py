@@ -420,6 +420,7 @@ class LatentODEModel(PyroModule):
         query_times=None,
         obs_weight=None,
         static=None,
+        query_index=None,
     ):
         """The generative model.
 
@@ -450,11 +451,15 @@ class LatentODEModel(PyroModule):
         static : Tensor of shape (batch, 2 * n_static), optional
             The batch's :attr:`~latentode.datasets.Batch.context`; required when the model
             has static covariates. Read by the guide's encoder and the classifier's head.
+        query_index : LongTensor of shape (batch, own), optional
+            With ``query_times``: the positions on ``query_times`` each series wants (its own
+            times, padded with any position); the generated sites are then at those only,
+            (..., batch, own, ...), and nothing is decoded at the others.
 
         Returns
         -------
         Tensor of shape (batch, time, features) or (..., batch, query, features)
-            Decoded means on ``times``, or on ``query_times`` when given.
+            Decoded means on ``times``, or on ``query_times`` (``query_index``) when given.
         """
         n_series = values.shape[0]
         self._check_static(static)
@@ -477,7 +482,7 @@ class LatentODEModel(PyroModule):
                 same = None
                 if self.noise_factor is not None:
                     same = _at_same_times(times, values, seen, query_times)
-                return self._generate(z0, query_times, context, static, same, times)
+                return self._generate(z0, query_times, context, static, same, times, query_index)
             z, cumulative = self.solve(z0, times)
             if self.penalty is not None:
                 pyro.factor("dynamics_penalty", -self.penalty)
@@ -524,12 +529,12 @@ class LatentODEModel(PyroModule):
             )
 
     def _generate(
-        self, z0, query_times, context, static=None, same=None, times=None
+        self, z0, query_times, context, static=None, same=None, times=None, query_index=None
     ) -> torch.Tensor:
         """Sites of the generative mode of :meth:`model`, inside the series plate; ``same``
         holds the observations at the query times (values, seen) for correlated noise;
         ``times``, the conditioning grid, where ``anchor="path"`` needs the decoded path on
-        it."""
+        it; ``query_index``, each series' positions on the query times (see :meth:`model`)."""
         path = None
         if context is not None and self.anchor.follow_path:
             # one solve through the observation and query times: the query path, and the
@@ -540,6 +545,12 @@ class LatentODEModel(PyroModule):
             path = self._network(self.decoder, z_all[..., where[: times.numel()], :])
         else:
             z, _ = self.solve(z0, query_times)
+        if query_index is not None:  # each series' own query times only, from here on
+            z = _pick(z, query_index)
+            if context is not None:
+                context = tuple(tuple(_pick(x, query_index) for x in side) for side in context)
+            if same is not None:
+                same = tuple(_pick(x, query_index) for x in same)
         pyro.deterministic("z", z, event_dim=2)
         loc = self.decode(z, context, path)
         if same is None:
@@ -590,12 +601,13 @@ class LatentODEModel(PyroModule):
         query_times=None,
         obs_weight=None,
         static=None,
+        query_index=None,
     ):
         """The amortised posterior ``q(z0 | x)``; same arguments as :meth:`model`.
 
         With ``encode_mask`` the encoder reads only those observations while the model scores
         all of ``mask``: ``q(z0 | x_early)`` is trained to forecast the rest. ``labels``,
-        ``query_times`` and ``obs_weight`` do not enter the guide.
+        ``query_times``, ``query_index`` and ``obs_weight`` do not enter the guide.
         """
         self._check_static(static)
         if encode_mask is not None:
@@ -702,6 +714,13 @@ class LatentODEModel(PyroModule):
         pick = torch.multinomial(weights.T, n_samples, replacement=True)  # (batch, samples)
         drawn = z0.gather(0, pick.T.unsqueeze(-1).expand(n_samples, *z0.shape[1:]))
         return drawn, ess
+
+
+def _pick(x: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
+    """``x`` of shape (..., batch, query, width) at each series' positions ``index`` of shape
+    (batch, own): shape (..., batch, own, width)."""
+    index = index.unsqueeze(-1).expand(x.shape[:-3] + index.shape + x.shape[-1:])
+    return x.gather(-2, index)
 
 
 def _at_own_times(z, values, mask):

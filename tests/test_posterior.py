@@ -196,14 +196,18 @@ def test_predict_and_sample_take_each_series_own_times(spirals, fitted):
         for j, t in enumerate(own[s.id]):
             expected = union.sel(series=s.id, time=t).values
             np.testing.assert_allclose(mean.values[k, j], expected, rtol=1e-6)
-    # sample too: each series' own times picked out of the same draws, padding blank
+    # sample too: the same draws of the latent path at each series' own times (the noise is
+    # drawn at those times only), padding blank
     drawn = fitted.sample(series, times=own, n_samples=8, include_latent=True)
-    on_union = fitted.sample(series, times=[0.1, 0.2, 0.3, 0.5, 1.0, 2.0], n_samples=8)
+    union_times = [0.1, 0.2, 0.3, 0.5, 1.0, 2.0]
+    on_union = fitted.sample(series, times=union_times, n_samples=8, include_latent=True)
     assert drawn.obs.dims == ("sample", "series", "step", "feature")
     assert drawn.z.dims == ("sample", "series", "step", "latent")
     for k, s in enumerate(series):
-        picked = on_union.obs.sel(series=s.id, time=own[s.id]).values
-        np.testing.assert_allclose(drawn.obs.values[:, k, : len(own[s.id])], picked, rtol=1e-6)
+        picked = on_union.z.sel(series=s.id, time=own[s.id]).values
+        np.testing.assert_allclose(drawn.z.values[:, k, : len(own[s.id])], picked, rtol=1e-6)
+        mean = drawn.obs.values[:, k, : len(own[s.id])].mean(0)
+        assert np.isfinite(mean).all()
     assert np.isnan(drawn.obs.values[:, 1, 1:]).all() and np.isnan(drawn.z.values[:, 1, 1:]).all()
     draws = fitted.sample(series, horizon=1.0, n_points=4, n_samples=5, include_latent=True)
     assert draws.obs.shape == (5, 3, 4, 2) and draws.z0.shape == (5, 3, 3)

@@ -25,6 +25,7 @@ def posterior_predictive(
     static=None,
     n_proposals: int = 0,
     proposal_block: int | None = None,
+    query_index=None,
 ) -> dict[str, torch.Tensor]:
     """Draws of ``z0`` given the observed series carried through the model to the query times.
 
@@ -56,6 +57,12 @@ def posterior_predictive(
     n_proposals : int, default 0
         Draws of ``q(z0 | x)`` importance-weighted to give the ``n_samples`` draws of
         ``z0``; 0 draws ``z0`` from ``q`` itself.
+    proposal_block : int, optional
+        Proposals decoded and scored at once (bounds the widest tensor, the decoder's hidden
+        layer over proposals x batch x times); default all.
+    query_index : LongTensor of shape (batch, own), optional
+        Each series' positions on ``query_times`` (its own times, padded with any position):
+        the draws are then made there only, and ``query`` below is ``own``.
 
     Returns
     -------
@@ -87,7 +94,13 @@ def posterior_predictive(
         unused = {"obs", "label"} - set(sites)
         with _NotDrawn(unused):  # sites not asked for are not drawn (obs: the noise)
             trace = _vectorised_trace(
-                module.model, n_samples, {"z0": z0}, *args, query_times=query_times, static=static
+                module.model,
+                n_samples,
+                {"z0": z0},
+                *args,
+                query_times=query_times,
+                static=static,
+                query_index=query_index,
             )
     draws = {s: trace.nodes[s]["value"] for s in sites if s in trace.nodes}
     missing = [s for s in sites if s not in draws]

@@ -90,3 +90,36 @@ def test_sites_not_asked_for_are_not_drawn(batch, n_proposals):
     assert torch.equal(means[("mean",)], means[("mean", "label")])
     assert after[("mean",)] != after[("mean", "obs")]
     assert after[("mean",)] != after[("mean", "label")]
+
+
+@pytest.mark.parametrize(
+    "options",
+    [{}, {"anchor": True}, {"anchor": "path"}, {"noise_rank": 1}, {"poisson": True}],
+    ids=["plain", "anchor", "path", "noise_rank", "poisson"],
+)
+def test_draws_at_each_series_positions_equal_the_full_grid_picked(batch, options):
+    """With ``query_index`` the model decodes each series at its own positions only; the
+    draws equal those on the whole query grid, picked at the same positions."""
+    module = LatentODEModel(2, latent_dim=3, **options)
+    query = torch.linspace(0.0, 1.2, 9)
+    positions = torch.tensor([[0, 3, 8], [1, 2, 2], [4, 5, 6], [8, 7, 0], [2, 2, 2], [0, 1, 2]])
+    sites = ("z", "mean") + (("intensity",) if options.get("poisson") else ())
+    out = {}
+    for index in (None, positions):
+        torch.manual_seed(0)
+        out[index is None] = posterior_predictive(
+            module,
+            batch.times,
+            batch.values,
+            batch.mask,
+            query,
+            n_samples=5,
+            sites=sites,
+            n_proposals=8,
+            query_index=index,
+        )
+    rows = torch.arange(6)[:, None]
+    for site in sites:
+        picked = out[True][site][:, rows, positions]
+        assert out[False][site].shape == picked.shape == (5, 6, 3, picked.shape[-1])
+        assert torch.allclose(out[False][site], picked, atol=1e-6), site
