@@ -295,9 +295,9 @@ class PosteriorPredictiveMixin(IntervalMixin):
         return out
 
     def _own_time_chunks(self, data, grids: list, n_samples: int, sites, calibrated: bool):
-        """Draws at each series' own times, chunk by chunk of series drawn on the union of
-        their grids; each series' own times are picked out of its chunk's draws before they
-        are converted to the data's units, so only those are converted (and calibrated).
+        """Draws at each series' own times, chunk by chunk of series: the latent paths are
+        solved on the union of the chunk's grids, and decoded, drawn, converted to the data's
+        units (and calibrated) at each series' own times only.
 
         Yields
         ------
