@@ -22,7 +22,7 @@ from sklearn.utils.validation import check_is_fitted
 
 from ._base import PREDICT_CHUNK, IntervalMixin, seed_from, serialised
 from ._empirical import BinnedEmpirical
-from ._query import chunks, on_own_times
+from ._query import chunks
 from ._validation import integer
 from .datasets import collate
 from .evaluation import NothingHeldOut, gaps_to, held_out_draws, hold_out
@@ -179,18 +179,26 @@ class PosteriorPredictiveMixin(IntervalMixin):
         """
         own = self._own_grids(X, times, horizon, n_points)
         if own is not None:
-            return on_own_times(
-                self.predict, *own, n_samples, **self._own_chunks(), n_samples=n_samples
-            )
-        data, t, draws = self._draw(X, times, n_samples, sites=("mean",))
-        values = self._unscale_values(draws["mean"].mean(0))
-        return xr.DataArray(
-            values,
-            dims=("series", "time", "feature"),
-            coords=self._coords(data, t),
-            name="mean",
-            attrs=self._attrs(quantity="posterior predictive mean", n_samples=n_samples),
-        )
+            data, grids = own
+            longest = max(len(g) for g in grids)
+            values = np.full((len(data), longest, self.n_features_in_), np.nan)
+            stamps = np.full((len(data), longest), np.nan)
+            for start, stop, draws, t, valid in self._own_time_draws(
+                data, grids, n_samples, ("mean",)
+            ):
+                mean = self._unscale_values(draws["mean"].mean(0))
+                values[start:stop] = np.where(valid[..., None], mean, np.nan)
+                stamps[start:stop] = np.where(valid, t, np.nan)
+            coords = self._coords(data, np.arange(longest))
+            coords["step"] = coords.pop("time")
+            coords["time"] = (("series", "step"), stamps)
+            dims = ("series", "step", "feature")
+        else:
+            data, t, draws = self._draw(X, times, n_samples, sites=("mean",))
+            values = self._unscale_values(draws["mean"].mean(0))
+            coords, dims = self._coords(data, t), ("series", "time", "feature")
+        attrs = self._attrs(quantity="posterior predictive mean", n_samples=n_samples)
+        return xr.DataArray(values, dims=dims, coords=coords, name="mean", attrs=attrs)
 
     @serialised
     def sample(
@@ -294,10 +302,38 @@ class PosteriorPredictiveMixin(IntervalMixin):
                 out[name] = draws[name].cpu().numpy()
         return out
 
+    def _own_time_draws(self, data, grids: list, n_samples: int, sites):
+        """Draws at each series' own times in model units, chunk by chunk of series: the
+        latent paths are solved on the union of the chunk's grids and decoded and drawn at
+        each series' own times only.
+
+        Yields
+        ------
+        start, stop : int
+            The chunk's series, ``data[start:stop]``.
+        draws : dict of str to Tensor
+            As :meth:`_draw` gives them, with ``step`` (up to the longest grid of all series)
+            in place of ``time``.
+        times : ndarray of shape (stop - start, step)
+            Each series' own times; padding steps hold the chunk's first time.
+        valid : BoolArray of shape (stop - start, step)
+            False on padding steps.
+        """
+        longest = max(len(g) for g in grids)
+        cells = widest_cells(self.device_)
+        for start, stop, grid in chunks(grids, n_samples, self._draw_width(), cells):
+            position = np.zeros((stop - start, longest), dtype=np.int64)
+            valid = np.zeros((stop - start, longest), dtype=bool)
+            for k, g in enumerate(grids[start:stop]):
+                position[k, : len(g)] = np.searchsorted(grid, g)
+                valid[k, : len(g)] = True
+            _, _, draws = self._draw(
+                data[start:stop], grid, n_samples, sites=tuple(sites), positions=position
+            )
+            yield start, stop, draws, grid[position], valid
+
     def _own_time_chunks(self, data, grids: list, n_samples: int, sites, calibrated: bool):
-        """Draws at each series' own times, chunk by chunk of series: the latent paths are
-        solved on the union of the chunk's grids, and decoded, drawn, converted to the data's
-        units (and calibrated) at each series' own times only.
+        """:meth:`_own_time_draws` converted to the data's units (and calibrated).
 
         Yields
         ------
@@ -309,23 +345,12 @@ class PosteriorPredictiveMixin(IntervalMixin):
         times : ndarray of shape (stop - start, step)
             Each series' own times, NaN-padded.
         """
-        longest = max(len(g) for g in grids)
-        cells = widest_cells(self.device_)
-        for start, stop, grid in chunks(grids, n_samples, self._draw_width(), cells):
-            chunk = data[start:stop]
-            position = np.zeros((stop - start, longest), dtype=np.int64)
-            valid = np.zeros((stop - start, longest), dtype=bool)
-            for k, g in enumerate(grids[start:stop]):
-                position[k, : len(g)] = np.searchsorted(grid, g)
-                valid[k, : len(g)] = True
-            # drawn and decoded at each series' own steps only: (sample, series, step, ...)
-            _, _, draws = self._draw(chunk, grid, n_samples, sites=tuple(sites), positions=position)
-            # padding steps sit on the grid's first time until they are blanked
-            out = self._in_data_units(draws, chunk, grid[position], calibrated)
+        for start, stop, draws, t, valid in self._own_time_draws(data, grids, n_samples, sites):
+            out = self._in_data_units(draws, data[start:stop], t, calibrated)
             for name, value in out.items():
                 if name != "z0":
                     value[:, ~valid] = np.nan
-            yield start, stop, out, np.where(valid, grid[position], np.nan)
+            yield start, stop, out, np.where(valid, t, np.nan)
 
     def _draws_in_data_units(self, v: torch.Tensor) -> np.ndarray:
         """Draws (standardised model units) in the data's units, in float32 — the precision

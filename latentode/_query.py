@@ -11,7 +11,6 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 
 import numpy as np
 import pandas as pd
-import xarray as xr
 
 from ._validation import integer, real
 
@@ -19,7 +18,6 @@ __all__ = [
     "CELLS",
     "chunks",
     "long_times",
-    "on_own_times",
     "quantiles_per_series",
     "series_grids",
 ]
@@ -169,62 +167,3 @@ def quantiles_per_series(
         times = frame.index.get_level_values(1).astype(float)
         frames.append(frame[[(s, t) in wanted for s, t in zip(series, times, strict=True)]])
     return pd.concat(frames)
-
-
-def on_own_times(
-    draw: Callable[..., xr.DataArray | xr.Dataset],
-    data,
-    grids,
-    draws: int,
-    *,
-    width: int | None = None,
-    cells: int | None = None,
-    **kwargs,
-):
-    """``draw(..., times=grid, **kwargs)`` (``predict`` or ``sample``) with each series at its
-    own times, in chunks bounded for ``draws`` draws per value.
-
-    Returns
-    -------
-    xarray.DataArray or Dataset
-        The output's ``time`` dimension becomes ``step`` (0, 1, ... per series) and ``time``
-        a coordinate of dims (series, step) holding each series' own times; series with fewer
-        times than the longest are padded with NaN (values and times).
-    """
-    longest = max(len(g) for g in grids)
-    parts = []
-    for start, stop, grid in chunks(grids, draws, width or data.n_features, cells):
-        out = draw(data[start:stop], times=grid, **kwargs)
-        # each series' own times as positions on the chunk's grid; padding points at 0
-        position = np.zeros((stop - start, longest), dtype=np.int64)
-        valid = np.zeros((stop - start, longest), dtype=bool)
-        for k, own in enumerate(grids[start:stop]):
-            position[k, : len(own)] = np.searchsorted(grid, own)
-            valid[k, : len(own)] = True
-        parts.append(_gather(out, position, valid, grid))
-    joined = xr.concat(parts, dim="series", combine_attrs="override")
-    return joined.assign_coords(step=np.arange(longest))
-
-
-def _gather(out, position: np.ndarray, valid: np.ndarray, grid: np.ndarray):
-    """``out`` at (series, step) -> time ``position``, NaN where not ``valid``, in one
-    indexing per variable; dims keep their order with ``time`` renamed ``step``."""
-    rows = xr.DataArray(np.arange(position.shape[0]), dims="series")
-    steps = xr.DataArray(position, dims=("series", "step"))
-    mask = xr.DataArray(valid, dims=("series", "step"))
-    times = np.where(valid, grid[position], np.nan)
-
-    def one(arr: xr.DataArray) -> xr.DataArray:
-        if "time" not in arr.dims:
-            return arr
-        order = [d if d != "time" else "step" for d in arr.dims]
-        picked = arr.drop_vars("time").isel(series=rows, time=steps)
-        return picked.where(mask).transpose(*order)
-
-    if isinstance(out, xr.Dataset):
-        gathered = xr.Dataset(
-            {name: one(var) for name, var in out.data_vars.items()}, attrs=out.attrs
-        )
-    else:
-        gathered = one(out)
-    return gathered.assign_coords(time=(("series", "step"), times))
