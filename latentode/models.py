@@ -733,11 +733,7 @@ def _at_own_times(z, values, mask):
         return z, values, mask
     # observed times first, each series' in time order (a stable sort of "not observed")
     order = torch.argsort((~observed).to(torch.int8), dim=-1, stable=True)[:, :longest]
-    pick = order.unsqueeze(-1)
-    own_mask = mask.gather(1, pick.expand(-1, -1, mask.shape[-1]))
-    own_values = values.gather(1, pick.expand(-1, -1, values.shape[-1]))
-    own_z = z.gather(-2, pick.expand(z.shape[:-3] + (-1, -1, z.shape[-1])))
-    return own_z, own_values, own_mask
+    return _pick(z, order), _pick(values, order), _pick(mask, order)
 
 
 def _at_same_times(times, values, seen, query_times):
