@@ -13,6 +13,8 @@ Guide: ``q(z0_b | x_b) = Normal(loc_b, scale_b)`` from the recognition network.
 
 from __future__ import annotations
 
+import warnings
+
 import pyro
 import pyro.distributions as dist
 import torch
@@ -43,7 +45,7 @@ from .nn import (
     next_observed,
 )
 from .recurrent import GRUEncoder, ODERNNEncoder, RNNEncoder
-from .solvers import ODESolver, SolverSettings
+from .solvers import ODESolver, SolverError, SolverSettings
 
 __all__ = [
     "ENCODERS",
@@ -631,6 +633,31 @@ class LatentODEModel(PyroModule):
         loc, scale = self._network(self.encoder, values, mask, times, static)
         return self._draw_q(loc, scale, n_samples, generator)[0]
 
+    def _solve_surviving(self, z0: torch.Tensor, times: torch.Tensor):
+        """:meth:`solve` where a path the solver cannot follow does not stop the others.
+
+        In one batched solve every path shares the steps, so one that diverges (a proposal
+        far in the tail of ``q``) makes the whole solve fail. After a :class:`SolverError`
+        the paths are solved again in halves, down to single paths; one that fails alone
+        comes back as NaN. Same shapes as :meth:`solve`.
+        """
+        try:
+            return self.solve(z0, times)
+        except SolverError:
+            pass
+        flat = z0.reshape(-1, z0.shape[-1])  # (paths, latent)
+        if flat.shape[0] == 1:
+            nan = float("nan")
+            z = flat.new_full((1, times.numel(), flat.shape[-1]), nan)
+            cumulative = flat.new_full((1, times.numel(), self.n_features), nan)
+        else:
+            half = flat.shape[0] // 2
+            parts = [self._solve_surviving(p, times) for p in (flat[:half], flat[half:])]
+            z = torch.cat([p[0] for p in parts])
+            cumulative = torch.cat([p[1] for p in parts]) if self.poisson else None
+        shape = z0.shape[:-1] + (times.numel(), -1)
+        return z.reshape(shape), cumulative.reshape(shape) if self.poisson else None
+
     def _draw_q(self, loc, scale, n: int, generator=None):
         """``n`` draws of ``q(z0 | x)`` from the encoder's ``loc`` and ``scale`` (batch,
         latent) through the flow if any, with their log-densities under ``q``: tensors of
@@ -686,10 +713,19 @@ class LatentODEModel(PyroModule):
         loc, scale = self._network(self.encoder, values, mask, times, static)
         z0, log_q = self._draw_q(loc, scale, n_proposals)  # (proposals, batch, latent)
         log_w = dist.Normal(0.0, 1.0).log_prob(z0).sum(-1) - log_q
-        z, cumulative = self.solve(z0, times)
+        z, cumulative = self._solve_surviving(z0, times)
         # a draw whose path the solver could not follow (non-finite) gets no weight
         low, high = torch.aminmax(z.flatten(-2), dim=-1)  # NaN and inf reach one of them
         lost = ~(torch.isfinite(low) & torch.isfinite(high))  # (proposals, batch)
+        if lost.any():
+            warnings.warn(
+                f"{int(lost.sum())} of {lost.numel()} importance proposals (proposals x "
+                "series) could not be solved and get no weight: the dynamics diverge where "
+                "the encoder's q reaches; if many do, fit longer or with a smaller "
+                "learning rate, or set importance_samples=0 (draws of q).",
+                RuntimeWarning,
+                stacklevel=2,
+            )
         z = torch.where(lost[..., None, None], 0.0, z)
         if self.poisson:
             cumulative = torch.where(lost[..., None, None], 0.0, cumulative)

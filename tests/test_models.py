@@ -4,6 +4,7 @@ import torch
 
 from latentode.datasets import collate, from_arrays
 from latentode.models import SERIES_PLATE, LatentODEModel
+from latentode.solvers import SolverError
 
 
 def batch():
@@ -395,6 +396,44 @@ def test_importance_weights_scored_at_own_times_equal_the_whole_grid(poisson):
     assert torch.allclose(ess, 1.0 / weights.square().sum(0), rtol=1e-4)
 
 
+class _Square(torch.nn.Module):
+    """dz/dt = z * z: from z0 > 0 the path blows up at t = 1 / z0."""
+
+    def forward(self, t, z):
+        return z * z
+
+
+@pytest.mark.parametrize("poisson", [False, True])
+def test_importance_resampling_survives_proposals_whose_paths_blow_up(poisson):
+    """A proposal whose path diverges within the series' span makes a batched solve fail;
+    the others are still solved and weighed, and the diverging ones get no weight."""
+    model = LatentODEModel(2, latent_dim=3, poisson=poisson)
+    if poisson:  # the intensity rides along with the latent field
+        model.solver.func.func = _Square()
+    else:
+        model.solver.counted.func = _Square()
+    model.encoder = _FixedEncoder(3, 0.6)  # a few proposals have a coordinate above 1
+    b = batch()  # observed up to t = 1
+    torch.manual_seed(0)
+    with torch.no_grad():
+        with pytest.raises(SolverError):  # all at once, the solve cannot pass the first blow-up
+            model.solve(torch.randn(64, 2, 3) * 0.6, b.times)
+        torch.manual_seed(0)
+        with pytest.warns(RuntimeWarning, match="could not be solved"):
+            z0, ess = model.importance_z0(b.times, b.values, b.mask, n_samples=300, n_proposals=64)
+        torch.manual_seed(0)
+        proposals = torch.randn(64, 2, 3) * 0.6
+    diverging = (proposals * b.times[-1] >= 1).any(-1)  # (proposals, series)
+    assert 0 < int(diverging.sum()) < 20
+    assert torch.isfinite(z0).all() and torch.all(ess >= 1)
+    # no draw is a diverging proposal of its series; every draw is a proposal of its series
+    for s in range(2):
+        gap = (z0[:, s, None] - proposals[None, :, s]).abs().amax(-1)  # (draws, proposals)
+        nearest = gap.argmin(1)
+        assert gap.min(1).values.max() < 1e-6
+        assert not diverging[nearest, s].any()
+
+
 def test_importance_resampling_skips_draws_the_solver_could_not_follow():
     model = LatentODEModel(2, latent_dim=3)
     b = batch()
@@ -408,8 +447,9 @@ def test_importance_resampling_skips_draws_the_solver_could_not_follow():
 
     model.solve = solve
     torch.manual_seed(0)
-    with torch.no_grad():
+    with torch.no_grad(), pytest.warns(RuntimeWarning, match="2 of 16 importance proposals"):
         z0, _ = model.importance_z0(b.times, b.values, b.mask, n_samples=200, n_proposals=8)
+    with torch.no_grad():
         torch.manual_seed(0)
         loc, scale = model.encoder(b.values, b.mask, b.times)
         first = loc + scale * torch.randn((8,) + loc.shape)[0]
