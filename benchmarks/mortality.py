@@ -1,7 +1,7 @@
 """In-hospital mortality on PhysioNet 2012 beside a summary logistic regression and GRU-D.
 
     python benchmarks/mortality.py --physionet-path DIR [--seeds 0 1 2] [--configs default log]
-        [--static] [--summaries]
+        [--static] [--summaries] [--members K]
     pip install pypots  # optional: adds PyPOTS's GRU-D (a benchmark extra, not a dependency)
 
 Set A, for each seed a stratified split of the stays into 80% training and 20% test; 10% of
@@ -20,6 +20,12 @@ indicator per type; ``IrregularDataset.with_static``); GRU-D reads the series on
 ``--summaries`` the Latent ODE classifiers also read each stay's summaries — the logistic
 regression's first, last, min, max, mean and log count of every channel — as static
 covariates beside the latent state (the logistic regression reads them as before, once).
+
+With ``--members K`` each configuration is fitted K times (``random_state`` the split's seed
+plus 10 k) and two more rows are scored: the K classifiers' soft vote (their mean
+probability, what :class:`sklearn.ensemble.VotingClassifier` with ``voting="soft"``
+computes) and the same vote with the logistic regression as one more member. The single
+classifier's row is the first member's.
 
 Reports the ROC-AUC and PR-AUC on the test stays for each seed, their mean, and for each
 model the mean AUC difference to the logistic regression with a paired bootstrap 95%
@@ -143,6 +149,14 @@ def main() -> None:
     parser.add_argument("--physionet-path", required=True)
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--configs", nargs="+", default=list(CONFIGS), choices=list(CONFIGS))
+    parser.add_argument(
+        "--members",
+        type=int,
+        default=1,
+        help="Latent ODE classifiers per configuration, with their own seeds; with more than "
+        "one, their soft vote (mean probability) and that vote with the logistic regression "
+        "as one more member are scored too",
+    )
     parser.add_argument("--no-grud", action="store_true", help="leave PyPOTS's GRU-D out")
     parser.add_argument(
         "--static", action="store_true", help="admission descriptors as static covariates"
@@ -182,13 +196,25 @@ def main() -> None:
         start = time.perf_counter()
         lr = SummaryLogisticRegression().fit(lr_stays[train_idx], y[train_idx])
         p = lr.predict_proba(lr_stays[test_idx])[:, 1]
-        record("summary logistic regression" + tag, p, time.perf_counter() - start)
+        lr_key = "summary logistic regression" + tag
+        record(lr_key, p, time.perf_counter() - start)
         for name in args.configs:
-            start = time.perf_counter()
-            model = LatentODEClassifier(**BASE, **CONFIGS[name], random_state=seed, verbose=False)
-            model.fit(train, y[fit_idx], validation_data=(val, y[val_idx]))
-            p = model.predict_proba(test)[:, 1]
-            record(f"LatentODEClassifier ({name}){ode_tag}", p, time.perf_counter() - start)
+            members, seconds = [], []
+            for k in range(args.members):  # member k: random_state seed + 10 k
+                start = time.perf_counter()
+                model = LatentODEClassifier(
+                    **BASE, **CONFIGS[name], random_state=seed + 10 * k, verbose=False
+                )
+                model.fit(train, y[fit_idx], validation_data=(val, y[val_idx]))
+                members.append(model.predict_proba(test)[:, 1])
+                seconds.append(time.perf_counter() - start)
+            key = f"LatentODEClassifier ({name}){ode_tag}"
+            record(key, members[0], seconds[0])
+            if args.members > 1:  # soft voting, as sklearn.ensemble.VotingClassifier does
+                vote = np.mean(members, axis=0)
+                record(f"{args.members} x {key}", vote, sum(seconds))
+                with_lr = (vote * args.members + scores[lr_key]) / (args.members + 1)
+                record(f"{args.members} x {key} + logistic regression", with_lr, sum(seconds))
         if not args.no_grud:
             start = time.perf_counter()
             grud = grud_scores(
@@ -214,6 +240,7 @@ def summarise(runs: list, args) -> None:
         "configs": args.configs,
         "static": bool(args.static),
         "summaries": bool(args.summaries),
+        "members": args.members,
     }
     write_results(Path(args.output), {"configuration": config, "runs": runs, "summary": summary})
 

@@ -176,3 +176,25 @@ def test_static_covariates_reach_the_classifier(tmp_path):
     back = LatentODEClassifier.load(tmp_path / "static.pt")
     assert np.array_equal(back.predict_proba(held_out), clf.predict_proba(held_out))
     assert np.array_equal(clf.predict(list(held_out)), clf.predict(held_out))  # unnamed, in order
+
+
+def test_soft_voting_ensemble_with_the_summary_baseline(spirals, fitted):
+    """scikit-learn's VotingClassifier takes the classifier and the summary logistic
+    regression as they are: its probabilities are the mean of each fitted member's."""
+    from sklearn.ensemble import VotingClassifier
+
+    from latentode import SummaryLogisticRegression
+
+    labels = direction(spirals.clockwise_train)
+    members = [
+        ("ode0", LatentODEClassifier(**FAST)),
+        ("ode1", LatentODEClassifier(**{**FAST, "random_state": 1})),
+        ("summary", SummaryLogisticRegression()),
+    ]
+    vote = VotingClassifier(members, voting="soft").fit(spirals.train, labels)
+    each = [m.predict_proba(spirals.test) for m in vote.estimators_]
+    assert np.allclose(vote.predict_proba(spirals.test), np.mean(each, axis=0))
+    # the members were fitted on clones: the first equals the classifier fitted alone
+    assert np.array_equal(each[0], fitted.predict_proba(spirals.test))
+    assert not np.allclose(each[0], each[1])  # another seed, another model
+    assert list(vote.classes_) == ["clockwise", "counter"]
