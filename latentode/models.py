@@ -633,28 +633,40 @@ class LatentODEModel(PyroModule):
         loc, scale = self._network(self.encoder, values, mask, times, static)
         return self._draw_q(loc, scale, n_samples, generator)[0]
 
-    def _solve_surviving(self, z0: torch.Tensor, times: torch.Tensor):
+    def _solve_surviving(self, z0: torch.Tensor, times: torch.Tensor, *, max_failures=64):
         """:meth:`solve` where a path the solver cannot follow does not stop the others.
 
         In one batched solve every path shares the steps, so one that diverges (a proposal
         far in the tail of ``q``) makes the whole solve fail. After a :class:`SolverError`
         the paths are solved again in halves, down to single paths; one that fails alone
-        comes back as NaN. Same shapes as :meth:`solve`.
+        comes back as NaN. Same shapes as :meth:`solve`. Raises :class:`SolverError` after
+        ``max_failures`` failed solves: then the dynamics fail for many paths, not a few.
         """
-        try:
-            return self.solve(z0, times)
-        except SolverError:
-            pass
-        flat = z0.reshape(-1, z0.shape[-1])  # (paths, latent)
-        if flat.shape[0] == 1:
-            nan = float("nan")
-            z = flat.new_full((1, times.numel(), flat.shape[-1]), nan)
-            cumulative = flat.new_full((1, times.numel(), self.n_features), nan)
-        else:
-            half = flat.shape[0] // 2
-            parts = [self._solve_surviving(p, times) for p in (flat[:half], flat[half:])]
-            z = torch.cat([p[0] for p in parts])
+        failures = 0
+
+        def attempt(y):  # y: (..., latent); after a failure, (paths, latent)
+            nonlocal failures
+            try:
+                return self.solve(y, times)
+            except SolverError as err:
+                failures += 1
+                if failures > max_failures:
+                    raise SolverError(
+                        f"the paths of many importance proposals cannot be solved ({err}); "
+                        "the fitted dynamics diverge near the data: refit (longer, or with a "
+                        "smaller learning rate) or loosen the solver's settings."
+                    ) from err
+            y = y.reshape(-1, y.shape[-1])
+            if y.shape[0] == 1:
+                nan = float("nan")
+                return y.new_full((1, times.numel(), y.shape[-1]), nan), y.new_full(
+                    (1, times.numel(), self.n_features), nan
+                )
+            parts = [attempt(part) for part in (y[: y.shape[0] // 2], y[y.shape[0] // 2 :])]
             cumulative = torch.cat([p[1] for p in parts]) if self.poisson else None
+            return torch.cat([p[0] for p in parts]), cumulative
+
+        z, cumulative = attempt(z0)
         shape = z0.shape[:-1] + (times.numel(), -1)
         return z.reshape(shape), cumulative.reshape(shape) if self.poisson else None
 

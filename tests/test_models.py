@@ -434,6 +434,21 @@ def test_importance_resampling_survives_proposals_whose_paths_blow_up(poisson):
         assert not diverging[nearest, s].any()
 
 
+class _Tangent(torch.nn.Module):
+    """dz/dt = 4 (1 + z * z): every path blows up before t = pi / 4."""
+
+    def forward(self, t, z):
+        return 4 * (1 + z * z)
+
+
+def test_importance_resampling_gives_up_when_most_paths_blow_up():
+    model = LatentODEModel(2, latent_dim=3)
+    model.solver.counted.func = _Tangent()
+    b = batch()  # observed up to t = 1
+    with torch.no_grad(), pytest.raises(SolverError, match="many importance proposals"):
+        model.importance_z0(b.times, b.values, b.mask, n_samples=10, n_proposals=64)
+
+
 def test_importance_resampling_skips_draws_the_solver_could_not_follow():
     model = LatentODEModel(2, latent_dim=3)
     b = batch()
