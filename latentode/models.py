@@ -730,11 +730,12 @@ class LatentODEModel(PyroModule):
         low, high = torch.aminmax(z.flatten(-2), dim=-1)  # NaN and inf reach one of them
         lost = ~(torch.isfinite(low) & torch.isfinite(high))  # (proposals, batch)
         if lost.any():
+            # one message whatever the counts, so that Python shows it once, not per chunk
             warnings.warn(
-                f"{int(lost.sum())} of {lost.numel()} importance proposals (proposals x "
-                "series) could not be solved and get no weight: the dynamics diverge where "
-                "the encoder's q reaches; if many do, fit longer or with a smaller "
-                "learning rate, or set importance_samples=0 (draws of q).",
+                "the paths of some importance proposals could not be solved; they get no "
+                "weight: the dynamics diverge where the encoder's q reaches. If this recurs, "
+                "fit longer or with a smaller learning rate, or set importance_samples=0 "
+                "(draws of q).",
                 RuntimeWarning,
                 stacklevel=2,
             )
