@@ -1000,3 +1000,31 @@ def test_fit_trains_on_every_series_when_told_or_too_few(many, data):
     assert few.validation_ids_ is None and few.calibration_ is None
     with pytest.raises(ValueError, match="validation_fraction"):
         LatentODE(validation_fraction=1.0).fit(many)
+
+
+class _Square(torch.nn.Module):
+    """dz/dt = z * z / 2: from z0 > 0 the path blows up at model time 2 / z0."""
+
+    def forward(self, t, z):
+        return 0.5 * z * z
+
+
+def test_predictions_survive_proposals_whose_paths_blow_up(data):
+    """With dynamics under which some of q's draws diverge inside the series' span, the
+    predictions at the series' own times come from the draws that do not (with a warning)
+    instead of failing for the whole call."""
+    from latentode.solvers import SolverError
+
+    est = LatentODE(**FAST).fit(data.train)
+    est.model_.solver.counted.func = _Square()
+    series = data.test[:4]
+    b = est._batch(series, est.device_)
+    with torch.no_grad():
+        z0 = est.model_.posterior_z0(b.times, b.values, b.mask, n_samples=64)
+    assert bool((z0 > 2).any())  # some of q's draws blow up before model time 1
+    with pytest.raises(SolverError):  # the draws of q, all solved at once
+        est.set_params(importance_samples=0).predict(series)
+    est.set_params(importance_samples=32)
+    with pytest.warns(RuntimeWarning, match="could not be solved"):
+        mean = est.predict(series)
+    assert np.isfinite(mean.values).all()
