@@ -657,11 +657,11 @@ class LatentODEModel(PyroModule):
                         "smaller learning rate) or loosen the solver's settings."
                     ) from err
             y = y.reshape(-1, y.shape[-1])
-            if y.shape[0] == 1:
+            if y.shape[0] == 1:  # fails alone: NaN, shaped as solve's outputs
                 nan = float("nan")
-                return y.new_full((1, times.numel(), y.shape[-1]), nan), y.new_full(
-                    (1, times.numel(), self.n_features), nan
-                )
+                z = y.new_full((1, times.numel(), y.shape[-1]), nan)
+                lam = y.new_full((1, times.numel(), self.n_features), nan) if self.poisson else None
+                return z, lam
             parts = [attempt(part) for part in (y[: y.shape[0] // 2], y[y.shape[0] // 2 :])]
             cumulative = torch.cat([p[1] for p in parts]) if self.poisson else None
             return torch.cat([p[0] for p in parts]), cumulative
