@@ -27,6 +27,7 @@ from ._validation import integer
 from .datasets import collate
 from .evaluation import NothingHeldOut, gaps_to, held_out_draws, hold_out
 from .inference import make_inference_data, per_series_elbo, posterior_predictive
+from .metrics import draw_quantiles
 
 __all__ = ["PosteriorPredictiveMixin"]
 
@@ -445,7 +446,11 @@ class PosteriorPredictiveMixin(IntervalMixin):
         else:
             # at the plotting positions q (n + 1): bands of n draws cover their nominal share
             # of values like the draws (see latentode.metrics.interval_metrics)
-            table = obs.quantile(levels, dim="sample", skipna=False, method="weibull")
+            table = xr.DataArray(
+                draw_quantiles(obs.transpose("sample", ...).values, levels),
+                dims=("quantile", *[d for d in obs.dims if d != "sample"]),
+                coords={"quantile": levels, **{k: obs[k] for k in ("series", "time", "feature")}},
+            )
         table = table.transpose("series", "time", "feature", ...)
         frame = table.to_series().unstack(["feature", "quantile"])
         columns = pd.MultiIndex.from_product(
@@ -469,7 +474,7 @@ class PosteriorPredictiveMixin(IntervalMixin):
                     obs, out["mean"], data[start : start + len(t)], filled, levels
                 )
             else:
-                values = np.quantile(obs, levels, axis=0, method="weibull")
+                values = draw_quantiles(obs, levels)
             # (quantile, series, step, feature) -> rows of the valid (series, step), columns
             # (feature, quantile) with the quantiles varying fastest
             rows = values.transpose(1, 2, 3, 0)[valid]

@@ -16,6 +16,7 @@ from ._validation import choice, real
 
 __all__ = [
     "crps",
+    "draw_quantiles",
     "interval_coverage",
     "interval_metrics",
     "interval_score",
@@ -264,6 +265,33 @@ def _order_statistic(sorted_draws: np.ndarray, q: float) -> np.ndarray:
     above = min(below + 1, sorted_draws.shape[0] - 1)
     weight = position - below
     return sorted_draws[below] + weight * (sorted_draws[above] - sorted_draws[below])
+
+
+def draw_quantiles(draws, levels) -> np.ndarray:
+    """Quantiles of draws along their first axis, at the plotting positions ``q (n + 1)``.
+
+    What ``numpy.quantile(draws, levels, axis=0, method="weibull")`` returns (a column with
+    a NaN draw gives NaN), from one sort of the draws: several times faster on the draw
+    arrays of a prediction (numpy selects each level again, on a strided copy).
+
+    Parameters
+    ----------
+    draws : array of shape (sample, ...)
+    levels : sequence of float in [0, 1], shape (quantile,)
+
+    Returns
+    -------
+    ndarray of shape (quantile, ...)
+    """
+    levels = np.atleast_1d(np.asarray(levels, dtype=np.float64))
+    if levels.ndim != 1 or not ((levels >= 0) & (levels <= 1)).all():
+        raise ValueError(f"levels must be quantile levels in [0, 1]; got {levels!r}.")
+    x = np.sort(np.asarray(draws), axis=0)  # NaN sort last
+    if x.ndim == 0 or x.shape[0] == 0:
+        raise ValueError("draws must have at least one draw along their first axis.")
+    out = np.stack([_order_statistic(x, q) for q in levels])
+    out[:, np.isnan(x[-1])] = np.nan  # numpy.quantile without skipping NaN
+    return out
 
 
 def nlpd(y_true, means, scale, mask=None, *, sample_axis: int = 0) -> float:

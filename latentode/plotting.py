@@ -7,6 +7,7 @@ import numpy as np
 import xarray as xr
 
 from .datasets import as_dataset
+from .metrics import draw_quantiles
 
 __all__ = [
     "plot_latent",
@@ -89,8 +90,7 @@ def plot_posterior(
             names = data.feature_names
     for ax, feature in zip(axes, features, strict=True):
         d = draws.sel(feature=feature)
-        q = d.quantile([0.05, 0.25, 0.75, 0.95], dim="sample", skipna=False, method="weibull")
-        q = q.values
+        q = draw_quantiles(d.transpose("sample", ...).values, [0.05, 0.25, 0.75, 0.95])
         ax.fill_between(t, q[0], q[3], color=colour, alpha=0.18, lw=0, label="90% interval")
         ax.fill_between(t, q[1], q[2], color=colour, alpha=0.35, lw=0, label="50% interval")
         ax.plot(t, means.sel(feature=feature), color=colour, lw=1.8, label="posterior mean")

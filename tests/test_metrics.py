@@ -7,6 +7,7 @@ from scipy import stats
 
 from latentode.metrics import (
     crps,
+    draw_quantiles,
     interval_coverage,
     mae,
     masked_mse,
@@ -127,3 +128,24 @@ def test_interval_score_is_width_plus_the_penalty_for_values_outside():
     assert narrow > interval_score(y, draws, coverage=0.9)  # too narrow scores worse
     with pytest.raises(ValueError, match="coverage"):
         interval_score(y, draws, coverage=1.0)
+
+
+@pytest.mark.parametrize("n", [1, 7, 200])
+def test_draw_quantiles_are_numpys_weibull_quantiles(n):
+    rng = np.random.default_rng(3)
+    draws = rng.normal(size=(n, 4, 5, 3))
+    draws[rng.random(draws.shape) < 0.01] = np.nan  # a NaN draw makes its column NaN
+    levels = [0.0, 0.01, 0.05, 0.25, 0.5, 0.9, 0.995, 1.0]
+    expected = np.quantile(draws, levels, axis=0, method="weibull")
+    got = draw_quantiles(draws, levels)
+    assert got.shape == (len(levels), 4, 5, 3)
+    np.testing.assert_array_equal(np.isnan(got), np.isnan(expected))
+    np.testing.assert_allclose(got, expected, rtol=1e-12, atol=1e-12)
+    assert draw_quantiles(draws[:, 0, 0, 0], 0.5).shape == (1,)
+
+
+def test_draw_quantiles_reject_levels_outside_the_unit_interval():
+    with pytest.raises(ValueError, match="levels"):
+        draw_quantiles(np.zeros((3, 2)), [0.5, 1.5])
+    with pytest.raises(ValueError, match="at least one draw"):
+        draw_quantiles(np.zeros((0, 2)), [0.5])
