@@ -468,16 +468,16 @@ class PosteriorPredictiveMixin(IntervalMixin):
         sites = ["mean", "obs"] if calibrated else ["obs"]
         for start, _, out, t in self._own_time_chunks(data, grids, n_samples, sites, False):
             obs, valid = out["obs"], np.isfinite(t)
+            # rows of the valid (series, step), columns (feature, quantile) with the quantiles
+            # varying fastest
             if calibrated:
                 filled = np.where(valid, t, np.nanmin(t, axis=1, keepdims=True))
                 values = self._calibrated_quantiles(
                     obs, out["mean"], data[start : start + len(t)], filled, levels
-                )
-            else:
-                values = draw_quantiles(obs, levels)
-            # (quantile, series, step, feature) -> rows of the valid (series, step), columns
-            # (feature, quantile) with the quantiles varying fastest
-            rows = values.transpose(1, 2, 3, 0)[valid]
+                )  # (quantile, series, step, feature)
+                rows = values.transpose(1, 2, 3, 0)[valid]
+            else:  # the padding steps' draws are not sorted
+                rows = draw_quantiles(obs[:, valid], levels).transpose(1, 2, 0)
             blocks.append(rows.reshape(len(rows), -1))
             series, step = np.nonzero(valid)
             keys.append(ids[start + series])

@@ -286,9 +286,10 @@ def draw_quantiles(draws, levels) -> np.ndarray:
     levels = np.atleast_1d(np.asarray(levels, dtype=np.float64))
     if levels.ndim != 1 or not ((levels >= 0) & (levels <= 1)).all():
         raise ValueError(f"levels must be quantile levels in [0, 1]; got {levels!r}.")
-    x = np.sort(np.asarray(draws), axis=0)  # NaN sort last
+    x = np.asarray(draws)
     if x.ndim == 0 or x.shape[0] == 0:
         raise ValueError("draws must have at least one draw along their first axis.")
+    x = np.sort(x, axis=0)  # NaN sort last
     out = np.stack([_order_statistic(x, q) for q in levels])
     out[:, np.isnan(x[-1])] = np.nan  # numpy.quantile without skipping NaN
     return out

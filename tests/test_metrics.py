@@ -149,3 +149,5 @@ def test_draw_quantiles_reject_levels_outside_the_unit_interval():
         draw_quantiles(np.zeros((3, 2)), [0.5, 1.5])
     with pytest.raises(ValueError, match="at least one draw"):
         draw_quantiles(np.zeros((0, 2)), [0.5])
+    with pytest.raises(ValueError, match="at least one draw"):
+        draw_quantiles(np.float64(1.0), [0.5])

@@ -209,6 +209,16 @@ def test_predict_and_sample_take_each_series_own_times(spirals, fitted):
         mean = drawn.obs.values[:, k, : len(own[s.id])].mean(0)
         assert np.isfinite(mean).all()
     assert np.isnan(drawn.obs.values[:, 1, 1:]).all() and np.isnan(drawn.z.values[:, 1, 1:]).all()
+    # the quantiles at own times are those of the same draws (numpy's, at q (n + 1)), one row
+    # per own time: the padding steps neither add rows nor enter a quantile
+    q = [0.1, 0.5, 0.9]
+    table = fitted.predict_quantiles(series, times=own, q=q, n_samples=8)
+    assert len(table) == sum(len(t) for t in own.values())
+    for k, s in enumerate(series):
+        n = len(own[s.id])
+        expected = np.quantile(drawn.obs.values[:, k, :n], q, axis=0, method="weibull")
+        got = table.loc[s.id].to_numpy().reshape(n, 2, len(q)).transpose(2, 0, 1)
+        np.testing.assert_allclose(got, expected, rtol=1e-6)
     draws = fitted.sample(series, horizon=1.0, n_points=4, n_samples=5, include_latent=True)
     assert draws.obs.shape == (5, 3, 4, 2) and draws.z0.shape == (5, 3, 3)
     for k, s in enumerate(series):
