@@ -428,29 +428,24 @@ class PosteriorPredictiveMixin(IntervalMixin):
             with self._one_reach_warning():
                 return self._quantiles_on_own_times(*own, levels, n_samples, calibrated)
         drawn = self.sample(X, times=times, n_samples=n_samples, calibrated=False)
-        obs = drawn["obs"]
+        obs = drawn["obs"].transpose("sample", "series", "time", "feature")
         if calibrated:
             # read off the calibrated predictive itself (mean + sd x the calibration's
             # quantile), not off a finite number of draws from it, whose sample quantiles
             # make central intervals too narrow (about 0.9 x (n - 1) / (n + 1) at 90%)
             data = self._check_data(X)
+            mean = drawn["mean"].transpose(*obs.dims).values
             with self._one_reach_warning():
-                values = self._calibrated_quantiles(
-                    obs.values, drawn["mean"].values, data, obs.time.values, levels
-                )
-            table = xr.DataArray(
-                values,
-                dims=("quantile", "series", "time", "feature"),
-                coords={"quantile": levels, **{k: obs[k] for k in ("series", "time", "feature")}},
-            )
+                values = self._calibrated_quantiles(obs.values, mean, data, obs.time.values, levels)
         else:
             # at the plotting positions q (n + 1): bands of n draws cover their nominal share
             # of values like the draws (see latentode.metrics.interval_metrics)
-            table = xr.DataArray(
-                draw_quantiles(obs.transpose("sample", ...).values, levels),
-                dims=("quantile", *[d for d in obs.dims if d != "sample"]),
-                coords={"quantile": levels, **{k: obs[k] for k in ("series", "time", "feature")}},
-            )
+            values = draw_quantiles(obs.values, levels)
+        table = xr.DataArray(
+            values,
+            dims=("quantile", "series", "time", "feature"),
+            coords={"quantile": levels, **{k: obs[k] for k in ("series", "time", "feature")}},
+        )
         table = table.transpose("series", "time", "feature", ...)
         frame = table.to_series().unstack(["feature", "quantile"])
         columns = pd.MultiIndex.from_product(
