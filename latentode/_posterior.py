@@ -28,6 +28,7 @@ from .datasets import collate
 from .evaluation import NothingHeldOut, gaps_to, held_out_draws, hold_out
 from .inference import make_inference_data, per_series_elbo, posterior_predictive
 from .metrics import draw_quantiles
+from .solvers import SolverError
 
 __all__ = ["PosteriorPredictiveMixin"]
 
@@ -124,8 +125,8 @@ class PosteriorPredictiveMixin(IntervalMixin):
             ):
                 batch = self._batch(data[start:stop], self.device_)
                 block = max(1, cells // ((stop - start) * batch.times.numel() * width))
-                chunks.append(
-                    posterior_predictive(
+                try:
+                    drawn = posterior_predictive(
                         self.model_,
                         batch.times,
                         batch.values,
@@ -140,8 +141,42 @@ class PosteriorPredictiveMixin(IntervalMixin):
                         if positions is None
                         else torch.as_tensor(positions[start:stop], device=self.device_),
                     )
-                )
+                except SolverError as err:
+                    raise self._unsolved(err, t) from err
+                chunks.append(drawn)
         return data, t, {s: torch.cat([c[s] for c in chunks], dim=1) for s in sites}
+
+    def _unsolved(self, err: SolverError, t: np.ndarray) -> SolverError:
+        """A solver failure while drawing at query times ``t``, said for a prediction: how
+        far the times reach beyond the training span and what to change. (Pyro appends its
+        trace's shapes to an error raised inside a model; the solver's own error is its
+        cause.)"""
+        cause = err.__cause__ if isinstance(err.__cause__, SolverError) else err
+        reason = cause.reason or str(cause).split("\nTrace Shapes:")[0]
+        start, span = self.time_origin_, self.time_scale_
+        before, after = (start - t[0]) / span, (t[-1] - start - span) / span
+        if max(before, after) > 1.0:
+            side = (
+                f"reach {t[-1]:g}, {after:.1f} times the training span past its last time"
+                if after >= before
+                else f"start at {t[0]:g}, {before:.1f} times the training span before its "
+                "first time"
+            )
+            advice = (
+                f"the query times {side}, where the fitted dynamics were never checked "
+                "against data and the paths of some draws diverge: ask for times closer to "
+                "the training span"
+            )
+        else:
+            advice = (
+                "the fitted dynamics diverge near the data: refit (longer, or with a smaller "
+                "learning rate) or loosen the solver's tolerances (rtol, atol)"
+            )
+        return SolverError(
+            f"the latent paths of the posterior draws could not be solved to the query times "
+            f"({reason}); {advice}.",
+            reason=reason,
+        )
 
     @serialised
     def predict(

@@ -51,7 +51,20 @@ def _all_finite(t: torch.Tensor) -> bool:
 
 
 class SolverError(RuntimeError):
-    """The ODE solver failed (step size underflow, too many steps, or non-finite state)."""
+    """The ODE solver failed (step size underflow, too many steps, or non-finite state).
+
+    Parameters
+    ----------
+    message : str
+        What failed and what to change.
+    reason : str, optional
+        What failed only, without the advice, for callers that give their own (the attribute
+        ``reason``; None when not known).
+    """
+
+    def __init__(self, *args, reason: str | None = None):
+        super().__init__(*args)
+        self.reason = reason
 
 
 class _Counted(nn.Module):
@@ -70,12 +83,9 @@ class _Counted(nn.Module):
         self.nfe[self.phase] += 1
         self.solve_nfe[self.phase] += 1
         if self.max_nfe is not None and self.solve_nfe[self.phase] > self.max_nfe:
-            raise _TooManyEvaluations(
-                self.describe(
-                    f"more than max_nfe={self.max_nfe} function evaluations in one "
-                    f"{self.phase} solve"
-                )
-            )
+            what = f"more than max_nfe={self.max_nfe} function evaluations in one "
+            what += f"{self.phase} solve"
+            raise _TooManyEvaluations(self.describe(what), reason=what)
         return self.func(t, y)
 
 
@@ -348,13 +358,12 @@ class ODESolver(nn.Module):
         except _TooManyEvaluations:
             raise
         except (AssertionError, _rk.StepLimitError, FloatingPointError) as err:
-            raise SolverError(self._advice(str(err))) from err
+            raise SolverError(self._advice(str(err)), reason=str(err)) from err
         finally:
             self.counted.phase = "backward"
         if not _all_finite(ys):
-            raise SolverError(
-                self._advice("the solution contains NaN or inf (the dynamics diverged)")
-            )
+            what = "the solution contains NaN or inf (the dynamics diverged)"
+            raise SolverError(self._advice(what), reason=what)
         return ys
 
     def _advice(self, what: str) -> str:

@@ -1022,9 +1022,20 @@ def test_predictions_survive_proposals_whose_paths_blow_up(data):
     with torch.no_grad():
         z0 = est.model_.posterior_z0(b.times, b.values, b.mask, n_samples=64)
     assert bool((z0 > 2).any())  # some of q's draws blow up before model time 1
-    with pytest.raises(SolverError):  # the draws of q, all solved at once
-        est.set_params(importance_samples=0).predict(series)
+    with pytest.raises(SolverError, match="diverge near the data: refit") as err:
+        est.set_params(importance_samples=0).predict(series)  # q's draws, all solved at once
+    assert "Trace Shapes" not in str(err.value)  # Pyro's shapes of the failing trace
+    assert err.value.reason and err.value.reason in str(err.value)
     est.set_params(importance_samples=32)
     with pytest.warns(RuntimeWarning, match="could not be solved"):
         mean = est.predict(series)
     assert np.isfinite(mean.values).all()
+    # far past the training span the surviving draws' paths blow up too: the error says how
+    # far the times reach and to ask for nearer ones
+    far = est.time_origin_ + 50 * est.time_scale_
+    with (
+        pytest.warns(RuntimeWarning, match="could not be solved"),
+        pytest.warns(UserWarning, match="times the span"),
+        pytest.raises(SolverError, match="49.0 times the training span past its last time"),
+    ):
+        est.predict(series, times=[est.time_origin_, far])
