@@ -8,7 +8,8 @@ Set A, for each seed a stratified split of the stays into 80% training and 20% t
 the training stays validate (early stopping of the learned models). On the same split:
 
 - ``summary logistic regression`` (:class:`~latentode.SummaryLogisticRegression`: first,
-  last, min, max, mean and count of every channel);
+  last, min, max, mean and count of every channel; its penalty chosen by cross-validation on
+  the training stays, its default);
 - :class:`~latentode.LatentODEClassifier` in the configurations of ``--configs``
   (see ``CONFIGS``);
 - PyPOTS GRU-D on the hourly grid (49 steps, standardised with the training stays), when

@@ -381,14 +381,24 @@ class SummaryLogisticRegression(ClassifierMixin, BaseEstimator):
     flagged the same way. The summaries are standardised and fed to scikit-learn's
     :class:`~sklearn.linear_model.LogisticRegression`. One label per series.
 
+    With a few features per series the summaries number in the hundreds, so the penalty
+    matters: by default its strength is chosen by cross-validation on the training series,
+    as a practitioner would (on PhysioNet's mortality task an untuned ``C=1`` scored an AUC
+    0.03 below the chosen one; benchmarks page).
+
     Parameters
     ----------
-    C : float, default 1.0
-        Inverse strength of the L2 penalty.
+    C : float or None, default None
+        Inverse strength of the L2 penalty. None: chosen among ``Cs`` (9 from 1e-4 to 1) by
+        stratified 5-fold cross-validation of the log loss on the training series (imputation
+        and scaling refitted within each fold; fewer folds when a class has fewer than 5
+        series, and 1.0 when one has a single series).
     max_iter : int, default 1000
 
     Attributes
     ----------
+    C_ : float
+        The penalty used: ``C``, or the one cross-validation chose.
     classes_ : ndarray of shape (classes,)
     feature_names_in_ : ndarray of str, shape (features,)
     static_names_ : ndarray of str, shape (n_static,)
@@ -405,9 +415,14 @@ class SummaryLogisticRegression(ClassifierMixin, BaseEstimator):
     (12, 2)
     """
 
-    _parameter_constraints = (real("C", low=0, low_open=True), integer("max_iter", low=1))
+    _parameter_constraints = (
+        real("C", low=0, low_open=True, none=True),
+        integer("max_iter", low=1),
+    )
+    #: The penalties ``C=None`` chooses from.
+    Cs = tuple(np.logspace(-4, 0, 9))
 
-    def __init__(self, *, C: float = 1.0, max_iter: int = 1000):
+    def __init__(self, *, C: float | None = None, max_iter: int = 1000):
         self.C = C
         self.max_iter = max_iter
 
@@ -444,6 +459,7 @@ class SummaryLogisticRegression(ClassifierMixin, BaseEstimator):
         """
         from sklearn.impute import SimpleImputer
         from sklearn.linear_model import LogisticRegression
+        from sklearn.model_selection import GridSearchCV, StratifiedKFold
         from sklearn.pipeline import make_pipeline
         from sklearn.preprocessing import StandardScaler
 
@@ -456,11 +472,26 @@ class SummaryLogisticRegression(ClassifierMixin, BaseEstimator):
             )
         self.feature_names_in_ = np.asarray(data.feature_names, dtype=object)
         self.static_names_ = np.asarray(data.static_names, dtype=object)
-        self.pipeline_ = make_pipeline(
+        pipeline = make_pipeline(
             SimpleImputer(strategy="median", add_indicator=True, keep_empty_features=True),
             StandardScaler(),
-            LogisticRegression(C=self.C, max_iter=self.max_iter),
-        ).fit(self.summaries(data), y)
+            LogisticRegression(C=1.0 if self.C is None else self.C, max_iter=self.max_iter),
+        )
+        summaries = self.summaries(data)
+        _, counts = np.unique(y, return_counts=True)
+        folds = min(5, int(counts.min()))
+        if self.C is None and folds >= 2:  # imputer and scaler refitted within each fold
+            search = GridSearchCV(
+                pipeline,
+                {"logisticregression__C": list(self.Cs)},
+                cv=StratifiedKFold(folds),
+                scoring="neg_log_loss",
+            )
+            pipeline = search.fit(summaries, y).best_estimator_
+        else:
+            pipeline.fit(summaries, y)
+        self.pipeline_ = pipeline
+        self.C_ = float(pipeline[-1].C)
         self.classes_ = self.pipeline_.classes_
         return self
 
