@@ -27,8 +27,8 @@ from ._validation import integer
 from .datasets import collate
 from .evaluation import NothingHeldOut, gaps_to, held_out_draws, hold_out
 from .inference import make_inference_data, per_series_elbo, posterior_predictive
+from .inference.predictive import QueryPathsError
 from .metrics import draw_quantiles
-from .solvers import SolverError
 
 __all__ = ["PosteriorPredictiveMixin"]
 
@@ -141,18 +141,15 @@ class PosteriorPredictiveMixin(IntervalMixin):
                         if positions is None
                         else torch.as_tensor(positions[start:stop], device=self.device_),
                     )
-                except SolverError as err:
+                except QueryPathsError as err:
                     raise self._unsolved(err, t) from err
                 chunks.append(drawn)
         return data, t, {s: torch.cat([c[s] for c in chunks], dim=1) for s in sites}
 
-    def _unsolved(self, err: SolverError, t: np.ndarray) -> SolverError:
-        """A solver failure while drawing at query times ``t``, said for a prediction: how
-        far the times reach beyond the training span and what to change. (Pyro appends its
-        trace's shapes to an error raised inside a model; the solver's own error is its
-        cause.)"""
-        cause = err.__cause__ if isinstance(err.__cause__, SolverError) else err
-        reason = cause.reason or str(cause).split("\nTrace Shapes:")[0]
+    def _unsolved(self, err: QueryPathsError, t: np.ndarray) -> QueryPathsError:
+        """The draws' paths could not be solved to the query times ``t``, said for a
+        prediction: how far the times reach beyond the training span and what to change."""
+        reason = err.reason
         start, span = self.time_origin_, self.time_scale_
         before, after = (start - t[0]) / span, (t[-1] - start - span) / span
         if max(before, after) > 1.0:
@@ -172,7 +169,7 @@ class PosteriorPredictiveMixin(IntervalMixin):
                 "the fitted dynamics diverge near the data: refit (longer, or with a smaller "
                 "learning rate) or loosen the solver's tolerances (rtol, atol)"
             )
-        return SolverError(
+        return QueryPathsError(
             f"the latent paths of the posterior draws could not be solved to the query times "
             f"({reason}); {advice}.",
             reason=reason,

@@ -7,6 +7,8 @@ import torch
 from pyro import poutine
 from pyro.poutine.messenger import Messenger
 
+from ..solvers import SolverError
+
 __all__ = ["PREDICTIVE_SITES", "posterior_predictive"]
 
 #: Sites the generative mode of :meth:`latentode.models.LatentODEModel.model` can return.
@@ -92,16 +94,22 @@ def posterior_predictive(
             z0 = _vectorised_trace(module.guide, n_samples, {}, *args, static=static)
             z0 = z0.nodes["z0"]["value"]
         unused = {"obs", "label"} - set(sites)
-        with _NotDrawn(unused):  # sites not asked for are not drawn (obs: the noise)
-            trace = _vectorised_trace(
-                module.model,
-                n_samples,
-                {"z0": z0},
-                *args,
-                query_times=query_times,
-                static=static,
-                query_index=query_index,
-            )
+        try:
+            with _NotDrawn(unused):  # sites not asked for are not drawn (obs: the noise)
+                trace = _vectorised_trace(
+                    module.model,
+                    n_samples,
+                    {"z0": z0},
+                    *args,
+                    query_times=query_times,
+                    static=static,
+                    query_index=query_index,
+                )
+        except SolverError as err:
+            # Pyro re-raises an error from inside a model with its trace's shapes appended;
+            # the solver's own error is the cause
+            cause = err.__cause__ if isinstance(err.__cause__, SolverError) else err
+            raise QueryPathsError(str(cause), reason=cause.reason or str(cause)) from err
     draws = {s: trace.nodes[s]["value"] for s in sites if s in trace.nodes}
     missing = [s for s in sites if s not in draws]
     if missing:
@@ -112,6 +120,12 @@ def posterior_predictive(
         s: draws[s].reshape((n_samples,) + draws[s].shape[-_event_rank(s, module) - 1 :])
         for s in sites
     }
+
+
+class QueryPathsError(SolverError):
+    """The latent paths of the draws could not be solved to the query times (the draws of
+    ``z0`` were made): raised by :func:`posterior_predictive` in place of the solver's error,
+    which it carries as ``reason``."""
 
 
 class _NotDrawn(Messenger):
