@@ -83,8 +83,9 @@ class _Counted(nn.Module):
         self.nfe[self.phase] += 1
         self.solve_nfe[self.phase] += 1
         if self.max_nfe is not None and self.solve_nfe[self.phase] > self.max_nfe:
-            what = f"more than max_nfe={self.max_nfe} function evaluations in one "
-            what += f"{self.phase} solve"
+            what = (
+                f"more than max_nfe={self.max_nfe} function evaluations in one {self.phase} solve"
+            )
             raise _TooManyEvaluations(self.describe(what), reason=what)
         return self.func(t, y)
 

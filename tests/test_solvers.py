@@ -80,8 +80,14 @@ def test_failures_become_solver_errors_with_advice():
     with pytest.raises(SolverError, match="max_num_steps"):
         solver(torch.ones(1, 1), torch.tensor([0.0, 2.0]))
     fixed = ODESolver(Blowup(), method="euler", options={"step_size": 0.25})
-    with pytest.raises(SolverError, match="NaN or inf"):
+    with pytest.raises(SolverError, match="NaN or inf") as err:
         fixed(torch.full((1, 1), 10.0), torch.tensor([0.0, 50.0]))
+    # the account of what failed, without the advice, for callers that give their own
+    assert "NaN or inf" in err.value.reason and "tolerances" not in err.value.reason
+    capped = ODESolver(Linear(), max_nfe=10)
+    with pytest.raises(SolverError) as err:
+        capped(torch.ones(1, 1), torch.linspace(0.0, 50.0, 3))
+    assert err.value.reason == "more than max_nfe=10 function evaluations in one forward solve"
 
 
 @pytest.mark.parametrize("bad", [float("nan"), float("inf"), -float("inf")])
