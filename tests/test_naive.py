@@ -177,6 +177,14 @@ def test_summary_logistic_regression_chooses_its_penalty_by_cross_validation():
     single = np.zeros(100, dtype=int)
     single[0] = 1
     assert SummaryLogisticRegression().fit(data[:100], single).C_ == 1.0
+    # three classes: the multinomial log loss chooses the penalty
+    three = np.array(["a", "b", "c"])[rng.integers(0, 3, 120)]
+    shifted = from_arrays(
+        [(s.times, s.values + "abc".index(c)) for s, c in zip(data[:120], three, strict=True)]
+    )
+    clf = SummaryLogisticRegression().fit(shifted[:90], three[:90])
+    assert clf.C_ in SummaryLogisticRegression.Cs and clf.classes_.tolist() == ["a", "b", "c"]
+    assert clf.score(shifted[90:], three[90:]) > 0.9
 
 
 def test_rules_take_per_series_times_and_horizons(monkeypatch):
