@@ -30,6 +30,7 @@ import pandas as pd
 from ._query import long_times
 from ._validation import integer, real
 from .latent_ode import PARAMETERS
+from .solvers import raised_error
 
 __all__ = ["main"]
 
@@ -761,7 +762,7 @@ def main(argv=None) -> int:
             traceback.print_exc()
         # the library's validation errors name the argument and say what to do
         user = isinstance(err, (CommandError, ValueError, TypeError, OSError, ArithmeticError))
-        text = str(err).split("\nTrace Shapes:")[0].strip() or type(err).__name__
+        text = str(raised_error(err)).strip() or type(err).__name__
         if not user:
             text = f"failed ({type(err).__name__}: {text.splitlines()[0]})"
             if not args.debug:

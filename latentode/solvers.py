@@ -67,6 +67,31 @@ class SolverError(RuntimeError):
         self.reason = reason
 
 
+def raised_error(err: BaseException) -> BaseException:
+    """The error as it was raised inside a Pyro model or guide.
+
+    Pyro's tracing re-raises a ``ValueError`` or ``RuntimeError`` from inside a model as a new
+    error of the same type whose message has the trace's shapes appended, chained to the
+    original (once per enclosing trace). This follows that chain back, so that callers report
+    the original message and keep its attributes (:attr:`SolverError.reason`).
+
+    Parameters
+    ----------
+    err : BaseException
+        A caught error.
+
+    Returns
+    -------
+    BaseException
+        The innermost error of the chain Pyro made, or ``err`` itself when Pyro did not
+        re-raise it.
+    """
+    cause = err.__cause__
+    while type(cause) is type(err) and str(err).startswith(str(cause) + "\n"):
+        err, cause = cause, cause.__cause__
+    return err
+
+
 class _Counted(nn.Module):
     """Wraps a vector field and counts its evaluations by phase."""
 

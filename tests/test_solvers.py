@@ -90,6 +90,31 @@ def test_failures_become_solver_errors_with_advice():
     assert err.value.reason == "more than max_nfe=10 function evaluations in one forward solve"
 
 
+def test_raised_error_undoes_pyros_copies_with_trace_shapes():
+    import pyro
+    from pyro import poutine
+
+    from latentode.solvers import raised_error
+
+    solver = ODESolver(Blowup(), method="euler", options={"step_size": 0.25})
+
+    def model():
+        pyro.sample("x", pyro.distributions.Normal(0.0, 1.0))
+        solver(torch.full((1, 1), 10.0), torch.tensor([0.0, 50.0]))
+
+    # two enclosing traces: Pyro copies the error once per trace, appending the shapes
+    with pytest.raises(SolverError) as err:
+        poutine.trace(poutine.trace(model).get_trace).get_trace()
+    assert "Trace Shapes" in str(err.value) and err.value.reason is None
+    inner = raised_error(err.value)
+    assert "Trace Shapes" not in str(inner) and "NaN or inf" in inner.reason
+    assert str(err.value).startswith(str(inner))
+    # an error Pyro did not copy is its own original, whatever caused it
+    other = ValueError("bad argument")
+    other.__cause__ = ValueError("bad")
+    assert raised_error(other) is other
+
+
 @pytest.mark.parametrize("bad", [float("nan"), float("inf"), -float("inf")])
 def test_non_finite_values_are_found_anywhere(bad):
     from latentode.solvers import _all_finite

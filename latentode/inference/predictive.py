@@ -7,7 +7,7 @@ import torch
 from pyro import poutine
 from pyro.poutine.messenger import Messenger
 
-from ..solvers import SolverError
+from ..solvers import SolverError, raised_error
 
 __all__ = ["PREDICTIVE_SITES", "posterior_predictive"]
 
@@ -106,9 +106,7 @@ def posterior_predictive(
                     query_index=query_index,
                 )
         except SolverError as err:
-            # Pyro re-raises an error from inside a model with its trace's shapes appended;
-            # the solver's own error is the cause
-            cause = err.__cause__ if isinstance(err.__cause__, SolverError) else err
+            cause = raised_error(err)  # the solver's own error, not Pyro's copy of it
             raise QueryPathsError(str(cause), reason=cause.reason or str(cause)) from err
     draws = {s: trace.nodes[s]["value"] for s in sites if s in trace.nodes}
     missing = [s for s in sites if s not in draws]

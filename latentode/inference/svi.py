@@ -19,7 +19,7 @@ from tqdm.auto import tqdm
 
 from .._allocator import hold_freed_memory, release_freed_memory
 from ..datasets import Batch
-from ..solvers import SolverError
+from ..solvers import SolverError, raised_error
 from ._adam import Adam
 from .distributed import DataParallel
 
@@ -412,9 +412,7 @@ class _Loop:
         try:
             val = _validation_loss(self.model, self.validation, cfg.num_particles, self.parallel)
         except SolverError as err:
-            raise _BadStep(
-                "the validation loss failed: " + str(err).split("\nTrace Shapes:")[0].strip()
-            ) from None
+            raise _BadStep(f"the validation loss failed: {raised_error(err)}") from None
         if not math.isfinite(val):
             raise _BadStep(f"the validation loss became {val}")
         return val
@@ -687,8 +685,8 @@ def _step(loop: _Loop, batch, share: float, beta: float) -> float:
             if not torch.isfinite(loss):
                 bad = f"the loss became {loss.item()}"
     except SolverError as err:
-        # Pyro appends the trace's shapes to errors raised inside a model; drop them
-        bad = str(err).split("\nTrace Shapes:")[0].strip()
+        # the solver's own message, without the trace shapes Pyro appends
+        bad = str(raised_error(err))
     if parallel is not None and parallel.any(bad is not None) and bad is None:
         bad = "a step failed in another process"
     if bad is not None:
@@ -697,7 +695,7 @@ def _step(loop: _Loop, batch, share: float, beta: float) -> float:
         if loss.requires_grad:
             loss.backward()
     except SolverError as err:
-        raise _BadStep(str(err).split("\nTrace Shapes:")[0].strip()) from None
+        raise _BadStep(str(raised_error(err))) from None
     if parallel is not None:
         parallel.sum_gradients(params)
     if not _finite_grads(params):
