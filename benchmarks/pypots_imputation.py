@@ -2,8 +2,13 @@
 
     pip install pypots  # a benchmark extra, not a dependency of latentode
     python benchmarks/pypots_imputation.py --physionet-path DIR [--budget 480] [--configs ...]
+        [--times hourly|raw]
 
-Set A on an hourly grid (times rounded to the hour, 49 steps of 0-48 h, 37 channels). The
+Set A on an hourly grid (times rounded to the hour, 49 steps of 0-48 h, 37 channels), or with
+``--times raw`` at the stays' own minute-resolution times. BRITS and SAITS need a grid: there
+each stay becomes the sequence of its own observation times (hidden values' times included,
+padded to the longest stay's number of times), with the time as one more input, and each hidden
+value is read at its time's step; latentode reads the stays as they are. The
 stays are split 70/10/20 into training, (unused) and test stays; 10% of the observed values of
 the test stays are hidden at random (:func:`latentode.evaluation.hold_out`), every model reads
 the rest and imputes them. Each learned model gets the same training time: for BRITS and SAITS
@@ -15,7 +20,7 @@ deviation (the usual PyPOTS convention) and in the data's units. latentode's imp
 read two ways: the median of ``--samples`` posterior predictive draws, and ``predict``'s
 posterior mean (the ``, posterior mean`` rows; no observation noise in its Monte Carlo
 error). Writes
-``benchmarks/results/pypots_imputation.json``.
+``benchmarks/results/pypots_imputation.json`` (``pypots_imputation_raw.json`` at raw times).
 """
 
 from __future__ import annotations
@@ -67,16 +72,32 @@ def grid(data, mean, scale) -> np.ndarray:
     return out
 
 
+def sequences(data, mean, scale, slots: dict, length: int) -> np.ndarray:
+    """Series as sequences of their own observation times, for models that need a grid.
+
+    Each series fills one step per time of ``slots[series id]`` (its times, hidden values'
+    included), padded with NaN to ``length`` steps; one more feature holds the time itself
+    (hours / 48), so a model that reads steps as equally spaced still sees the gaps. Returns
+    an array (series, length, features + 1), standardised, NaN unobserved.
+    """
+    out = np.full((len(data), length, data.n_features + 1), np.nan, dtype=np.float32)
+    for i, s in enumerate(data):
+        own = slots[s.id]
+        out[i, np.searchsorted(own, s.times), :-1] = (s.values - mean) / scale
+        out[i, : own.size, -1] = own / 48.0
+    return out
+
+
 def targets(target, mean, scale):
-    """Positions (series, step, feature) and standardised values of the hidden entries."""
-    rows, steps, feats, values = [], [], [], []
+    """Hidden entries: series positions, times, features and standardised values."""
+    rows, times, feats, values = [], [], [], []
     for i, s in enumerate(target):
         r, f = np.nonzero(~np.isnan(s.values))
         rows.append(np.full(r.size, i))
-        steps.append(np.round(s.times[r]).astype(int))
+        times.append(s.times[r])
         feats.append(f)
         values.append((s.values[r, f] - mean[f]) / scale[f])
-    return tuple(np.concatenate(x) for x in (rows, steps, feats, values))
+    return tuple(np.concatenate(x) for x in (rows, times, feats, values))
 
 
 def timed_epochs(make, fit, budget: float) -> tuple[object, int, float]:
@@ -99,6 +120,12 @@ def main(argv=None) -> None:
     parser.add_argument("--samples", type=int, default=100, help="latentode draws per value")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument(
+        "--times",
+        choices=["hourly", "raw"],
+        default="hourly",
+        help="the hourly grid, or the stays' own (minute) times",
+    )
+    parser.add_argument(
         "--configs",
         nargs="+",
         type=int,
@@ -110,9 +137,11 @@ def main(argv=None) -> None:
         from pypots.imputation import BRITS, SAITS
     except ImportError:
         parser.exit(1, "this benchmark needs PyPOTS: pip install pypots\n")
-    out = Path(args.output or Path(__file__).parent / "results" / "pypots_imputation.json")
+    default = "pypots_imputation.json" if args.times == "hourly" else "pypots_imputation_raw.json"
+    out = Path(args.output or Path(__file__).parent / "results" / default)
 
-    data = load_physionet2012(args.physionet_path, quantization=1.0).data
+    hourly = args.times == "hourly"
+    data = load_physionet2012(args.physionet_path, quantization=1.0 if hourly else None).data
     order = np.random.default_rng(args.seed).permutation(len(data))
     if args.n_series:
         data = data[np.sort(order[: args.n_series])]
@@ -123,12 +152,22 @@ def main(argv=None) -> None:
     values = np.concatenate([s.values for s in train])
     mean, scale = np.nanmean(values, axis=0), np.nanstd(values, axis=0)
     scale = np.where(scale > 0, scale, 1.0)
-    rows, steps, feats, truth = targets(target, mean, scale)
+    rows, times, feats, truth = targets(target, mean, scale)
     print(f"{len(train)} training stays; {len(target)} test stays, {truth.size} hidden values")
 
     results, point = {}, {}
-    n_features = train.n_features
-    x_train, x_context = grid(train, mean, scale), grid(context, mean, scale)
+    if hourly:
+        x_train, x_context = grid(train, mean, scale), grid(context, mean, scale)
+        steps = np.round(times).astype(int)
+    else:  # each stay a sequence of its own times (the hidden values' times kept as steps)
+        slots = {s.id: s.times for s in train} | {s.id: s.times for s in test}
+        length = max(t.size for t in slots.values())
+        x_train = sequences(train, mean, scale, slots, length)
+        x_context = sequences(context, mean, scale, slots, length)
+        steps = np.array(
+            [np.searchsorted(slots[target[i].id], t) for i, t in zip(rows, times, strict=True)]
+        )
+    n_steps, n_inputs = x_train.shape[1:]
     for name, cls, kwargs in (
         ("BRITS", BRITS, dict(rnn_hidden_size=108)),
         ("SAITS", SAITS, dict(n_layers=2, d_model=256, n_heads=4, d_k=64, d_v=64, d_ffn=128)),
@@ -136,8 +175,8 @@ def main(argv=None) -> None:
 
         def make(epochs, cls=cls, kwargs=kwargs):
             return cls(
-                n_steps=STEPS,
-                n_features=n_features,
+                n_steps=n_steps,
+                n_features=n_inputs,
                 epochs=epochs,
                 batch_size=32,
                 verbose=False,
@@ -176,7 +215,7 @@ def main(argv=None) -> None:
     rules["last value"] = LastValue(random_state=args.seed).fit(train)
     rules["linear interpolation"] = LinearInterpolation(random_state=args.seed).fit(train)
     # each hidden value's (stay, own step, feature) in predictions at the stays' own times
-    own_step = [np.searchsorted(target[i].times, t) for i, t in zip(rows, steps, strict=True)]
+    own_step = [np.searchsorted(target[i].times, t) for i, t in zip(rows, times, strict=True)]
     at = (rows, np.array(own_step), feats)
     for name, model in rules.items():
         draws = {"n_samples": args.samples} if isinstance(model, LatentODE) else {}
@@ -186,7 +225,7 @@ def main(argv=None) -> None:
         predicted = np.array(
             [
                 lookup[target[i].id].iloc[np.searchsorted(target[i].times, t)].iloc[f]
-                for i, t, f in zip(rows, steps, feats, strict=True)
+                for i, t, f in zip(rows, times, feats, strict=True)
             ]
         )
         point[name] = (predicted - mean[feats]) / scale[feats]

@@ -300,6 +300,43 @@ def test_gpu_script_is_valid_bash():
     assert done.returncode == 0, done.stderr
 
 
+def test_pypots_imputation_sequences_keep_each_value_at_its_own_time():
+    """The raw-times layout for BRITS and SAITS: one step per observation time of a stay,
+    hidden values' times kept as steps, and the hidden values found at their steps."""
+    from latentode.datasets._convert import as_dataset
+    from latentode.evaluation import hold_out
+
+    bench = _load("benchmarks/pypots_imputation.py")
+    rng = np.random.default_rng(0)
+    series = []
+    for n in (5, 9, 7):
+        values = rng.normal(size=(n, 3))
+        values[:, 1:][rng.random((n, 2)) < 0.4] = np.nan
+        series.append((np.sort(rng.uniform(0.0, 48.0, n)), values))
+    full = as_dataset(series)
+    context, target = hold_out(full, fraction=0.3, random_state=0)
+    mean, scale = np.zeros(3), np.full(3, 2.0)
+    slots = {s.id: s.times for s in full}
+    x = bench.sequences(context, mean, scale, slots, 10)
+    assert x.shape == (len(context), 10, 4)
+    rows, times, feats, truth = bench.targets(target, mean, scale)
+    assert truth.size == sum(int(np.isfinite(s.values).sum()) for s in target) > 0
+    for i, s in enumerate(context):
+        own = slots[s.id]
+        np.testing.assert_allclose(x[i, : own.size, -1], own / 48.0)  # the time feature
+        assert np.isnan(x[i, own.size :]).all()  # padding
+        placed = x[i, np.searchsorted(own, s.times), :-1]
+        np.testing.assert_allclose(placed, s.values / 2.0)  # at its time's step, NaN kept
+        observed = np.isfinite(x[i, :, :-1]).sum()
+        assert observed == np.isfinite(s.values).sum()  # nothing lost, nothing made up
+    for i, t, f, v in zip(rows, times, feats, truth, strict=True):
+        step = np.searchsorted(slots[target[i].id], t)
+        assert np.isnan(x[i, step, f])  # hidden from the model's input ...
+        original = full[[s.id for s in full].index(target[i].id)]
+        k = np.searchsorted(original.times, t)
+        assert v == pytest.approx(original.values[k, f] / 2.0)  # ... and scored at its step
+
+
 @pytest.mark.slow
 def test_out_of_core_benchmark_streams_a_small_set(tmp_path):
     pytest.importorskip("pyarrow")
