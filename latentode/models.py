@@ -43,6 +43,7 @@ from .nn import (
     last_observed,
     mlp,
     next_observed,
+    own_neighbours,
 )
 from .recurrent import GRUEncoder, ODERNNEncoder, RNNEncoder
 from .solvers import ODESolver, SolverError, SolverSettings
@@ -423,6 +424,7 @@ class LatentODEModel(PyroModule):
         obs_weight=None,
         static=None,
         query_index=None,
+        own_times: bool = False,
     ):
         """The generative model.
 
@@ -457,11 +459,19 @@ class LatentODEModel(PyroModule):
             With ``query_times``: the positions on ``query_times`` each series wants (its own
             times, padded with any position); the generated sites are then at those only,
             (..., batch, own, ...), and nothing is decoded at the others.
+        own_times : bool, default False
+            When scoring: decode and score each series at its own observation times only
+            (in time order, padded to the most any series has), not on the whole grid of
+            ``times``. The ELBO is the same; the work is that of the observations instead of
+            batch x grid, which on a union grid of series observed at different times (raw
+            clinical times) is a small share of it. The ``obs`` site's value and the returned
+            means are then of shape (batch, own, features). The training loss uses it.
 
         Returns
         -------
         Tensor of shape (batch, time, features) or (..., batch, query, features)
-            Decoded means on ``times``, or on ``query_times`` (``query_index``) when given.
+            Decoded means on ``times`` (or each series' own times with ``own_times``), or on
+            ``query_times`` (``query_index``) when given.
         """
         n_series = values.shape[0]
         self._check_static(static)
@@ -470,13 +480,20 @@ class LatentODEModel(PyroModule):
         ).to_event(1)
         context = None
         seen = mask if encode_mask is None else encode_mask
+        # each series' own observation times (None: on the whole grid)
+        own = _own_order(mask) if own_times and query_times is None else None
         if self.anchor is not None:
-            on = times if query_times is None else query_times
             index = self.anchor.follow_path
-            context = (
-                last_observed(times, values, seen, on, with_index=index),
-                next_observed(times, values, seen, on, with_index=index),
-            )
+            if own is not None:
+                context = own_neighbours(
+                    times[own], _pick(values, own), _pick(seen, own), with_index=index
+                )
+            else:
+                on = times if query_times is None else query_times
+                context = (
+                    last_observed(times, values, seen, on, with_index=index),
+                    next_observed(times, values, seen, on, with_index=index),
+                )
         with pyro.plate(SERIES_PLATE, n_series, dim=-1):
             with poutine.scale(scale=kl_scale):
                 z0 = pyro.sample("z0", prior)
@@ -488,18 +505,23 @@ class LatentODEModel(PyroModule):
             z, cumulative = self.solve(z0, times)
             if self.penalty is not None:
                 pyro.factor("dynamics_penalty", -self.penalty)
+            path, scored, observed = z, values, mask  # where the observations are scored
+            if own is not None:
+                path, scored, observed = _pick(z, own), _pick(values, own), _pick(mask, own)
+                if obs_weight is not None:
+                    obs_weight = _pick(obs_weight.expand(values.shape), own)
             training = self.training and torch.is_grad_enabled()
             if self.anchor is not None and context is not None and training:
                 # training: the latent path learns to explain the data on its own (the plain
                 # model's likelihood), the blend learns how far to trust the nearest
                 # observations given that path (its gradient stops at the decoded mean)
-                plain = self._network(self.decoder, z)
+                plain = self._network(self.decoder, path)
                 loc = self.anchor(plain.detach(), *context, path=plain.detach())
-                own = self._likelihood(plain, mask, obs_weight).log_prob(values)
-                pyro.factor("decoder_alone", own)
+                alone = self._likelihood(plain, observed, obs_weight).log_prob(scored)
+                pyro.factor("decoder_alone", alone)
             else:
-                loc = self.decode(z, context)
-            pyro.sample("obs", self._likelihood(loc, mask, obs_weight), obs=values)
+                loc = self.decode(path, context)
+            pyro.sample("obs", self._likelihood(loc, observed, obs_weight), obs=scored)
             if self.poisson:
                 integral = window_integral(cumulative, mask.any(-1))
                 ll = poisson_process_log_likelihood(self.intensity(z), mask, integral)
@@ -604,6 +626,7 @@ class LatentODEModel(PyroModule):
         obs_weight=None,
         static=None,
         query_index=None,
+        own_times: bool = False,
     ):
         """The amortised posterior ``q(z0 | x)``; same arguments as :meth:`model`.
 
@@ -772,16 +795,25 @@ def _pick(x: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
     return x.gather(-2, index)
 
 
-def _at_own_times(z, values, mask):
-    """Paths, values and mask at each series' own observation times, in time order and padded
-    (masked) to the longest: shapes (..., batch, own, latent) and (batch, own, features), own
-    the most times any one series was observed at. Unchanged when that is the whole grid."""
+def _own_order(mask):
+    """Each series' observation times as positions on the grid, in time order and padded (with
+    positions it was not observed at) to the most any series has: LongTensor (batch, own);
+    None when that is the whole grid."""
     observed = mask.any(-1)  # (batch, time)
     longest = int(observed.sum(-1).max()) if observed.numel() else 0
     if longest == observed.shape[-1]:
-        return z, values, mask
+        return None
     # observed times first, each series' in time order (a stable sort of "not observed")
-    order = torch.argsort((~observed).to(torch.int8), dim=-1, stable=True)[:, :longest]
+    return torch.argsort((~observed).to(torch.int8), dim=-1, stable=True)[:, :longest]
+
+
+def _at_own_times(z, values, mask):
+    """Paths, values and mask at each series' own observation times (:func:`_own_order`):
+    shapes (..., batch, own, latent) and (batch, own, features). Unchanged when that is the
+    whole grid."""
+    order = _own_order(mask)
+    if order is None:
+        return z, values, mask
     return _pick(z, order), _pick(values, order), _pick(mask, order)
 
 

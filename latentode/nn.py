@@ -24,6 +24,7 @@ __all__ = [
     "last_observed",
     "mlp",
     "next_observed",
+    "own_neighbours",
 ]
 
 
@@ -222,6 +223,53 @@ def next_observed(times, values, mask, query_times, *, with_index: bool = False)
     out = [x.flip(-2) for x in found]
     if with_index:  # positions on the flipped grid, back to ``times``
         out[3] = torch.where(out[2], times.numel() - 1 - out[3], 0)
+    return tuple(out)
+
+
+def own_neighbours(times, values, mask, *, with_index: bool = False):
+    """Each feature's nearest observations before and after each of a series' own times.
+
+    What :func:`last_observed` and :func:`next_observed` give at the grid's times, for series
+    laid out on their own observation times instead (each series' times in order, padded at
+    the end): the work is that of the observations, not of a batch's union grid.
+
+    Parameters
+    ----------
+    times : Tensor of shape (batch, own)
+        Each series' observation times, increasing over its observed positions; padding
+        positions (after them) may hold any finite time.
+    values, mask : Tensor of shape (batch, own, features)
+        Padding positions unobserved.
+    with_index : bool, default False
+        Also return where on the series' own positions each neighbour was observed.
+
+    Returns
+    -------
+    before, after : tuple
+        ``(value, gap, seen)`` (and ``index`` with ``with_index``), each of shape (batch,
+        own, features), as :func:`last_observed` and :func:`next_observed` return them: the
+        feature's last observation strictly before each position and the time since it, and
+        its next one strictly after and the time until it; 0 and ``seen`` False where there
+        is none. Entries at padding positions are not meaningful.
+    """
+    n = values.shape[-2]
+    position = torch.arange(n, device=values.device).view(1, n, 1)
+    seen = mask.bool()
+    # the last observed position at or before each position, then strictly before it
+    upto = torch.where(seen, position, -1).cummax(dim=-2).values
+    before = torch.cat([torch.full_like(upto[:, :1], -1), upto[:, :-1]], dim=-2)
+    # the first observed position at or after each, then strictly after it
+    from_ = torch.where(seen, position, n).flip(-2).cummin(dim=-2).values.flip(-2)
+    after = torch.cat([from_[:, 1:], torch.full_like(from_[:, :1], n)], dim=-2)
+    after = torch.where(after < n, after, -1)
+    at = times.unsqueeze(-1).expand(values.shape)
+    out = []
+    for source, sign in ((before, 1.0), (after, -1.0)):
+        found = source >= 0
+        source = source.clamp(min=0)
+        value = torch.where(found, values.gather(-2, source), 0.0)
+        gap = torch.where(found, sign * (at - at.gather(-2, source)), 0.0)
+        out.append((value, gap, found, source) if with_index else (value, gap, found))
     return tuple(out)
 
 

@@ -249,6 +249,64 @@ def test_anchored_training_fits_the_latent_path_alone_and_the_blend_on_top(follo
     assert "decoder_alone" not in trace().nodes
 
 
+def ragged_batch(seed=0):
+    """Six series observed at different times: a union grid far longer than any series."""
+    g = torch.Generator().manual_seed(seed)
+    series = []
+    for n in (3, 5, 2, 6, 4, 1):
+        times = torch.sort(torch.rand(n, generator=g) * 3.0).values
+        values = torch.randn(n, 3, generator=g)
+        values[torch.rand(n, 3, generator=g) < 0.3] = float("nan")
+        values[:, 0] = torch.randn(n, generator=g)  # every time has an observation
+        series.append((times.tolist(), values.tolist()))
+    return collate(from_arrays(series))
+
+
+@pytest.mark.parametrize(
+    "settings",
+    [
+        dict(),
+        dict(anchor=True),
+        dict(anchor="path", noise_rank=2),
+        dict(anchor=True, poisson=True),
+        dict(likelihood="student_t"),
+    ],
+    ids=["plain", "level", "path-lowrank", "level-poisson", "student"],
+)
+@pytest.mark.parametrize("training", [False, True], ids=["scoring", "training"])
+def test_scoring_at_own_times_is_the_grids_density(settings, training):
+    """``own_times=True`` decodes and scores each series at its own times only: the same
+    log-density (anchors, hidden values, weights and all) at a fraction of the grid's work."""
+    torch.manual_seed(0)
+    model = LatentODEModel(3, latent_dim=3, **settings).train(training)
+    if model.anchor is not None:
+        with torch.no_grad():
+            model.anchor.weight.fill_(1.5)
+    b = ragged_batch()
+    assert b.times.numel() > 2 * int(b.mask.any(-1).sum(-1).max())  # a long union grid
+    encode = b.mask & (torch.rand(b.mask.shape) < 0.7)  # imputation training's hidden values
+    weight = torch.rand(b.values.shape[0], 1, 3) + 0.5
+    if settings.get("noise_rank"):
+        weight = None  # a joint density takes no weights
+    z0 = torch.randn(b.values.shape[0], 3)
+
+    def log_density(own_times):
+        conditioned = pyro.poutine.condition(model.model, data={"z0": z0})
+        tr = pyro.poutine.trace(conditioned).get_trace(
+            b.times, b.values, b.mask, encode_mask=encode, obs_weight=weight, own_times=own_times
+        )
+        tr.compute_log_prob()
+        sites = [v for k, v in tr.nodes.items() if v["type"] == "sample" and k != "z0"]
+        assert ("decoder_alone" in tr.nodes) == (training and model.anchor is not None)
+        return sum(v["log_prob"] for v in sites), tr.nodes["obs"]["value"].shape
+
+    grid, grid_shape = log_density(False)
+    own, own_shape = log_density(True)
+    assert own.shape == (b.values.shape[0],)
+    torch.testing.assert_close(own, grid, rtol=1e-5, atol=1e-4)
+    assert grid_shape[-2] == b.times.numel() > own_shape[-2]
+
+
 def test_student_t_likelihood_bounds_what_a_gross_error_costs():
     b = batch()
     z0 = torch.zeros(2, 3)

@@ -158,6 +158,7 @@ def svi_loss(
             labels=batch.labels,
             obs_weight=batch.obs_weight,
             static=batch.context,
+            own_times=True,  # each series scored at its own times, not the batch's union grid
         )
     return loss / batch.values.shape[0]
 
@@ -181,7 +182,12 @@ def per_series_elbo(model, batch: Batch, *, num_particles: int = 1) -> torch.Ten
             model_tr = pyro.poutine.trace(
                 pyro.poutine.replay(model.model, trace=guide_tr)
             ).get_trace(
-                batch.times, batch.values, batch.mask, labels=batch.labels, static=batch.context
+                batch.times,
+                batch.values,
+                batch.mask,
+                labels=batch.labels,
+                static=batch.context,
+                own_times=True,
             )
             for tr, sign in ((model_tr, 1.0), (guide_tr, -1.0)):
                 tr.compute_log_prob()
