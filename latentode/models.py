@@ -480,14 +480,15 @@ class LatentODEModel(PyroModule):
         ).to_event(1)
         context = None
         seen = mask if encode_mask is None else encode_mask
-        # each series' own observation times (None: on the whole grid)
+        # each series' own observation times (None: on the whole grid), and its data there
         own = _own_order(mask) if own_times and query_times is None else None
+        scored, observed = values, mask
+        if own is not None:
+            scored, observed, seen = _pick(values, own), _pick(mask, own), _pick(seen, own)
         if self.anchor is not None:
             index = self.anchor.follow_path
             if own is not None:
-                context = own_neighbours(
-                    times[own], _pick(values, own), _pick(seen, own), with_index=index
-                )
+                context = own_neighbours(times[own], scored, seen, with_index=index)
             else:
                 on = times if query_times is None else query_times
                 context = (
@@ -505,11 +506,9 @@ class LatentODEModel(PyroModule):
             z, cumulative = self.solve(z0, times)
             if self.penalty is not None:
                 pyro.factor("dynamics_penalty", -self.penalty)
-            path, scored, observed = z, values, mask  # where the observations are scored
-            if own is not None:
-                path, scored, observed = _pick(z, own), _pick(values, own), _pick(mask, own)
-                if obs_weight is not None:
-                    obs_weight = _pick(obs_weight.expand(values.shape), own)
+            path = z if own is None else _pick(z, own)  # where the observations are scored
+            if own is not None and obs_weight is not None:
+                obs_weight = _pick(obs_weight.expand(values.shape), own)
             training = self.training and torch.is_grad_enabled()
             if self.anchor is not None and context is not None and training:
                 # training: the latent path learns to explain the data on its own (the plain

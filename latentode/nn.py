@@ -175,6 +175,14 @@ class Decoder(nn.Module):
         return self.net(z)
 
 
+def _last_position(mask):
+    """The position of the last True at or before each position along dim -2 (-1 where there
+    is none): LongTensor of ``mask``'s shape (..., time, features)."""
+    n = mask.shape[-2]
+    position = torch.arange(n, device=mask.device).view(n, 1)
+    return torch.where(mask.bool(), position, -1).cummax(dim=-2).values
+
+
 def last_observed(times, values, mask, query_times, *, with_index: bool = False):
     """Each feature's last observed value strictly before each query time, and its age.
 
@@ -197,9 +205,7 @@ def last_observed(times, values, mask, query_times, *, with_index: bool = False)
     index : LongTensor of shape (batch, query, features)
         With ``with_index``: the position of ``last`` on ``times`` (0 where not ``seen``).
     """
-    n_time = values.shape[-2]
-    index = torch.arange(n_time, device=values.device).view(1, n_time, 1)
-    filled = torch.where(mask.bool(), index, -1).cummax(dim=-2).values  # last seen index <= i
+    filled = _last_position(mask)
     before = torch.searchsorted(times.contiguous(), query_times.contiguous()) - 1
     source = filled[:, before.clamp(min=0), :]
     source = torch.where((before >= 0).view(1, -1, 1), source, -1)
@@ -253,15 +259,12 @@ def own_neighbours(times, values, mask, *, with_index: bool = False):
         is none. Entries at padding positions are not meaningful.
     """
     n = values.shape[-2]
-    position = torch.arange(n, device=values.device).view(1, n, 1)
-    seen = mask.bool()
+    none = torch.full_like(mask[..., :1, :], -1, dtype=torch.long)
     # the last observed position at or before each position, then strictly before it
-    upto = torch.where(seen, position, -1).cummax(dim=-2).values
-    before = torch.cat([torch.full_like(upto[:, :1], -1), upto[:, :-1]], dim=-2)
-    # the first observed position at or after each, then strictly after it
-    from_ = torch.where(seen, position, n).flip(-2).cummin(dim=-2).values.flip(-2)
-    after = torch.cat([from_[:, 1:], torch.full_like(from_[:, :1], n)], dim=-2)
-    after = torch.where(after < n, after, -1)
+    before = torch.cat([none, _last_position(mask)[..., :-1, :]], dim=-2)
+    # the first observed at or after each (the last one on the reversed axis), then after it
+    upto = _last_position(mask.flip(-2)).flip(-2)
+    after = torch.cat([torch.where(upto >= 0, n - 1 - upto, -1)[..., 1:, :], none], dim=-2)
     at = times.unsqueeze(-1).expand(values.shape)
     out = []
     for source, sign in ((before, 1.0), (after, -1.0)):
