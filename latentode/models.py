@@ -485,6 +485,8 @@ class LatentODEModel(PyroModule):
         scored, observed = values, mask
         if own is not None:
             scored, observed, seen = _pick(values, own), _pick(mask, own), _pick(seen, own)
+            if obs_weight is not None:
+                obs_weight = _pick(obs_weight.expand(values.shape), own)
         if self.anchor is not None:
             index = self.anchor.follow_path
             if own is not None:
@@ -507,8 +509,6 @@ class LatentODEModel(PyroModule):
             if self.penalty is not None:
                 pyro.factor("dynamics_penalty", -self.penalty)
             path = z if own is None else _pick(z, own)  # where the observations are scored
-            if own is not None and obs_weight is not None:
-                obs_weight = _pick(obs_weight.expand(values.shape), own)
             training = self.training and torch.is_grad_enabled()
             if self.anchor is not None and context is not None and training:
                 # training: the latent path learns to explain the data on its own (the plain
