@@ -1,7 +1,7 @@
 """In-hospital mortality on PhysioNet 2012 beside a summary logistic regression and GRU-D.
 
-    python benchmarks/mortality.py --physionet-path DIR [--seeds 0 1 2] [--configs default log]
-        [--static] [--summaries] [--members K]
+    python benchmarks/mortality.py --physionet-path DIR [--seeds 0 1 2]
+        [--configs default log log-averaged] [--static] [--summaries] [--members K]
     pip install pypots  # optional: adds PyPOTS's GRU-D (a benchmark extra, not a dependency)
 
 Set A, for each seed a stratified split of the stays into 80% training and 20% test; 10% of
@@ -57,6 +57,9 @@ BASE = dict(latent_dim=20, batch_size=50, label_weight=100.0, max_epochs=40, pat
 CONFIGS = {
     "default": {},
     "log": dict(log_features="auto"),
+    # the same, returning the mean of the parameters from the best validated epoch to the
+    # early stop (the best epoch and the ``patience`` epochs after it)
+    "log-averaged": dict(log_features="auto", average_from_best=True),
 }
 STEPS = 49
 

@@ -68,6 +68,7 @@ _FIT_OPTIONS = {
     "lr": "learning rate (Adam)",
     "lr_decay": "learning rate multiplier per epoch",
     "average_epochs": "average the parameters of this many last epochs",
+    "average_from_best": "return the mean of the parameters from the best validated epoch on",
     "kl_anneal_epochs": "epochs over which the KL term's weight rises to 1",
     "elbo": "how the ELBO is estimated: the KL of z0 in closed form, or sampled",
     "clip_norm": "gradient norm clipping (none to turn off)",

@@ -462,6 +462,7 @@ def test_hide_fraction_hides_values_from_the_guide_in_training_only(data, monkey
         ("precision", "16-mixed"),
         ("average_epochs", 3),  # more than max_epochs
         ("average_epochs", -1),
+        ("average_from_best", "yes"),
         ("obs_weighting", "feature"),
     ],
 )
@@ -476,6 +477,34 @@ def test_weight_averaging_reaches_the_fit(data, fitted):
     assert averaged.history_.loss == fitted.history_.loss  # the same training path
     t = [5.5, 7.0]
     assert not np.allclose(averaged.predict(data.test, times=t), fitted.predict(data.test, times=t))
+
+
+def test_averaging_from_the_best_epoch_reaches_the_fit(data):
+    options = {**FAST, "max_epochs": 6, "average_from_best": True}
+    averaged = LatentODE(**options).fit(data.train, validation_data=data.test)
+    history = averaged.history_
+    # the window runs from the best validated epoch (the fourth, with this seed) to the last
+    assert history.best_epoch == 3 and history.averaged_epochs == 3
+    plain = LatentODE(**{**options, "average_from_best": False})
+    plain.fit(data.train, validation_data=data.test)
+    assert plain.history_.loss == history.loss  # the same training path
+    assert plain.history_.averaged_epochs == 0  # the best epoch's parameters
+    t = [5.5, 7.0]
+    assert not np.allclose(averaged.predict(data.test, times=t), plain.predict(data.test, times=t))
+
+
+@pytest.mark.parametrize(
+    ("options", "message"),
+    [
+        ({"average_from_best": True}, "no validation data"),  # 32 series: none held out
+        ({"average_from_best": True, "average_epochs": 1}, "two windows"),
+    ],
+)
+def test_averaging_from_the_best_epoch_is_refused_where_it_cannot_apply(data, options, message):
+    model = LatentODE(**FAST, **options)
+    with pytest.raises(ValueError, match=message):
+        model.fit(data.train)
+    assert not hasattr(model, "model_")  # nothing fitted, nothing half-set
 
 
 def test_series_feature_weighting_changes_training_only_where_counts_differ(data, fitted):

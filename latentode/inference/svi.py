@@ -319,6 +319,13 @@ class TrainingConfig:
         best epoch's. Training that ends before the window (early stopping, interruption)
         averages the epochs of the window it completed, if any; a resumed fit whose
         ``max_epochs`` moved the window restarts the average at the resumed epoch.
+    average_from_best : bool, default False
+        With validation: the parameters returned are the mean of those at the end of the
+        best validated epoch and of every epoch trained after it (with ``patience=p`` and an
+        early stop, the ``p + 1`` epochs up to the stop). The average is returned as it is,
+        not compared with the best epoch's validation loss: it stands for the neighbourhood
+        of the best epoch, whose single parameters carry the noise of its last steps. Not
+        with ``average_epochs``.
     """
 
     max_epochs: int
@@ -338,6 +345,7 @@ class TrainingConfig:
     max_retries: int = 3
     lr_backoff: float = 0.5
     average_epochs: int = 0
+    average_from_best: bool = False
 
     def beta(self, epoch: int) -> float:
         """The KL weight at ``epoch``."""
@@ -365,7 +373,18 @@ class _Loop:
         self.optim = Adam(self.params, lr=config.lr, decay=config.lr_decay)
         self.device = next(model.parameters()).device
         self.generator, self.validation, self.parallel = generator, validation, parallel
-        self.window = config.max_epochs - config.average_epochs  # first epoch averaged
+        if config.average_from_best and config.average_epochs:
+            raise ValueError(
+                "average_epochs and average_from_best are two windows of weight averaging; "
+                "set one of them (average_epochs=0 or average_from_best=False)."
+            )
+        if config.average_from_best and not validation:
+            raise ValueError(
+                "average_from_best averages from the best validated epoch on and needs "
+                "validation data; pass validation batches or set average_from_best=False."
+            )
+        # first epoch averaged; with average_from_best the window opens at each best epoch
+        self.window = config.max_epochs - config.average_epochs
         self.state = _LoopState(average=self._empty_average())
 
     def _empty_average(self) -> dict:
@@ -394,7 +413,8 @@ class _Loop:
         self.optim.load_scheduler_state_dict(saved["scheduler"])
         _set_rng_state(saved["rng"], self.generator, self.device)
         average = saved.get("average")
-        if average is not None and average["first"] == self.window:
+        from_best = self.config.average_from_best
+        if average is not None and (from_best or average["first"] == self.window):
             average = _snapshot(average)
             if average["mean"] is not None:  # a checkpoint read on the CPU
                 pairs = zip(average["mean"], self.params, strict=True)
@@ -439,6 +459,8 @@ class _Loop:
             if val < st.best_val and annealed:
                 st.best_val, st.since_best, history.best_epoch = val, 0, epoch
                 st.best_state = copy.deepcopy(self.model.state_dict())
+                if self.config.average_from_best:  # the window restarts here
+                    st.average = {"mean": None, "count": 0, "first": epoch}
             elif annealed:
                 st.since_best += 1
             patience = self.config.patience
@@ -449,7 +471,7 @@ class _Loop:
             logger.info(message)
         bar.set_postfix_str(message.split(" ", 2)[-1])
         bar.update()
-        if epoch >= self.window:
+        if epoch >= self.window or (self.config.average_from_best and st.average["first"] <= epoch):
             _accumulate(st.average, self.params)
 
     def _averaged_worse(self) -> bool:
@@ -466,8 +488,9 @@ class _Loop:
             with torch.no_grad():
                 for p, mean in zip(self.params, st.average["mean"], strict=True):
                     p.copy_(mean)
-            # with validation, the average is kept unless the best epoch validated better
-            if not (self.validation and self._averaged_worse()):
+            # with validation, the average of the last epochs is kept unless the best epoch
+            # validated better; the average from the best epoch on is kept as it is
+            if self.config.average_from_best or not (self.validation and self._averaged_worse()):
                 st.history.averaged_epochs = st.average["count"]
                 best_state = None
         if best_state is not None:

@@ -171,6 +171,54 @@ def test_weight_averaging_yields_to_a_better_validated_epoch(batches, monkeypatc
     assert not torch.equal(model.noise.raw, states[2]["model"]["noise.raw"])
 
 
+def test_averaging_from_the_best_epoch_takes_it_and_every_later_epoch(batches, monkeypatch):
+    from latentode.inference import svi
+
+    train, val = batches
+    # the second epoch is best, then the third: the window restarts there and runs to the stop
+    scores = iter([5.0, 4.0, 3.0, 3.5, 3.6, 3.7])
+    monkeypatch.setattr(svi, "_validation_loss", lambda *a: next(scores))
+    model, history, states = _fit(train, val, average_from_best=True, patience=3)
+    assert history.best_epoch == 2 and history.stopped_early
+    assert history.averaged_epochs == 4  # epochs 3 to 6 (indices 2 to 5)
+    window = [states[e]["model"] for e in (2, 3, 4, 5)]
+    for name, p in model.named_parameters():
+        expected = sum(s[name] for s in window) / 4
+        torch.testing.assert_close(p.detach(), expected, rtol=1e-5, atol=1e-6)
+    # kept although it is not validated against the best epoch (no seventh score drawn)
+    assert next(scores, None) is None
+
+
+def test_averaging_from_the_best_epoch_resumes_exactly_from_a_checkpoint(batches, monkeypatch):
+    from latentode.inference import svi
+
+    train, val = batches
+    values = [5.0, 3.0, 4.0, 3.5, 3.6, 3.7]  # best after epoch 2; resumed after epoch 4
+    scores = iter(values)
+    monkeypatch.setattr(svi, "_validation_loss", lambda *a: next(scores))
+    model, _, states = _fit(train, val, average_from_best=True)
+    scores = iter(values[4:])
+    resumed, history, _ = _fit(train, val, seed=123, resume_from=states[3], average_from_best=True)
+    assert history.best_epoch == 1 and history.averaged_epochs == 5
+    for (name, a), b in zip(model.state_dict().items(), resumed.state_dict().values(), strict=True):
+        assert torch.equal(a, b), name
+
+
+@pytest.mark.parametrize(
+    ("options", "validated", "message"),
+    [
+        ({"average_from_best": True, "average_epochs": 2}, True, "set one of them"),
+        ({"average_from_best": True}, False, "needs validation data"),
+    ],
+)
+def test_averaging_from_the_best_epoch_needs_validation_and_one_window(
+    batches, options, validated, message
+):
+    train, val = batches
+    with pytest.raises(ValueError, match=message):
+        _fit(train, val if validated else None, **options)
+
+
 def test_observation_weights_enter_the_training_loss_but_not_the_elbo(batches):
     from latentode.inference.svi import per_series_elbo
 
