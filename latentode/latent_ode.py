@@ -257,9 +257,9 @@ class LatentODE(PosteriorPredictiveMixin, IrregularSeriesEstimator):
         holds out): the fitted parameters are the mean of those at the end of the best
         validated epoch and of every epoch trained after it — with ``patience=p``, the
         ``p + 1`` epochs up to the early stop. The best epoch alone carries the noise of its
-        last stochastic steps; its neighbours' average usually generalises better (measured
-        for the classifier on the documentation's benchmarks page). Not with
-        ``average_epochs``.
+        last stochastic steps; the average of its neighbourhood can generalise better (its
+        effect on the classifier is measured on the documentation's benchmarks page). Not
+        with ``average_epochs``.
     num_particles : int, default 1
         ``z0`` samples per series in each ELBO estimate.
     elbo : {"analytic_kl", "sampled_kl"}, default "analytic_kl"
