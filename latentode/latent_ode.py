@@ -632,11 +632,16 @@ or ParquetSeries
             if validation_data is None and y is None:
                 data, validation_data = self._split_validation(data)
             if self.average_from_best and validation_data is None:
+                held_out = (
+                    "validation_data=(X_val, y_val)"
+                    if y is not None
+                    else "validation_data=X_val, or fit at least "
+                    f"{AUTO_VALIDATION_SERIES} in-memory series with validation_fraction > 0"
+                )
                 raise ValueError(
                     "average_from_best=True averages from the best validated epoch on, but "
-                    "this fit has no validation data: pass validation_data=, or fit at least "
-                    f"{AUTO_VALIDATION_SERIES} in-memory series so that validation_fraction "
-                    "holds some out, or set average_from_best=False."
+                    f"this fit has no validation data: pass {held_out}, or set "
+                    "average_from_best=False."
                 )
             every = (checkpoint_every, checkpoint_steps)
             self._fit(data, validation_data, checkpoint, every, resume, labels=labels)

@@ -507,6 +507,14 @@ def test_averaging_from_the_best_epoch_is_refused_where_it_cannot_apply(data, op
     assert not hasattr(model, "model_")  # nothing fitted, nothing half-set
 
 
+def test_averaging_from_the_best_epoch_asks_a_classifier_for_labelled_validation(data):
+    from latentode import LatentODEClassifier
+
+    model = LatentODEClassifier(**FAST, average_from_best=True)
+    with pytest.raises(ValueError, match=r"validation_data=\(X_val, y_val\)"):
+        model.fit(data.train, data.clockwise_train)
+
+
 def test_series_feature_weighting_changes_training_only_where_counts_differ(data, fitted):
     from latentode.datasets import from_arrays
 
