@@ -987,13 +987,15 @@ def test_importance_resampling_imputes_and_forecasts_better_than_q():
     model = LatentODE(max_epochs=40, validation_fraction=0, random_state=0, verbose=False)
     model.fit(data.train)
     span = float(data.times[-1] - data.times[0])
-    for rule in ({"fraction": 0.1}, {"last": span / 2}):
+    # measured: 16% lower imputing, 10% lower forecasting the second half when written; the
+    # forecast's margin was 3% on another CPU (the same seeds train a little differently), so
+    # it is asserted to be lower, the imputation's to be lower by 5%
+    for rule, factor in (({"fraction": 0.1}, 0.95), ({"last": span / 2}, 1.0)):
         context, target = hold_out(data.test, **rule, random_state=0)
         models = {"resampled": model, "q": copy.deepcopy(model).set_params(importance_samples=0)}
         table = evaluate(models, context, target, n_samples=64)
         mse = table[table.feature == "all"].set_index("model").mse
-        # measured: 16% lower imputing, 10% lower forecasting the second half
-        assert mse["resampled"] < 0.95 * mse["q"], rule
+        assert mse["resampled"] < factor * mse["q"], rule
 
 
 @pytest.fixture(scope="module")
