@@ -471,7 +471,7 @@ class _Loop:
             logger.info(message)
         bar.set_postfix_str(message.split(" ", 2)[-1])
         bar.update()
-        if epoch >= self.window or (self.config.average_from_best and st.average["first"] <= epoch):
+        if epoch >= st.average["first"]:  # the window's start: fixed, or the best epoch
             _accumulate(st.average, self.params)
 
     def _averaged_worse(self) -> bool:
