@@ -199,7 +199,9 @@ class ODERNNEncoder(nn.Module):
     own observation times (gathered by :func:`observed_sequences`) in the steps its own spans
     need (:meth:`schedule`), so the cost grows with the busiest series of the batch, not with
     the union of the batch's times, and a series encodes the same in any batch; the loop is
-    vectorised over the batch on one clock.
+    vectorised over the batch on one clock. The GRU's input gates for all reads are computed
+    in one product before the loop (:meth:`_input_gates`), so each step of the loop costs the
+    state's own products only.
 
     Parameters
     ----------
@@ -324,17 +326,60 @@ class ODERNNEncoder(nn.Module):
         inputs = torch.cat([x, m], dim=-1)
         inputs = inputs.gather(1, reads.clamp(min=0)[..., None].expand(-1, -1, inputs.shape[-1]))
         reading = reads >= 0
-        # which clock steps read anything, and which read for every series: one host sync
-        anyone, everyone = torch.stack([reading.any(0), reading.all(0)]).tolist()
+        # per clock step, one backward node for all of them (not one per step)
+        gates = [part.unbind(1) for part in self._input_gates(inputs, reading)]
+        anyone = reading.any(0).tolist()  # clock steps at which some series reads: one sync
         h = values.new_zeros(x.shape[0], self.hidden_dim)
         for s in range(reads.shape[1]):
             if s > 0:
                 h = self._step(h, dt[:, s - 1, None])
             if anyone[s]:
-                updated = self.cell(inputs[:, s], h)
-                h = updated if everyone[s] else torch.where(reading[:, s, None], updated, h)
+                h = self._update(gates[0][s], gates[1][s], h)
         loc, raw = self.out(_with_context([h], context)).chunk(2, dim=-1)
         return loc, F.softplus(raw) + 1e-4
+
+    #: Added to the update gate's pre-activation of a series that reads nothing at a step:
+    #: the gate is then exactly 1 in floating point, so the state carries over unchanged and
+    #: no gradient flows through the unused update.
+    _HOLD = 1e4
+
+    def _input_gates(self, inputs: torch.Tensor, reading: torch.Tensor):
+        """The input half of :attr:`cell`'s gates for every read of the batch at once.
+
+        Parameters
+        ----------
+        inputs : Tensor of shape (batch, clock + 1, 2 * features)
+        reading : BoolTensor of shape (batch, clock + 1)
+
+        Returns
+        -------
+        reset_update : Tensor of shape (batch, clock + 1, 2 * hidden)
+            ``W_ih x + b_ih`` of the reset and update gates, the update gate held shut where
+            a series reads nothing.
+        new : Tensor of shape (batch, clock + 1, hidden)
+            ``W_ih x + b_ih`` of the candidate state.
+        """
+        n = self.hidden_dim
+        gates = F.linear(inputs, self.cell.weight_ih, self.cell.bias_ih)
+        hold = torch.zeros(2, n, dtype=gates.dtype, device=gates.device)
+        hold[1] = self._HOLD
+        held = (~reading)[..., None].to(gates.dtype) * hold.flatten()
+        reset_update, new = gates.split([2 * n, n], dim=-1)
+        return reset_update + held, new
+
+    def _update(
+        self, reset_update: torch.Tensor, new: torch.Tensor, h: torch.Tensor
+    ) -> torch.Tensor:
+        """:attr:`cell`'s update (``torch.nn.GRUCell``'s equations and parameters) from the
+        input gates :meth:`_input_gates` gives at one step, ``(batch, 2 * hidden)`` and
+        ``(batch, hidden)``; state ``h (batch, hidden)``."""
+        n = self.hidden_dim
+        hidden_ru, hidden_new = F.linear(h, self.cell.weight_hh, self.cell.bias_hh).split(
+            [2 * n, n], dim=1
+        )
+        reset, update = torch.sigmoid(reset_update + hidden_ru).chunk(2, dim=1)
+        new = torch.tanh(torch.addcmul(new, reset, hidden_new))
+        return torch.lerp(new, h, update)  # (1 - update) * new + update * h
 
 
 class GapRNN(nn.Module):

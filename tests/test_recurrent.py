@@ -168,6 +168,27 @@ def test_odernn_euler_encoder_one_evaluation_per_step_and_close_to_rk4():
         ODERNNEncoder(2, 3, 8, method="midpoint")
 
 
+def test_odernn_update_is_the_gru_cell_and_a_series_that_reads_nothing_keeps_its_state():
+    """The encoder's fused update (input gates for every read at once) is ``nn.GRUCell``'s
+    update with the same parameters; a series without a read keeps its state bit for bit and
+    passes no gradient through the unused update."""
+    torch.manual_seed(0)
+    enc = ODERNNEncoder(2, 3, 8)
+    inputs = torch.randn(4, 2, 4)  # 4 series, 2 clock steps, values and mask of 2 features
+    reading = torch.tensor([[True, True], [True, False], [False, True], [False, False]])
+    h = torch.randn(4, 8, requires_grad=True)
+    reset_update, new = enc._input_gates(inputs, reading)
+    for s in range(2):
+        got = enc._update(reset_update[:, s], new[:, s], h)
+        cell = enc.cell(inputs[:, s], h)
+        rows = reading[:, s]
+        assert torch.allclose(got[rows], cell[rows], atol=1e-6)
+        assert torch.equal(got[~rows], h[~rows])
+        (grad,) = torch.autograd.grad(got[~rows].sum(), h)
+        assert torch.equal(grad[~rows], torch.ones(int((~rows).sum()), 8))
+        assert torch.equal(grad[rows], torch.zeros(int(rows.sum()), 8))
+
+
 def test_odernn_gradients_reach_the_hidden_dynamics():
     torch.manual_seed(0)
     enc = ODERNNEncoder(2, 3, 8)
