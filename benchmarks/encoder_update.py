@@ -50,7 +50,7 @@ def per_read_cell(enc: ODERNNEncoder, values, mask, times):
     return loc, torch.nn.functional.softplus(raw) + 1e-4
 
 
-def main(argv=None) -> int:
+def main(argv=None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--blocks", type=int, default=6)
     parser.add_argument("--repeats", type=int, default=15)
@@ -106,8 +106,8 @@ def main(argv=None) -> int:
         )
     config = vars(args) | {"output": Path(args.output).name}
     write_results(Path(args.output), {"configuration": config, "results": results})
-    return 0
+    return results
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    main()

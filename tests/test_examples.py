@@ -366,3 +366,16 @@ def test_allocator_benchmark_measures_both_settings_in_fresh_processes(tmp_path)
         assert runs[0]["faults_per_epoch"] > 0 and runs[0]["s_per_epoch"] > 0
     assert results["transparent_huge_pages"] in {"always", "madvise", "never", None}
     assert json.loads(out.read_text())["config"] == {"runs": 1, "epochs": 2, "threads": 1}
+
+
+def test_encoder_update_benchmark_times_the_fused_and_the_per_read_paths(tmp_path):
+    bench = _load("benchmarks/encoder_update.py")
+    out = tmp_path / "encoder_update.json"
+    results = bench.main(["--blocks", "1", "--repeats", "1", "--output", str(out)])
+    assert set(results) == {"euler", "rk4"}
+    for r in results.values():
+        assert r["fused"]["ms_per_batch"] > 0 and r["per-read GRUCell"]["ms_per_batch"] > 0
+        # the two paths are the same encoder: equal encodings and gradients
+        assert r["encoding_max_difference"] < 1e-5
+        assert r["gradient_max_difference"] < 1e-4 * r["gradient_max_magnitude"]
+    assert json.loads(out.read_text())["results"] == results
