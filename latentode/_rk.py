@@ -293,12 +293,13 @@ def rk4(f, h: torch.Tensor, span, n_steps: int) -> torch.Tensor:
     Tensor of shape (..., state)
     """
     dt = span / n_steps
+    half, sixth = dt / 2, dt / 6
     for _ in range(n_steps):
         k1 = f(h)
-        k2 = f(h + 0.5 * dt * k1)
-        k3 = f(h + 0.5 * dt * k2)
-        k4 = f(h + dt * k3)
-        h = h + dt / 6.0 * (k1 + 2.0 * k2 + 2.0 * k3 + k4)
+        k2 = f(_axpy(h, half, k1))
+        k3 = f(_axpy(h, half, k2))
+        k4 = f(_axpy(h, dt, k3))
+        h = _axpy(h, sixth, torch.add(k1, k2 + k3, alpha=2.0).add_(k4))
     return h
 
 
@@ -307,5 +308,10 @@ def euler(f, h: torch.Tensor, span, n_steps: int) -> torch.Tensor:
     evaluation of ``f`` per step instead of four."""
     dt = span / n_steps
     for _ in range(n_steps):
-        h = torch.addcmul(h, dt, f(h)) if isinstance(dt, torch.Tensor) else h + dt * f(h)
+        h = _axpy(h, dt, f(h))
     return h
+
+
+def _axpy(h: torch.Tensor, a, k: torch.Tensor) -> torch.Tensor:
+    """``h + a * k`` in one operation; ``a`` a number or a tensor broadcastable to ``k``."""
+    return torch.addcmul(h, a, k) if isinstance(a, torch.Tensor) else torch.add(h, k, alpha=a)

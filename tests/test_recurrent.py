@@ -149,6 +149,19 @@ def test_euler_steps_are_exact_for_linear_decay_per_row():
     assert torch.allclose(euler(lambda x: -x, h, 0.3, 3), h * 0.9**3, atol=1e-7)
 
 
+def test_rk4_steps_are_the_fourth_order_taylor_polynomial_for_linear_decay_per_row():
+    from latentode._rk import rk4
+
+    h = torch.tensor([[1.0, 2.0], [3.0, -1.0]], dtype=torch.float64)
+    span = torch.tensor([[0.3], [-0.2]], dtype=torch.float64)  # each row its own signed span
+    d = span / 2
+    step = 1 - d + d**2 / 2 - d**3 / 6 + d**4 / 24  # RK4 on dh/dt = -h, exactly
+    assert torch.allclose(rk4(lambda x: -x, h, span, 2), h * step**2, rtol=1e-12)
+    d = 0.3 / 3
+    step = 1 - d + d**2 / 2 - d**3 / 6 + d**4 / 24
+    assert torch.allclose(rk4(lambda x: -x, h, 0.3, 3), h * step**3, rtol=1e-12)
+
+
 def test_odernn_euler_encoder_one_evaluation_per_step_and_close_to_rk4():
     torch.manual_seed(0)
     rk4 = ODERNNEncoder(2, 3, 8)
