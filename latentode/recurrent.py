@@ -200,7 +200,7 @@ class ODERNNEncoder(nn.Module):
     need (:meth:`schedule`), so the cost grows with the busiest series of the batch, not with
     the union of the batch's times, and a series encodes the same in any batch; the loop is
     vectorised over the batch on one clock. The GRU's input gates for all reads are computed
-    in one product before the loop (:meth:`_input_gates`), so each step of the loop costs the
+    in one product before the loop, so each step of the loop costs the
     state's own products only.
 
     Parameters
@@ -326,7 +326,8 @@ class ODERNNEncoder(nn.Module):
         inputs = torch.cat([x, m], dim=-1)
         inputs = inputs.gather(1, reads.clamp(min=0)[..., None].expand(-1, -1, inputs.shape[-1]))
         reading = reads >= 0
-        # per clock step, one backward node for all of them (not one per step)
+        # each clock step's gates as a view: unbind has one backward node for all steps (a
+        # slice per step would write a zero tensor of the whole size in its backward)
         gates = [part.unbind(1) for part in self._input_gates(inputs, reading)]
         anyone = reading.any(0).tolist()  # clock steps at which some series reads: one sync
         h = values.new_zeros(x.shape[0], self.hidden_dim)
@@ -354,8 +355,8 @@ class ODERNNEncoder(nn.Module):
         Returns
         -------
         reset_update : Tensor of shape (batch, clock + 1, 2 * hidden)
-            ``W_ih x + b_ih`` of the reset and update gates, the update gate held shut where
-            a series reads nothing.
+            ``W_ih x + b_ih`` of the reset and update gates, the update gate pinned at 1
+            (keep the state) where a series reads nothing.
         new : Tensor of shape (batch, clock + 1, hidden)
             ``W_ih x + b_ih`` of the candidate state.
         """
