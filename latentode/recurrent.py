@@ -378,6 +378,7 @@ class ODERNNEncoder(nn.Module):
         hidden_ru, hidden_new = F.linear(h, self.cell.weight_hh, self.cell.bias_hh).split(
             [2 * n, n], dim=1
         )
+        h = h.to(hidden_new.dtype)  # under bf16 autocast the update is bf16, as GRUCell's is
         reset, update = torch.sigmoid(reset_update + hidden_ru).chunk(2, dim=1)
         new = torch.tanh(torch.addcmul(new, reset, hidden_new))
         return torch.lerp(new, h, update)  # (1 - update) * new + update * h
