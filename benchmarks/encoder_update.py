@@ -27,27 +27,30 @@ import torch
 sys.path.insert(0, str(Path(__file__).parent))
 from _common import write_results  # noqa: E402
 
-from latentode.recurrent import ODERNNEncoder, observed_sequences  # noqa: E402
+from latentode.recurrent import ODERNNEncoder  # noqa: E402
 
 RESULTS = Path(__file__).resolve().parent / "results"
 
 
 def per_read_cell(enc: ODERNNEncoder, values, mask, times):
     """The encoding with ``enc.cell`` stepped at each clock step (the reference path)."""
-    x, m, t, lengths = observed_sequences(values, mask, times, reverse=True)
-    dt, reads = enc.schedule(t, lengths)
-    inputs = torch.cat([x, m], dim=-1)
-    inputs = inputs.gather(1, reads.clamp(min=0)[..., None].expand(-1, -1, inputs.shape[-1]))
-    reading = reads >= 0
+    dt, inputs, reading = enc.reads(values, mask, times)
     anyone = reading.any(0).tolist()
-    h = values.new_zeros(x.shape[0], enc.hidden_dim)
-    for s in range(reads.shape[1]):
+    h = values.new_zeros(values.shape[0], enc.hidden_dim)
+    for s in range(reading.shape[1]):
         if s > 0:
             h = enc._step(h, dt[:, s - 1, None])
         if anyone[s]:
             h = torch.where(reading[:, s, None], enc.cell(inputs[:, s], h), h)
     loc, raw = enc.out(h).chunk(2, dim=-1)
     return loc, torch.nn.functional.softplus(raw) + 1e-4
+
+
+def run(path, values, mask, times, repeats: int) -> None:
+    """``repeats`` forward and backward passes of one encoding path."""
+    for _ in range(repeats):
+        loc, scale = path(values, mask, times)
+        (loc.sum() + scale.sum()).backward()
 
 
 def main(argv=None) -> dict:
@@ -81,13 +84,9 @@ def main(argv=None) -> dict:
         timings = {name: [] for name in paths}
         for _ in range(args.blocks):
             for name, path in paths.items():
-                for _ in range(3):  # warm the allocator
-                    loc, scale_ = path(values, mask, times)
-                    (loc.sum() + scale_.sum()).backward()
+                run(path, values, mask, times, 3)  # warm the allocator
                 start = time.perf_counter()
-                for _ in range(args.repeats):
-                    loc, scale_ = path(values, mask, times)
-                    (loc.sum() + scale_.sum()).backward()
+                run(path, values, mask, times, args.repeats)
                 timings[name].append((time.perf_counter() - start) / args.repeats * 1e3)
         results[method] = {
             name: {"ms_per_batch": statistics.median(v), "min": min(v), "max": max(v)}

@@ -200,8 +200,8 @@ class ODERNNEncoder(nn.Module):
     need (:meth:`schedule`), so the cost grows with the busiest series of the batch, not with
     the union of the batch's times, and a series encodes the same in any batch; the loop is
     vectorised over the batch on one clock. The GRU's input gates for all reads are computed
-    in one product before the loop, so each step of the loop costs the
-    state's own products only.
+    in one product before the loop, so each step of the loop costs the state's own products
+    only.
 
     Parameters
     ----------
@@ -306,6 +306,30 @@ class ODERNNEncoder(nn.Module):
         reads.scatter_(1, at, position.expand(n_batch, n_obs))
         return dt, reads[:, : clock + 1]
 
+    def reads(self, values: torch.Tensor, mask: torch.Tensor, times: torch.Tensor):
+        """The batch laid out on the clock of :meth:`schedule`: steps, inputs and reads.
+
+        Parameters
+        ----------
+        values, mask : Tensor of shape (batch, time, features)
+        times : Tensor of shape (time,)
+
+        Returns
+        -------
+        dt : Tensor of shape (batch, clock)
+            As :meth:`schedule` gives it.
+        inputs : Tensor of shape (batch, clock + 1, 2 * features)
+            ``(values, mask)`` each series reads after each clock step (where it reads
+            nothing, a placeholder that the encoder never uses).
+        reading : BoolTensor of shape (batch, clock + 1)
+            Where a series reads.
+        """
+        x, m, t, lengths = observed_sequences(values, mask, times, reverse=True)
+        dt, reads = self.schedule(t, lengths)
+        inputs = torch.cat([x, m], dim=-1)
+        inputs = inputs.gather(1, reads.clamp(min=0)[..., None].expand(-1, -1, inputs.shape[-1]))
+        return dt, inputs, reads >= 0
+
     def forward(self, values: torch.Tensor, mask: torch.Tensor, times: torch.Tensor, context=None):
         """Encode a batch.
 
@@ -321,17 +345,13 @@ class ODERNNEncoder(nn.Module):
         -------
         loc, scale : Tensor of shape (batch, latent)
         """
-        x, m, t, lengths = observed_sequences(values, mask, times, reverse=True)
-        dt, reads = self.schedule(t, lengths)
-        inputs = torch.cat([x, m], dim=-1)
-        inputs = inputs.gather(1, reads.clamp(min=0)[..., None].expand(-1, -1, inputs.shape[-1]))
-        reading = reads >= 0
+        dt, inputs, reading = self.reads(values, mask, times)
         # each clock step's gates as a view: unbind has one backward node for all steps (a
         # slice per step would write a zero tensor of the whole size in its backward)
         gates = [part.unbind(1) for part in self._input_gates(inputs, reading)]
         anyone = reading.any(0).tolist()  # clock steps at which some series reads: one sync
-        h = values.new_zeros(x.shape[0], self.hidden_dim)
-        for s in range(reads.shape[1]):
+        h = values.new_zeros(values.shape[0], self.hidden_dim)
+        for s in range(reading.shape[1]):
             if s > 0:
                 h = self._step(h, dt[:, s - 1, None])
             if anyone[s]:
