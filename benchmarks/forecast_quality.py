@@ -88,6 +88,11 @@ def main(argv=None) -> dict:
         "--noise-rank", type=int, default=0, help="shared noise components (LatentODE noise_rank)"
     )
     parser.add_argument(
+        "--heteroscedastic",
+        action="store_true",
+        help="noise scales that vary with the latent state (LatentODE heteroscedastic)",
+    )
+    parser.add_argument(
         "--log-features",
         default="none",
         help="the Latent ODEs' log_features: none, auto, or names separated by commas",
@@ -133,6 +138,7 @@ def main(argv=None) -> dict:
             encode_fraction=args.encode_fraction,
             likelihood=args.likelihood,
             noise_rank=args.noise_rank,
+            heteroscedastic=args.heteroscedastic,
             log_features=log_features,
             anchor=anchor,
             max_epochs=args.epochs,

@@ -554,7 +554,9 @@ class PosteriorPredictiveMixin(IntervalMixin):
         UserWarning
             With ``log_likelihood=True``: ``loo``/``waic`` on these draws are not valid.
         """
-        data, t, draws = self._draw(X, None, n_samples, sites=("z0", "mean", "obs"))
+        # heteroscedastic noise is a function of the latent path: draw it too
+        state = ("z",) if log_likelihood and self.model_.noise.heteroscedastic else ()
+        data, t, draws = self._draw(X, None, n_samples, sites=("z0", "mean", "obs", *state))
         if log_likelihood and getattr(self, "noise_rank", 0):
             raise ValueError(
                 "to_inference_data(log_likelihood=True): with noise_rank > 0 the features of a "
@@ -569,7 +571,9 @@ class PosteriorPredictiveMixin(IntervalMixin):
                 UserWarning,
                 stacklevel=3,
             )
-        z0, noise = draws["z0"], self.model_.noise().detach()
+        z0 = draws["z0"]
+        with torch.no_grad():  # (features,), or (draw, series, time, features) with the state
+            noise = self.model_.noise(draws.get("z"))
         predictive = self._unscale_values(draws["obs"])[None]
         # densities on the model's scale (log for log features), then in the data's units
         loc = draws["mean"].cpu().double().numpy()[None] * self.value_scale_ + self.value_mean_

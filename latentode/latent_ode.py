@@ -81,6 +81,7 @@ PARAMETERS = (
     ),
     choice("likelihood", LIKELIHOODS),
     integer("noise_rank", low=0),
+    flag("heteroscedastic"),
     custom(
         "log_features",
         _log_features_ok,
@@ -194,6 +195,13 @@ class LatentODE(PosteriorPredictiveMixin, IrregularSeriesEstimator):
         never a feature on its own value. 0 keeps each feature's noise independent. Gaussian
         noise with learned scales only (not with ``likelihood="student_t"``, ``obs_std`` or
         ``obs_weighting="series_feature"``); draws are conditionally Gaussian per feature.
+    heteroscedastic : bool, default False
+        Let each feature's noise scale vary with the latent state: its learned SD is
+        multiplied by a factor between 1/20 and 20 that a small network reads from ``z(t)``
+        (starting at 1), so bands widen where a series is in an unsettled state and narrow
+        where it is calm, and the fit weighs observations by how noisy their state is.
+        Gaussian or Student-t noise with learned scales (not with ``obs_std`` or
+        ``noise_rank``). Measured on the benchmarks page.
     log_features : "auto", list of str or None, default None
         Features modelled on a log scale, ``log(x + c)``: skewed positive quantities
         (concentrations, counts, lab values) get multiplicative noise, and no draw, band or
@@ -356,7 +364,7 @@ class LatentODE(PosteriorPredictiveMixin, IrregularSeriesEstimator):
     _reads_static = True
     # parameters added since: the values that reproduce older files (importance resampling;
     # the automatic validation split)
-    _OLDER_FILES = {"importance_samples": 0, "validation_fraction": 0.0}
+    _OLDER_FILES = {"importance_samples": 0, "validation_fraction": 0.0, "heteroscedastic": False}
 
     def __init__(
         self,
@@ -375,6 +383,7 @@ class LatentODE(PosteriorPredictiveMixin, IrregularSeriesEstimator):
         obs_std: float | None = None,
         likelihood: str = "normal",
         noise_rank: int = 0,
+        heteroscedastic: bool = False,
         log_features: str | list | None = None,
         method: str = "dopri5",
         rtol: float = 1e-3,
@@ -422,6 +431,7 @@ class LatentODE(PosteriorPredictiveMixin, IrregularSeriesEstimator):
         self.obs_std = obs_std
         self.likelihood = likelihood
         self.noise_rank = noise_rank
+        self.heteroscedastic = heteroscedastic
         self.log_features = log_features
         self.method = method
         self.rtol = rtol
@@ -493,6 +503,21 @@ class LatentODE(PosteriorPredictiveMixin, IrregularSeriesEstimator):
                 f"average_epochs={self.average_epochs} and average_from_best=True are two "
                 "windows of weight averaging; set average_epochs=0 or average_from_best=False."
             )
+        if self.heteroscedastic:
+            clash = [
+                name
+                for name, bad in (
+                    ("obs_std", self.obs_std is not None),
+                    ("noise_rank", self.noise_rank),
+                )
+                if bad
+            ]
+            if clash:
+                raise ValueError(
+                    "heteroscedastic=True learns each feature's noise scale as a function of "
+                    f"the latent state; it cannot be combined with {clash} set as they are: "
+                    "reset those or set heteroscedastic=False."
+                )
         if self.noise_rank:
             clash = {
                 "likelihood": self.likelihood != "normal",
@@ -537,6 +562,7 @@ class LatentODE(PosteriorPredictiveMixin, IrregularSeriesEstimator):
             obs_std=obs_std,
             likelihood=self.likelihood,
             noise_rank=self.noise_rank,
+            heteroscedastic=self.heteroscedastic,
             posterior=self.guide,
             kinetic_weight=self.kinetic_weight,
             jacobian_weight=self.jacobian_weight,

@@ -92,8 +92,15 @@ _PARAMETERS = (
 )
 
 
+#: Heteroscedastic noise scales each feature's SD by ``exp(s)``, ``s`` squashed into
+#: ``(-LOG_SPAN, LOG_SPAN)``: at most twentyfold either way, so no state's noise collapses to
+#: zero (an infinite density) or swamps the data.
+LOG_SPAN = 3.0
+
+
 class ObservationNoise(nn.Module):
-    """Per-feature observation standard deviation, learned or fixed.
+    """Per-feature observation standard deviation, learned or fixed, optionally a function of
+    the latent state (heteroscedastic).
 
     Parameters
     ----------
@@ -102,9 +109,16 @@ class ObservationNoise(nn.Module):
         Initial (or fixed) standard deviation, in the model's scaled units.
     learn : bool
         Whether it is a parameter.
+    latent_dim : int, optional
+        Make the noise heteroscedastic: each feature's SD is multiplied by
+        ``exp(LOG_SPAN * tanh(g(z) / LOG_SPAN))``, ``g`` a small network of the latent state
+        ``z(t)`` whose last layer starts at zero (so training starts from the per-feature
+        SD). Needs ``learn``.
+    hidden_dim : int, default 32
+        Width of ``g``'s hidden layer.
     """
 
-    def __init__(self, n_features: int, init, *, learn: bool):
+    def __init__(self, n_features: int, init, *, learn: bool, latent_dim=None, hidden_dim=32):
         super().__init__()
         init = torch.as_tensor(init, dtype=torch.float32).expand(n_features).clone()
         self.learn = learn
@@ -112,12 +126,33 @@ class ObservationNoise(nn.Module):
             self.raw = nn.Parameter(torch.log(torch.expm1(init)))  # inverse softplus
         else:
             self.register_buffer("value", init)
+        self.state = None
+        if latent_dim is not None:
+            if not learn:
+                raise ValueError(
+                    "heteroscedastic noise learns how the noise varies with the state; it "
+                    "cannot be combined with a fixed obs_std: set obs_std=None."
+                )
+            self.state = mlp(latent_dim, hidden_dim, n_features)
+            nn.init.zeros_(self.state[-1].weight)
+            nn.init.zeros_(self.state[-1].bias)
 
-    def forward(self) -> torch.Tensor:
-        """Tensor of shape (features,)."""
-        if self.learn:
-            return F.softplus(self.raw) + 1e-4
-        return self.value
+    @property
+    def heteroscedastic(self) -> bool:
+        """Whether the noise depends on the latent state."""
+        return self.state is not None
+
+    def forward(self, z: torch.Tensor | None = None) -> torch.Tensor:
+        """Standard deviations: shape (features,), or (..., features) for latent states ``z``
+        of shape (..., latent) when heteroscedastic (``z`` is then required; it is ignored
+        otherwise)."""
+        base = F.softplus(self.raw) + 1e-4 if self.learn else self.value
+        if self.state is None:
+            return base
+        if z is None:
+            raise ValueError("heteroscedastic noise depends on the latent state: pass z.")
+        log_factor = LOG_SPAN * torch.tanh(self.state(z.float()) / LOG_SPAN)
+        return base * torch.exp(log_factor)
 
 
 class TailWeight(nn.Module):
@@ -174,6 +209,11 @@ class LatentODEModel(PyroModule):
         at the same query time (:func:`~latentode.likelihoods.conditional_low_rank`): the
         ``mean`` site is that conditional mean. 0 keeps the features' noise independent.
         Gaussian noise only, with learned scales and unweighted observations.
+    heteroscedastic : bool, default False
+        Let the noise scale of each feature vary with the latent state ``z(t)``
+        (:class:`ObservationNoise` with ``latent_dim``): wider where the series is in an
+        unsettled state, narrower where it is calm. Needs learned scales and independent
+        features (not ``obs_std`` or ``noise_rank``).
     solver : SolverSettings, optional
         How the latent ODE is solved (:class:`latentode.solvers.SolverSettings`); the CNF
         guide's flow uses its tolerances, gradient mode and NFE cap with the dopri5 method.
@@ -238,6 +278,7 @@ class LatentODEModel(PyroModule):
         obs_std: float | None = None,
         likelihood: str = "normal",
         noise_rank: int = 0,
+        heteroscedastic: bool = False,
         solver: SolverSettings | None = None,
         n_classes: int | None = None,
         label_weight: float = 1.0,
@@ -300,8 +341,16 @@ class LatentODEModel(PyroModule):
                 n_layers=2,
                 activation=nn.ReLU,
             )
+        if heteroscedastic and noise_rank:
+            raise ValueError(
+                "heteroscedastic noise scales each feature's noise by its own state-dependent "
+                "factor; it cannot be combined with noise_rank > 0. Set one of the two."
+            )
         self.noise = ObservationNoise(
-            n_features, 0.1 if obs_std is None else obs_std, learn=obs_std is None
+            n_features,
+            0.1 if obs_std is None else obs_std,
+            learn=obs_std is None,
+            latent_dim=latent_dim if heteroscedastic else None,
         )
         self.tails = TailWeight(n_features) if likelihood == "student_t" else None
         self.noise_rank = int(noise_rank)
@@ -516,11 +565,11 @@ class LatentODEModel(PyroModule):
                 # observations given that path (its gradient stops at the decoded mean)
                 plain = self._network(self.decoder, path)
                 loc = self.anchor(plain.detach(), *context, path=plain.detach())
-                alone = self._likelihood(plain, observed, obs_weight).log_prob(scored)
+                alone = self._likelihood(plain, observed, obs_weight, path).log_prob(scored)
                 pyro.factor("decoder_alone", alone)
             else:
                 loc = self.decode(path, context)
-            pyro.sample("obs", self._likelihood(loc, observed, obs_weight), obs=scored)
+            pyro.sample("obs", self._likelihood(loc, observed, obs_weight, path), obs=scored)
             if self.poisson:
                 integral = window_integral(cumulative, mask.any(-1))
                 ll = poisson_process_log_likelihood(self.intensity(z), mask, integral)
@@ -532,7 +581,9 @@ class LatentODEModel(PyroModule):
                     )
         return loc
 
-    def _likelihood(self, loc, mask, obs_weight):
+    def _likelihood(self, loc, mask, obs_weight, z):
+        """Density of the observations given their means ``loc`` and latent states ``z``
+        (..., batch, time, latent), which set the noise when it is heteroscedastic."""
         if self.noise_factor is not None:
             if obs_weight is not None:
                 raise ValueError(
@@ -541,8 +592,8 @@ class LatentODEModel(PyroModule):
                 )
             return MaskedLowRankNormal(loc, self.noise(), self.noise_factor, mask)
         if self.tails is None:
-            return masked_normal(loc, self.noise(), mask, obs_weight)
-        return masked_student_t(loc, self.noise(), self.tails(), mask, obs_weight)
+            return masked_normal(loc, self.noise(z), mask, obs_weight)
+        return masked_student_t(loc, self.noise(z), self.tails(), mask, obs_weight)
 
     def _check_static(self, static) -> None:
         if self.n_static and static is None:
@@ -577,7 +628,7 @@ class LatentODEModel(PyroModule):
         pyro.deterministic("z", z, event_dim=2)
         loc = self.decode(z, context, path)
         if same is None:
-            noise = self.noise().expand(loc.shape)
+            noise = self.noise(z).expand(loc.shape)
         else:
             loc, noise = conditional_low_rank(loc, self.noise(), self.noise_factor, *same)
         loc = pyro.deterministic("mean", loc, event_dim=2)
@@ -772,7 +823,7 @@ class LatentODEModel(PyroModule):
         for first in range(0, n_proposals, block or n_proposals):
             part = slice(first, first + (block or n_proposals))
             means = self._network(self.decoder, own_z[part])
-            score = self._likelihood(means, own_mask, None).log_prob(own_values)
+            score = self._likelihood(means, own_mask, None, own_z[part]).log_prob(own_values)
             if self.poisson:
                 score = score + poisson_process_log_likelihood(
                     self.intensity(own_z[part]), own_mask, integral[part]

@@ -13,7 +13,7 @@ from sklearn.exceptions import NotFittedError
 
 from latentode import LatentODE
 from latentode._posterior import WIDEST_CELLS, widest_cells
-from latentode.datasets import make_spirals
+from latentode.datasets import from_arrays, make_spirals
 
 FAST = dict(max_epochs=2, batch_size=16, latent_dim=3, random_state=0)
 
@@ -1078,3 +1078,53 @@ def test_predictions_survive_proposals_whose_paths_blow_up(data):
         pytest.raises(SolverError, match="49.0 times the training span past its last time"),
     ):
         est.predict(series, times=[est.time_origin_, far])
+
+
+def _level_noise_series(n, seed):
+    """Constant levels with noise 10x larger above 0 than below: noise the state explains."""
+    rng = np.random.default_rng(seed)
+    out, loud = [], []
+    for _ in range(n):
+        t = np.sort(rng.uniform(0, 5, 20))
+        level = rng.normal()
+        out.append((t, (level + (0.5 if level > 0 else 0.05) * rng.normal(size=20))[:, None]))
+        loud.append(level > 0)
+    return from_arrays(out), np.array(loud)
+
+
+def test_heteroscedastic_noise_follows_the_state(tmp_path):
+    train, _ = _level_noise_series(120, 0)
+    test, loud = _level_noise_series(40, 1)
+    spread = {}
+    for het in (False, True):
+        est = LatentODE(
+            heteroscedastic=het, max_epochs=40, validation_fraction=0, random_state=0, verbose=False
+        ).fit(train)
+        draws = est.sample(test, n_samples=64)
+        sd = (draws["obs"] - draws["mean"]).std("sample").mean(["time", "feature"]).values
+        spread[het] = sd[~loud].mean(), sd[loud].mean()
+    quiet, noisy = spread[True]
+    assert noisy > 3 * quiet  # 0.50 against 0.10 when written (truth 0.5 and 0.05)
+    assert abs(spread[False][1] - spread[False][0]) < 0.05  # one scale for all without it
+    assert quiet < 0.6 * spread[False][0]
+    est.save(tmp_path / "het.pt")
+    back = LatentODE.load(tmp_path / "het.pt")
+    assert back.heteroscedastic
+    np.testing.assert_array_equal(back.predict(test[:3]).values, est.predict(test[:3]).values)
+    with pytest.warns(UserWarning, match="loo and waic"):
+        idata = est.to_inference_data(test, n_samples=8, log_likelihood=True)
+    per_value = idata["log_likelihood"]["obs"].mean(("chain", "draw")).values / 20
+    assert per_value[~loud].mean() > per_value[loud].mean() + 1.0  # the quiet series' density
+
+
+@pytest.mark.parametrize(
+    "bad, message",
+    [
+        (dict(obs_std=0.1), r"combined with \['obs_std'\]"),
+        (dict(noise_rank=1), r"combined with \['noise_rank'\]"),
+        (dict(heteroscedastic="yes"), "heteroscedastic"),
+    ],
+)
+def test_heteroscedastic_noise_refuses_what_it_cannot_combine_with(data, bad, message):
+    with pytest.raises(ValueError, match=message):
+        LatentODE(**FAST, **{"heteroscedastic": True, **bad}).fit(data.train)

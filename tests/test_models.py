@@ -3,6 +3,7 @@ import pytest
 import torch
 
 from latentode.datasets import collate, from_arrays
+from latentode.inference import posterior_predictive
 from latentode.models import SERIES_PLATE, LatentODEModel
 from latentode.solvers import SolverError
 
@@ -528,3 +529,66 @@ def test_importance_resampling_skips_draws_the_solver_could_not_follow():
         first = loc + scale * torch.randn((8,) + loc.shape)[0]
     assert torch.isfinite(z0).all()
     assert not torch.isclose(z0, first.expand_as(z0)).all(-1).any()
+
+
+def test_heteroscedastic_noise_starts_at_the_feature_scale_and_stays_bounded():
+    from latentode.models import LOG_SPAN, ObservationNoise
+
+    noise = ObservationNoise(3, 0.2, learn=True, latent_dim=4)
+    z = torch.randn(5, 2, 7, 4)
+    base = ObservationNoise(3, 0.2, learn=True)()
+    # the state's network starts at zero: every state gets the feature's own SD
+    torch.testing.assert_close(noise(z), base.expand(5, 2, 7, 3))
+    with torch.no_grad():
+        noise.state[-1].bias.copy_(torch.tensor([1e3, -1e3, 0.5]))
+    sd = (noise(z) / base).detach()
+    assert sd.shape == (5, 2, 7, 3)
+    # squashed: at most exp(LOG_SPAN) either way, however far the network's output goes
+    torch.testing.assert_close(
+        sd[..., 0], torch.full_like(sd[..., 0], float(torch.exp(torch.tensor(LOG_SPAN))))
+    )
+    torch.testing.assert_close(
+        sd[..., 1], torch.full_like(sd[..., 1], float(torch.exp(torch.tensor(-LOG_SPAN))))
+    )
+    assert 1.6 < float(sd[..., 2].mean()) < 1.7  # exp(3 tanh(0.5 / 3)) = 1.64
+    with pytest.raises(ValueError, match="pass z"):
+        noise()
+    assert not ObservationNoise(3, 0.2, learn=True).heteroscedastic
+    with pytest.raises(ValueError, match="obs_std=None"):
+        ObservationNoise(3, 0.2, learn=False, latent_dim=4)
+
+
+def test_heteroscedastic_noise_scores_and_draws_with_the_states_scale():
+    torch.manual_seed(0)
+    model = LatentODEModel(2, latent_dim=3, heteroscedastic=True).eval()
+    with torch.no_grad():  # noise that grows with the first latent coordinate
+        model.noise.state[0].weight.zero_()
+        model.noise.state[0].weight[0, 0] = 1.0
+        model.noise.state[0].bias.zero_()
+        model.noise.state[-1].weight.zero_()
+        model.noise.state[-1].weight[:, 0] = 1.0
+    b = batch()
+    z0 = torch.randn(2, 3)
+    with torch.no_grad():
+        z, _ = model.solve(z0, b.times)
+        sd = model.noise(z)
+    assert sd.shape == (2, b.times.numel(), 2) and sd.std() > 0  # it varies with the state
+    conditioned = pyro.poutine.condition(model.model, data={"z0": z0})
+    tr = pyro.poutine.trace(conditioned).get_trace(b.times, b.values, b.mask)
+    tr.compute_log_prob()
+    with torch.no_grad():
+        loc = model.decode(z)
+    expected = torch.distributions.Normal(loc, sd).log_prob(b.values.nan_to_num())
+    expected = torch.where(b.mask, expected, 0.0).sum((-2, -1))
+    torch.testing.assert_close(tr.nodes["obs"]["log_prob"], expected)
+    # the generative mode draws around each draw's mean with its own state's scale
+    draws = posterior_predictive(
+        model, b.times, b.values, b.mask, b.times, n_samples=400, sites=("z", "mean", "obs")
+    )
+    with torch.no_grad():
+        scale = model.noise(draws["z"])
+    unit = (draws["obs"] - draws["mean"]) / scale
+    assert float(scale.std()) > 0.05  # the scale differs between draws
+    assert 0.85 < float(unit.std(0).min()) and float(unit.std(0).max()) < 1.15
+    with pytest.raises(ValueError, match="noise_rank"):
+        LatentODEModel(2, latent_dim=3, heteroscedastic=True, noise_rank=1)
