@@ -581,9 +581,10 @@ class LatentODEModel(PyroModule):
                     )
         return loc
 
-    def _likelihood(self, loc, mask, obs_weight, z):
+    def _likelihood(self, loc, mask, obs_weight, z=None):
         """Density of the observations given their means ``loc`` and latent states ``z``
-        (..., batch, time, latent), which set the noise when it is heteroscedastic."""
+        (..., batch, time, latent), which set the noise when it is heteroscedastic (and are
+        required then)."""
         if self.noise_factor is not None:
             if obs_weight is not None:
                 raise ValueError(
