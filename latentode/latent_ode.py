@@ -504,14 +504,8 @@ class LatentODE(PosteriorPredictiveMixin, IrregularSeriesEstimator):
                 "windows of weight averaging; set average_epochs=0 or average_from_best=False."
             )
         if self.heteroscedastic:
-            clash = [
-                name
-                for name, bad in (
-                    ("obs_std", self.obs_std is not None),
-                    ("noise_rank", self.noise_rank),
-                )
-                if bad
-            ]
+            clash = {"obs_std": self.obs_std is not None, "noise_rank": self.noise_rank > 0}
+            clash = [name for name, bad in clash.items() if bad]
             if clash:
                 raise ValueError(
                     "heteroscedastic=True learns each feature's noise scale as a function of "
