@@ -136,55 +136,96 @@ class _Rule(IntervalMixin, IrregularSeriesEstimator):
         return data, self._check_times(times, data)
 
     # -- public API ------------------------------------------------------------------------
-    def predict(self, X, *, times=None) -> xr.DataArray:
+    def _points(self, X, times, horizon, n_points):
+        """``(data, coords, dims, (pred, gap, kind))`` at one grid for all series, or at each
+        series' own (a mapping, a DataFrame or ``horizon``; NaN-padded, gap infinite where a
+        series has fewer times), the latter as ``(series, step, feature)``."""
+        own = self._own_grids(X, times, horizon, n_points)
+        if own is None:
+            data, t = self._checked(X, times)
+            return (
+                data,
+                self._coords(data, t),
+                ("series", "time", "feature"),
+                self._evaluate(data, t),
+            )
+        data, grids = own
+        longest = max(len(g) for g in grids)
+        shape = (len(data), longest, self.n_features_in_)
+        # padding gets no error table (kind -1) and stays NaN in every draw
+        pred, gap, kind = np.full(shape, np.nan), np.full(shape, np.inf), np.full(shape, -1)
+        stamps = np.full((len(data), longest), np.nan)
+        for i, grid in enumerate(grids):
+            one = self._evaluate(data[i : i + 1], grid)
+            for out, value in zip((pred, gap, kind), one, strict=True):
+                out[i, : len(grid)] = value[0]
+            stamps[i, : len(grid)] = grid
+        coords = self._coords(data, np.arange(longest))
+        coords["step"] = coords.pop("time")
+        coords["time"] = (("series", "step"), stamps)
+        return data, coords, ("series", "step", "feature"), (pred, gap, kind)
+
+    def predict(self, X, *, times=None, horizon=None, n_points: int = 20) -> xr.DataArray:
         """The rule's prediction of every feature of every series at query times.
 
         Parameters
         ----------
         X : IrregularDataset, DataFrame or list of (times, values)
             The observed series the rule reads.
-        times : array-like of shape (time,), optional
-            Increasing query times; default the union of the series' observation times.
+        times : array-like of shape (time,), mapping or DataFrame, optional
+            Increasing query times, one grid for every series or each series' own (a mapping
+            of series id to times, or a long DataFrame with ``series`` and ``time`` columns);
+            default the union of the series' observation times.
+        horizon : float, optional
+            Instead of ``times``: ``n_points`` evenly spaced times after each series' own last
+            observation, up to that time plus ``horizon``.
+        n_points : int, default 20
 
         Returns
         -------
         xarray.DataArray of shape (series, time, feature)
+            With per-series times (a mapping, a DataFrame or ``horizon``), of shape (series,
+            step, feature) instead, ``time`` a coordinate of dims (series, step) with each
+            series' own times (NaN-padded where a series has fewer), as
+            :meth:`LatentODE.predict`.
         """
-        data, t = self._checked(X, times)
-        pred, _, _ = self._evaluate(data, t)
+        _, coords, dims, (pred, _, _) = self._points(X, times, horizon, n_points)
         return xr.DataArray(
             pred,
-            dims=("series", "time", "feature"),
-            coords=self._coords(data, t),
+            dims=dims,
+            coords=coords,
             name="mean",
             attrs=self._attrs(quantity="prediction"),
         )
 
-    def sample(self, X, *, times=None, n_samples: int = 100) -> xr.Dataset:
+    def sample(
+        self, X, *, times=None, horizon=None, n_points: int = 20, n_samples: int = 100
+    ) -> xr.Dataset:
         """Draws of the prediction plus an error drawn from the training errors at its gap.
 
         Parameters
         ----------
         X : IrregularDataset, DataFrame or list of (times, values)
-        times : array-like of shape (time,), optional
+        times : array-like of shape (time,), mapping or DataFrame, optional
+        horizon : float, optional
+        n_points : int, default 20
+            As in :meth:`predict`.
         n_samples : int, default 100
 
         Returns
         -------
         xarray.Dataset
             ``obs (sample, series, time, feature)`` and ``mean (series, time, feature)``, the
-            rule's prediction. Reproducible for a given ``random_state``.
+            rule's prediction (``step`` in place of ``time`` with per-series times, as in
+            :meth:`predict`). Reproducible for a given ``random_state``.
         """
         _N_SAMPLES.check(n_samples)
-        data, t = self._checked(X, times)
-        pred, gap, kind = self._evaluate(data, t)
+        _, coords, dims, (pred, gap, kind) = self._points(X, times, horizon, n_points)
         rng = np.random.default_rng(seed_from(self.random_state) + 1)
         draws = np.repeat(pred[None], n_samples, axis=0)
         for table, d, chosen, gaps in self._tables(gap, kind):
             draws[:, chosen, d] += table.draw(d, gaps, n_samples, rng)
-        coords = self._coords(data, t)
         coords["sample"] = np.arange(n_samples)
-        dims = ("series", "time", "feature")
         variables = {"obs": (("sample", *dims), draws), "mean": (dims, pred)}
         return xr.Dataset(variables, coords=coords, attrs=self._attrs())
 

@@ -207,6 +207,24 @@ def test_rules_take_per_series_times_and_horizons(monkeypatch):
     monkeypatch.setattr(latentode._query, "CELLS", 1)  # one series per chunk: the same rows
     assert rule.predict_quantiles(data, horizon=2.0, n_points=2, q=[0.5]).equals(table)
 
+    # predict and sample take the same per-series times, in LatentODE's (series, step) layout
+    ragged = {0: [0.5, 1.5, 2.5], 1: [2.0]}
+    pred = rule.predict(data, times=ragged)
+    assert pred.dims == ("series", "step", "feature")
+    assert pred.values[:, :, 0].tolist()[0] == [1.0, 2.0, 2.0]
+    assert pred.values[1, 0, 0] == 5.0 and np.isnan(pred.values[1, 1:, 0]).all()  # padding
+    np.testing.assert_array_equal(pred.time.values[1], [2.0, np.nan, np.nan])
+    ahead = rule.predict(data, horizon=2.0, n_points=2)
+    np.testing.assert_array_equal(ahead.time.values, [[2.0, 3.0], [4.0, 5.0]])
+    assert ahead.values[:, :, 0].tolist() == [[2.0, 2.0], [7.0, 7.0]]
+    draws = rule.sample(data, times=ragged, n_samples=50)
+    assert draws.obs.dims == ("sample", "series", "step", "feature")
+    assert (
+        np.isfinite(draws.obs.values[:, 0]).all() and np.isfinite(draws.obs.values[:, 1, 0]).all()
+    )
+    assert np.isnan(draws.obs.values[:, 1, 1:]).all()  # no draws where series 1 has no time
+    assert draws.obs.values[:, 0, 1, 0].std() > 0  # a gap of 0.5: the training errors' spread
+
 
 def test_summary_logistic_regression_reads_static_covariates():
     from latentode import SummaryLogisticRegression
