@@ -45,9 +45,10 @@ STEPS = 49  # hours 0..48
 #: latentode configurations, each given the same training time as BRITS and SAITS. The
 #: second is the configuration the docs suggest for imputing many channels: a latent state
 #: of 16 for 37 channels, Student-t noise (its location is robust to the gross values that
-#: dominate an absolute error) and imputation training (``hide_fraction``). The last lets
-#: the channels of one hour share noise components (``noise_rank``), so a hidden value leans
-#: on the channels observed in the same hour.
+#: dominate an absolute error) and imputation training (``hide_fraction``). The fourth and
+#: fifth let the channels of one hour share noise components (``noise_rank``), so a hidden
+#: value leans on the channels observed in the same hour; the last makes that joint noise
+#: Student-t, so that gross values (a monitor's 0) do not blur what ties the channels.
 LATENT_CONFIGS = {
     "latentode (anchored)": dict(anchor=True),
     "latentode (anchored, Student-t, latent 16)": dict(
@@ -61,6 +62,9 @@ LATENT_CONFIGS = {
     ),
     "latentode (anchored, correlated noise of rank 8, latent 16)": dict(
         anchor=True, noise_rank=8, latent_dim=16
+    ),
+    "latentode (anchored, Student-t correlated noise of rank 8, latent 16)": dict(
+        anchor=True, noise_rank=8, likelihood="student_t", latent_dim=16
     ),
 }
 

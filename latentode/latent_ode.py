@@ -185,16 +185,21 @@ class LatentODE(PosteriorPredictiveMixin, IrregularSeriesEstimator):
         one per feature.
     likelihood : {"normal", "student_t"}, default "normal"
         Observation noise: Gaussian, or Student-t with degrees of freedom learned per feature
-        (above 2), for data with gross entry errors; ``obs_std`` is then its scale.
+        (above 2; one for all with ``noise_rank``), for data with gross entry errors;
+        ``obs_std`` is then its scale.
     noise_rank : int, default 0
         Correlated observation noise across features: the features observed at one time share
         ``noise_rank`` noise components besides their own (covariance ``diag(σ²) + U Uᵀ``,
         learned), as blood pressures measured together err together. Predictions at a time
         where some features are observed then condition each other feature on them — a
         hidden diastolic pressure on the systolic and mean pressures of the same time —
-        never a feature on its own value. 0 keeps each feature's noise independent. Gaussian
-        noise with learned scales only (not with ``likelihood="student_t"``, ``obs_std`` or
-        ``obs_weighting="series_feature"``); draws are conditionally Gaussian per feature.
+        never a feature on its own value. With ``likelihood="student_t"`` the features of a
+        time are jointly Student-t (one degrees of freedom, learned): a gross error — a
+        monitor reading 0 — then neither inflates the scales nor bends the components that
+        tie the features together, and the draws are conditionally t. 0 keeps each feature's
+        noise independent. Learned scales only (not with ``obs_std`` or
+        ``obs_weighting="series_feature"``); draws are conditionally Gaussian (or t) per
+        feature.
     heteroscedastic : bool, default False
         Let each feature's noise scale vary with the latent state: its learned SD is
         multiplied by a factor between 1/20 and 20 that a small network reads from ``z(t)``
@@ -514,16 +519,15 @@ class LatentODE(PosteriorPredictiveMixin, IrregularSeriesEstimator):
                 )
         if self.noise_rank:
             clash = {
-                "likelihood": self.likelihood != "normal",
                 "obs_std": self.obs_std is not None,
                 "obs_weighting": self.obs_weighting != "point",
             }
             clash = [name for name, bad in clash.items() if bad]
             if clash:
                 raise ValueError(
-                    f"noise_rank={self.noise_rank} scores the features of a time jointly under "
-                    f"Gaussian noise with learned scales; it cannot be combined with {clash} "
-                    "set as they are: reset those or set noise_rank=0."
+                    f"noise_rank={self.noise_rank} scores the features of a time jointly with "
+                    f"learned scales; it cannot be combined with {clash} set as they are: "
+                    "reset those or set noise_rank=0."
                 )
 
     def _build_module(self) -> LatentODEModel:

@@ -10,6 +10,7 @@ from torch.distributions import constraints
 
 __all__ = [
     "MaskedLowRankNormal",
+    "MaskedLowRankStudentT",
     "conditional_low_rank",
     "masked_normal",
     "masked_student_t",
@@ -173,7 +174,10 @@ class MaskedLowRankNormal(dist.TorchDistribution):
         )
         return self.loc + self.scale * eps + eta @ self.factor.T
 
-    def log_prob(self, value):
+    def _terms(self, value):
+        """Per time point: the Mahalanobis distance ``δ²`` of the observed entries, the log
+        determinant of their ``Σ_OO`` and their number ``k``, each of shape (..., batch, time).
+        """
         m = self.mask.to(self.loc.dtype)
         var = self.scale**2
         dinv = m / var  # (batch, time, features): the mask's part, shared by every draw
@@ -186,18 +190,69 @@ class MaskedLowRankNormal(dist.TorchDistribution):
         w = torch.cholesky_solve(v.unsqueeze(-1), chol).squeeze(-1)
         quad = (dinv * r * r).sum(-1) - (v * w).sum(-1)
         log_det = 2 * chol.diagonal(dim1=-2, dim2=-1).log().sum(-1) + (m * var.log()).sum(-1)
-        per_time = -0.5 * (quad + log_det) - m.sum(-1) * _HALF_LOG_TWO_PI
+        return quad, log_det, m.sum(-1)
+
+    def log_prob(self, value):
+        quad, log_det, k = self._terms(value)
+        return (-0.5 * (quad + log_det) - k * _HALF_LOG_TWO_PI).sum(-1)
+
+
+class MaskedLowRankStudentT(MaskedLowRankNormal):
+    """Heavy-tailed observations whose noise is correlated across the features of one time.
+
+    :class:`MaskedLowRankNormal` with a multivariate Student-t in place of the Gaussian: at
+    each time point the observed features ``O`` of a series follow a multivariate t with
+    ``df`` degrees of freedom, location ``loc`` and scale matrix ``Σ_OO``, ``Σ = diag(scale²)
+    + factor factorᵀ`` (covariance ``df / (df − 2) Σ``). A gross error at one time (a
+    mistyped value, a disconnected monitor reading 0) then costs the logarithm of its
+    distance instead of its square, so it neither inflates the scales nor bends the shared
+    components that tie the features together. Marginalising a feature out or conditioning
+    on the others keeps the family (see :func:`conditional_low_rank`).
+
+    Parameters
+    ----------
+    loc, scale, factor, mask
+        As :class:`MaskedLowRankNormal`.
+    df : Tensor of shape () or (1,)
+        Degrees of freedom, one for the joint distribution of a time.
+    """
+
+    def __init__(self, loc, scale, factor, df, mask, validate_args=None):
+        super().__init__(loc, scale, factor, mask, validate_args=validate_args)
+        self.df = df
+
+    def expand(self, batch_shape, _instance=None):
+        loc = self.loc.expand(torch.Size(batch_shape) + self.event_shape)
+        return MaskedLowRankStudentT(loc, self.scale, self.factor, self.df, self.mask)
+
+    def rsample(self, sample_shape=()):
+        # a Gaussian draw divided by one Gamma(df/2, df/2) scale per time point
+        gauss = super().rsample(sample_shape) - self.loc
+        half = (self.df / 2).reshape(()).expand(gauss.shape[:-1])
+        precision = torch.distributions.Gamma(half, half).rsample()
+        return self.loc + gauss * precision.rsqrt().unsqueeze(-1)
+
+    def log_prob(self, value):
+        quad, log_det, k = self._terms(value)
+        df = self.df.reshape(())
+        per_time = (
+            torch.lgamma((df + k) / 2)
+            - torch.lgamma(df / 2)
+            - 0.5 * k * torch.log(df * math.pi)
+            - 0.5 * log_det
+            - 0.5 * (df + k) * torch.log1p(quad / df)
+        )
         return per_time.sum(-1)
 
 
-def conditional_low_rank(loc, scale, factor, values, seen):
-    """Each feature's Gaussian given the other features observed at the same time.
+def conditional_low_rank(loc, scale, factor, values, seen, df=None):
+    """Each feature's distribution given the other features observed at the same time.
 
-    For the noise of :class:`MaskedLowRankNormal`: a feature not observed at a time is
-    conditioned on the features that are; an observed one on the other observed ones (never
-    on itself), so predictions at observed times do not copy the value being predicted.
-    Without shared components (or nothing observed at a time) this is ``loc`` and the
-    marginal variance.
+    For the noise of :class:`MaskedLowRankNormal` (or :class:`MaskedLowRankStudentT` with
+    ``df``): a feature not observed at a time is conditioned on the features that are; an
+    observed one on the other observed ones (never on itself), so predictions at observed
+    times do not copy the value being predicted. Without shared components (or nothing
+    observed at a time) this is ``loc`` and the marginal scale.
 
     Parameters
     ----------
@@ -207,10 +262,17 @@ def conditional_low_rank(loc, scale, factor, values, seen):
     values : Tensor of shape (batch, time, features)
         Observations at the same times (anything where not ``seen``).
     seen : BoolTensor of shape (batch, time, features)
+    df : Tensor of shape () or (1,), optional
+        Degrees of freedom of a multivariate t noise. Conditioned on ``k`` values at Mahalanobis
+        distance ``δ²``, a feature is t with ``df + k`` degrees of freedom, the same location
+        as the Gaussian's and its scale multiplied by ``sqrt((df + δ²) / (df + k))``.
 
     Returns
     -------
     mean, sd : Tensor of shape (..., batch, time, features)
+        Conditional location and scale (the standard deviation for Gaussian noise).
+    df : Tensor of shape (..., batch, time, features)
+        With ``df`` only: the conditional degrees of freedom.
     """
     m = seen.to(loc.dtype)
     var = scale**2
@@ -219,11 +281,24 @@ def conditional_low_rank(loc, scale, factor, values, seen):
     inv = torch.linalg.inv(eye + torch.einsum("...f,fr,fs->...rs", dinv, factor, factor))
     c = torch.einsum("fr,...rs,fs->...f", factor, inv, factor)  # U_d A⁻¹ U_dᵀ
     r = (values - loc) * m
-    shift = torch.einsum("...rs,...s->...r", inv, (dinv * r) @ factor) @ factor.T
-    keep = 1 - c / var  # > 0 where observed (a positive definite Σ_OO)
-    mean = torch.where(seen, values - (r - shift) / keep.clamp(min=1e-6), loc + shift)
-    sd = torch.where(seen, var / keep.clamp(min=1e-6), var + c).sqrt()
-    return mean, sd
+    proj = (dinv * r) @ factor  # (..., batch, time, rank)
+    solved = torch.einsum("...rs,...s->...r", inv, proj)
+    shift = solved @ factor.T
+    keep = (1 - c / var).clamp(min=1e-6)  # > 0 where observed (a positive definite Σ_OO)
+    mean = torch.where(seen, values - (r - shift) / keep, loc + shift)
+    sd = torch.where(seen, var / keep, var + c).sqrt()
+    if df is None:
+        return mean, sd
+    # δ² of all observed values at the time, and of all but the feature itself where it is
+    # observed: Σ⁻¹r has entries (r − shift) / var and Σ⁻¹ the diagonal keep / var
+    quad = (dinv * r * r).sum(-1) - (torch.einsum("...rs,...s->...r", inv, proj) * proj).sum(-1)
+    k = m.sum(-1, keepdim=True)
+    quad = quad.unsqueeze(-1).expand(mean.shape)
+    quad = torch.where(seen, quad - (r - shift) ** 2 / (var * keep), quad).clamp(min=0)
+    k = torch.where(seen, k - 1, k)
+    df = df.reshape(())
+    sd = sd * ((df + quad) / (df + k)).sqrt()
+    return mean, sd, df + k
 
 
 def observation_window(observed: torch.Tensor):

@@ -27,6 +27,7 @@ from ._validation import check_params, choice, real
 from .flows import CNF, CNFDynamics
 from .likelihoods import (
     MaskedLowRankNormal,
+    MaskedLowRankStudentT,
     conditional_low_rank,
     masked_normal,
     masked_student_t,
@@ -156,12 +157,14 @@ class ObservationNoise(nn.Module):
 
 
 class TailWeight(nn.Module):
-    """Per-feature degrees of freedom of a Student-t observation noise, learned, above 2
-    (finite variance), starting at 5.
+    """Degrees of freedom of a Student-t observation noise, learned, above 2 (finite
+    variance), starting at 5: one per feature, or one for the joint t of the features of a
+    time (correlated noise).
 
     Parameters
     ----------
     n_features : int
+        How many (1 for a joint distribution).
     """
 
     def __init__(self, n_features: int):
@@ -169,7 +172,7 @@ class TailWeight(nn.Module):
         self.raw = nn.Parameter(torch.full((n_features,), 2.9489))  # softplus -> 3
 
     def forward(self) -> torch.Tensor:
-        """Tensor of shape (features,)."""
+        """Tensor of shape (n_features,)."""
         return F.softplus(self.raw) + 2.0
 
 
@@ -202,13 +205,15 @@ class LatentODEModel(PyroModule):
         learned per feature (:class:`TailWeight`), whose heavy tails bound what a gross
         error (a mistyped value) costs. ``obs_std`` is then the t distribution's scale.
     noise_rank : int, default 0
-        Shared components of the Gaussian observation noise: the features observed at one
-        time are jointly Gaussian with covariance ``diag(σ²) + U Uᵀ``, ``U`` of shape
-        (features, noise_rank) learned (:class:`~latentode.likelihoods.MaskedLowRankNormal`).
-        In the generative mode each feature is then drawn given the other features observed
-        at the same query time (:func:`~latentode.likelihoods.conditional_low_rank`): the
-        ``mean`` site is that conditional mean. 0 keeps the features' noise independent.
-        Gaussian noise only, with learned scales and unweighted observations.
+        Shared components of the observation noise: the features observed at one time are
+        jointly Gaussian with covariance ``diag(σ²) + U Uᵀ``, ``U`` of shape (features,
+        noise_rank) learned (:class:`~latentode.likelihoods.MaskedLowRankNormal`), or with
+        ``likelihood="student_t"`` jointly Student-t with that scale matrix and one learned
+        degrees of freedom (:class:`~latentode.likelihoods.MaskedLowRankStudentT`). In the
+        generative mode each feature is then drawn given the other features observed at the
+        same query time (:func:`~latentode.likelihoods.conditional_low_rank`): the ``mean``
+        site is that conditional mean. 0 keeps the features' noise independent. Learned
+        scales and unweighted observations only.
     heteroscedastic : bool, default False
         Let the noise scale of each feature vary with the latent state ``z(t)``
         (:class:`ObservationNoise` with ``latent_dim``): wider where the series is in an
@@ -352,14 +357,16 @@ class LatentODEModel(PyroModule):
             learn=obs_std is None,
             latent_dim=latent_dim if heteroscedastic else None,
         )
-        self.tails = TailWeight(n_features) if likelihood == "student_t" else None
         self.noise_rank = int(noise_rank)
         self.noise_factor = None
+        # Student-t noise: degrees of freedom per feature, or one for the joint t of a time
+        self.tails = None
+        if likelihood == "student_t":
+            self.tails = TailWeight(1 if self.noise_rank else n_features)
         if self.noise_rank:
-            if self.tails is not None or obs_std is not None:
+            if obs_std is not None:
                 raise ValueError(
-                    "noise_rank > 0 needs Gaussian noise with learned scales: drop "
-                    "likelihood='student_t' or obs_std, or set noise_rank=0."
+                    "noise_rank > 0 needs learned noise scales: drop obs_std, or set noise_rank=0."
                 )
             # small random loadings: at U = 0 the gradient of the likelihood in U vanishes
             self.noise_factor = nn.Parameter(0.05 * torch.randn(n_features, self.noise_rank))
@@ -591,7 +598,9 @@ class LatentODEModel(PyroModule):
                     "noise_rank > 0 scores the features of a time jointly; observation weights "
                     "(obs_weighting='series_feature') do not apply to a joint density."
                 )
-            return MaskedLowRankNormal(loc, self.noise(), self.noise_factor, mask)
+            if self.tails is None:
+                return MaskedLowRankNormal(loc, self.noise(), self.noise_factor, mask)
+            return MaskedLowRankStudentT(loc, self.noise(), self.noise_factor, self.tails(), mask)
         if self.tails is None:
             return masked_normal(loc, self.noise(z), mask, obs_weight)
         return masked_student_t(loc, self.noise(z), self.tails(), mask, obs_weight)
@@ -628,18 +637,22 @@ class LatentODEModel(PyroModule):
                 same = tuple(_pick(x, query_index) for x in same)
         pyro.deterministic("z", z, event_dim=2)
         loc = self.decode(z, context, path)
+        df = None if self.tails is None else self.tails()
         if same is None:
             noise = self.noise(z).expand(loc.shape)
-        else:
+        elif df is None:
             loc, noise = conditional_low_rank(loc, self.noise(), self.noise_factor, *same)
+        else:  # the joint t of a time, conditioned: more degrees of freedom, rescaled
+            loc, noise, df = conditional_low_rank(
+                loc, self.noise(), self.noise_factor, *same, df=df
+            )
         loc = pyro.deterministic("mean", loc, event_dim=2)
         if self.poisson:
             pyro.deterministic("intensity", self.intensity(z), event_dim=2)
-        if self.tails is None:
+        if df is None:
             pyro.sample("obs", dist.Normal(loc, noise).to_event(2))
         else:
-            df = self.tails().expand(loc.shape)
-            pyro.sample("obs", dist.StudentT(df, loc, noise).to_event(2))
+            pyro.sample("obs", dist.StudentT(df.expand(loc.shape), loc, noise).to_event(2))
         if self.classifier is not None:
             pyro.sample("label", self._label_dist(z0, z, static))
         return loc

@@ -8,6 +8,7 @@ from torch import nn
 
 from latentode.likelihoods import (
     MaskedLowRankNormal,
+    MaskedLowRankStudentT,
     conditional_low_rank,
     observation_window,
     poisson_process_log_likelihood,
@@ -154,6 +155,65 @@ def test_masked_low_rank_normal_is_the_marginal_of_the_observed_entries():
     draws = MaskedLowRankNormal(loc[:1, :1], scale, factor, mask[:1, :1]).sample((20000,))
     empirical = torch.cov(draws.reshape(-1, 5).T)
     torch.testing.assert_close(empirical, cov, atol=0.15 * cov.abs().max().item(), rtol=0)
+
+
+def test_masked_low_rank_student_t_is_the_multivariate_t_of_the_observed_entries():
+    from scipy import stats
+
+    loc, scale, factor, mask, x, cov = _low_rank_case(seed=2)
+    x = x.clone()
+    t, f = mask[0].nonzero()[0]
+    x[0, t, f] += 40.0  # a gross error: the t's cost grows with its log, the Gaussian's square
+    df = torch.tensor([4.5], dtype=torch.float64)
+    expected = np.zeros(3)
+    for b in range(3):
+        for t in range(4):
+            seen = mask[b, t].numpy()
+            if seen.any():
+                expected[b] += stats.multivariate_t(
+                    loc[b, t].numpy()[seen], cov.numpy()[np.ix_(seen, seen)], df=4.5
+                ).logpdf(x[b, t].numpy()[seen])
+    d = MaskedLowRankStudentT(loc, scale, factor, df, mask)
+    assert d.batch_shape == (3,) and d.event_shape == (4, 5)
+    np.testing.assert_allclose(d.log_prob(x).numpy(), expected, rtol=1e-10)
+    gauss = MaskedLowRankNormal(loc, scale, factor, mask)
+    assert d.log_prob(x)[0] - gauss.log_prob(x)[0] > 100  # the outlier's cost is bounded
+    # with many degrees of freedom it is the Gaussian
+    wide = MaskedLowRankStudentT(loc, scale, factor, torch.tensor(1e8, dtype=torch.float64), mask)
+    torch.testing.assert_close(wide.log_prob(x), gauss.log_prob(x), rtol=1e-5, atol=1e-5)
+    # draws: covariance df / (df - 2) Σ, one heavy-tailed scale shared by a time's features
+    df = torch.tensor([6.0], dtype=torch.float64)
+    draws = MaskedLowRankStudentT(loc[:1, :1], scale, factor, df, mask[:1, :1]).sample((40000,))
+    empirical = torch.cov(draws.reshape(-1, 5).T)
+    torch.testing.assert_close(
+        empirical, 1.5 * cov, atol=0.15 * 1.5 * cov.abs().max().item(), rtol=0
+    )
+    z = (draws.reshape(-1, 5) - loc[0, 0]) / cov.diagonal().sqrt()
+    kurtosis = (z**4).mean(0) / (z**2).mean(0) ** 2
+    assert (kurtosis > 4.0).all()  # a t with 6 degrees of freedom has 6, a Gaussian 3
+
+
+def test_student_t_conditionals_are_the_multivariate_t_conditionals():
+    loc, scale, factor, mask, x, cov = _low_rank_case(seed=3)
+    nu = 5.0
+    mean, sd, df = conditional_low_rank(
+        loc, scale, factor, x, mask, df=torch.tensor([nu], dtype=torch.float64)
+    )
+    gauss_mean, gauss_sd = conditional_low_rank(loc, scale, factor, x, mask)
+    torch.testing.assert_close(mean, gauss_mean)  # the location does not change
+    for b in range(3):
+        for t in range(4):
+            for d in range(5):
+                given = mask[b, t].clone()
+                given[d] = False
+                idx = given.nonzero().flatten()
+                k, dist2 = len(idx), 0.0
+                if k:
+                    r = x[b, t, idx] - loc[b, t, idx]
+                    dist2 = r @ torch.linalg.solve(cov[idx][:, idx], r)
+                factor_sq = (nu + dist2) / (nu + k)
+                torch.testing.assert_close(sd[b, t, d], gauss_sd[b, t, d] * factor_sq**0.5)
+                assert df[b, t, d].item() == nu + k
 
 
 def test_conditionals_use_the_other_features_of_the_same_time_never_the_feature_itself():
