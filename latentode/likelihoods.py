@@ -291,7 +291,7 @@ def conditional_low_rank(loc, scale, factor, values, seen, df=None):
         return mean, sd
     # δ² of all observed values at the time, and of all but the feature itself where it is
     # observed: Σ⁻¹r has entries (r − shift) / var and Σ⁻¹ the diagonal keep / var
-    quad = (dinv * r * r).sum(-1) - (torch.einsum("...rs,...s->...r", inv, proj) * proj).sum(-1)
+    quad = (dinv * r * r).sum(-1) - (solved * proj).sum(-1)
     k = m.sum(-1, keepdim=True)
     quad = quad.unsqueeze(-1).expand(mean.shape)
     quad = torch.where(seen, quad - (r - shift) ** 2 / (var * keep), quad).clamp(min=0)
