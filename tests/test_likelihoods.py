@@ -193,6 +193,17 @@ def test_masked_low_rank_student_t_is_the_multivariate_t_of_the_observed_entries
     assert (kurtosis > 4.0).all()  # a t with 6 degrees of freedom has 6, a Gaussian 3
 
 
+def _conditioning_sets(mask):
+    """Each (series, time, feature) of a mask (3, 4, 5) with the indices of the other
+    features observed at that time: what the feature is conditioned on."""
+    for b in range(3):
+        for t in range(4):
+            for d in range(5):
+                given = mask[b, t].clone()
+                given[d] = False
+                yield b, t, d, given.nonzero().flatten()
+
+
 def test_student_t_conditionals_are_the_multivariate_t_conditionals():
     loc, scale, factor, mask, x, cov = _low_rank_case(seed=3)
     nu = 5.0
@@ -201,37 +212,27 @@ def test_student_t_conditionals_are_the_multivariate_t_conditionals():
     )
     gauss_mean, gauss_sd = conditional_low_rank(loc, scale, factor, x, mask)
     torch.testing.assert_close(mean, gauss_mean)  # the location does not change
-    for b in range(3):
-        for t in range(4):
-            for d in range(5):
-                given = mask[b, t].clone()
-                given[d] = False
-                idx = given.nonzero().flatten()
-                k, dist2 = len(idx), 0.0
-                if k:
-                    r = x[b, t, idx] - loc[b, t, idx]
-                    dist2 = r @ torch.linalg.solve(cov[idx][:, idx], r)
-                factor_sq = (nu + dist2) / (nu + k)
-                torch.testing.assert_close(sd[b, t, d], gauss_sd[b, t, d] * factor_sq**0.5)
-                assert df[b, t, d].item() == nu + k
+    for b, t, d, idx in _conditioning_sets(mask):
+        k, dist2 = len(idx), 0.0
+        if k:
+            r = x[b, t, idx] - loc[b, t, idx]
+            dist2 = r @ torch.linalg.solve(cov[idx][:, idx], r)
+        factor_sq = (nu + dist2) / (nu + k)
+        torch.testing.assert_close(sd[b, t, d], gauss_sd[b, t, d] * factor_sq**0.5)
+        assert df[b, t, d].item() == nu + k
 
 
 def test_conditionals_use_the_other_features_of_the_same_time_never_the_feature_itself():
     loc, scale, factor, mask, x, cov = _low_rank_case(seed=1)
     mean, sd = conditional_low_rank(loc, scale, factor, x, mask)
-    for b in range(3):
-        for t in range(4):
-            for d in range(5):
-                given = mask[b, t].clone()
-                given[d] = False
-                idx = given.nonzero().flatten()
-                expected_mean, expected_var = loc[b, t, d], cov[d, d]
-                if len(idx):
-                    solve = torch.linalg.solve(cov[idx][:, idx], cov[idx, d])
-                    expected_mean = expected_mean + solve @ (x[b, t, idx] - loc[b, t, idx])
-                    expected_var = expected_var - cov[d, idx] @ solve
-                torch.testing.assert_close(mean[b, t, d], expected_mean)
-                torch.testing.assert_close(sd[b, t, d], expected_var.sqrt())
+    for b, t, d, idx in _conditioning_sets(mask):
+        expected_mean, expected_var = loc[b, t, d], cov[d, d]
+        if len(idx):
+            solve = torch.linalg.solve(cov[idx][:, idx], cov[idx, d])
+            expected_mean = expected_mean + solve @ (x[b, t, idx] - loc[b, t, idx])
+            expected_var = expected_var - cov[d, idx] @ solve
+        torch.testing.assert_close(mean[b, t, d], expected_mean)
+        torch.testing.assert_close(sd[b, t, d], expected_var.sqrt())
     # with no shared components: the means and the features' own scales
     mean0, sd0 = conditional_low_rank(loc, scale, torch.zeros(5, 1, dtype=torch.float64), x, mask)
     torch.testing.assert_close(mean0, loc)
