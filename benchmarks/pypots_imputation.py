@@ -2,7 +2,7 @@
 
     pip install pypots  # a benchmark extra, not a dependency of latentode
     python benchmarks/pypots_imputation.py --physionet-path DIR [--budget 480] [--configs ...]
-        [--times hourly|raw]
+        [--times hourly|raw] [--pypots BRITS SAITS]
 
 Set A on an hourly grid (times rounded to the hour, 49 steps of 0-48 h, 37 channels), or with
 ``--times raw`` at the stays' own minute-resolution times. BRITS and SAITS need a grid: there
@@ -136,6 +136,13 @@ def main(argv=None) -> None:
         type=int,
         help="latentode configurations to run, by position in LATENT_CONFIGS (default all)",
     )
+    parser.add_argument(
+        "--pypots",
+        nargs="*",
+        choices=["BRITS", "SAITS"],
+        default=["BRITS", "SAITS"],
+        help="PyPOTS models to run beside latentode (default both; none: leave them out)",
+    )
     parser.add_argument("--output", help="JSON to write (default in benchmarks/results)")
     args = parser.parse_args(argv)
     try:
@@ -177,6 +184,8 @@ def main(argv=None) -> None:
         ("BRITS", BRITS, dict(rnn_hidden_size=108)),
         ("SAITS", SAITS, dict(n_layers=2, d_model=256, n_heads=4, d_k=64, d_v=64, d_ffn=128)),
     ):
+        if name not in args.pypots:
+            continue
 
         def make(epochs, cls=cls, kwargs=kwargs):
             return cls(
