@@ -261,10 +261,11 @@ class LatentODE(PosteriorPredictiveMixin, IrregularSeriesEstimator):
         Learning-rate factor per epoch.
     average_epochs : int, default 0
         Weight averaging: the fitted parameters are the mean of those at the end of each of
-        the last ``average_epochs`` epochs (Izmailov et al. 2018), which evens out the noise
-        of the last stochastic steps; 0 keeps the last epoch's. With validation data the
-        average is kept only if it scores no worse than the best epoch. Its effect on
-        PhysioNet is measured on the documentation's benchmarks page.
+        the last ``average_epochs`` epochs trained (Izmailov et al. 2018), which evens out
+        the noise of the last stochastic steps — the last before whatever ends the fit:
+        ``max_epochs``, ``max_time`` or early stopping. 0 keeps the last epoch's. With
+        validation data the average is kept only if it scores no worse than the best epoch.
+        Its effect on PhysioNet is measured on the documentation's benchmarks page.
     average_from_best : bool, default False
         With validation data (``validation_data``, or the share ``validation_fraction``
         holds out): the fitted parameters are the mean of those at the end of the best

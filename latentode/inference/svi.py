@@ -313,12 +313,13 @@ class TrainingConfig:
     average_epochs : int, default 0
         Weight averaging (Izmailov et al. 2018, "Averaging weights leads to wider optima and
         better generalization"): the parameters returned are the mean of the parameters at
-        the end of each epoch from ``max_epochs - average_epochs`` on, which smooths out the
-        noise of the last stochastic steps. 0 returns the last (or best) epoch's. With
+        the end of each of the last ``average_epochs`` epochs trained, which smooths out the
+        noise of the last stochastic steps. The last epochs are those before whatever ends
+        the run — ``max_epochs``, ``max_time``, early stopping or an interruption (fewer if
+        fewer were trained) — so the loop keeps the parameters of that many epochs (that
+        many copies of them, in checkpoints too). 0 returns the last (or best) epoch's. With
         validation the average is kept only if its validation loss is no higher than the
-        best epoch's. Training that ends before the window (early stopping, interruption)
-        averages the epochs of the window it completed, if any; a resumed fit whose
-        ``max_epochs`` moved the window restarts the average at the resumed epoch.
+        best epoch's.
     average_from_best : bool, default False
         With validation: the parameters returned are the mean of those at the end of the
         best validated epoch and of every epoch trained after it (with ``patience=p`` and an
@@ -383,12 +384,15 @@ class _Loop:
                 "average_from_best averages from the best validated epoch on and needs "
                 "validation data; pass validation batches or set average_from_best=False."
             )
-        # first epoch averaged; with average_from_best the window opens at each best epoch
-        self.window = config.max_epochs - config.average_epochs
         self.state = _LoopState(average=self._empty_average())
 
     def _empty_average(self) -> dict:
-        return {"mean": None, "count": 0, "first": self.window}
+        """No epoch averaged yet: the parameters of the last ``average_epochs`` epochs
+        (``recent``), or a running mean from the best epoch on (``first``, set at each best
+        epoch; until then no epoch is averaged)."""
+        if self.config.average_epochs:
+            return {"recent": []}
+        return {"mean": None, "count": 0, "first": math.inf}
 
     def capture(self, next_epoch: int) -> dict:
         """The whole training state before ``next_epoch``, as a checkpoint holds it."""
@@ -412,15 +416,19 @@ class _Loop:
         self.optim.load_state_dict(saved["optimizer"])
         self.optim.load_scheduler_state_dict(saved["scheduler"])
         _set_rng_state(saved["rng"], self.generator, self.device)
-        average = saved.get("average")
-        from_best = self.config.average_from_best
-        if average is not None and (from_best or average["first"] == self.window):
-            average = _snapshot(average)
-            if average["mean"] is not None:  # a checkpoint read on the CPU
+        average, empty = saved.get("average"), self._empty_average()
+        if average is not None and average.keys() == empty.keys():
+            average = _snapshot(average)  # tensors back on the parameters' devices
+            if "recent" in average:  # at most the configured number of epochs
+                average["recent"] = [
+                    [m.to(p.device) for m, p in zip(kept, self.params, strict=True)]
+                    for kept in average["recent"][-self.config.average_epochs :]
+                ]
+            elif average["mean"] is not None:
                 pairs = zip(average["mean"], self.params, strict=True)
                 average["mean"] = [m.to(p.device) for m, p in pairs]
-        else:  # none saved, or max_epochs moved the window: restart it here
-            average = self._empty_average()
+        else:  # none saved, or saved by another kind of averaging: restart it here
+            average = empty
         self.state = _LoopState(
             history=TrainingHistory(**copy.deepcopy(saved["history"])),
             best_state=saved["best_state"],
@@ -471,7 +479,11 @@ class _Loop:
             logger.info(message)
         bar.set_postfix_str(message.split(" ", 2)[-1])
         bar.update()
-        if epoch >= st.average["first"]:  # the window's start: fixed, or the best epoch
+        if "recent" in st.average:  # the last average_epochs epochs
+            recent = st.average["recent"]
+            recent.append([p.detach().clone() for p in self.params])
+            del recent[: -self.config.average_epochs]
+        elif epoch >= st.average["first"]:  # from the best epoch on
             _accumulate(st.average, self.params)
 
     def _averaged_worse(self) -> bool:
@@ -484,14 +496,15 @@ class _Loop:
         """Load the averaged or best parameters; the model ends in eval mode."""
         st = self.state
         best_state = st.best_state
-        if st.average["count"]:
+        means, count = _mean_of(st.average)
+        if count:
             with torch.no_grad():
-                for p, mean in zip(self.params, st.average["mean"], strict=True):
+                for p, mean in zip(self.params, means, strict=True):
                     p.copy_(mean)
             # with validation, the average of the last epochs is kept unless the best epoch
             # validated better; the average from the best epoch on is kept as it is
             if self.config.average_from_best or not (self.validation and self._averaged_worse()):
-                st.history.averaged_epochs = st.average["count"]
+                st.history.averaged_epochs = count
                 best_state = None
         if best_state is not None:
             self.model.load_state_dict(best_state)
@@ -642,6 +655,16 @@ def _out_of_time(max_time, elapsed: float, history: TrainingHistory, done: int) 
     if max_time is None or done == 0 or not history.seconds:
         return False
     return elapsed + history.seconds[-1] > max_time
+
+
+def _mean_of(average: dict) -> tuple[list | None, int]:
+    """The averaged parameters of ``average`` (None if no epoch was) and their epochs."""
+    if "recent" in average:
+        recent = average["recent"]
+        if not recent:
+            return None, 0
+        return [torch.stack(kept).mean(0) for kept in zip(*recent, strict=True)], len(recent)
+    return average["mean"], average["count"]
 
 
 def _accumulate(average: dict, params) -> None:

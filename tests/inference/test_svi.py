@@ -144,15 +144,39 @@ def test_weight_averaging_returns_the_mean_of_the_last_epochs(batches):
     assert plain_history.loss == history.loss  # averaging does not change the training path
 
 
+def test_weight_averaging_takes_the_last_epochs_whatever_ends_the_run(batches, monkeypatch):
+    from latentode.inference import svi
+
+    train, _ = batches
+    # a time budget that runs out after the fourth of six epochs: epochs 2, 3 and 4 averaged
+    monkeypatch.setattr(svi, "_out_of_time", lambda *a: len(a[2].loss) >= 4)
+    model, history, states = _fit(train, average_epochs=3, max_time=1.0)
+    assert history.out_of_time and len(history.loss) == 4 and history.averaged_epochs == 3
+    for name, p in model.named_parameters():
+        expected = sum(states[e]["model"][name] for e in (1, 2, 3)) / 3
+        torch.testing.assert_close(p.detach(), expected, rtol=1e-5, atol=1e-6)
+    # each checkpoint holds the window's parameters and no more
+    assert [len(s["average"]["recent"]) for s in states] == [1, 2, 3, 3]
+    # fewer epochs trained than the window: all of them
+    monkeypatch.setattr(svi, "_out_of_time", lambda *a: len(a[2].loss) >= 2)
+    model, history, states = _fit(train, average_epochs=3, max_time=1.0)
+    assert len(history.loss) == 2 and history.averaged_epochs == 2
+    for name, p in model.named_parameters():
+        expected = (states[0]["model"][name] + states[1]["model"][name]) / 2
+        torch.testing.assert_close(p.detach(), expected, rtol=1e-5, atol=1e-6)
+
+
 def test_weight_averaging_resumes_exactly_from_a_checkpoint(batches):
     train, _ = batches
     model, _, states = _fit(train, average_epochs=3)
     # a fresh process: other initial weights, other random streams until the state is restored
-    # after epoch 4, when two epochs of the window are already averaged
-    resumed, history, _ = _fit(train, seed=123, resume_from=states[3], average_epochs=3)
-    assert history.averaged_epochs == 3
-    for (name, a), b in zip(model.state_dict().items(), resumed.state_dict().values(), strict=True):
-        assert torch.equal(a, b), name
+    # after epoch 2 (the window not yet full) and after epoch 4 (two of its epochs kept)
+    for at in (1, 3):
+        resumed, history, _ = _fit(train, seed=123, resume_from=states[at], average_epochs=3)
+        assert history.averaged_epochs == 3
+        pairs = zip(model.state_dict().items(), resumed.state_dict().values(), strict=True)
+        for (name, a), b in pairs:
+            assert torch.equal(a, b), name
 
 
 def test_weight_averaging_yields_to_a_better_validated_epoch(batches, monkeypatch):
