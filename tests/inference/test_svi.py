@@ -170,7 +170,8 @@ def test_weight_averaging_resumes_exactly_from_a_checkpoint(batches):
     train, _ = batches
     model, _, states = _fit(train, average_epochs=3)
     # a fresh process: other initial weights, other random streams until the state is restored
-    # after epoch 2 (the window not yet full) and after epoch 4 (two of its epochs kept)
+    # after epoch 2 (fewer epochs kept than the window) and after epoch 4 (a full window,
+    # which the last two epochs move on)
     for at in (1, 3):
         resumed, history, _ = _fit(train, seed=123, resume_from=states[at], average_epochs=3)
         assert history.averaged_epochs == 3
