@@ -245,7 +245,7 @@ class MaskedLowRankStudentT(MaskedLowRankNormal):
         return per_time.sum(-1)
 
 
-def conditional_low_rank(loc, scale, factor, values, seen, df=None):
+def conditional_low_rank(loc, scale, factor, values, seen, df=None, *, limit=None):
     """Each feature's distribution given the other features observed at the same time.
 
     For the noise of :class:`MaskedLowRankNormal` (or :class:`MaskedLowRankStudentT` with
@@ -266,6 +266,14 @@ def conditional_low_rank(loc, scale, factor, values, seen, df=None):
         Degrees of freedom of a multivariate t noise. Conditioned on ``k`` values at Mahalanobis
         distance ``δ²``, a feature is t with ``df + k`` degrees of freedom, the same location
         as the Gaussian's and its scale multiplied by ``sqrt((df + δ²) / (df + k))``.
+    limit : float, optional
+        Winsorise the conditioning: a seen value whose residual ``values − loc`` exceeds
+        ``limit`` of its feature's marginal noise scales ``sqrt(scale² + Σ_r factor²)`` counts
+        as that many scales on its side. The conditional is exact for the model, but the
+        model has no part for one feature's gross error (a pH entered as 94): without a limit
+        its residual, hundreds of scales, is carried into every other feature of that time
+        through the shared components. Values within the limit condition exactly. None
+        conditions on the values as they are.
 
     Returns
     -------
@@ -281,11 +289,15 @@ def conditional_low_rank(loc, scale, factor, values, seen, df=None):
     inv = torch.linalg.inv(eye + torch.einsum("...f,fr,fs->...rs", dinv, factor, factor))
     c = torch.einsum("fr,...rs,fs->...f", factor, inv, factor)  # U_d A⁻¹ U_dᵀ
     r = (values - loc) * m
+    if limit is not None:
+        bound = limit * (var + (factor**2).sum(-1)).sqrt()
+        r = torch.minimum(torch.maximum(r, -bound), bound)
     proj = (dinv * r) @ factor  # (..., batch, time, rank)
     solved = torch.einsum("...rs,...s->...r", inv, proj)
     shift = solved @ factor.T
     keep = (1 - c / var).clamp(min=1e-6)  # > 0 where observed (a positive definite Σ_OO)
-    mean = torch.where(seen, values - (r - shift) / keep, loc + shift)
+    # where seen, loc + r is the value (winsorised), and (r − shift) / keep its own part
+    mean = torch.where(seen, loc + r - (r - shift) / keep, loc + shift)
     sd = torch.where(seen, var / keep, var + c).sqrt()
     if df is None:
         return mean, sd

@@ -214,6 +214,12 @@ class LatentODEModel(PyroModule):
         same query time (:func:`~latentode.likelihoods.conditional_low_rank`): the ``mean``
         site is that conditional mean. 0 keeps the features' noise independent. Learned
         scales and unweighted observations only.
+    condition_limit : float or None, default 4.0
+        With ``noise_rank``: the conditioning on the features observed at the same query
+        time counts a seen value at most this many of its feature's noise scales from the
+        decoded mean (``limit`` of :func:`~latentode.likelihoods.conditional_low_rank`), so a
+        gross value does not carry the other features of its time with it. An attribute:
+        it can be changed on a fitted model. None conditions on the values as they are.
     heteroscedastic : bool, default False
         Let the noise scale of each feature vary with the latent state ``z(t)``
         (:class:`ObservationNoise` with ``latent_dim``): wider where the series is in an
@@ -284,6 +290,7 @@ class LatentODEModel(PyroModule):
         likelihood: str = "normal",
         noise_rank: int = 0,
         heteroscedastic: bool = False,
+        condition_limit: float | None = 4.0,
         solver: SolverSettings | None = None,
         n_classes: int | None = None,
         label_weight: float = 1.0,
@@ -358,6 +365,7 @@ class LatentODEModel(PyroModule):
             latent_dim=latent_dim if heteroscedastic else None,
         )
         self.noise_rank = int(noise_rank)
+        self.condition_limit = condition_limit
         self.noise_factor = None
         # Student-t noise: degrees of freedom per feature, or one for the joint t of a time
         self.tails = None
@@ -641,10 +649,12 @@ class LatentODEModel(PyroModule):
         if same is None:
             noise = self.noise(z).expand(loc.shape)
         elif df is None:
-            loc, noise = conditional_low_rank(loc, self.noise(), self.noise_factor, *same)
+            loc, noise = conditional_low_rank(
+                loc, self.noise(), self.noise_factor, *same, limit=self.condition_limit
+            )
         else:  # the joint t of a time, conditioned: more degrees of freedom, rescaled
             loc, noise, df = conditional_low_rank(
-                loc, self.noise(), self.noise_factor, *same, df=df
+                loc, self.noise(), self.noise_factor, *same, df=df, limit=self.condition_limit
             )
         loc = pyro.deterministic("mean", loc, event_dim=2)
         if self.poisson:

@@ -954,6 +954,20 @@ def test_correlated_noise_conditions_on_the_other_features_of_the_same_time(data
     assert abs(moved[0] - shifted[0].values[3, 0]) > 1e-3
     ahead = est.predict(hidden, times=[s.times[3] + 1e-3]).values[0, 0]  # off the grid
     assert abs(ahead[1] - base[1]) > 0.1  # nothing observed there: no conditioning
+    # a gross x (an entry error) moves y only as far as x at condition_limit scales would
+    assert est.condition_limit == est.model_.condition_limit == 4.0
+    gross = [
+        est.predict(with_values(lambda v, k=k: v.__setitem__((3, 0), v[3, 0] + k)), times=t)
+        for k in (100.0, 1000.0)
+    ]
+    far, farther = (g.values[0, 0] for g in gross)
+    # y at the limit: 4 scales of x (about 1 scaled unit each) times y's scale (2.1), 8.4 in
+    # data units when written, plus what the gross x does to the encoding (measured: 10.7)
+    assert abs(far[1] - farther[1]) < 0.5 and abs(far[1] - base[1]) < 20.0
+    est.model_.condition_limit = None  # exact conditioning carries the error over (~380)
+    exact = est.predict(with_values(lambda v: v.__setitem__((3, 0), v[3, 0] + 1000.0)), times=t)
+    assert exact.values[0, 0, 1] - base[1] > 100.0
+    est.model_.condition_limit = 4.0
     for bad in (dict(obs_weighting="series_feature"), dict(obs_std=0.1)):
         with pytest.raises(ValueError, match="noise_rank=1 scores the features of a time"):
             LatentODE(**FAST, noise_rank=1, **bad).fit(data.train)

@@ -237,3 +237,30 @@ def test_conditionals_use_the_other_features_of_the_same_time_never_the_feature_
     mean0, sd0 = conditional_low_rank(loc, scale, torch.zeros(5, 1, dtype=torch.float64), x, mask)
     torch.testing.assert_close(mean0, loc)
     torch.testing.assert_close(sd0, scale.expand_as(loc))
+
+
+@pytest.mark.parametrize("df", [None, 5.0])
+def test_conditioning_is_winsorised_at_the_limit_and_exact_within_it(df):
+    loc, scale, factor, mask, x, cov = _low_rank_case(seed=4)
+    nu = None if df is None else torch.tensor([df], dtype=torch.float64)
+    bound = 3.0 * cov.diagonal().sqrt()  # the limit's reach: 3 marginal scales per feature
+    # within the limit everywhere: the same as exact conditioning
+    inside = loc + (x - loc).clamp(-1.0, 1.0) * 0.9 * bound
+    exact = conditional_low_rank(loc, scale, factor, inside, mask, df=nu)
+    limited = conditional_low_rank(loc, scale, factor, inside, mask, df=nu, limit=3.0)
+    for a, b in zip(exact, limited, strict=True):
+        torch.testing.assert_close(a, b)
+    # one gross value: the others condition on it as if it lay at the limit on its side
+    b_, t_, f_ = mask.nonzero()[0].tolist()
+    gross, at_limit = inside.clone(), inside.clone()
+    gross[b_, t_, f_] = loc[b_, t_, f_] - 500 * bound[f_]
+    at_limit[b_, t_, f_] = loc[b_, t_, f_] - bound[f_]
+    limited = conditional_low_rank(loc, scale, factor, gross, mask, df=nu, limit=3.0)
+    expected = conditional_low_rank(loc, scale, factor, at_limit, mask, df=nu)
+    for a, b in zip(limited, expected, strict=True):
+        torch.testing.assert_close(a, b)
+    unlimited = conditional_low_rank(loc, scale, factor, gross, mask, df=nu)
+    moved = (unlimited[0] - limited[0])[b_, t_].abs()
+    others = torch.arange(5) != f_
+    # without the limit the gross value drags the others; never the feature's own prediction
+    assert moved[others].max() > 1.0 and moved[f_] < 1e-9

@@ -90,6 +90,7 @@ def test_parse_converts_command_line_text_for_argparse():
         (LatentODE, "clip_norm", 0.0),
         (LatentODE, "patience", 0),
         (LatentODE, "max_time", 0.0),
+        (LatentODE, "condition_limit", -1.0),
         (LatentODE, "kl_anneal_epochs", -1),
         (LatentODE, "solver_backend", "scipy"),
         (LatentODE, "method", "rk45"),
