@@ -56,8 +56,8 @@ _FIT_OPTIONS = {
     "likelihood": "observation noise; student_t for data with gross entry errors",
     "noise_rank": "shared noise components across the features of one time (0: independent); "
     "predictions then lean on the other features observed at the same time",
-    "condition_limit": "with noise_rank: a seen value counts at most this many noise scales "
-    "from the model's mean in that leaning (none: as it is)",
+    "condition_limit": "with noise_rank: conditioning on the values seen at the same time "
+    "counts each at most this many noise scales from the model's mean (none: as they are)",
     "heteroscedastic": "let each feature's noise scale vary with the latent state",
     "obs_std": "observation noise SD in data units: one number, one per feature "
     "(comma-separated), or none to learn it",
