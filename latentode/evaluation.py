@@ -12,6 +12,7 @@ against nominal coverage for a reliability plot (:func:`latentode.plotting.plot_
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import warnings
 from collections.abc import Mapping, Sequence
@@ -178,20 +179,24 @@ def held_out_draws(
     """
     truths, features, gaps, draws, means = [], [], [], [], []
     grids = [s.times for s in target]
-    for start, stop, grid in chunks(grids, n_samples, target.n_features):
-        chunk = context[start:stop]
-        drawn = model.sample(chunk, times=grid, n_samples=n_samples, **sample_options)
-        obs = drawn["obs"].values
-        for row, (c, s) in enumerate(zip(chunk, target[start:stop], strict=True)):
-            cols = np.searchsorted(grid, s.times)
-            seen = np.isfinite(s.values)
-            t_idx, f_idx = np.nonzero(seen)
-            truths.append(s.values[seen].astype(np.float32))  # the precision of the draws
-            features.append(f_idx)
-            gaps.append(gaps_to(c.times, s.times)[t_idx])
-            draws.append(obs[:, row, cols[t_idx], f_idx].astype(np.float32))
-            if with_means:
-                means.append(drawn["mean"].values[:, row, cols[t_idx], f_idx].astype(np.float32))
+    # one warning for all chunks where calibrated bands reach past the calibration's horizon
+    one_warning = getattr(model, "_one_reach_warning", contextlib.nullcontext)
+    with one_warning():
+        for start, stop, grid in chunks(grids, n_samples, target.n_features):
+            chunk = context[start:stop]
+            drawn = model.sample(chunk, times=grid, n_samples=n_samples, **sample_options)
+            obs = drawn["obs"].values
+            for row, (c, s) in enumerate(zip(chunk, target[start:stop], strict=True)):
+                cols = np.searchsorted(grid, s.times)
+                seen = np.isfinite(s.values)
+                t_idx, f_idx = np.nonzero(seen)
+                truths.append(s.values[seen].astype(np.float32))  # the draws' precision
+                features.append(f_idx)
+                gaps.append(gaps_to(c.times, s.times)[t_idx])
+                draws.append(obs[:, row, cols[t_idx], f_idx].astype(np.float32))
+                if with_means:
+                    at = drawn["mean"].values[:, row, cols[t_idx], f_idx]
+                    means.append(at.astype(np.float32))
     out = (
         np.concatenate(truths),
         np.concatenate(features),

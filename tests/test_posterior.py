@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 
 from latentode import LatentODE
+from latentode._query import chunks
 from latentode.datasets import make_spirals
 from latentode.evaluation import evaluate, held_out_draws, hold_out
 
@@ -128,6 +129,13 @@ def test_bands_beyond_the_calibrated_horizon_warn(spirals, fitted, tmp_path, mon
     ):
         caught = [w for w in _caught(call) if "calibrated bands" in str(w.message)]
         assert len(caught) == 1 and caught[0].filename == __file__
+    monkeypatch.undo()
+    # the evaluation's draws too, though it draws series by series in chunks of its own
+    monkeypatch.setattr("latentode._query.CELLS", 2_000)
+    context, target = hold_out(spirals.test[50:], last=3 * reach)
+    assert len(list(chunks([s.times for s in target], 20, target.n_features))) > 1
+    call = lambda: held_out_draws(short, context, target, 20)  # noqa: E731
+    assert sum("calibrated bands" in str(w.message) for w in _caught(call)) == 1
     monkeypatch.undo()
     # kept in the file; a calibration saved before it was kept does not warn
     assert LatentODE.load(_saved(short, tmp_path)).calibration_.reach == reach
