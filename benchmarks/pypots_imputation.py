@@ -246,17 +246,22 @@ def main(argv=None) -> None:
         )
         point[name] = (predicted - mean[feats]) / scale[feats]
         results.setdefault(name, {})
-        if isinstance(model, LatentODE):  # the point imputation of the API: the posterior mean
+        if not isinstance(model, LatentODE):
+            continue
+        # the point imputation of the API, the posterior mean; with correlated noise also the
+        # same fit conditioning on gross seen values as they are
+        limit = model.model_.condition_limit
+        readouts = [("", limit, "predict (posterior mean)")]
+        if model.noise_rank:
+            readouts.append(
+                (", exact conditioning", None, "predict (posterior mean), condition_limit=None")
+            )
+        for suffix, cap, readout in readouts:
+            model.model_.condition_limit = cap
             means = model.predict(context, times=own).sel(series=target.ids).values
-            point[f"{name}, posterior mean"] = (means[at] - mean[feats]) / scale[feats]
-            results[f"{name}, posterior mean"] = {"readout": "predict (posterior mean)"}
-            if model.noise_rank:  # the same fit, conditioning on gross seen values as they are
-                limit, model.model_.condition_limit = model.model_.condition_limit, None
-                means = model.predict(context, times=own).sel(series=target.ids).values
-                model.model_.condition_limit = limit
-                key = f"{name}, posterior mean, exact conditioning"
-                point[key] = (means[at] - mean[feats]) / scale[feats]
-                results[key] = {"readout": "predict (posterior mean), condition_limit=None"}
+            point[f"{name}, posterior mean{suffix}"] = (means[at] - mean[feats]) / scale[feats]
+            results[f"{name}, posterior mean{suffix}"] = {"readout": readout}
+        model.model_.condition_limit = limit
 
     names = list(data.feature_names)
     for name, guess in point.items():
