@@ -50,7 +50,9 @@ STEPS = 49  # hours 0..48
 #: dominate an absolute error) and imputation training (``hide_fraction``). The fourth and
 #: fifth let the channels of one hour share noise components (``noise_rank``), so a hidden
 #: value leans on the channels observed in the same hour; the last makes that joint noise
-#: Student-t, so that gross values (a monitor's 0) do not blur what ties the channels.
+#: Student-t, so that gross values (a monitor's 0) do not blur what ties the channels. The
+#: last adds a learned readout of each hidden value from the channels seen in its hour
+#: (``same_time_readout``), which can learn relations the linear conditional cannot.
 LATENT_CONFIGS = {
     "latentode (anchored)": dict(anchor=True),
     "latentode (anchored, Student-t, latent 16)": dict(
@@ -67,6 +69,9 @@ LATENT_CONFIGS = {
     ),
     "latentode (anchored, Student-t correlated noise of rank 8, latent 16)": dict(
         anchor=True, noise_rank=8, likelihood="student_t", latent_dim=16
+    ),
+    "latentode (anchored, Student-t correlated noise of rank 8, same-time readout, latent 16)": (
+        dict(anchor=True, noise_rank=8, likelihood="student_t", latent_dim=16, same_time_readout=64)
     ),
 }
 

@@ -58,6 +58,8 @@ _FIT_OPTIONS = {
     "predictions then lean on the other features observed at the same time",
     "condition_limit": "with noise_rank: conditioning on the values seen at the same time "
     "counts each at most this many noise scales from the model's mean (none: as they are)",
+    "same_time_readout": "width of a learned readout of each feature from the others observed "
+    "at the same time (0: none)",
     "heteroscedastic": "let each feature's noise scale vary with the latent state",
     "obs_std": "observation noise SD in data units: one number, one per feature "
     "(comma-separated), or none to learn it",

@@ -82,6 +82,7 @@ PARAMETERS = (
     choice("likelihood", LIKELIHOODS),
     integer("noise_rank", low=0),
     real("condition_limit", low=0, low_open=True, none=True, hint="None conditions exactly."),
+    integer("same_time_readout", low=0, hint="0 leaves it out; 64 is a reasonable width."),
     flag("heteroscedastic"),
     custom(
         "log_features",
@@ -208,7 +209,22 @@ class LatentODE(PosteriorPredictiveMixin, IrregularSeriesEstimator):
         time with it (it otherwise moves a hidden respiratory rate by hundreds of SDs).
         Values within the limit condition exactly. None conditions on the values as they
         are. Read when the model is built; ``model_.condition_limit`` changes it on a fitted
-        model. Measured on the benchmarks page.
+        model. Measured on the benchmarks page. It also bounds the inputs of
+        ``same_time_readout``.
+    same_time_readout : int, default 0
+        Width of a learned same-time readout (0: none). At a time where some features are
+        observed, each other feature is then read from them by a small network of their
+        residuals from the decoded means (in noise scales), of which were seen and of the
+        decoded means — linear or not, without the floor of each feature's own noise that a
+        shared-noise conditional has — with a location and scale of its own (the noise
+        family's: Student-t with the model's degrees of freedom under
+        ``likelihood="student_t"``). It is trained beside the model on every observed value
+        from the others seen at its time (with ``hide_fraction``, from those the encoder
+        saw), its inputs without gradient, so the latent model is fitted as without it. A
+        value never enters its own readout. Helps where channels of one time are tied —
+        a derived channel, a monitor's channels recorded together; costs a hidden layer per
+        feature and time. Works with or without ``noise_rank``, whose conditional it
+        replaces where it applies. Measured on the benchmarks page.
     heteroscedastic : bool, default False
         Let each feature's noise scale vary with the latent state: its learned SD is
         multiplied by a factor between 1/20 and 20 that a small network reads from ``z(t)``
@@ -399,6 +415,7 @@ class LatentODE(PosteriorPredictiveMixin, IrregularSeriesEstimator):
         likelihood: str = "normal",
         noise_rank: int = 0,
         condition_limit: float | None = 4.0,
+        same_time_readout: int = 0,
         heteroscedastic: bool = False,
         log_features: str | list | None = None,
         method: str = "dopri5",
@@ -448,6 +465,7 @@ class LatentODE(PosteriorPredictiveMixin, IrregularSeriesEstimator):
         self.likelihood = likelihood
         self.noise_rank = noise_rank
         self.condition_limit = condition_limit
+        self.same_time_readout = same_time_readout
         self.heteroscedastic = heteroscedastic
         self.log_features = log_features
         self.method = method
@@ -573,6 +591,7 @@ class LatentODE(PosteriorPredictiveMixin, IrregularSeriesEstimator):
             likelihood=self.likelihood,
             noise_rank=self.noise_rank,
             condition_limit=self.condition_limit,
+            same_time_readout=self.same_time_readout,
             heteroscedastic=self.heteroscedastic,
             posterior=self.guide,
             kinetic_weight=self.kinetic_weight,

@@ -41,6 +41,7 @@ from .nn import (
     IntensityNet,
     ODEFunc,
     RegularisedDynamics,
+    SameTimeReadout,
     last_observed,
     mlp,
     next_observed,
@@ -291,6 +292,7 @@ class LatentODEModel(PyroModule):
         noise_rank: int = 0,
         heteroscedastic: bool = False,
         condition_limit: float | None = 4.0,
+        same_time_readout: int = 0,
         solver: SolverSettings | None = None,
         n_classes: int | None = None,
         label_weight: float = 1.0,
@@ -366,6 +368,9 @@ class LatentODEModel(PyroModule):
         )
         self.noise_rank = int(noise_rank)
         self.condition_limit = condition_limit
+        self.readout = None
+        if same_time_readout:
+            self.readout = SameTimeReadout(n_features, int(same_time_readout))
         self.noise_factor = None
         # Student-t noise: degrees of freedom per feature, or one for the joint t of a time
         self.tails = None
@@ -566,7 +571,7 @@ class LatentODEModel(PyroModule):
                 z0 = pyro.sample("z0", prior)
             if query_times is not None:
                 same = None
-                if self.noise_factor is not None:
+                if self.noise_factor is not None or self.readout is not None:
                     same = _at_same_times(times, values, seen, query_times)
                 return self._generate(z0, query_times, context, static, same, times, query_index)
             z, cumulative = self.solve(z0, times)
@@ -585,6 +590,10 @@ class LatentODEModel(PyroModule):
             else:
                 loc = self.decode(path, context)
             pyro.sample("obs", self._likelihood(loc, observed, obs_weight, path), obs=scored)
+            if self.readout is not None and training:
+                # each observed value read from the others seen at its time; the readout
+                # learns given the model (its inputs stop the gradient), as at prediction
+                pyro.factor("same_time", self._same_time_score(loc, path, scored, observed, seen))
             if self.poisson:
                 integral = window_integral(cumulative, mask.any(-1))
                 ll = poisson_process_log_likelihood(self.intensity(z), mask, integral)
@@ -645,8 +654,9 @@ class LatentODEModel(PyroModule):
                 same = tuple(_pick(x, query_index) for x in same)
         pyro.deterministic("z", z, event_dim=2)
         loc = self.decode(z, context, path)
+        decoded = loc
         df = None if self.tails is None else self.tails()
-        if same is None:
+        if same is None or self.noise_factor is None:
             noise = self.noise(z).expand(loc.shape)
         elif df is None:
             loc, noise = conditional_low_rank(
@@ -656,16 +666,79 @@ class LatentODEModel(PyroModule):
             loc, noise, df = conditional_low_rank(
                 loc, self.noise(), self.noise_factor, *same, df=df, limit=self.condition_limit
             )
+        if same is not None and self.readout is not None:
+            read, spread, others = self._read(decoded, z, *same)
+            loc, noise = torch.where(others, read, loc), torch.where(others, spread, noise)
+            if df is not None:
+                df = torch.where(others, self.tails().expand(loc.shape[-1:]), df)
+        if df is not None:
+            df = df.expand(loc.shape)
         loc = pyro.deterministic("mean", loc, event_dim=2)
         if self.poisson:
             pyro.deterministic("intensity", self.intensity(z), event_dim=2)
         if df is None:
             pyro.sample("obs", dist.Normal(loc, noise).to_event(2))
         else:
-            pyro.sample("obs", dist.StudentT(df.expand(loc.shape), loc, noise).to_event(2))
+            pyro.sample("obs", dist.StudentT(df, loc, noise).to_event(2))
         if self.classifier is not None:
             pyro.sample("label", self._label_dist(z0, z, static))
         return loc
+
+    def marginal_scale(self, z: torch.Tensor | None = None) -> torch.Tensor:
+        """Each feature's marginal noise scale: ``sqrt(σ² + Σ_r U²)`` with correlated noise,
+        else the noise scale (of latent states ``z`` (..., latent) when heteroscedastic).
+
+        Returns
+        -------
+        Tensor of shape (features,), or (..., features) when heteroscedastic
+        """
+        if self.noise_factor is None:
+            return self.noise(z)
+        return (self.noise() ** 2 + (self.noise_factor**2).sum(-1)).sqrt()
+
+    def _read(self, loc, z, values, seen):
+        """The same-time readout (:class:`~latentode.nn.SameTimeReadout`) of decoded means
+        ``loc`` (..., batch, time, features) on latent states ``z``, given the observations
+        ``values, seen`` (batch, time, features) at those times; in chunks of the leading
+        dimensions, whose hidden layer is features times wider than ``loc``."""
+        marginal = self.marginal_scale(z).expand(loc.shape)
+        flat, flat_marginal = (
+            loc.reshape(-1, *loc.shape[-3:]),
+            marginal.reshape(-1, *loc.shape[-3:]),
+        )
+        per_row = flat[0].numel() * loc.shape[-1] * self.readout.target.shape[-1]
+        step = max(1, _READOUT_CHUNK // max(1, per_row))
+        limit = self.condition_limit
+        parts = [
+            self.readout(flat[i : i + step], flat_marginal[i : i + step], values, seen, limit=limit)
+            for i in range(0, flat.shape[0], step)
+        ]
+        read = torch.cat([p[0] for p in parts]).reshape(loc.shape)
+        spread = torch.cat([p[1] for p in parts]).reshape(loc.shape)
+        return read, spread, parts[0][2]
+
+    def _same_time_score(self, loc, path, values, observed, seen):
+        """Log-density (..., batch) of each observed value under the same-time readout from
+        the other values seen at its time, where any is; the model's means and noise enter
+        without gradient. Weighted by ``_READOUT_WEIGHT``: Adam's steps do not depend on a
+        loss's scale, but the global gradient clipping would, so the readout's gradient is
+        kept from shrinking the model's steps."""
+        with torch.no_grad():
+            marginal = self.marginal_scale(path).expand(loc.shape)
+        m = seen.to(loc.dtype)
+        at = observed & ((m.sum(-1, keepdim=True) - m) > 0)  # others seen at the time
+        read, spread, _ = self.readout(
+            loc.detach(), marginal, values, seen, limit=self.condition_limit, at=at
+        )
+        where = at.expand(loc.shape).nonzero(as_tuple=True)
+        x = values.expand(loc.shape)[where]
+        if self.tails is None:
+            log_p = dist.Normal(read, spread).log_prob(x)
+        else:
+            df = self.tails().detach().expand(loc.shape[-1:])[where[-1]]
+            log_p = dist.StudentT(df, read, spread).log_prob(x)
+        total = loc.new_zeros(loc.shape).index_put(where, log_p)
+        return _READOUT_WEIGHT * total.sum((-1, -2))
 
     def _label_dist(self, z0, z, static=None, labels=None):
         """The ``label`` site's distribution, per series or per time (masked where ``-1``)."""
@@ -860,6 +933,12 @@ class LatentODEModel(PyroModule):
         pick = torch.multinomial(weights.T, n_samples, replacement=True)  # (batch, samples)
         drawn = z0.gather(0, pick.T.unsqueeze(-1).expand(n_samples, *z0.shape[1:]))
         return drawn, ess
+
+
+#: elements of the same-time readout's hidden layer evaluated at once when generating
+_READOUT_CHUNK = 2**24
+#: weight of the same-time readout's training term (see ``_same_time_score``)
+_READOUT_WEIGHT = 1e-3
 
 
 def _pick(x: torch.Tensor, index: torch.Tensor) -> torch.Tensor:

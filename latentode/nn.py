@@ -21,6 +21,7 @@ __all__ = [
     "ODEBlock",
     "ODEFunc",
     "RegularisedDynamics",
+    "SameTimeReadout",
     "last_observed",
     "mlp",
     "next_observed",
@@ -332,6 +333,95 @@ class Anchor(nn.Module):
             values.append(x.expand_as(loc))
         weights = torch.softmax(torch.stack(logits, -1), dim=-1)
         return (weights * torch.stack(values, -1)).sum(-1)
+
+
+class SameTimeReadout(nn.Module):
+    """Reads each feature at a time from the other features observed at that time.
+
+    For feature ``d`` at a time where other features are seen, a network of their
+    standardised residuals ``u_j = (x_j − μ_j) / σ_j`` (``j ≠ d`` seen; winsorised at
+    ``±limit``), of which features were seen, and of the decoded means ``μ`` of the time gives
+    a shift and a scale: ``x_d ≈ μ_d + σ_d · shift_d`` with spread ``σ_d · spread_d``. The
+    relations it can learn are those of the data, linear or not (a derived channel computed
+    from two others, a monitor's channels failing together), where a shared-noise conditional
+    is linear and floored by each feature's own noise. The value of ``d`` itself never enters
+    its own readout, so predictions at observed times do not copy the value being predicted.
+
+    One hidden layer of ``hidden_dim`` units is shared by all targets: its input is the seen
+    residuals and mask, the decoded means and the target's one-hot code, computed for every
+    target at once by removing the target's own contribution from a shared sum. The output
+    layer starts at zero: before training the readout is the decoded mean with the marginal
+    scale.
+
+    Parameters
+    ----------
+    n_features : int
+    hidden_dim : int
+        Width of the hidden layers.
+    """
+
+    def __init__(self, n_features: int, hidden_dim: int):
+        super().__init__()
+        self.residual = nn.Linear(n_features, hidden_dim, bias=False)
+        self.seen = nn.Linear(n_features, hidden_dim, bias=False)
+        self.mean = nn.Linear(n_features, hidden_dim)
+        self.target = nn.Parameter(0.1 * torch.randn(n_features, hidden_dim))
+        self.head = mlp(hidden_dim, hidden_dim, 2, n_layers=2, activation=nn.ELU)
+        nn.init.zeros_(self.head[-1].weight)
+        nn.init.zeros_(self.head[-1].bias)
+
+    def forward(self, loc, marginal, values, seen, *, limit=None, at=None):
+        """Shift and spread of every feature given the others seen at the same time.
+
+        Parameters
+        ----------
+        loc : Tensor of shape (..., batch, time, features)
+            Decoded means.
+        marginal : Tensor broadcastable to ``loc``
+            Each feature's marginal noise scale ``σ``.
+        values : Tensor of shape (batch, time, features)
+            Observations at the same times (anything where not ``seen``).
+        seen : BoolTensor of shape (batch, time, features)
+        limit : float, optional
+            Winsorise the standardised residuals at ``±limit``.
+        at : BoolTensor broadcastable to ``loc``, optional
+            Read only these entries (training reads the observed values only): ``mean`` and
+            ``scale`` are then of shape (entries,), in the order of ``at.nonzero()``.
+
+        Returns
+        -------
+        mean, scale : Tensor of shape (..., batch, time, features)
+            ``μ + σ · shift`` and ``σ · spread``.
+        others : BoolTensor of shape (batch, time, features)
+            Where any other feature is seen: elsewhere ``mean, scale`` are ``μ, σ``'s readout
+            from nothing, and callers keep their own prediction.
+        """
+        m = seen.to(loc.dtype)
+        others = (m.sum(-1, keepdim=True) - m) > 0
+        marginal = marginal.expand(loc.shape)
+        u = (values - loc) / marginal * m
+        if limit is not None:
+            u = u.clamp(-limit, limit)
+        # the shared sum over all seen features, less each target's own term
+        shared = self.residual(u) + self.seen(m) + self.mean(loc)  # (..., time, hidden)
+        w_u, w_m = self.residual.weight.T, self.seen.weight.T  # (features, hidden)
+        if at is None:
+            own = u.unsqueeze(-1) * w_u + m.unsqueeze(-1) * w_m
+            hidden = shared.unsqueeze(-2) - own + self.target  # (..., time, features, hidden)
+        else:
+            where = at.expand(loc.shape).nonzero(as_tuple=True)
+            d = where[-1]
+            m = m.expand(loc.shape)
+            own = u[where].unsqueeze(-1) * w_u[d] + m[where].unsqueeze(-1) * w_m[d]
+            hidden = shared[where[:-1]] - own + self.target[d]  # (entries, hidden)
+            loc, marginal = loc[where], marginal[where]
+        out = self.head(F.elu(hidden))
+        shift, spread = out[..., 0], F.softplus(out[..., 1] + _SOFTPLUS_ONE) + 1e-3
+        return loc + marginal * shift, marginal * spread, others
+
+
+#: softplus(_SOFTPLUS_ONE) = 1: an untrained readout keeps the marginal scale
+_SOFTPLUS_ONE = 0.5413248546129181
 
 
 class IntensityNet(nn.Module):

@@ -184,3 +184,53 @@ def test_anchor_blend_decays_with_the_distance_and_ignores_missing_neighbours():
     # gradients stay finite where a feature has no neighbour
     anchor(loc.requires_grad_(), (last, gap, seen), none).sum().backward()
     assert torch.isfinite(anchor.log_rate.grad).all() and torch.isfinite(anchor.weight.grad).all()
+
+
+def test_same_time_readout_never_reads_a_value_from_itself():
+    from latentode.nn import SameTimeReadout
+
+    torch.manual_seed(0)
+    net = SameTimeReadout(3, 8)
+    for p in net.head[-1].parameters():  # past the zero start, so the outputs move
+        torch.nn.init.normal_(p)
+    loc = torch.randn(5, 2, 4, 3)  # (draws, batch, time, features)
+    marginal = torch.tensor([0.5, 1.0, 2.0])
+    values = torch.randn(2, 4, 3)
+    seen = torch.ones(2, 4, 3, dtype=torch.bool)
+    seen[0, 1] = torch.tensor([True, False, False])  # only feature 0 seen at that time
+    mean, scale, others = net(loc, marginal, values, seen)
+    assert mean.shape == scale.shape == loc.shape and (scale > 0).all()
+    assert others.shape == seen.shape
+    assert not others[0, 1, 0] and others[0, 1, 1:].all() and others[1].all()
+    moved = values.clone()
+    moved[..., 0] += 3.0  # feature 0's values change everywhere
+    mean2, scale2, _ = net(loc, marginal, moved, seen)
+    # (up to rounding: its own term is taken off a shared sum)
+    assert torch.allclose(mean2[..., 0], mean[..., 0], atol=1e-5)
+    assert torch.allclose(scale2[..., 0], scale[..., 0], atol=1e-5)
+    assert not torch.allclose(mean2[..., 1:], mean[..., 1:])  # the others read feature 0
+    # an unseen value is read by nobody
+    hidden = seen.clone()
+    hidden[..., 0] = False
+    mean3, _, _ = net(loc, marginal, values, hidden)
+    mean4, _, _ = net(loc, marginal, moved, hidden)
+    assert torch.equal(mean3, mean4)
+
+
+def test_same_time_readout_starts_at_the_marginal_and_bounds_gross_values():
+    from latentode.nn import SameTimeReadout
+
+    torch.manual_seed(1)
+    net = SameTimeReadout(2, 8)
+    loc, marginal = torch.randn(1, 6, 2), torch.tensor([0.3, 2.0])
+    values, seen = torch.randn(1, 6, 2), torch.ones(1, 6, 2, dtype=torch.bool)
+    mean, scale, _ = net(loc, marginal, values, seen)
+    assert torch.allclose(mean, loc) and torch.allclose(scale, marginal.expand(1, 6, 2), rtol=2e-3)
+    for p in net.head[-1].parameters():
+        torch.nn.init.normal_(p)
+    gross = [values.clone() for _ in range(3)]
+    for g, off in zip(gross, (4.0 * 0.3, 100.0, 1000.0), strict=True):
+        g[0, 2, 0] = loc[0, 2, 0] + off  # feature 0 at 4, 333 and 3333 noise scales
+    read = [net(loc, marginal, g, seen, limit=4.0)[0][0, 2, 1] for g in gross]
+    assert torch.allclose(read[0], read[1]) and torch.allclose(read[1], read[2])
+    assert not torch.allclose(net(loc, marginal, gross[2], seen)[0][0, 2, 1], read[2])

@@ -91,6 +91,8 @@ def test_parse_converts_command_line_text_for_argparse():
         (LatentODE, "patience", 0),
         (LatentODE, "max_time", 0.0),
         (LatentODE, "condition_limit", -1.0),
+        (LatentODE, "same_time_readout", -1),
+        (LatentODE, "same_time_readout", 2.5),
         (LatentODE, "kl_anneal_epochs", -1),
         (LatentODE, "solver_backend", "scipy"),
         (LatentODE, "method", "rk45"),
