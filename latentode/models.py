@@ -221,6 +221,15 @@ class LatentODEModel(PyroModule):
         decoded mean (``limit`` of :func:`~latentode.likelihoods.conditional_low_rank`), so a
         gross value does not carry the other features of its time with it. An attribute:
         it can be changed on a fitted model. None conditions on the values as they are.
+        It also winsorises the inputs of the same-time readout.
+    same_time_readout : int, default 0
+        Width of a :class:`~latentode.nn.SameTimeReadout` (0: none). In the generative
+        mode, where other features are observed at a query time, each feature is drawn from
+        its readout from them (in place of the conditional above). When training, the site
+        ``same_time`` adds the log-density of every observed value under its readout from
+        the other values seen at its time (``encode_mask``'s where given), with the decoded
+        means and noise scales fixed, weighted by ``1e-3`` so that its gradient does not
+        enter the clipping of the model's.
     heteroscedastic : bool, default False
         Let the noise scale of each feature vary with the latent state ``z(t)``
         (:class:`ObservationNoise` with ``latent_dim``): wider where the series is in an
