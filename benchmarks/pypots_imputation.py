@@ -51,8 +51,10 @@ STEPS = 49  # hours 0..48
 #: fifth let the channels of one hour share noise components (``noise_rank``), so a hidden
 #: value leans on the channels observed in the same hour; the last makes that joint noise
 #: Student-t, so that gross values (a monitor's 0) do not blur what ties the channels. The
-#: last adds a learned readout of each hidden value from the channels seen in its hour
-#: (``same_time_readout``), which can learn relations the linear conditional cannot.
+#: last two add a learned readout of each hidden value from the channels seen in its hour
+#: (``same_time_readout``), which can learn relations the linear conditional cannot; the
+#: second of them trains it on values hidden from the encoder (``hide_fraction``), as at
+#: prediction; the last is that configuration without the readout.
 LATENT_CONFIGS = {
     "latentode (anchored)": dict(anchor=True),
     "latentode (anchored, Student-t, latent 16)": dict(
@@ -72,6 +74,18 @@ LATENT_CONFIGS = {
     ),
     "latentode (anchored, Student-t correlated noise of rank 8, same-time readout, latent 16)": (
         dict(anchor=True, noise_rank=8, likelihood="student_t", latent_dim=16, same_time_readout=64)
+    ),
+    "latentode (anchored, Student-t correlated noise of rank 8, same-time readout, imputation "
+    "training, latent 16)": dict(
+        anchor=True,
+        noise_rank=8,
+        likelihood="student_t",
+        latent_dim=16,
+        same_time_readout=64,
+        hide_fraction=0.2,
+    ),
+    "latentode (anchored, Student-t correlated noise of rank 8, imputation training, latent 16)": (
+        dict(anchor=True, noise_rank=8, likelihood="student_t", latent_dim=16, hide_fraction=0.2)
     ),
 }
 

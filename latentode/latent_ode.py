@@ -214,17 +214,18 @@ class LatentODE(PosteriorPredictiveMixin, IrregularSeriesEstimator):
     same_time_readout : int, default 0
         Width of a learned same-time readout (0: none). At a time where some features are
         observed, each other feature is then read from them by a small network of their
-        residuals from the decoded means (in noise scales), of which were seen and of the
-        decoded means — linear or not, without the floor of each feature's own noise that a
-        shared-noise conditional has — with a location and scale of its own (the noise
+        values, their residuals from the decoded means (in noise scales), which were seen
+        and the decoded means — linear or not, without the floor of each feature's own
+        noise that a shared-noise conditional has — with a scale of its own (the noise
         family's: Student-t with the model's degrees of freedom under
-        ``likelihood="student_t"``). It is trained beside the model on every observed value
-        from the others seen at its time (with ``hide_fraction``, from those the encoder
-        saw), its inputs without gradient, so the latent model is fitted as without it. A
-        value never enters its own readout. Helps where channels of one time are tied —
-        a derived channel, a monitor's channels recorded together; costs a hidden layer per
-        feature and time. Works with or without ``noise_rank``, whose conditional it
-        replaces where it applies. Measured on the benchmarks page.
+        ``likelihood="student_t"``). With ``noise_rank`` it corrects that conditional's
+        mean (an untrained readout leaves it as it is); without, it shifts the decoded mean.
+        It is trained beside the model on each observed value from the others seen at its
+        time — with ``hide_fraction``, on the values hidden from the encoder only, as at
+        prediction — its inputs without gradient, so the latent model is fitted as without
+        it. A value never enters its own readout. For channels of one time that are tied —
+        a derived channel, a monitor's channels recorded together; it costs a hidden layer
+        per feature and time. Measured on the benchmarks page.
     heteroscedastic : bool, default False
         Let each feature's noise scale vary with the latent state: its learned SD is
         multiplied by a factor between 1/20 and 20 that a small network reads from ``z(t)``

@@ -224,12 +224,14 @@ class LatentODEModel(PyroModule):
         It also winsorises the inputs of the same-time readout.
     same_time_readout : int, default 0
         Width of a :class:`~latentode.nn.SameTimeReadout` (0: none). In the generative
-        mode, where other features are observed at a query time, each feature is drawn from
-        its readout from them (in place of the conditional above). When training, the site
-        ``same_time`` adds the log-density of every observed value under its readout from
-        the other values seen at its time (``encode_mask``'s where given), with the decoded
-        means and noise scales fixed, weighted by ``1e-3`` so that its gradient does not
-        enter the clipping of the model's.
+        mode, where other features are observed at a query time, each feature is drawn
+        from its readout from them: the conditional above shifted by the readout's shift
+        (the decoded mean shifted, without ``noise_rank``), with the readout's scale. When
+        training, the site ``same_time`` adds the log-density of each observed value under
+        its readout from the other values seen at its time — with ``encode_mask``, of the
+        values the encoder did not read only — with the decoded means and noise fixed,
+        weighted by ``1e-3`` so that its gradient does not enter the clipping of the
+        model's.
     heteroscedastic : bool, default False
         Let the noise scale of each feature vary with the latent state ``z(t)``
         (:class:`ObservationNoise` with ``latent_dim``): wider where the series is in an
@@ -602,7 +604,9 @@ class LatentODEModel(PyroModule):
             if self.readout is not None and training:
                 # each observed value read from the others seen at its time; the readout
                 # learns given the model (its inputs stop the gradient), as at prediction
-                pyro.factor("same_time", self._same_time_score(loc, path, scored, observed, seen))
+                # (with encode_mask, the values the encoder did not read: as at prediction)
+                targets = observed if encode_mask is None else observed & ~seen
+                pyro.factor("same_time", self._same_time_score(loc, path, scored, targets, seen))
             if self.poisson:
                 integral = window_integral(cumulative, mask.any(-1))
                 ll = poisson_process_log_likelihood(self.intensity(z), mask, integral)
@@ -677,6 +681,8 @@ class LatentODEModel(PyroModule):
             )
         if same is not None and self.readout is not None:
             read, spread, others = self._read(decoded, z, *same)
+            if self.noise_factor is not None:  # a correction of the linear conditional
+                read = read - decoded + loc
             loc, noise = torch.where(others, read, loc), torch.where(others, spread, noise)
             if df is not None:
                 df = torch.where(others, self.tails().expand(loc.shape[-1:]), df)
@@ -726,26 +732,41 @@ class LatentODEModel(PyroModule):
         spread = torch.cat([p[1] for p in parts]).reshape(loc.shape)
         return read, spread, parts[0][2]
 
-    def _same_time_score(self, loc, path, values, observed, seen):
-        """Log-density (..., batch) of each observed value under the same-time readout from
-        the other values seen at its time, where any is; the model's means and noise enter
-        without gradient. Weighted by ``_READOUT_WEIGHT``: Adam's steps do not depend on a
-        loss's scale, but the global gradient clipping would, so the readout's gradient is
-        kept from shrinking the model's steps."""
+    def _same_time_score(self, loc, path, values, targets, seen):
+        """Log-density (..., batch) of the ``targets`` values under the same-time readout from
+        the other values seen at their time, where any is; the model's means and noise enter
+        without gradient. With correlated noise the readout corrects the linear conditional
+        (:func:`~latentode.likelihoods.conditional_low_rank`), as when generating. Weighted
+        by ``_READOUT_WEIGHT``: Adam's steps do not depend on a loss's scale, but the global
+        gradient clipping would, so the readout's gradient is kept from shrinking the
+        model's steps."""
         with torch.no_grad():
+            loc = loc.detach()
             marginal = self.marginal_scale(path).expand(loc.shape)
+            base, df = loc, None if self.tails is None else self.tails().detach()
+            if self.noise_factor is not None:
+                cond = conditional_low_rank(
+                    loc,
+                    self.noise(),
+                    self.noise_factor,
+                    values,
+                    seen,
+                    df=df,
+                    limit=self.condition_limit,
+                )
+                base = cond[0]
         m = seen.to(loc.dtype)
-        at = observed & ((m.sum(-1, keepdim=True) - m) > 0)  # others seen at the time
+        at = targets & ((m.sum(-1, keepdim=True) - m) > 0)  # others seen at the time
         read, spread, _ = self.readout(
-            loc.detach(), marginal, values, seen, limit=self.condition_limit, at=at
+            loc, marginal, values, seen, limit=self.condition_limit, at=at
         )
         where = at.expand(loc.shape).nonzero(as_tuple=True)
+        read = read - loc[where] + base[where]
         x = values.expand(loc.shape)[where]
-        if self.tails is None:
+        if df is None:
             log_p = dist.Normal(read, spread).log_prob(x)
         else:
-            df = self.tails().detach().expand(loc.shape[-1:])[where[-1]]
-            log_p = dist.StudentT(df, read, spread).log_prob(x)
+            log_p = dist.StudentT(df.expand(loc.shape[-1:])[where[-1]], read, spread).log_prob(x)
         total = loc.new_zeros(loc.shape).index_put(where, log_p)
         return _READOUT_WEIGHT * total.sum((-1, -2))
 

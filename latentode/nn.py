@@ -338,20 +338,20 @@ class Anchor(nn.Module):
 class SameTimeReadout(nn.Module):
     """Reads each feature at a time from the other features observed at that time.
 
-    For feature ``d`` at a time where other features are seen, a network of their
-    standardised residuals ``u_j = (x_j − μ_j) / σ_j`` (``j ≠ d`` seen; winsorised at
-    ``±limit``), of which features were seen, and of the decoded means ``μ`` of the time gives
-    a shift and a scale: ``x_d ≈ μ_d + σ_d · shift_d`` with spread ``σ_d · spread_d``. The
-    relations it can learn are those of the data, linear or not (a derived channel computed
-    from two others, a monitor's channels failing together), where a shared-noise conditional
-    is linear and floored by each feature's own noise. The value of ``d`` itself never enters
-    its own readout, so predictions at observed times do not copy the value being predicted.
+    For feature ``d`` at a time where other features are seen, a network of their values
+    and standardised residuals ``u_j = (x_j − μ_j) / σ_j`` (``j ≠ d`` seen; winsorised at
+    ``±limit``, the values with them), of which features were seen, and of the decoded
+    means ``μ`` of the time gives a shift and a scale: ``x_d ≈ μ_d + σ_d · shift_d`` with
+    spread ``σ_d · spread_d``. The relations it can learn are those of the data, linear or
+    not (a derived channel computed from others, a monitor's channels failing together),
+    where a shared-noise conditional is linear and floored by each feature's own noise. The
+    value of ``d`` itself never enters its own readout, so predictions at observed times do
+    not copy the value being predicted.
 
     One hidden layer of ``hidden_dim`` units is shared by all targets: its input is the seen
-    residuals and mask, the decoded means and the target's one-hot code, computed for every
-    target at once by removing the target's own contribution from a shared sum. The output
-    layer starts at zero: before training the readout is the decoded mean with the marginal
-    scale.
+    values, residuals and mask, the decoded means and the target's code, computed for every
+    target at once by taking the target's own terms off a shared sum. The output layer
+    starts at zero: before training the readout is the decoded mean with the marginal scale.
 
     Parameters
     ----------
@@ -363,6 +363,7 @@ class SameTimeReadout(nn.Module):
     def __init__(self, n_features: int, hidden_dim: int):
         super().__init__()
         self.residual = nn.Linear(n_features, hidden_dim, bias=False)
+        self.value = nn.Linear(n_features, hidden_dim, bias=False)
         self.seen = nn.Linear(n_features, hidden_dim, bias=False)
         self.mean = nn.Linear(n_features, hidden_dim)
         self.target = nn.Parameter(0.1 * torch.randn(n_features, hidden_dim))
@@ -403,16 +404,21 @@ class SameTimeReadout(nn.Module):
         if limit is not None:
             u = u.clamp(-limit, limit)
         # the shared sum over all seen features, less each target's own term
-        shared = self.residual(u) + self.seen(m) + self.mean(loc)  # (..., time, hidden)
-        w_u, w_m = self.residual.weight.T, self.seen.weight.T  # (features, hidden)
+        x = (loc + marginal * u) * m  # the seen values, winsorised as their residuals are
+        shared = self.residual(u) + self.value(x) + self.seen(m) + self.mean(loc)
+        w_u, w_x, w_m = self.residual.weight.T, self.value.weight.T, self.seen.weight.T
         if at is None:
-            own = u.unsqueeze(-1) * w_u + m.unsqueeze(-1) * w_m
+            own = u.unsqueeze(-1) * w_u + x.unsqueeze(-1) * w_x + m.unsqueeze(-1) * w_m
             hidden = shared.unsqueeze(-2) - own + self.target  # (..., time, features, hidden)
         else:
             where = at.expand(loc.shape).nonzero(as_tuple=True)
             d = where[-1]
             m = m.expand(loc.shape)
-            own = u[where].unsqueeze(-1) * w_u[d] + m[where].unsqueeze(-1) * w_m[d]
+            own = (
+                u[where].unsqueeze(-1) * w_u[d]
+                + x[where].unsqueeze(-1) * w_x[d]
+                + m[where].unsqueeze(-1) * w_m[d]
+            )
             hidden = shared[where[:-1]] - own + self.target[d]  # (entries, hidden)
             loc, marginal = loc[where], marginal[where]
         out = self.head(F.elu(hidden))

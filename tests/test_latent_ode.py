@@ -1085,6 +1085,32 @@ def test_same_time_readout_reads_a_hidden_value_from_the_others_of_its_time(
     assert np.array_equal(back.predict(shifted, times=t).values[0, 0], moved)
 
 
+def test_same_time_readout_corrects_the_linear_conditional_of_correlated_noise(data):
+    est = LatentODE(**FAST, noise_rank=1, same_time_readout=8).fit(data.train)
+    with torch.no_grad():
+        est.model_.noise_factor.copy_(torch.tensor([[1.0], [1.0]]))
+    s = data.test[0]
+    values = s.values.copy()
+    values[3, 1] = np.nan  # y hidden where x is seen: the conditional moves it
+    hidden = data.test[:1]._like([dataclasses.replace(s, values=values)])
+    t = s.times[2:5]
+    readout, head = est.model_.readout, est.model_.readout.head[-1]
+    with torch.no_grad():  # a readout that outputs nothing: the linear conditional itself
+        head.weight.zero_()
+        head.bias.zero_()
+    zero = est.predict(hidden, times=t).values[0]
+    est.model_.readout = None
+    linear = est.predict(hidden, times=t).values[0]
+    est.model_.readout = readout
+    np.testing.assert_allclose(zero, linear, rtol=1e-5, atol=1e-5)
+    with torch.no_grad():
+        head.bias.copy_(torch.tensor([1.0, 0.0]))  # a shift of one noise scale
+    shifted = est.predict(hidden, times=t).values[0]
+    moved = np.abs(shifted - linear) > 1e-3
+    assert moved[1].tolist() == [False, True]  # y is read from x; x has nothing to read from
+    assert moved[[0, 2]].all()  # both seen there: each read from the other
+
+
 def _product_series(n, seed):
     """Two noisy oscillations and their product, recorded at the same times: the third is
     a non-linear function of the others' values, noise included."""
