@@ -930,6 +930,17 @@ def _shared_noise_series(n, seed, gross=0.0):
     return from_arrays(out, feature_names=["a", "b"])
 
 
+def _y_hidden_at_3(one, change=None):
+    """The one series of ``one`` with feature y hidden at its fourth time (x observed
+    there), and ``change`` (a function of the values array) applied."""
+    s = one[0]
+    values = s.values.copy()
+    values[3, 1] = np.nan
+    if change is not None:
+        change(values)
+    return one._like([dataclasses.replace(s, values=values)])
+
+
 def test_correlated_noise_conditions_on_the_other_features_of_the_same_time(data, tmp_path):
     est = LatentODE(**FAST, noise_rank=1).fit(data.train)
     assert est.model_.noise_factor.shape == (2, 1)
@@ -940,10 +951,7 @@ def test_correlated_noise_conditions_on_the_other_features_of_the_same_time(data
     t = s.times[3:4]
 
     def with_values(change):
-        values = s.values.copy()
-        values[3, 1] = np.nan  # y hidden at t, x observed there
-        change(values)
-        return one._like([dataclasses.replace(s, values=values)])
+        return _y_hidden_at_3(one, change)
 
     hidden = with_values(lambda v: None)
     base = est.predict(hidden, times=t).values[0, 0]
@@ -1054,10 +1062,7 @@ def test_same_time_readout_reads_a_hidden_value_from_the_others_of_its_time(
     t = s.times[3:4]
 
     def with_values(change):
-        values = s.values.copy()
-        values[3, 1] = np.nan  # y hidden at t, x observed there
-        change(values)
-        return one._like([dataclasses.replace(s, values=values)])
+        return _y_hidden_at_3(one, change)
 
     def read_y(x, at=t):
         return est.predict(x, times=at).values[0, 0, 1]
@@ -1089,11 +1094,8 @@ def test_same_time_readout_corrects_the_linear_conditional_of_correlated_noise(d
     est = LatentODE(**FAST, noise_rank=1, same_time_readout=8).fit(data.train)
     with torch.no_grad():
         est.model_.noise_factor.copy_(torch.tensor([[1.0], [1.0]]))
-    s = data.test[0]
-    values = s.values.copy()
-    values[3, 1] = np.nan  # y hidden where x is seen: the conditional moves it
-    hidden = data.test[:1]._like([dataclasses.replace(s, values=values)])
-    t = s.times[2:5]
+    hidden = _y_hidden_at_3(data.test[:1])  # y hidden where x is seen: the conditional moves it
+    t = data.test[0].times[2:5]
     readout, head = est.model_.readout, est.model_.readout.head[-1]
     with torch.no_grad():  # a readout that outputs nothing: the linear conditional itself
         head.weight.zero_()
@@ -1140,9 +1142,9 @@ def test_same_time_readout_imputes_a_nonlinear_relation_better_than_shared_noise
         errors[name] = np.abs(draws.mean(0) - y).mean()
         lo, hi = np.quantile(draws, [0.05, 0.95], axis=0)
         coverage[name] = np.mean((lo <= y) & (y <= hi))
-    # 0.32 against 0.43 when written
+    # 0.29 against 0.43 when written
     assert errors["readout"] < 0.85 * errors["rank"], errors
-    assert coverage["readout"] > 0.65, coverage  # 0.78
+    assert coverage["readout"] > 0.65, coverage  # 0.75
 
 
 @pytest.mark.slow
