@@ -602,9 +602,9 @@ class LatentODEModel(PyroModule):
                 loc = self.decode(path, context)
             pyro.sample("obs", self._likelihood(loc, observed, obs_weight, path), obs=scored)
             if self.readout is not None and training:
-                # each observed value read from the others seen at its time; the readout
-                # learns given the model (its inputs stop the gradient), as at prediction
-                # (with encode_mask, the values the encoder did not read: as at prediction)
+                # each observed value read from the others seen at its time, the readout
+                # learning given the model (its inputs stop the gradient); with encode_mask
+                # only the values the encoder did not read, as at prediction
                 targets = observed if encode_mask is None else observed & ~seen
                 pyro.factor("same_time", self._same_time_score(loc, path, scored, targets, seen))
             if self.poisson:

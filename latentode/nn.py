@@ -403,8 +403,8 @@ class SameTimeReadout(nn.Module):
         u = (values - loc) / marginal * m
         if limit is not None:
             u = u.clamp(-limit, limit)
-        # the shared sum over all seen features, less each target's own term
         x = (loc + marginal * u) * m  # the seen values, winsorised as their residuals are
+        # the shared sum over all seen features, less each target's own term
         shared = self.residual(u) + self.value(x) + self.seen(m) + self.mean(loc)
         w_u, w_x, w_m = self.residual.weight.T, self.value.weight.T, self.seen.weight.T
         if at is None:
