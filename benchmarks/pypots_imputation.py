@@ -49,12 +49,12 @@ STEPS = 49  # hours 0..48
 #: of 16 for 37 channels, Student-t noise (its location is robust to the gross values that
 #: dominate an absolute error) and imputation training (``hide_fraction``). The fourth and
 #: fifth let the channels of one hour share noise components (``noise_rank``), so a hidden
-#: value leans on the channels observed in the same hour; the last makes that joint noise
+#: value leans on the channels observed in the same hour; the sixth makes that joint noise
 #: Student-t, so that gross values (a monitor's 0) do not blur what ties the channels. The
-#: last two add a learned readout of each hidden value from the channels seen in its hour
-#: (``same_time_readout``), which can learn relations the linear conditional cannot; the
-#: second of them trains it on values hidden from the encoder (``hide_fraction``), as at
-#: prediction; the last is that configuration without the readout.
+#: seventh and eighth add to it a learned readout of each hidden value from the channels
+#: seen in its hour (``same_time_readout``), which can learn relations the linear
+#: conditional cannot; the eighth trains it on values hidden from the encoder
+#: (``hide_fraction``), as at prediction; the ninth is the eighth without the readout.
 LATENT_CONFIGS = {
     "latentode (anchored)": dict(anchor=True),
     "latentode (anchored, Student-t, latent 16)": dict(

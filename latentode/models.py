@@ -755,12 +755,11 @@ class LatentODEModel(PyroModule):
                     limit=self.condition_limit,
                 )
                 base = cond[0]
-        m = seen.to(loc.dtype)
-        at = targets & ((m.sum(-1, keepdim=True) - m) > 0)  # others seen at the time
-        read, spread, _ = self.readout(
-            loc, marginal, values, seen, limit=self.condition_limit, at=at
-        )
+        at = targets & self.readout.others(seen)
         where = at.expand(loc.shape).nonzero(as_tuple=True)
+        read, spread, _ = self.readout(
+            loc, marginal, values, seen, limit=self.condition_limit, at=where
+        )
         read = read - loc[where] + base[where]
         x = values.expand(loc.shape)[where]
         if df is None:

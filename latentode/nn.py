@@ -385,9 +385,10 @@ class SameTimeReadout(nn.Module):
         seen : BoolTensor of shape (batch, time, features)
         limit : float, optional
             Winsorise the standardised residuals at ``±limit``.
-        at : BoolTensor broadcastable to ``loc``, optional
-            Read only these entries (training reads the observed values only): ``mean`` and
-            ``scale`` are then of shape (entries,), in the order of ``at.nonzero()``.
+        at : tuple of LongTensor, optional
+            Read only these entries of ``loc``'s shape, given as ``mask.nonzero(as_tuple=True)``
+            gives them (training reads the scored values only): ``mean`` and ``scale`` are
+            then of shape (entries,), in that order.
 
         Returns
         -------
@@ -398,7 +399,7 @@ class SameTimeReadout(nn.Module):
             from nothing, and callers keep their own prediction.
         """
         m = seen.to(loc.dtype)
-        others = (m.sum(-1, keepdim=True) - m) > 0
+        others = self.others(seen)
         marginal = marginal.expand(loc.shape)
         u = (values - loc) / marginal * m
         if limit is not None:
@@ -411,8 +412,7 @@ class SameTimeReadout(nn.Module):
             own = u.unsqueeze(-1) * w_u + x.unsqueeze(-1) * w_x + m.unsqueeze(-1) * w_m
             hidden = shared.unsqueeze(-2) - own + self.target  # (..., time, features, hidden)
         else:
-            where = at.expand(loc.shape).nonzero(as_tuple=True)
-            d = where[-1]
+            where, d = at, at[-1]
             m = m.expand(loc.shape)
             own = (
                 u[where].unsqueeze(-1) * w_u[d]
@@ -424,6 +424,13 @@ class SameTimeReadout(nn.Module):
         out = self.head(F.elu(hidden))
         shift, spread = out[..., 0], F.softplus(out[..., 1] + _SOFTPLUS_ONE) + 1e-3
         return loc + marginal * shift, marginal * spread, others
+
+    @staticmethod
+    def others(seen: torch.Tensor) -> torch.Tensor:
+        """Where any other feature is seen at the same time: BoolTensor of ``seen``'s shape
+        (..., features)."""
+        m = seen.to(torch.int32)
+        return (m.sum(-1, keepdim=True) - m) > 0
 
 
 #: softplus(_SOFTPLUS_ONE) = 1: an untrained readout keeps the marginal scale
