@@ -93,6 +93,20 @@ def main(argv=None) -> dict:
         help="noise scales that vary with the latent state (LatentODE heteroscedastic)",
     )
     parser.add_argument(
+        "--hide-fraction",
+        type=float,
+        default=0.0,
+        help="share of observed values hidden from the encoder in training (LatentODE "
+        "hide_fraction)",
+    )
+    parser.add_argument(
+        "--same-time-readout",
+        type=int,
+        default=0,
+        help="width of the readout of a value from those seen at its time (LatentODE "
+        "same_time_readout; 0: none)",
+    )
+    parser.add_argument(
         "--log-features",
         default="none",
         help="the Latent ODEs' log_features: none, auto, or names separated by commas",
@@ -139,6 +153,8 @@ def main(argv=None) -> dict:
             likelihood=args.likelihood,
             noise_rank=args.noise_rank,
             heteroscedastic=args.heteroscedastic,
+            hide_fraction=args.hide_fraction,
+            same_time_readout=args.same_time_readout,
             log_features=log_features,
             anchor=anchor,
             max_epochs=args.epochs,

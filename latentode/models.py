@@ -714,23 +714,26 @@ class LatentODEModel(PyroModule):
     def _read(self, loc, z, values, seen):
         """The same-time readout (:class:`~latentode.nn.SameTimeReadout`) of decoded means
         ``loc`` (..., batch, time, features) on latent states ``z``, given the observations
-        ``values, seen`` (batch, time, features) at those times; in chunks of the leading
-        dimensions, whose hidden layer is features times wider than ``loc``."""
+        ``values, seen`` (batch, time, features) at those times. Read only where another
+        feature is seen at the time (elsewhere ``loc`` and the marginal scale are returned),
+        in chunks of the leading dimensions, each entry's hidden layer being as wide as the
+        readout."""
         marginal = self.marginal_scale(z).expand(loc.shape)
-        flat, flat_marginal = (
-            loc.reshape(-1, *loc.shape[-3:]),
-            marginal.reshape(-1, *loc.shape[-3:]),
-        )
-        per_row = flat[0].numel() * loc.shape[-1] * self.readout.target.shape[-1]
+        others = SameTimeReadout.others(seen)
+        flat = loc.reshape(-1, *loc.shape[-3:])
+        flat_marginal = marginal.reshape(-1, *loc.shape[-3:])
+        width = self.readout.target.shape[-1]
+        per_row = (int(others.sum()) + flat[0].numel() // loc.shape[-1]) * width
         step = max(1, _READOUT_CHUNK // max(1, per_row))
-        limit = self.condition_limit
-        parts = [
-            self.readout(flat[i : i + step], flat_marginal[i : i + step], values, seen, limit=limit)
-            for i in range(0, flat.shape[0], step)
-        ]
-        read = torch.cat([p[0] for p in parts]).reshape(loc.shape)
-        spread = torch.cat([p[1] for p in parts]).reshape(loc.shape)
-        return read, spread, parts[0][2]
+        read, spread = flat.clone(), flat_marginal.clone()
+        for i in range(0, flat.shape[0], step):
+            part = flat[i : i + step]
+            at = others.expand(part.shape).nonzero(as_tuple=True)
+            mean, scale, _ = self.readout(
+                part, flat_marginal[i : i + step], values, seen, limit=self.condition_limit, at=at
+            )
+            read[i : i + step][at], spread[i : i + step][at] = mean, scale
+        return read.reshape(loc.shape), spread.reshape(loc.shape), others
 
     def _same_time_score(self, loc, path, values, targets, seen):
         """Log-density (..., batch) of the ``targets`` values under the same-time readout from

@@ -1113,6 +1113,35 @@ def test_same_time_readout_corrects_the_linear_conditional_of_correlated_noise(d
     assert moved[[0, 2]].all()  # both seen there: each read from the other
 
 
+def test_same_time_readout_reads_only_where_another_feature_is_seen(data, monkeypatch):
+    import latentode.models as models
+
+    est = LatentODE(**FAST, same_time_readout=8).fit(data.train)
+    model = est.model_
+    with torch.no_grad():
+        torch.manual_seed(0)
+        for p in model.readout.head[-1].parameters():
+            p.normal_(0.0, 1.0)
+    gen = torch.Generator().manual_seed(1)
+    loc = torch.randn(5, 3, 4, 2, generator=gen)  # (sample, batch, time, features)
+    values = torch.randn(3, 4, 2, generator=gen)
+    seen = torch.rand(3, 4, 2, generator=gen) < 0.6
+    seen[0, 0] = True  # both seen: each read from the other
+    seen[0, 1] = False  # nothing seen
+    monkeypatch.setattr(models, "_READOUT_CHUNK", 1)  # one sample per chunk
+    with torch.no_grad():
+        read, spread, others = model._read(loc, None, values, seen)
+        dense, dense_spread, _ = model.readout(
+            loc, model.marginal_scale(), values, seen, limit=model.condition_limit
+        )
+    marginal = model.marginal_scale().expand(loc.shape)
+    assert others[0, 0].all() and not others[0, 1].any()
+    torch.testing.assert_close(read[:, others], dense[:, others])
+    torch.testing.assert_close(spread[:, others], dense_spread[:, others])
+    assert torch.equal(read[:, ~others], loc[:, ~others])
+    assert torch.equal(spread[:, ~others], marginal[:, ~others])
+
+
 def _product_series(n, seed):
     """Two noisy oscillations and their product, recorded at the same times: the third is
     a non-linear function of the others' values, noise included."""
