@@ -350,8 +350,12 @@ class SameTimeReadout(nn.Module):
 
     One hidden layer of ``hidden_dim`` units is shared by all targets: its input is the seen
     values, residuals and mask, the decoded means and the target's code, computed for every
-    target at once by taking the target's own terms off a shared sum. The output layer
-    starts at zero: before training the readout is the decoded mean with the marginal scale.
+    target at once by taking the target's own terms off a shared sum. Each target weighs the
+    shared units by its own gain (``gate``, features × hidden, starting at one), so that one
+    target can use a combination of the others that another target ignores (a derived
+    channel is an exact function of two others, which the shared layer alone finds only
+    approximately). The output layer starts at zero: before training the readout is the
+    decoded mean with the marginal scale.
 
     Parameters
     ----------
@@ -367,6 +371,7 @@ class SameTimeReadout(nn.Module):
         self.seen = nn.Linear(n_features, hidden_dim, bias=False)
         self.mean = nn.Linear(n_features, hidden_dim)
         self.target = nn.Parameter(0.1 * torch.randn(n_features, hidden_dim))
+        self.gate = nn.Parameter(torch.ones(n_features, hidden_dim))
         self.head = mlp(hidden_dim, hidden_dim, 2, n_layers=2, activation=nn.ELU)
         nn.init.zeros_(self.head[-1].weight)
         nn.init.zeros_(self.head[-1].bias)
@@ -410,7 +415,8 @@ class SameTimeReadout(nn.Module):
         w_u, w_x, w_m = self.residual.weight.T, self.value.weight.T, self.seen.weight.T
         if at is None:
             own = u.unsqueeze(-1) * w_u + x.unsqueeze(-1) * w_x + m.unsqueeze(-1) * w_m
-            hidden = shared.unsqueeze(-2) - own + self.target  # (..., time, features, hidden)
+            # (..., time, features, hidden)
+            hidden = (shared.unsqueeze(-2) - own) * self.gate + self.target
         else:
             where, d = at, at[-1]
             m = m.expand(loc.shape)
@@ -419,11 +425,18 @@ class SameTimeReadout(nn.Module):
                 + x[where].unsqueeze(-1) * w_x[d]
                 + m[where].unsqueeze(-1) * w_m[d]
             )
-            hidden = shared[where[:-1]] - own + self.target[d]  # (entries, hidden)
+            hidden = (shared[where[:-1]] - own) * self.gate[d] + self.target[d]  # (entries, hidden)
             loc, marginal = loc[where], marginal[where]
         out = self.head(F.elu(hidden))
         shift, spread = out[..., 0], F.softplus(out[..., 1] + _SOFTPLUS_ONE) + 1e-3
         return loc + marginal * shift, marginal * spread, others
+
+    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
+        # a readout saved before the per-target gain had none: a gain of one is that readout
+        key = prefix + "gate"
+        if prefix + "target" in state_dict and key not in state_dict:
+            state_dict[key] = torch.ones_like(self.gate)
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
 
     @staticmethod
     def others(seen: torch.Tensor) -> torch.Tensor:

@@ -234,3 +234,32 @@ def test_same_time_readout_starts_at_the_marginal_and_bounds_gross_values():
     read = [net(loc, marginal, g, seen, limit=4.0)[0][0, 2, 1] for g in gross]
     assert torch.allclose(read[0], read[1]) and torch.allclose(read[1], read[2])
     assert not torch.allclose(net(loc, marginal, gross[2], seen)[0][0, 2, 1], read[2])
+
+
+def test_same_time_readout_gate_is_per_target_and_old_readouts_load():
+    from latentode.nn import SameTimeReadout
+
+    torch.manual_seed(2)
+    net = SameTimeReadout(3, 8)
+    for p in net.head[-1].parameters():
+        torch.nn.init.normal_(p)
+    with torch.no_grad():
+        net.gate.normal_()
+        net.gate[1] = 0.0  # target 1 ignores every other feature
+    loc, marginal = torch.randn(2, 5, 3), torch.tensor([0.5, 1.0, 2.0])
+    values, seen = torch.randn(2, 5, 3), torch.rand(2, 5, 3) > 0.3
+    mean, scale, _ = net(loc, marginal, values, seen)
+    moved = values + 3.0
+    mean2, _, _ = net(loc, marginal, moved, seen)
+    assert torch.allclose(mean2[..., 1], mean[..., 1])  # gated off: reads nothing
+    assert not torch.allclose(mean2[..., [0, 2]], mean[..., [0, 2]])
+    # the sparse path applies each entry's own target's gate
+    at = seen.nonzero(as_tuple=True)
+    sparse_mean, sparse_scale, _ = net(loc, marginal, values, seen, at=at)
+    assert torch.allclose(sparse_mean, mean[at], atol=1e-5)
+    assert torch.allclose(sparse_scale, scale[at], atol=1e-5)
+    # a readout saved before the gate existed loads as a gain of one
+    old = {k: v for k, v in net.state_dict().items() if k != "gate"}
+    fresh = SameTimeReadout(3, 8)
+    fresh.load_state_dict(old)
+    assert torch.equal(fresh.gate, torch.ones(3, 8)) and torch.equal(fresh.target, net.target)
