@@ -403,30 +403,40 @@ class SameTimeReadout(nn.Module):
             Where any other feature is seen: elsewhere ``mean, scale`` are ``μ, σ``'s readout
             from nothing, and callers keep their own prediction.
         """
-        m = seen.to(loc.dtype)
         others = self.others(seen)
         marginal = marginal.expand(loc.shape)
-        u = (values - loc) / marginal * m
+        m = seen.to(loc.dtype)
+        rows_loc, rows_marginal = loc, marginal
+        if at is not None:
+            # the inputs of only the rows (times of a draw and series) that hold an entry read
+            rows = at[:-1]
+            mark = torch.zeros(loc.shape[:-1], dtype=torch.bool, device=loc.device)
+            mark[rows] = True
+            kept = mark.nonzero(as_tuple=True)
+            slot = torch.zeros(loc.shape[:-1], dtype=torch.long, device=loc.device)
+            slot[kept] = torch.arange(kept[0].numel(), device=loc.device)
+            rows_loc, rows_marginal = loc[kept], marginal[kept]
+            values, m = values.expand(loc.shape)[kept], m.expand(loc.shape)[kept]
+        u = (values - rows_loc) / rows_marginal * m
         if limit is not None:
             u = u.clamp(-limit, limit)
-        x = (loc + marginal * u) * m  # the seen values, winsorised as their residuals are
+        x = (rows_loc + rows_marginal * u) * m  # the seen values, winsorised as their residuals
         # the shared sum over all seen features, less each target's own term
-        shared = self.residual(u) + self.value(x) + self.seen(m) + self.mean(loc)
+        shared = self.residual(u) + self.value(x) + self.seen(m) + self.mean(rows_loc)
         w_u, w_x, w_m = self.residual.weight.T, self.value.weight.T, self.seen.weight.T
         if at is None:
             own = u.unsqueeze(-1) * w_u + x.unsqueeze(-1) * w_x + m.unsqueeze(-1) * w_m
             # (..., time, features, hidden)
             hidden = (shared.unsqueeze(-2) - own) * self.gate + self.target
         else:
-            where, d = at, at[-1]
-            m = m.expand(loc.shape)
+            r, d = slot[rows], at[-1]
             own = (
-                u[where].unsqueeze(-1) * w_u[d]
-                + x[where].unsqueeze(-1) * w_x[d]
-                + m[where].unsqueeze(-1) * w_m[d]
+                u[r, d].unsqueeze(-1) * w_u[d]
+                + x[r, d].unsqueeze(-1) * w_x[d]
+                + m[r, d].unsqueeze(-1) * w_m[d]
             )
-            hidden = (shared[where[:-1]] - own) * self.gate[d] + self.target[d]  # (entries, hidden)
-            loc, marginal = loc[where], marginal[where]
+            hidden = (shared[r] - own) * self.gate[d] + self.target[d]  # (entries, hidden)
+            loc, marginal = loc[at], marginal[at]
         out = self.head(F.elu(hidden))
         shift, spread = out[..., 0], F.softplus(out[..., 1] + _SOFTPLUS_ONE) + 1e-3
         return loc + marginal * shift, marginal * spread, others

@@ -379,3 +379,35 @@ def test_encoder_update_benchmark_times_the_fused_and_the_per_read_paths(tmp_pat
         assert r["encoding_max_difference"] < 1e-5
         assert r["gradient_max_difference"] < 1e-4 * r["gradient_max_magnitude"]
     assert json.loads(out.read_text())["results"] == results
+
+
+def test_pypots_imputation_stops_a_fit_before_an_epoch_past_the_budget(monkeypatch):
+    """BRITS and SAITS get latentode's ``max_time`` rule: the loop stops before an epoch
+    that would end past the budget, at PyPOTS's once-per-epoch hook."""
+    bench = _load("benchmarks/pypots_imputation.py")
+    clock = {"now": 100.0}
+    monkeypatch.setattr(bench.time, "perf_counter", lambda: clock["now"])
+
+    class Loop:  # PyPOTS's training loop: the hook, then the patience check, per epoch
+        patience = -1
+
+        def _auto_save_model_if_necessary(self, **kwargs):
+            self.saved = getattr(self, "saved", 0) + 1
+
+        def fit(self):
+            for _ in range(1000):
+                clock["now"] += 1.0 if self.saved_count() < 3 else 2.0  # epochs slow down
+                self._auto_save_model_if_necessary(confirm_saving=False)
+                if self.patience == 0:
+                    break
+
+        def saved_count(self):
+            return getattr(self, "saved", 0)
+
+    model = Loop()
+    original = model._auto_save_model_if_necessary
+    epochs, seconds = bench.fit_within(model, Loop.fit, 20.5)
+    # epochs end at 1, 2, 3, 5, 7, ..., 19: the next would end at 21 > 20.5
+    assert (epochs, seconds) == (11, 19.0)
+    assert model.saved == 11  # PyPOTS's own hook still ran every epoch
+    assert model._auto_save_model_if_necessary == original  # and is put back
