@@ -393,7 +393,8 @@ class SameTimeReadout(nn.Module):
         at : tuple of LongTensor, optional
             Read only these entries of ``loc``'s shape, given as ``mask.nonzero(as_tuple=True)``
             gives them (training reads the scored values only): ``mean`` and ``scale`` are
-            then of shape (entries,), in that order.
+            then of shape (entries,), in that order, and the shared layer is computed on the
+            rows (leading indices and time) that hold an entry only.
 
         Returns
         -------
