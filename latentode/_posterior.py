@@ -92,9 +92,12 @@ class PosteriorPredictiveMixin(IntervalMixin):
         """Chunk sizing of draws at each series' own times (see :mod:`latentode._query`)."""
         return {"width": self._draw_width(), "cells": widest_cells(self.device_)}
 
-    def _draw(self, X, times, n_samples: int, *, sites, positions=None):
+    def _draw(self, X, times, n_samples: int, *, sites, positions=None, entries=None):
         """Posterior predictive draws at query times, chunked over series; with ``positions``
-        (ndarray of shape (series, own)), at each series' positions on the query times only.
+        (ndarray of shape (series, own)), at each series' positions on the query times only;
+        ``entries`` (bool ndarray of shape (series, time, features) on the query times), the
+        entries a same-time readout reads (see ``wanted`` of
+        :func:`latentode.inference.posterior_predictive`).
 
         Returns
         -------
@@ -111,6 +114,8 @@ class PosteriorPredictiveMixin(IntervalMixin):
         data = self._check_data(X)
         t = self._check_times(times, data)
         query = self._model_times(t, self.device_)
+        if entries is not None:
+            entries = _check_entries(entries, (len(data), len(t), self.n_features_in_))
         chunks = []
         with self._seeded(seed_from(self.random_state), self.device_):
             width, cells = self._draw_width(), widest_cells(self.device_)
@@ -140,6 +145,9 @@ class PosteriorPredictiveMixin(IntervalMixin):
                         query_index=None
                         if positions is None
                         else torch.as_tensor(positions[start:stop], device=self.device_),
+                        wanted=None
+                        if entries is None
+                        else torch.as_tensor(entries[start:stop], device=self.device_),
                     )
                 except QueryPathsError as err:
                     raise self._unsolved(err, t) from err
@@ -244,6 +252,7 @@ class PosteriorPredictiveMixin(IntervalMixin):
         n_samples: int = 100,
         include_latent: bool = False,
         calibrated: bool = True,
+        entries=None,
     ) -> xr.Dataset:
         """Draws from the posterior predictive distribution at query times.
 
@@ -269,6 +278,13 @@ class PosteriorPredictiveMixin(IntervalMixin):
         calibrated : bool, default True
             After :meth:`calibrate`, ``obs`` is drawn from the calibrated predictive (False:
             the model's own); without a calibration it has no effect.
+        entries : array-like of bool, shape (series, time, feature), optional
+            With one grid of ``times`` for every series: the entries wanted (say, the missing
+            values to impute); ``obs`` and ``mean`` are NaN at the others. Their draws are the
+            same as without it, but a model with a same-time readout
+            (``same_time_readout``), which costs a hidden layer per entry it reads, reads the
+            wanted entries only: where a few entries of many features are wanted at each time,
+            much faster.
 
         Returns
         -------
@@ -290,10 +306,19 @@ class PosteriorPredictiveMixin(IntervalMixin):
             sites += ["z0", "z"]
         calibrated = calibrated and getattr(self, "calibration_", None) is not None
         own = self._own_grids(X, times, horizon, n_points)
+        if own is not None and entries is not None:
+            raise ValueError(
+                "entries needs one grid of query times for every series (times as an "
+                "array); with per-series times or horizon, leave entries out."
+            )
         if own is None:
-            data, t, draws = self._draw(X, times, n_samples, sites=tuple(sites))
+            data, t, draws = self._draw(X, times, n_samples, sites=tuple(sites), entries=entries)
             with self._one_reach_warning():
                 variables = self._in_data_units(draws, data, t, calibrated)
+            if entries is not None:
+                wanted = np.asarray(entries, dtype=bool)
+                for name in ("obs", "mean"):
+                    variables[name] = np.where(wanted, variables[name], np.float32(np.nan))
             coords, along = self._coords(data, t), "time"
         else:
             data, grids = own
@@ -863,3 +888,16 @@ def _gaps(data, t: np.ndarray) -> np.ndarray:
     if t.ndim == 1:
         return np.stack([gaps_to(s.times, t) for s in data])
     return np.stack([gaps_to(s.times, row) for s, row in zip(data, t, strict=True)])
+
+
+def _check_entries(entries, shape: tuple) -> np.ndarray:
+    """``entries`` of :meth:`PosteriorPredictiveMixin.sample` as a bool array of ``shape``
+    (series, time, features), or a ValueError that says what it should be."""
+    wanted = np.asarray(entries)
+    if wanted.dtype != bool or wanted.shape != shape:
+        raise ValueError(
+            f"entries must be a boolean array of shape (series, time, feature) = {shape}, one "
+            f"entry per series, query time and feature; got {wanted.dtype} of shape "
+            f"{wanted.shape}."
+        )
+    return wanted

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import inspect
 import warnings
 from collections.abc import Mapping, Sequence
 
@@ -179,23 +180,33 @@ def held_out_draws(
     """
     truths, features, gaps, draws, means = [], [], [], [], []
     grids = [s.times for s in target]
+    by_entry = "entries" in inspect.signature(model.sample).parameters
     # one warning for all chunks where calibrated bands reach past the calibration's horizon
     one_warning = getattr(model, "_one_reach_warning", contextlib.nullcontext)
     with one_warning():
         for start, stop, grid in chunks(grids, n_samples, target.n_features):
-            chunk = context[start:stop]
-            drawn = model.sample(chunk, times=grid, n_samples=n_samples, **sample_options)
+            chunk, held = context[start:stop], target[start:stop]
+            where = []
+            for s in held:
+                t_idx, f_idx = np.nonzero(np.isfinite(s.values))
+                where.append((np.searchsorted(grid, s.times)[t_idx], t_idx, f_idx))
+            options = dict(sample_options)
+            if by_entry:  # the held-out entries only (a same-time readout reads only those)
+                entries = np.zeros((len(held), len(grid), target.n_features), dtype=bool)
+                for row, (cols, _, f_idx) in enumerate(where):
+                    entries[row, cols, f_idx] = True
+                options["entries"] = entries
+            drawn = model.sample(chunk, times=grid, n_samples=n_samples, **options)
             obs = drawn["obs"].values
-            for row, (c, s) in enumerate(zip(chunk, target[start:stop], strict=True)):
-                cols = np.searchsorted(grid, s.times)
+            for row, (c, s) in enumerate(zip(chunk, held, strict=True)):
+                cols, t_idx, f_idx = where[row]
                 seen = np.isfinite(s.values)
-                t_idx, f_idx = np.nonzero(seen)
                 truths.append(s.values[seen].astype(np.float32))  # the draws' precision
                 features.append(f_idx)
                 gaps.append(gaps_to(c.times, s.times)[t_idx])
-                draws.append(obs[:, row, cols[t_idx], f_idx].astype(np.float32))
+                draws.append(obs[:, row, cols, f_idx].astype(np.float32))
                 if with_means:
-                    at = drawn["mean"].values[:, row, cols[t_idx], f_idx]
+                    at = drawn["mean"].values[:, row, cols, f_idx]
                     means.append(at.astype(np.float32))
     out = (
         np.concatenate(truths),

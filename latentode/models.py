@@ -505,6 +505,7 @@ class LatentODEModel(PyroModule):
         static=None,
         query_index=None,
         own_times: bool = False,
+        wanted=None,
     ):
         """The generative model.
 
@@ -546,6 +547,11 @@ class LatentODEModel(PyroModule):
             batch x grid, which on a union grid of series observed at different times (raw
             clinical times) is a small share of it. The ``obs`` site's value and the returned
             means are then of shape (batch, own, features). The training loss uses it.
+        wanted : BoolTensor of shape (batch, query, features), optional
+            With ``query_times``: the entries whose draws the caller uses. The same-time
+            readout is computed there only (it costs a hidden layer per entry, where the rest
+            of the generative mode costs one per time); the other entries are drawn without
+            it, from the noise model's conditional alone. Default: all entries.
 
         Returns
         -------
@@ -584,7 +590,9 @@ class LatentODEModel(PyroModule):
                 same = None
                 if self.noise_factor is not None or self.readout is not None:
                     same = _at_same_times(times, values, seen, query_times)
-                return self._generate(z0, query_times, context, static, same, times, query_index)
+                return self._generate(
+                    z0, query_times, context, static, same, times, query_index, wanted
+                )
             z, cumulative = self.solve(z0, times)
             if self.penalty is not None:
                 pyro.factor("dynamics_penalty", -self.penalty)
@@ -643,12 +651,21 @@ class LatentODEModel(PyroModule):
             )
 
     def _generate(
-        self, z0, query_times, context, static=None, same=None, times=None, query_index=None
+        self,
+        z0,
+        query_times,
+        context,
+        static=None,
+        same=None,
+        times=None,
+        query_index=None,
+        wanted=None,
     ) -> torch.Tensor:
         """Sites of the generative mode of :meth:`model`, inside the series plate; ``same``
         holds the observations at the query times (values, seen) for correlated noise;
         ``times``, the conditioning grid, where ``anchor="path"`` needs the decoded path on
-        it; ``query_index``, each series' positions on the query times (see :meth:`model`)."""
+        it; ``query_index``, each series' positions on the query times, and ``wanted``, the
+        entries the readout reads (see :meth:`model`)."""
         path = None
         if context is not None and self.anchor.follow_path:
             # one solve through the observation and query times: the query path, and the
@@ -665,6 +682,8 @@ class LatentODEModel(PyroModule):
                 context = tuple(tuple(_pick(x, query_index) for x in side) for side in context)
             if same is not None:
                 same = tuple(_pick(x, query_index) for x in same)
+            if wanted is not None:
+                wanted = _pick(wanted, query_index)
         pyro.deterministic("z", z, event_dim=2)
         loc = self.decode(z, context, path)
         decoded = loc
@@ -680,7 +699,7 @@ class LatentODEModel(PyroModule):
                 loc, self.noise(), self.noise_factor, *same, df=df, limit=self.condition_limit
             )
         if same is not None and self.readout is not None:
-            read, spread, others = self._read(decoded, z, *same)
+            read, spread, others = self._read(decoded, z, *same, wanted=wanted)
             if self.noise_factor is not None:  # a correction of the linear conditional
                 read = read - decoded + loc
             loc, noise = torch.where(others, read, loc), torch.where(others, spread, noise)
@@ -711,15 +730,18 @@ class LatentODEModel(PyroModule):
             return self.noise(z)
         return (self.noise() ** 2 + (self.noise_factor**2).sum(-1)).sqrt()
 
-    def _read(self, loc, z, values, seen):
+    def _read(self, loc, z, values, seen, wanted=None):
         """The same-time readout (:class:`~latentode.nn.SameTimeReadout`) of decoded means
         ``loc`` (..., batch, time, features) on latent states ``z``, given the observations
         ``values, seen`` (batch, time, features) at those times. Read only where another
-        feature is seen at the time (elsewhere ``loc`` and the marginal scale are returned),
-        in chunks of the leading dimensions, each entry's hidden layer being as wide as the
-        readout."""
+        feature is seen at the time, and only at the ``wanted`` entries (batch, time,
+        features) when given (elsewhere ``loc`` and the marginal scale are returned, and the
+        returned mask, where it was read, is False there), in chunks of the leading
+        dimensions, each entry's hidden layer being as wide as the readout."""
         marginal = self.marginal_scale(z).expand(loc.shape)
         others = SameTimeReadout.others(seen)
+        if wanted is not None:
+            others = others & wanted
         flat = loc.reshape(-1, *loc.shape[-3:])
         flat_marginal = marginal.reshape(-1, *loc.shape[-3:])
         width = self.readout.target.shape[-1]

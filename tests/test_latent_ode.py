@@ -1142,6 +1142,57 @@ def test_same_time_readout_reads_only_where_another_feature_is_seen(data, monkey
     assert torch.equal(spread[:, ~others], marginal[:, ~others])
 
 
+def test_sample_entries_reads_the_wanted_entries_only_and_draws_them_unchanged(data, monkeypatch):
+    from latentode.evaluation import held_out_draws, hold_out
+
+    est = LatentODE(**FAST, same_time_readout=8).fit(data.train)
+    with torch.no_grad():  # past the zero start: a read entry differs from an unread one
+        torch.manual_seed(0)
+        for p in est.model_.readout.head[-1].parameters():
+            p.normal_(0.0, 1.0)
+    context, target = hold_out(data.test[:4], fraction=0.3, random_state=0)
+    t = np.unique(np.concatenate([s.times for s in target]))
+    entries = np.zeros((4, t.size, 2), dtype=bool)
+    for row, s in enumerate(target):
+        i, f = np.nonzero(np.isfinite(s.values))
+        entries[row, np.searchsorted(t, s.times)[i], f] = True
+    read = []
+    forward = est.model_.readout.forward
+
+    def counted(*args, at=None, **kwargs):
+        read.append(at[0].numel())
+        return forward(*args, at=at, **kwargs)
+
+    monkeypatch.setattr(est.model_.readout, "forward", counted)
+    full = est.sample(context, times=t, n_samples=10)
+    n_full, read[:] = sum(read), []
+    part = est.sample(context, times=t, n_samples=10, entries=entries)
+    seen = np.zeros_like(entries)  # the context's observations at the query times
+    for row, c in enumerate(context):
+        j = np.minimum(np.searchsorted(t, c.times), t.size - 1)
+        on = t[j] == c.times
+        seen[row, j[on]] = np.isfinite(c.values[on])
+    wanted_read = int((entries & seen[..., ::-1]).sum())  # the other feature seen there
+    assert 0 < 10 * wanted_read == sum(read) < n_full  # those only, in each of 10 draws
+    for name in ("obs", "mean"):
+        wanted = part[name].values[:, entries]
+        np.testing.assert_allclose(wanted, full[name].values[:, entries], rtol=1e-5, atol=1e-5)
+        assert np.isnan(part[name].values[:, ~entries]).all()
+
+    class WithoutEntries:  # a model whose sample has no entries: every entry drawn
+        def sample(self, X, *, times, n_samples):
+            return est.sample(X, times=times, n_samples=n_samples)
+
+    y, _, _, draws = held_out_draws(est, context, target, 10)
+    y_all, _, _, draws_all = held_out_draws(WithoutEntries(), context, target, 10)
+    assert np.array_equal(y, y_all) and np.isfinite(draws).all()
+    np.testing.assert_allclose(draws, draws_all, rtol=1e-5, atol=1e-5)
+    with pytest.raises(ValueError, match=r"entries must be a boolean array of shape"):
+        est.sample(context, times=t, n_samples=2, entries=entries[:, :-1])
+    with pytest.raises(ValueError, match="entries needs one grid"):
+        est.sample(context, horizon=1.0, n_samples=2, entries=entries)
+
+
 def _product_series(n, seed):
     """Two noisy oscillations and their product, recorded at the same times: the third is
     a non-linear function of the others' values, noise included."""

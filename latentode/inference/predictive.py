@@ -28,6 +28,7 @@ def posterior_predictive(
     n_proposals: int = 0,
     proposal_block: int | None = None,
     query_index=None,
+    wanted=None,
 ) -> dict[str, torch.Tensor]:
     """Draws of ``z0`` given the observed series carried through the model to the query times.
 
@@ -65,6 +66,10 @@ def posterior_predictive(
     query_index : LongTensor of shape (batch, own), optional
         Each series' positions on ``query_times`` (its own times, padded with any position):
         the draws are then made there only, and ``query`` below is ``own``.
+    wanted : BoolTensor of shape (batch, query, features), optional
+        The entries whose draws the caller uses (``query`` as above): a model with a
+        same-time readout reads there only (see :meth:`~latentode.models.LatentODEModel.model`);
+        the draws elsewhere are made without it. Default: all entries.
 
     Returns
     -------
@@ -94,6 +99,9 @@ def posterior_predictive(
             z0 = _vectorised_trace(module.guide, n_samples, {}, *args, static=static)
             z0 = z0.nodes["z0"]["value"]
         unused = {"obs", "label"} - set(sites)
+        query = {"query_times": query_times, "static": static, "query_index": query_index}
+        if wanted is not None:
+            query["wanted"] = wanted
         try:
             with _NotDrawn(unused):  # sites not asked for are not drawn (obs: the noise)
                 trace = _vectorised_trace(
@@ -101,9 +109,7 @@ def posterior_predictive(
                     n_samples,
                     {"z0": z0},
                     *args,
-                    query_times=query_times,
-                    static=static,
-                    query_index=query_index,
+                    **query,
                 )
         except SolverError as err:
             cause = raised_error(err)  # the solver's own error, not Pyro's copy of it
