@@ -1,7 +1,7 @@
 """Prediction throughput: series per second of predict, sample and predict_quantiles.
 
     python benchmarks/prediction_throughput.py --physionet-path DIR [--series 400] [--threads 2]
-        [--device cuda]
+        [--device cuda] [--same-time-readout 64]
 
 A model is fitted briefly on PhysioNet 2012 set A stays (GRU encoder, latent 20, 37
 channels; the weights' quality does not change the cost), then each prediction method is
@@ -16,6 +16,13 @@ calls; writes ``benchmarks/results/prediction_throughput.json``. (Without ``time
 ``predict`` and ``sample`` answer on the union of the series' times, every series at every
 time: for hundreds of stays at minute resolution that grid has thousands of times, so the
 benchmark passes each stay's own times, as a user imputing or smoothing would.)
+
+With ``--same-time-readout H`` the model has a same-time readout of width ``H`` (and
+``noise_rank=8``, the configuration it is used with), and the held-out draws of an
+imputation evaluation are timed too — 10% of each stay's values hidden, 100 draws at each
+(:func:`latentode.evaluation.held_out_draws`, what ``evaluate`` and ``calibrate`` run) —
+with the readout read at the held-out entries only (``sample(..., entries=)``, the default
+there) and at every entry of their times, as before ``entries`` existed.
 """
 
 from __future__ import annotations
@@ -34,6 +41,7 @@ from _common import write_results  # noqa: E402
 
 from latentode import LatentODE  # noqa: E402
 from latentode.datasets import from_arrays, load_physionet2012  # noqa: E402
+from latentode.evaluation import held_out_draws, hold_out  # noqa: E402
 from latentode.profiling import peak_rss_mib  # noqa: E402
 
 
@@ -49,6 +57,17 @@ def synthetic_stays(n: int, seed: int):
         values[np.arange(k), rng.integers(0, 37, size=k)] = rng.normal(size=k)  # one per row
         series.append((times, values))
     return from_arrays(series)
+
+
+class EveryEntry:
+    """A fitted model whose ``sample`` takes no ``entries``: held-out draws then read every
+    entry of the held-out values' times."""
+
+    def __init__(self, model):
+        self.model = model
+
+    def sample(self, X, *, times, n_samples):
+        return self.model.sample(X, times=times, n_samples=n_samples)
 
 
 def timed(call, repeats: int) -> float:
@@ -70,6 +89,13 @@ def main(argv=None) -> None:
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--device", default="cpu", help="where the model runs (cpu, cuda)")
+    parser.add_argument(
+        "--same-time-readout",
+        type=int,
+        default=0,
+        help="width of the model's same-time readout (with noise_rank=8); also times the "
+        "held-out draws of an imputation evaluation",
+    )
     parser.add_argument("--output", help="JSON to write (default in benchmarks/results)")
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
@@ -92,6 +118,8 @@ def main(argv=None) -> None:
         random_state=args.seed,
         device=args.device,
         verbose=False,
+        same_time_readout=args.same_time_readout,
+        noise_rank=8 if args.same_time_readout else 0,
     ).fit(train)
     own = {s.id: s.times for s in test}
     calls = {
@@ -102,6 +130,14 @@ def main(argv=None) -> None:
             test, horizon=24.0
         ),
     }
+    if args.same_time_readout:
+        context, target = hold_out(test, fraction=0.1, random_state=args.seed)
+        calls["held-out values (10%, 100 draws), read at those only"] = lambda: held_out_draws(
+            model, context, target, 100
+        )
+        calls["held-out values (10%, 100 draws), read at every entry of their times"] = lambda: (
+            held_out_draws(EveryEntry(model), context, target, 100)
+        )
     results = {}
     print(f"{len(test)} {source}, {args.threads} threads, device {args.device}")
     # z0 by importance resampling (the default proposals), then drawn from q itself

@@ -280,11 +280,12 @@ class PosteriorPredictiveMixin(IntervalMixin):
             the model's own); without a calibration it has no effect.
         entries : array-like of bool, shape (series, time, feature), optional
             With one grid of ``times`` for every series: the entries wanted (say, the missing
-            values to impute); ``obs`` and ``mean`` are NaN at the others. Their draws are the
-            same as without it, but a model with a same-time readout
-            (``same_time_readout``), which costs a hidden layer per entry it reads, reads the
-            wanted entries only: where a few entries of many features are wanted at each time,
-            much faster.
+            values to impute); ``obs`` and ``mean`` are NaN at the others. The wanted entries
+            are drawn from the same predictive as without it (``mean`` is the same, ``obs``
+            other draws of the same noise), but observation noise is drawn there only, and a
+            model with a same-time readout (``same_time_readout``), which costs a hidden layer
+            per entry it reads, reads there only: where a few entries of many features are
+            wanted at each time, much faster.
 
         Returns
         -------
@@ -313,10 +314,10 @@ class PosteriorPredictiveMixin(IntervalMixin):
             )
         if own is None:
             data, t, draws = self._draw(X, times, n_samples, sites=tuple(sites), entries=entries)
+            wanted = None if entries is None else np.asarray(entries, dtype=bool)
             with self._one_reach_warning():
-                variables = self._in_data_units(draws, data, t, calibrated)
-            if entries is not None:
-                wanted = np.asarray(entries, dtype=bool)
+                variables = self._in_data_units(draws, data, t, calibrated, wanted)
+            if wanted is not None:
                 for name in ("obs", "mean"):
                     variables[name] = np.where(wanted, variables[name], np.float32(np.nan))
             coords, along = self._coords(data, t), "time"
@@ -344,15 +345,18 @@ class PosteriorPredictiveMixin(IntervalMixin):
             attrs=self._attrs(calibrated=int(calibrated)),
         )
 
-    def _in_data_units(self, draws: dict, data, t: np.ndarray, calibrated: bool) -> dict:
+    def _in_data_units(
+        self, draws: dict, data, t: np.ndarray, calibrated: bool, entries=None
+    ) -> dict:
         """Draws of :meth:`_draw` (model units, tensors) as arrays in the data's units, ``obs``
-        calibrated when asked; ``t`` the query times, (time,) or each series' (series, time).
+        calibrated when asked (at ``entries`` only, when given); ``t`` the query times,
+        (time,) or each series' (series, time).
         """
         out = {"obs": self._draws_in_data_units(draws["obs"])}
         if "mean" in draws:
             out["mean"] = self._draws_in_data_units(draws["mean"])
         if calibrated:
-            out["obs"] = self._calibrated(out["obs"], out["mean"], data, t)
+            out["obs"] = self._calibrated(out["obs"], out["mean"], data, t, entries)
         if "intensity" in draws:  # model intensities are per unit of rescaled time
             out["intensity"] = draws["intensity"].float().cpu().numpy() / float(self.time_scale_)
         for name in ("z0", "z"):
@@ -776,18 +780,25 @@ class PosteriorPredictiveMixin(IntervalMixin):
         that Monte Carlo noise (too narrow with fewer draws than at calibration)."""
         return self._forward(means).mean(0), self._forward(obs).std(0)
 
-    def _calibrated(self, obs: np.ndarray, means: np.ndarray, data, t: np.ndarray) -> np.ndarray:
+    def _calibrated(
+        self, obs: np.ndarray, means: np.ndarray, data, t: np.ndarray, entries=None
+    ) -> np.ndarray:
         """Calibrated draws from raw ones (sample, series, time, feature), same shape;
-        calibrated on the model's scale (log for log features)."""
+        calibrated on the model's scale (log for log features); with ``entries`` (bool,
+        (series, time, feature)), at those only (the others' errors are not drawn)."""
         mean, sd = self._centre_and_spread(obs, means)
         gap = _gaps(data, t)
-        self._check_reach(gap)
+        self._check_reach(gap if entries is None else np.where(entries.any(-1), gap, np.nan))
         rng = np.random.default_rng(seed_from(self.random_state) + 2)
-        z = np.empty(obs.shape, dtype=np.float32)
+        z = np.zeros(obs.shape, dtype=np.float32)
         for d in range(obs.shape[-1]):
-            z[..., d] = self.calibration_.draw(d, gap.ravel(), obs.shape[0], rng).reshape(
-                obs.shape[:-1]
-            )
+            if entries is None:
+                z[..., d] = self.calibration_.draw(d, gap.ravel(), obs.shape[0], rng).reshape(
+                    obs.shape[:-1]
+                )
+            elif entries[..., d].any():
+                at = entries[..., d]
+                z[:, at, d] = self.calibration_.draw(d, gap[at], obs.shape[0], rng)
         return self._inverse(mean + sd * z).astype(np.float32)
 
     def _calibrated_quantiles(

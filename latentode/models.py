@@ -548,10 +548,11 @@ class LatentODEModel(PyroModule):
             clinical times) is a small share of it. The ``obs`` site's value and the returned
             means are then of shape (batch, own, features). The training loss uses it.
         wanted : BoolTensor of shape (batch, query, features), optional
-            With ``query_times``: the entries whose draws the caller uses. The same-time
-            readout is computed there only (it costs a hidden layer per entry, where the rest
-            of the generative mode costs one per time); the other entries are drawn without
-            it, from the noise model's conditional alone. Default: all entries.
+            With ``query_times``: the entries whose draws the caller uses. Observation noise
+            is drawn there only (``obs`` is NaN at the others) and the same-time readout is
+            computed there only (it costs a hidden layer per entry, where the rest of the
+            generative mode costs one per time; ``mean`` is the noise model's conditional
+            alone at the others). Default: all entries.
 
         Returns
         -------
@@ -710,7 +711,10 @@ class LatentODEModel(PyroModule):
         loc = pyro.deterministic("mean", loc, event_dim=2)
         if self.poisson:
             pyro.deterministic("intensity", self.intensity(z), event_dim=2)
-        if df is None:
+        if wanted is not None:  # the noise of the wanted entries only: NaN elsewhere
+            wanted = wanted.expand(loc.shape)
+            pyro.sample("obs", _AtEntries(loc, noise, df, wanted).to_event(2))
+        elif df is None:
             pyro.sample("obs", dist.Normal(loc, noise).to_event(2))
         else:
             pyro.sample("obs", dist.StudentT(df, loc, noise).to_event(2))
@@ -993,6 +997,37 @@ class LatentODEModel(PyroModule):
 _READOUT_CHUNK = 2**24
 #: weight of the same-time readout's training term (see ``_same_time_score``)
 _READOUT_WEIGHT = 1e-3
+
+
+class _AtEntries(dist.TorchDistribution):
+    """Normal (``df`` None) or Student-t noise around ``loc`` drawn at the ``wanted``
+    entries only, NaN at the others: the ``obs`` site of a generation that uses a few
+    entries of a dense (..., batch, time, features) grid. Draws only; no density."""
+
+    arg_constraints = {}
+    support = dist.constraints.real
+
+    def __init__(self, loc, scale, df, wanted):
+        self.loc, self.scale, self.df, self.wanted = loc, scale, df, wanted
+        super().__init__(batch_shape=loc.shape, validate_args=False)
+
+    @property
+    def mean(self):
+        return torch.where(self.wanted, self.loc, torch.nan)
+
+    def sample(self, sample_shape=()):
+        if sample_shape:
+            raise NotImplementedError("entries are drawn in the plates' shape only")
+        at = self.wanted.nonzero(as_tuple=True)
+        if self.df is None:
+            noise = dist.Normal(self.loc[at], self.scale[at])
+        else:
+            noise = dist.StudentT(self.df[at], self.loc[at], self.scale[at])
+        out = torch.full_like(self.loc, torch.nan)
+        out[at] = noise.sample()
+        return out
+
+    rsample = sample
 
 
 def _pick(x: torch.Tensor, index: torch.Tensor) -> torch.Tensor:

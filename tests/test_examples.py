@@ -411,3 +411,16 @@ def test_pypots_imputation_stops_a_fit_before_an_epoch_past_the_budget(monkeypat
     assert (epochs, seconds) == (11, 19.0)
     assert model.saved == 11  # PyPOTS's own hook still ran every epoch
     assert model._auto_save_model_if_necessary == original  # and is put back
+
+
+def test_prediction_throughput_times_held_out_draws_read_at_the_held_out_entries(tmp_path):
+    bench = _load("benchmarks/prediction_throughput.py")
+    out = tmp_path / "throughput.json"
+    argv = ["--series", "6", "--train", "8", "--epochs", "1", "--repeats", "1"]
+    bench.main([*argv, "--same-time-readout", "4", "--output", str(out)])
+    record = json.loads(out.read_text())
+    results = record["results"]
+    held = [k for k in results if k.startswith("held-out values")]
+    assert len(held) == 4  # read at the held-out entries and at every entry, twice each
+    assert all(results[k]["series_per_second"] > 0 for k in results)
+    assert record["configuration"]["same_time_readout"] == 4

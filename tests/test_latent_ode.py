@@ -1142,7 +1142,7 @@ def test_same_time_readout_reads_only_where_another_feature_is_seen(data, monkey
     assert torch.equal(spread[:, ~others], marginal[:, ~others])
 
 
-def test_sample_entries_reads_the_wanted_entries_only_and_draws_them_unchanged(data, monkeypatch):
+def test_sample_entries_draws_and_reads_the_wanted_entries_only(data, monkeypatch):
     from latentode.evaluation import held_out_draws, hold_out
 
     est = LatentODE(**FAST, same_time_readout=8).fit(data.train)
@@ -1164,29 +1164,34 @@ def test_sample_entries_reads_the_wanted_entries_only_and_draws_them_unchanged(d
         return forward(*args, at=at, **kwargs)
 
     monkeypatch.setattr(est.model_.readout, "forward", counted)
-    full = est.sample(context, times=t, n_samples=10)
+    full = est.sample(context, times=t, n_samples=400)
     n_full, read[:] = sum(read), []
-    part = est.sample(context, times=t, n_samples=10, entries=entries)
+    part = est.sample(context, times=t, n_samples=400, entries=entries)
     seen = np.zeros_like(entries)  # the context's observations at the query times
     for row, c in enumerate(context):
         j = np.minimum(np.searchsorted(t, c.times), t.size - 1)
         on = t[j] == c.times
         seen[row, j[on]] = np.isfinite(c.values[on])
     wanted_read = int((entries & seen[..., ::-1]).sum())  # the other feature seen there
-    assert 0 < 10 * wanted_read == sum(read) < n_full  # those only, in each of 10 draws
+    assert 0 < 400 * wanted_read == sum(read) < n_full  # those only, in each draw
+    # the same predictive at the wanted entries: the same means (the readout's included),
+    # other draws of the same noise; nothing elsewhere
+    mean, full_mean = part["mean"].values[:, entries], full["mean"].values[:, entries]
+    np.testing.assert_allclose(mean, full_mean, rtol=1e-5, atol=1e-5)
+    noise, full_noise = part["obs"].values[:, entries] - mean, full["obs"].values - full["mean"]
+    ratio = noise.std(0) / full_noise.values[:, entries].std(0)
+    assert np.all(np.abs(ratio - 1) < 0.25) and abs(np.median(ratio) - 1) < 0.05
     for name in ("obs", "mean"):
-        wanted = part[name].values[:, entries]
-        np.testing.assert_allclose(wanted, full[name].values[:, entries], rtol=1e-5, atol=1e-5)
         assert np.isnan(part[name].values[:, ~entries]).all()
 
     class WithoutEntries:  # a model whose sample has no entries: every entry drawn
         def sample(self, X, *, times, n_samples):
             return est.sample(X, times=times, n_samples=n_samples)
 
-    y, _, _, draws = held_out_draws(est, context, target, 10)
-    y_all, _, _, draws_all = held_out_draws(WithoutEntries(), context, target, 10)
-    assert np.array_equal(y, y_all) and np.isfinite(draws).all()
-    np.testing.assert_allclose(draws, draws_all, rtol=1e-5, atol=1e-5)
+    y, _, _, draws, means = held_out_draws(est, context, target, 10, with_means=True)
+    out = held_out_draws(WithoutEntries(), context, target, 10, with_means=True)
+    assert np.array_equal(y, out[0]) and np.isfinite(draws).all()
+    np.testing.assert_allclose(means, out[4], rtol=1e-5, atol=1e-5)
     with pytest.raises(ValueError, match=r"entries must be a boolean array of shape"):
         est.sample(context, times=t, n_samples=2, entries=entries[:, :-1])
     with pytest.raises(ValueError, match="entries needs one grid"):

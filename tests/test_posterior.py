@@ -121,6 +121,20 @@ def test_bands_beyond_the_calibrated_horizon_warn(spirals, fitted, tmp_path, mon
         "calibrated bands" in str(w.message)
         for w in _caught(lambda: short.sample(spirals.test[50:51], times=far, calibrated=False))
     )
+    # only the entries asked for count: the near time alone is within reach
+    entries = np.zeros((1, 2, spirals.test.n_features), dtype=bool)
+    entries[0, 0] = True
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        near_only = short.sample(spirals.test[50:51], times=far, n_samples=400, entries=entries)
+    assert np.isnan(near_only.obs.values[:, 0, 1]).all()
+    with pytest.warns(UserWarning, match="calibrated bands are asked for"):
+        both = short.sample(spirals.test[50:51], times=far, n_samples=400)
+    width = [
+        np.subtract(*np.quantile(x.obs.values[:, 0, 0], [0.95, 0.05], axis=0))
+        for x in (near_only, both)
+    ]
+    np.testing.assert_allclose(width[0], width[1], rtol=0.2)  # the same calibrated bands
     # one call, one warning, however many chunks of series it draws in
     monkeypatch.setattr("latentode._posterior.WIDEST_CELLS", 2_000)
     for call in (

@@ -67,9 +67,10 @@ def posterior_predictive(
         Each series' positions on ``query_times`` (its own times, padded with any position):
         the draws are then made there only, and ``query`` below is ``own``.
     wanted : BoolTensor of shape (batch, query, features), optional
-        The entries whose draws the caller uses (``query`` as above): a model with a
-        same-time readout reads there only (see :meth:`~latentode.models.LatentODEModel.model`);
-        the draws elsewhere are made without it. Default: all entries.
+        The entries whose draws the caller uses (``query`` as above): observation noise
+        is drawn there only (``obs`` is NaN elsewhere) and a model with a same-time readout
+        reads there only (see :meth:`~latentode.models.LatentODEModel.model`). Default: all
+        entries.
 
     Returns
     -------
