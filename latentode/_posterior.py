@@ -96,8 +96,8 @@ class PosteriorPredictiveMixin(IntervalMixin):
         """Posterior predictive draws at query times, chunked over series; with ``positions``
         (ndarray of shape (series, own)), at each series' positions on the query times only;
         ``entries`` (bool ndarray of shape (series, time, features) on the query times), the
-        entries a same-time readout reads (see ``wanted`` of
-        :func:`latentode.inference.posterior_predictive`).
+        entries wanted: noise is drawn and a same-time readout read there only (see
+        ``wanted`` of :func:`latentode.inference.posterior_predictive`).
 
         Returns
         -------

@@ -666,7 +666,7 @@ class LatentODEModel(PyroModule):
         holds the observations at the query times (values, seen) for correlated noise;
         ``times``, the conditioning grid, where ``anchor="path"`` needs the decoded path on
         it; ``query_index``, each series' positions on the query times, and ``wanted``, the
-        entries the readout reads (see :meth:`model`)."""
+        entries where noise is drawn and the readout read (see :meth:`model`)."""
         path = None
         if context is not None and self.anchor.follow_path:
             # one solve through the observation and query times: the query path, and the
@@ -712,7 +712,6 @@ class LatentODEModel(PyroModule):
         if self.poisson:
             pyro.deterministic("intensity", self.intensity(z), event_dim=2)
         if wanted is not None:  # the noise of the wanted entries only: NaN elsewhere
-            wanted = wanted.expand(loc.shape)
             pyro.sample("obs", _AtEntries(loc, noise, df, wanted).to_event(2))
         elif df is None:
             pyro.sample("obs", dist.Normal(loc, noise).to_event(2))
@@ -1008,8 +1007,11 @@ class _AtEntries(dist.TorchDistribution):
     support = dist.constraints.real
 
     def __init__(self, loc, scale, df, wanted):
-        self.loc, self.scale, self.df, self.wanted = loc, scale, df, wanted
-        super().__init__(batch_shape=loc.shape, validate_args=False)
+        shape = torch.broadcast_shapes(loc.shape, scale.shape, wanted.shape)
+        self.loc, self.scale = loc.expand(shape), scale.expand(shape)
+        self.wanted = wanted.expand(shape)
+        self.df = None if df is None else df.expand(shape)
+        super().__init__(batch_shape=shape, validate_args=False)
 
     @property
     def mean(self):

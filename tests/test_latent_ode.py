@@ -1145,7 +1145,9 @@ def test_same_time_readout_reads_only_where_another_feature_is_seen(data, monkey
 def test_sample_entries_draws_and_reads_the_wanted_entries_only(data, monkeypatch):
     from latentode.evaluation import held_out_draws, hold_out
 
-    est = LatentODE(**FAST, same_time_readout=8).fit(data.train)
+    # correlated heavy-tailed noise: the conditional's scales are per series and time
+    est = LatentODE(**FAST, same_time_readout=8, noise_rank=1, likelihood="student_t")
+    est.fit(data.train)
     with torch.no_grad():  # past the zero start: a read entry differs from an unread one
         torch.manual_seed(0)
         for p in est.model_.readout.head[-1].parameters():
@@ -1179,8 +1181,12 @@ def test_sample_entries_draws_and_reads_the_wanted_entries_only(data, monkeypatc
     mean, full_mean = part["mean"].values[:, entries], full["mean"].values[:, entries]
     np.testing.assert_allclose(mean, full_mean, rtol=1e-5, atol=1e-5)
     noise, full_noise = part["obs"].values[:, entries] - mean, full["obs"].values - full["mean"]
-    ratio = noise.std(0) / full_noise.values[:, entries].std(0)
-    assert np.all(np.abs(ratio - 1) < 0.25) and abs(np.median(ratio) - 1) < 0.05
+
+    def iqr(x):  # a spread that heavy tails leave steady
+        return np.subtract(*np.quantile(x, [0.75, 0.25], axis=0))
+
+    ratio = iqr(noise) / iqr(full_noise.values[:, entries])
+    assert np.all(np.abs(ratio - 1) < 0.35) and abs(np.median(ratio) - 1) < 0.05
     for name in ("obs", "mean"):
         assert np.isnan(part[name].values[:, ~entries]).all()
 
