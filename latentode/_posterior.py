@@ -317,9 +317,8 @@ class PosteriorPredictiveMixin(IntervalMixin):
             wanted = None if entries is None else np.asarray(entries, dtype=bool)
             with self._one_reach_warning():
                 variables = self._in_data_units(draws, data, t, calibrated, wanted)
-            if wanted is not None:
-                for name in ("obs", "mean"):
-                    variables[name] = np.where(wanted, variables[name], np.float32(np.nan))
+            if wanted is not None:  # obs is NaN there already: no noise was drawn
+                variables["mean"] = np.where(wanted, variables["mean"], np.float32(np.nan))
             coords, along = self._coords(data, t), "time"
         else:
             data, grids = own
