@@ -200,8 +200,7 @@ def held_out_draws(
             obs = drawn["obs"].values
             for row, (c, s) in enumerate(zip(chunk, held, strict=True)):
                 cols, t_idx, f_idx = where[row]
-                seen = np.isfinite(s.values)
-                truths.append(s.values[seen].astype(np.float32))  # the draws' precision
+                truths.append(s.values[t_idx, f_idx].astype(np.float32))  # the draws' precision
                 features.append(f_idx)
                 gaps.append(gaps_to(c.times, s.times)[t_idx])
                 draws.append(obs[:, row, cols, f_idx].astype(np.float32))
