@@ -39,7 +39,10 @@ def mlp(n_in: int, n_hidden: int, n_out: int, *, n_layers: int = 2, activation=n
     n_layers : int, default 2
         Number of linear layers (at least 1).
     activation : type of nn.Module
-        Activation between linear layers.
+        Activation between linear layers. ``nn.ELU`` and ``nn.ReLU`` act in place on the
+        linear layer's output (nothing else reads it), so no new tensor is allocated; for
+        ELU, autograd then keeps one tensor per hidden layer for the backward pass instead
+        of two (its input beside its output, which the next layer keeps).
 
     Returns
     -------
@@ -53,8 +56,13 @@ def mlp(n_in: int, n_hidden: int, n_out: int, *, n_layers: int = 2, activation=n
     for i in range(n_layers):
         layers.append(nn.Linear(widths[i], widths[i + 1]))
         if i < n_layers - 1:
-            layers.append(activation())
+            in_place = activation in _IN_PLACE
+            layers.append(activation(inplace=True) if in_place else activation())
     return nn.Sequential(*layers)
+
+
+#: activations that ``mlp`` applies in place: their backward reads their output only
+_IN_PLACE = (nn.ELU, nn.ReLU)
 
 
 class ODEFunc(nn.Module):
