@@ -47,7 +47,10 @@ def mlp(n_in: int, n_hidden: int, n_out: int, *, n_layers: int = 2, activation=n
     Returns
     -------
     nn.Sequential
-        Maps (..., n_in) to (..., n_out).
+        Maps (..., n_in) to (..., n_out). The leading dimensions are flattened into one
+        before the first layer and restored after the last, so that every layer works on a
+        plain matrix (an in-place activation on a view of a larger tensor would make
+        autograd copy the whole tensor back in the backward pass).
     """
     if n_layers < 1:
         raise ValueError(f"n_layers must be at least 1; got {n_layers}.")
@@ -58,7 +61,15 @@ def mlp(n_in: int, n_hidden: int, n_out: int, *, n_layers: int = 2, activation=n
         if i < n_layers - 1:
             in_place = activation in _IN_PLACE
             layers.append(activation(inplace=True) if in_place else activation())
-    return nn.Sequential(*layers)
+    return _Flat(*layers)
+
+
+class _Flat(nn.Sequential):
+    """``nn.Sequential`` of layers on (rows, width) matrices, applied to (..., width)."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out = super().forward(x.reshape(-1, x.shape[-1]))
+        return out.view(*x.shape[:-1], out.shape[-1])
 
 
 #: activations that ``mlp`` applies in place: their backward reads their output only
