@@ -443,23 +443,46 @@ class SameTimeReadout(nn.Module):
         x = (rows_loc + rows_marginal * u) * m  # the seen values, winsorised as their residuals
         # the shared sum over all seen features, less each target's own term
         shared = self.residual(u) + self.value(x) + self.seen(m) + self.mean(rows_loc)
-        w_u, w_x, w_m = self.residual.weight.T, self.value.weight.T, self.seen.weight.T
         if at is None:
+            w_u, w_x, w_m = self.residual.weight.T, self.value.weight.T, self.seen.weight.T
             own = u.unsqueeze(-1) * w_u + x.unsqueeze(-1) * w_x + m.unsqueeze(-1) * w_m
             # (..., time, features, hidden)
             hidden = (shared.unsqueeze(-2) - own) * self.gate + self.target
+            out = self.head(F.elu(hidden))
         else:
-            r, d = slot[rows], at[-1]
-            own = (
-                u[r, d].unsqueeze(-1) * w_u[d]
-                + x[r, d].unsqueeze(-1) * w_x[d]
-                + m[r, d].unsqueeze(-1) * w_m[d]
-            )
-            hidden = (shared[r] - own) * self.gate[d] + self.target[d]  # (entries, hidden)
+            hidden, back = self._hidden_by_target(shared, u, x, m, slot[rows], at[-1])
             loc, marginal = loc[at], marginal[at]
-        out = self.head(F.elu(hidden))
+            out = self.head(F.elu(hidden))[back]
         shift, spread = out[..., 0], F.softplus(out[..., 1] + _SOFTPLUS_ONE) + 1e-3
         return loc + marginal * shift, marginal * spread, others
+
+    def _hidden_by_target(self, shared, u, x, m, r, d):
+        """The hidden layer of the entries at rows ``r`` and targets ``d`` (LongTensors of
+        shape (entries,)) of ``shared`` (rows, hidden) and ``u, x, m`` (rows, features),
+        computed a target at a time: (entries, hidden) in the order of their targets, and
+        the permutation (entries,) that puts rows of that order back in the entries' order.
+
+        ``(shared − u w_u − x w_x − m w_m) · gate + target`` of each target is one product
+        of its entries' own ``(u, x, m)`` with its gated weights and one multiply-add of
+        their shared rows, instead of gathering five weight rows per entry."""
+        order = torch.argsort(d, stable=True)
+        r, d = r[order], d[order]
+        counts = torch.bincount(d, minlength=self.gate.shape[0]).tolist()
+        own = torch.stack([u[r, d], x[r, d], m[r, d]], -1)  # (entries, 3)
+        weights = torch.stack(
+            [self.residual.weight.T, self.value.weight.T, self.seen.weight.T], 1
+        ) * self.gate.unsqueeze(1)  # (features, 3, hidden)
+        parts, start = [], 0
+        for target, n in enumerate(counts):
+            if n:
+                rows = slice(start, start + n)
+                part = torch.addmm(self.target[target], own[rows], weights[target], alpha=-1)
+                parts.append(part.addcmul_(shared[r[rows]], self.gate[target]))
+                start += n
+        back = torch.empty_like(order)
+        back[order] = torch.arange(order.numel(), device=order.device)
+        hidden = torch.cat(parts) if parts else shared.new_zeros((0, shared.shape[-1]))
+        return hidden, back
 
     def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
         # a readout saved before the per-target gain had none: a gain of one is that readout

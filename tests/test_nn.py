@@ -253,11 +253,20 @@ def test_same_time_readout_gate_is_per_target_and_old_readouts_load():
     mean2, _, _ = net(loc, marginal, moved, seen)
     assert torch.allclose(mean2[..., 1], mean[..., 1])  # gated off: reads nothing
     assert not torch.allclose(mean2[..., [0, 2]], mean[..., [0, 2]])
-    # the sparse path applies each entry's own target's gate
+    # the sparse path (entries grouped by target) applies each entry's own target's gate,
+    # and trains the same: the same gradients as the dense path at the same entries
     at = seen.nonzero(as_tuple=True)
     sparse_mean, sparse_scale, _ = net(loc, marginal, values, seen, at=at)
     assert torch.allclose(sparse_mean, mean[at], atol=1e-5)
     assert torch.allclose(sparse_scale, scale[at], atol=1e-5)
+    params = list(net.parameters())
+    weight = torch.randn(len(at[0]))
+    dense = torch.autograd.grad((weight * (mean[at] + scale[at].log())).sum(), params)
+    sparse = torch.autograd.grad((weight * (sparse_mean + sparse_scale.log())).sum(), params)
+    for a, b in zip(dense, sparse, strict=True):
+        torch.testing.assert_close(b, a, rtol=1e-4, atol=1e-5)
+    none = torch.zeros_like(seen).nonzero(as_tuple=True)  # nothing to read
+    assert net(loc, marginal, values, seen, at=none)[0].shape == (0,)
     # a readout saved before the gate existed loads as a gain of one
     old = {k: v for k, v in net.state_dict().items() if k != "gate"}
     fresh = SameTimeReadout(3, 8)
