@@ -68,6 +68,8 @@ class _Flat(nn.Sequential):
     """``nn.Sequential`` of layers on (rows, width) matrices, applied to (..., width)."""
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if x.dim() == 2:  # the solver's and the recurrent loops' calls: nothing to flatten
+            return super().forward(x)
         out = super().forward(x.reshape(-1, x.shape[-1]))
         return out.view(*x.shape[:-1], out.shape[-1])
 
@@ -448,11 +450,11 @@ class SameTimeReadout(nn.Module):
             own = u.unsqueeze(-1) * w_u + x.unsqueeze(-1) * w_x + m.unsqueeze(-1) * w_m
             # (..., time, features, hidden)
             hidden = (shared.unsqueeze(-2) - own) * self.gate + self.target
-            out = self.head(F.elu(hidden))
+            back = slice(None)
         else:
             hidden, back = self._hidden_by_target(shared, u, x, m, slot[rows], at[-1])
             loc, marginal = loc[at], marginal[at]
-            out = self.head(F.elu(hidden))[back]
+        out = self.head(F.elu(hidden))[back]
         shift, spread = out[..., 0], F.softplus(out[..., 1] + _SOFTPLUS_ONE) + 1e-3
         return loc + marginal * shift, marginal * spread, others
 
